@@ -1,0 +1,360 @@
+"""The typed schema of ``params.yaml``.
+
+Every stage validates the whole file with :func:`load_params` before it does anything, so a wrong
+key, type or name fails at once with one message that names the key and the valid values
+(:func:`format_validation_error`), and never after minutes of work.
+
+Names that live in registries (dataset ``source``, backbone ``architecture``, explainers, Quantus
+metrics) are checked against those registries, so a new implementation needs no schema change.
+Each dataset source declares its own config model (a subclass of :class:`DatasetConfig`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kmx_eval.errors import ParamsError, did_you_mean
+from kmx_eval.models.combination import BLOCK_STRIDES, Combination, parse_combination
+
+MIN_IMAGE_SIZE = BLOCK_STRIDES[4]  # B4 has stride 32: a smaller image leaves it no grid cell
+
+
+class Strict(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneConfig(Strict):
+    """The CNN under explanation and how it is trained (``train`` stage)."""
+
+    architecture: str = "resnet34"
+    weights: Literal["none", "imagenet"] = "none"
+    image_size: int = Field(96, ge=1)
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    augment: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    mixed_precision: bool = False
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, v: str) -> str:
+        from kmx_eval.models.backbone import ARCHITECTURES
+
+        ARCHITECTURES.get(v, where="architecture")
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _large_enough(cls, v: int) -> int:
+        if v < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"{v} px is too small: block B4 has stride {MIN_IMAGE_SIZE}, so images need at "
+                f"least {MIN_IMAGE_SIZE} px (96 or more gives B4 a grid worth explaining)"
+            )
+        return v
+
+
+class BackboneOverride(Strict):
+    """Per-dataset overrides of :class:`BackboneConfig` (only the keys given are replaced)."""
+
+    architecture: str | None = None
+    weights: Literal["none", "imagenet"] | None = None
+    image_size: int | None = None
+    epochs: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    augment: bool | None = None
+
+
+class DatasetConfig(Strict):
+    """Fields every dataset entry has; each source subclasses it with its own fields."""
+
+    source: str
+    seed: int = 0
+    backbone: BackboneOverride = BackboneOverride()
+
+
+class FeaturesConfig(Strict):
+    """How F_S is built from the blocks (METHOD.md section 1)."""
+
+    normalisation: Literal["none", "l2", "standardize"] = "standardize"
+    resize: Literal["bilinear", "nearest"] = "bilinear"
+    batch_size: int = Field(128, ge=1)
+
+
+class HeadConfig(Strict):
+    """The k-means head (KMEx) and the linear probe (``fit`` stage)."""
+
+    n_prototypes: int = Field(5, ge=1)
+    labels: Literal["ground_truth", "cnn"] = "ground_truth"
+    n_init: int = Field(4, ge=1)
+    max_iter: int = Field(300, ge=1)
+    probe_C: float = Field(1.0, gt=0)
+    probe_max_iter: int = Field(2000, ge=1)
+
+
+class ConceptsConfig(Strict):
+    """Concept maps: MiniBatchKMeans on per-location vectors of F_S."""
+
+    n_concepts: int = Field(8, ge=2)
+    scope: Literal["global", "class"] = "global"
+    n_images: int = Field(256, ge=1)
+    locations_per_image: int = Field(32, ge=1)
+    batch_size: int = Field(2048, ge=16)
+
+
+class ExplainConfig(Strict):
+    """Explanation maps on a fixed, seeded evaluation subset of the test split."""
+
+    n_images: int = Field(48, ge=2)
+    explainers: list[str] = ["margin", "margin_centred", "distance", "cam", "gradcam",
+                             "integrated_gradients", "random"]
+    ig_steps: int = Field(16, ge=2)
+    batch_size: int = Field(32, ge=1)
+    concepts: ConceptsConfig = ConceptsConfig()
+
+    @field_validator("explainers")
+    @classmethod
+    def _known_explainers(cls, v: list[str]) -> list[str]:
+        from kmx_eval.explain import EXPLAINERS
+
+        if not v:
+            raise ValueError(f"needs at least one explainer; valid: {', '.join(EXPLAINERS.names())}")
+        for i, name in enumerate(v):
+            EXPLAINERS.get(name, where=f"explain.explainers[{i}]")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an explainer twice")
+        return v
+
+
+class FaithfulnessConfig(Strict):
+    """Settings of the perturbation metrics (costs scale with these; see README)."""
+
+    perturb_baseline: Literal["black", "white", "mean", "uniform"] = "black"
+    nr_runs: int = Field(20, ge=2)          # FaithfulnessCorrelation
+    subset_fraction: float = Field(0.05, gt=0, le=1)  # FaithfulnessCorrelation, share of pixels
+    n_steps: int = Field(16, ge=2)          # PixelFlipping and MonotonicityCorrelation
+    nr_samples: int = Field(3, ge=1)        # MonotonicityCorrelation
+    patch_fraction: float = Field(0.125, gt=0, le=1)  # RegionPerturbation patch side / image side
+    regions_evaluation: int = Field(16, ge=1)
+
+
+class BootstrapConfig(Strict):
+    n_resamples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class EvaluateConfig(Strict):
+    """Metrics of METHOD.md section 4 (``evaluate`` stage)."""
+
+    quantus: list[str] = ["PointingGame", "AttributionLocalisation", "RelevanceMassAccuracy",
+                          "RelevanceRankAccuracy", "TopKIntersection", "AUC",
+                          "FaithfulnessCorrelation", "PixelFlipping", "RegionPerturbation",
+                          "MonotonicityCorrelation", "Sparseness", "RandomLogit"]
+    softmax: bool = False
+    purity_m: int = Field(10, ge=1)
+    top_k_fraction: float = Field(0.1, gt=0, le=1)
+    faithfulness: FaithfulnessConfig = FaithfulnessConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    compare: list[tuple[str, str]] = [("B4", "B234")]
+
+    @field_validator("quantus")
+    @classmethod
+    def _known_metrics(cls, v: list[str]) -> list[str]:
+        from kmx_eval.metrics.quantus_metrics import QUANTUS_METRICS
+
+        for i, name in enumerate(v):
+            QUANTUS_METRICS.get(name, where=f"evaluate.quantus[{i}]")
+        return v
+
+    @field_validator("compare")
+    @classmethod
+    def _valid_pairs(cls, v):
+        for i, pair in enumerate(v):
+            for name in pair:
+                parse_combination(name, where=f"evaluate.compare[{i}]")
+        return v
+
+
+class ReportConfig(Strict):
+    title: str = "kmx-eval: semantic fidelity versus accuracy of k-means explanations"
+    gallery_images: int = Field(6, ge=1)
+    fidelity_metric: str = "RelevanceMassAccuracy"
+
+
+class Params(Strict):
+    """The whole of ``params.yaml``."""
+
+    seeds: list[int] = [0]
+    datasets: dict[str, DatasetConfig]
+    backbone: BackboneConfig = BackboneConfig()
+    combinations: list[str] = ["B4", "B34", "B234"]
+    features: FeaturesConfig = FeaturesConfig()
+    head: HeadConfig = HeadConfig()
+    explain: ExplainConfig = ExplainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed, such as [0]")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a seed twice")
+        return v
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _dataset_sources(cls, v: Any) -> Any:
+        """Validate each entry against the config model of its ``source``."""
+        from kmx_eval.data import SOURCES
+
+        if not isinstance(v, dict) or not v:
+            raise ValueError("needs at least one named dataset entry, such as shapes: {source: synthetic}")
+        out = {}
+        for name, entry in v.items():
+            if not isinstance(name, str) or not name.replace("_", "").isalnum():
+                raise ValueError(f"dataset name {name!r} must be letters, digits and underscores")
+            if isinstance(entry, DatasetConfig):
+                out[name] = entry
+                continue
+            if not isinstance(entry, dict) or "source" not in entry:
+                raise ParamsError(
+                    f"datasets.{name}: needs a 'source'; valid: {', '.join(SOURCES.names())}"
+                )
+            source = SOURCES.get(entry["source"], where=f"datasets.{name}.source")
+            try:
+                out[name] = source.Config.model_validate(entry)
+            except ValidationError as exc:
+                raise ParamsError(format_validation_error(exc, prefix=f"datasets.{name}")) from None
+        return out
+
+    @field_validator("combinations")
+    @classmethod
+    def _combinations(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one block combination, such as [B4, B34, B234]")
+        for i, name in enumerate(v):
+            parse_combination(name, where=f"combinations[{i}]")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a block combination twice")
+        return v
+
+    @model_validator(mode="after")
+    def _compare_in_combinations(self) -> "Params":
+        for i, (a, b) in enumerate(self.evaluate.compare):
+            for name in (a, b):
+                if name not in self.combinations:
+                    raise ParamsError(
+                        f"evaluate.compare[{i}]: {name!r} is not in combinations "
+                        f"({', '.join(self.combinations)})"
+                    )
+        for name, ds in self.datasets.items():
+            self.backbone_for(name)  # validates merged overrides (image size, architecture)
+        return self
+
+    # ------------------------------------------------------------------ helpers for stages
+    def backbone_for(self, dataset: str) -> BackboneConfig:
+        """The backbone settings of ``dataset``: the global section with its overrides applied."""
+        over = self.datasets[dataset].backbone.model_dump(exclude_none=True)
+        merged = {**self.backbone.model_dump(), **over}
+        try:
+            return BackboneConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise ParamsError(format_validation_error(exc, prefix=f"datasets.{dataset}.backbone")) from None
+
+    def combination_list(self) -> list[Combination]:
+        return [parse_combination(c) for c in self.combinations]
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ParamsError(
+                f"dataset {name!r} is not in params.yaml{did_you_mean(name, self.datasets)}; "
+                f"defined: {', '.join(self.datasets)}"
+            )
+        return self.datasets[name]
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the key at ``loc`` (for 'valid keys' hints)."""
+    model: Any = root
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "", root: type[BaseModel] | None = None) -> str:
+    """Turn a pydantic error into one line per problem: ``key: what is wrong; valid: ...``."""
+    lines = []
+    root = root or exc.title and None
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(([prefix] if prefix else []) + list(loc))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc, root_model_for(exc) or Params)
+            valid = _allowed_keys(owner)
+            hint = did_you_mean(loc[-1], valid) if valid else ""
+            extra = "; valid keys: " + ", ".join(valid) if valid else ""
+            if loc[-1] == "seed" and "backbone" in loc:
+                extra += " (training and k-means seeds are the top-level 'seeds' list)"
+            lines.append(f"{key}: unknown key{hint}{extra}")
+            continue
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        got = err.get("input")
+        if err["type"] not in ("missing",) and not isinstance(got, (dict, list)):
+            msg += f" (got {got!r})"
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
+
+
+def root_model_for(exc: ValidationError) -> type[BaseModel] | None:
+    return {"Params": Params}.get(exc.title)
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping; raises :class:`ParamsError` with one message."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(f"{source}: {format_validation_error(exc)}") from None
+    except ParamsError as exc:
+        raise ParamsError(f"{source}: {exc}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} does not exist; run from the repository root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    return parse_params(raw, source=str(path))

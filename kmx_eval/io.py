@@ -1,0 +1,176 @@
+"""Atomic, pickle-free outputs.
+
+Every output is written to a temporary sibling and renamed into place, so a stage killed at any
+moment (SIGKILL included) leaves either the previous output or none, never a half-written file
+that DVC would hash and trust. Arrays go to ``.npz`` (loaded with ``allow_pickle=False``) or
+safetensors, metadata to JSON: nothing the pipeline writes is unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from kmx_eval.errors import DataError, KmxError
+
+#: Top-level folders a stage may write to, relative to the repository (the working directory
+#: of ``dvc repro``). Anything else is refused so that a path in params cannot overwrite sources.
+OUTPUT_ROOTS = ("data", "models", "features", "heads", "maps", "metrics", "reports")
+
+
+def check_output_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Resolve ``path`` and check that it lies in one of :data:`OUTPUT_ROOTS` under ``root``."""
+    root = Path(root or os.getcwd()).resolve()
+    p = Path(path)
+    resolved = (p if p.is_absolute() else root / p).resolve()
+    for name in OUTPUT_ROOTS:
+        if resolved == root / name or (root / name) in resolved.parents:
+            return resolved
+    raise KmxError(
+        f"refusing to write {str(path)!r}: stages only write under "
+        f"{', '.join(n + '/' for n in OUTPUT_ROOTS)} of {root}"
+    )
+
+
+def _disk_error(path: Path, exc: OSError) -> KmxError:
+    why = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+    return KmxError(f"could not write {path}: {why}; nothing was left half-written")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``.
+
+    On any exception the temporary file or folder is removed and ``path`` is left untouched.
+    Works for files and for folders (the caller creates whichever it needs at the yielded path).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if not target.exists():
+            raise RuntimeError(f"atomic_path: nothing was written to {target}")
+        if path.is_dir() and not path.is_symlink():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(target, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(target, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise _disk_error(path, exc) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_write(target: Path, data: bytes) -> None:
+    with open(target, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _to_jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        obj = float(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # JSON has no NaN; missing values are null
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        _fsync_write(tmp, data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON with sorted keys (byte-stable for the same content)."""
+    text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return write_text(path, text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KmxError(f"{path} does not exist; run the stage that writes it (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def write_csv(path: str | os.PathLike, frame) -> Path:
+    """Write a pandas DataFrame as CSV without the index, floats with 10 significant digits."""
+    return write_text(path, frame.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Save arrays to an uncompressed ``.npz``; object arrays are refused (they would need pickle)."""
+    clean = {}
+    for key, value in arrays.items():
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise TypeError(f"save_npz: array {key!r} has dtype object, which would need pickle")
+        clean[key] = arr
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **clean)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` written by :func:`save_npz` (never unpickles)."""
+    path = Path(path)
+    if not path.exists():
+        raise KmxError(f"{path} does not exist; run the stage that writes it (dvc repro)")
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> Path:
+    """Save a torch state dict with safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=dict(metadata or {}))
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike) -> dict:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise KmxError(f"{path} does not exist; run the stage that writes it (dvc repro)")
+    return load_file(str(path))

@@ -1,0 +1,1 @@
+"""Metrics of METHOD.md section 4."""

@@ -1,0 +1,74 @@
+"""Where each stage writes, in one place. ``dvc.yaml`` declares the same paths as outs.
+
+Every path is relative to the repository root (the working directory of ``dvc repro``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BASELINES = "baselines"  # the pseudo-combination under which post-hoc baselines of the CNN are filed
+
+
+def prepared(dataset: str) -> Path:
+    """Hugging Face DatasetDict (train, test) saved to disk by ``prepare@dataset``."""
+    return Path("data") / dataset
+
+
+def backbone_dir(dataset: str) -> Path:
+    return Path("models") / dataset
+
+
+def backbone_weights(dataset: str, seed: int) -> Path:
+    return backbone_dir(dataset) / f"seed{seed}" / "backbone.safetensors"
+
+
+def backbone_meta(dataset: str, seed: int) -> Path:
+    return backbone_dir(dataset) / f"seed{seed}" / "backbone.json"
+
+
+def train_metrics(dataset: str) -> Path:
+    return Path("metrics") / dataset / "train.json"
+
+
+def embeddings(dataset: str) -> Path:
+    """Folder of pooled-embedding caches written by ``embed@dataset``, one ``seed{s}.npz`` each."""
+    return Path("features") / dataset
+
+
+def embeddings_file(dataset: str, seed: int) -> Path:
+    return embeddings(dataset) / f"seed{seed}.npz"
+
+
+def heads(dataset: str, combination: str) -> Path:
+    return Path("heads") / dataset / combination
+
+
+def head_dir(dataset: str, combination: str, seed: int) -> Path:
+    return heads(dataset, combination) / f"seed{seed}"
+
+
+def fit_metrics(dataset: str, combination: str) -> Path:
+    return Path("metrics") / dataset / combination / "fit.json"
+
+
+def maps(dataset: str, combination: str) -> Path:
+    """Folder of explanation maps of ``explain@dataset-combination`` (or ``baselines@dataset``)."""
+    return Path("maps") / dataset / combination
+
+
+def maps_file(dataset: str, combination: str, seed: int) -> Path:
+    return maps(dataset, combination) / f"seed{seed}.npz"
+
+
+def evaluation(dataset: str, combination: str) -> Path:
+    """Folder of ``evaluate@dataset-combination``: tidy metrics, per-sample scores, curves."""
+    return Path("metrics") / dataset / combination / "evaluate"
+
+
+def evaluation_summary(dataset: str, combination: str) -> Path:
+    """Small JSON of key numbers, declared as DVC metrics."""
+    return Path("metrics") / dataset / combination / "evaluate.json"
+
+
+REPORT_DIR = Path("reports")
