@@ -72,3 +72,8 @@ def evaluation_summary(dataset: str, combination: str) -> Path:
 
 
 REPORT_DIR = Path("reports")
+
+
+def curves(dataset: str, combination: str) -> Path:
+    """Pixel-flipping curves (CSV), declared as DVC plots, beside the evaluate folder."""
+    return Path("metrics") / dataset / combination / "curves.csv"

@@ -1,1 +1,34 @@
-"""Backbones and their blocks: B1..B4 taps, block combinations F_S and pooled embeddings z_S."""
+"""Backbones and their blocks: B1..B4 taps, block combinations F_S and pooled embeddings z_S.
+
+- :mod:`~kmx_eval.models.combination`: block combinations ``S`` (``B4``, ``B234``...).
+- :mod:`~kmx_eval.models.backbone`: the ResNet under explanation (``ARCHITECTURES``), training,
+  safetensors persistence.
+- :mod:`~kmx_eval.models.blocks`: ``BlockExtractor`` (``A_1..A_4`` and the logits in one forward),
+  ``combine`` (``F_S``), ``pool`` (``z_S``), ``BlockStats``.
+- :mod:`~kmx_eval.models.embeddings`: the pooled-embedding cache and ``combination_embeddings``.
+
+The names below are re-exported lazily: ``kmx_eval.config`` imports ``combination`` at start-up
+and must not pay for importing torchvision.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Combination": "combination", "parse_combination": "combination", "BLOCKS": "combination",
+    "BLOCK_NODES": "combination", "BLOCK_STRIDES": "combination",
+    "ARCHITECTURES": "backbone", "build_backbone": "backbone", "train_backbone": "backbone",
+    "evaluate_backbone": "backbone", "save_backbone": "backbone", "load_backbone": "backbone",
+    "BlockExtractor": "blocks", "BlockStats": "blocks", "BlockStatsAccumulator": "blocks",
+    "combine": "blocks", "pool": "blocks", "normalise_block": "blocks", "resize_to": "blocks",
+    "extract_embedding_cache": "embeddings", "combination_embeddings": "embeddings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

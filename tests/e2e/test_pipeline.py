@@ -1,0 +1,231 @@
+"""End to end: `dvc repro` on tiny params in a temporary git repository.
+
+One pipeline run (module fixture) serves the checks of the produced files; further tests rerun
+it to check DVC's incremental behaviour, determinism and recovery from a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "seeds": [0],
+    "datasets": {
+        "tiny": {"source": "synthetic", "n_classes": 3, "train_per_class": 24, "test_per_class": 8,
+                 "clutter": 2, "seed": 0},
+        # A folder of images without masks: localisation must be marked not applicable.
+        "folder": {"source": "imagefolder", "path": "inputs/folder", "test_fraction": 0.25, "seed": 0,
+                   "backbone": {"image_size": 32}},
+    },
+    "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
+                 "lr": 0.003},
+    "combinations": ["B4", "B34"],
+    "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
+    "explain": {"n_images": 6, "ig_steps": 4, "batch_size": 8,
+                "concepts": {"n_concepts": 3, "n_images": 12, "locations_per_image": 8, "batch_size": 64}},
+    "evaluate": {"faithfulness": {"nr_runs": 3, "n_steps": 4, "nr_samples": 1, "regions_evaluation": 3},
+                 "bootstrap": {"n_resamples": 50}, "compare": [["B4", "B34"]]},
+    "report": {"gallery_images": 2},
+}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", HF_DATASETS_OFFLINE="1",
+               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], cwd=cwd, **kw)
+
+
+def make_image_folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for cls, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)
+            x, y = rng.integers(0, 20, 2)
+            img[y:y + 16, x:x + 16] = colour
+            Image.fromarray(img).save(root / cls / f"{i}.png")
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def digest(paths: list[Path]) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def metric_files(repo: Path) -> list[Path]:
+    return sorted(p for p in (repo / "metrics").rglob("*") if p.is_file() and p.suffix in (".json", ".csv"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "kmx_eval", root / "kmx_eval", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".gitignore", root)
+    make_image_folder(root / "inputs" / "folder")
+    write_params(root, TINY)
+    run(["git", "init", "-q"], cwd=root)
+    dvc("init", "-q", cwd=root)
+    dvc("config", "core.analytics", "false", cwd=root)
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "-qm", "tiny study"], cwd=root)
+    start = time.perf_counter()
+    dvc("repro", cwd=root)
+    print(f"tiny pipeline: {time.perf_counter() - start:.0f} s")
+    return root
+
+
+def test_pipeline_writes_every_declared_output(repo):
+    for ds in ("tiny", "folder"):
+        assert (repo / "data" / ds / "dataset_dict.json").exists()
+        assert (repo / "models" / ds / "seed0" / "backbone.safetensors").exists()
+        assert (repo / "features" / ds / "seed0.npz").exists()
+        for comb in ("B4", "B34", "cnn"):
+            assert (repo / "metrics" / ds / comb / "evaluate" / "metrics.csv").exists()
+            assert (repo / "metrics" / ds / comb / "evaluate.json").exists()
+        for comb in ("B4", "B34"):
+            assert (repo / "heads" / ds / comb / "seed0" / "kmeans.npz").exists()
+            assert (repo / "maps" / ds / comb / "seed0.npz").exists()
+    html = (repo / "reports" / "index.html").read_text()
+    for ds in ("tiny", "folder"):
+        assert ds in html
+    assert list((repo / "reports" / "figures").glob("*.png"))
+    assert list((repo / "reports" / "tables").glob("*.csv"))
+    assert (repo / "reports" / "metrics.json").exists()
+
+
+def test_no_pickle_in_outputs(repo):
+    for npz in repo.rglob("*.npz"):
+        with np.load(npz, allow_pickle=False) as data:  # raises if any array needs pickle
+            for key in data.files:
+                data[key]
+    assert not list(repo.rglob("*.pkl")) and not list(repo.rglob("*.pt"))
+
+
+def test_dataset_without_masks_marks_localisation_not_applicable(repo):
+    import pandas as pd
+
+    frame = pd.read_csv(repo / "metrics" / "folder" / "B4" / "evaluate" / "metrics.csv")
+    loc = frame[frame["category"] == "localisation"]
+    assert len(loc) > 0
+    assert loc["value"].isna().all()
+    assert loc["note"].str.contains("not applicable").all()
+    faith = frame[frame["category"] == "faithfulness"]
+    assert faith["value"].notna().any()
+
+
+def test_second_repro_is_a_no_op(repo):
+    proc = dvc("repro", cwd=repo)
+    assert "up to date" in proc.stdout.lower()
+    assert "Running stage" not in proc.stdout
+
+
+def test_changing_one_dataset_reruns_only_its_stages(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["datasets"]["folder"]["test_fraction"] = 0.3
+    write_params(repo, params)
+    try:
+        status = dvc("status", "--json", cwd=repo).stdout
+        import json
+
+        changed = set(json.loads(status))
+        assert changed, "nothing changed"
+        assert all("@folder" in name or name == "report" for name in changed), changed
+        assert "prepare@folder" in changed and not any("@tiny" in n for n in changed)
+    finally:
+        write_params(repo, TINY)
+
+
+def test_adding_a_dataset_adds_only_its_stages_and_the_report(repo):
+    import json
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["datasets"]["more"] = {"source": "synthetic", "n_classes": 2, "train_per_class": 10,
+                                  "test_per_class": 4, "seed": 1}
+    write_params(repo, params)
+    try:
+        changed = set(json.loads(dvc("status", "--json", cwd=repo).stdout))
+        assert "prepare@more" in changed and "evaluate@more-B34" in changed
+        assert all("@more" in name or name == "report" for name in changed), changed
+    finally:
+        write_params(repo, TINY)
+
+
+def test_bad_params_stop_with_one_line_and_keep_outputs(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["backbone"]["architecture"] = "resnet35"
+    write_params(repo, params)
+    before = digest(metric_files(repo))
+    try:
+        proc = run([str(BIN / "python"), "stages/train.py", "tiny"], cwd=repo, check=False)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+        assert "resnet35" in proc.stderr and "resnet34" in proc.stderr
+    finally:
+        write_params(repo, TINY)
+    assert digest(metric_files(repo)) == before
+
+
+def test_same_params_and_seed_give_identical_metrics(repo):
+    before = digest(metric_files(repo) + sorted((repo / "reports" / "tables").glob("*.csv")))
+    dvc("repro", "--force", cwd=repo, timeout=1200)
+    after = digest(metric_files(repo) + sorted((repo / "reports" / "tables").glob("*.csv")))
+    assert after == before
+
+
+def test_sigkill_mid_stage_leaves_no_partial_output_and_repro_recovers(repo):
+    env = _env()
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "--force", "--single-item", "train@tiny"],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    # Wait until the training process runs (its weights are being produced), then kill hard.
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if list((repo / "models").glob(".tiny.*.tmp")) or not (repo / "models" / "tiny").exists():
+            break
+        time.sleep(0.2)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    weights = repo / "models" / "tiny" / "seed0" / "backbone.safetensors"
+    # Either the stage had not replaced its output yet or the output is gone: never half a file.
+    if weights.exists():
+        from safetensors.torch import load_file
+
+        load_file(str(weights))
+    dvc("repro", cwd=repo)
+    assert "up to date" in dvc("status", cwd=repo).stdout.lower()
+    assert not list(repo.rglob(".*.tmp"))
