@@ -1,4 +1,52 @@
-"""Dataset sources (placeholder registry; filled by the data module)."""
-from kmx_eval.registry import Registry
+"""Datasets: sources (``SOURCES`` registry), the prepared on-disk form, and torch access.
 
-SOURCES = Registry("dataset source")
+A params entry ``datasets.<name>: {source: ..., ...}`` names a source registered in
+:data:`SOURCES`; each source is a class with a ``Config`` (a
+:class:`~kmx_eval.config.DatasetConfig` subclass; unknown keys are errors) and
+``build(cfg, image_size) -> datasets.DatasetDict`` with splits ``train`` and ``test`` and columns
+``image`` (RGB, square, at the model's input size), ``label`` (ClassLabel), optional ``mask``
+(L, 0/255 object mask) and optional ``parts`` (L, part ids 1..P, 0 background).
+
+Sources:
+
+- ``synthetic`` (:mod:`.synthetic`): objects made of parts on cluttered backgrounds, with exact
+  masks and part maps; the embedded default, no download.
+- ``digits`` (:mod:`.digits`): scikit-learn's bundled handwritten digits, ink as mask.
+- ``imagefolder`` (:mod:`.imagefolder`): your images in class folders, optional mask folder.
+- ``hf`` (:mod:`.hf`): a Hugging Face dataset, from the hub or a local ``save_to_disk`` copy.
+
+Adding a source is one module with one registered class, imported below.
+"""
+
+from kmx_eval.data.base import SOURCES, stratified_split
+from kmx_eval.data.prepared import (
+    class_counts,
+    class_names,
+    has_masks,
+    has_parts,
+    load_prepared,
+    prepare_dataset,
+    save_prepared,
+)
+from kmx_eval.data.torch_data import MEAN, STD, ImageDataset, decode_column, load_batch, normalise
+
+# Imported for their registration in SOURCES.
+from kmx_eval.data import digits, hf, imagefolder, synthetic  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "SOURCES",
+    "MEAN",
+    "STD",
+    "ImageDataset",
+    "class_counts",
+    "class_names",
+    "decode_column",
+    "has_masks",
+    "has_parts",
+    "load_batch",
+    "load_prepared",
+    "normalise",
+    "prepare_dataset",
+    "save_prepared",
+    "stratified_split",
+]

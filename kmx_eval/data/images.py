@@ -73,7 +73,7 @@ def to_rgb(img: Image.Image, where: str) -> Image.Image:
         elif mode == "F" and top <= 1.0:
             arr = arr * 255.0
         grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -118,7 +118,7 @@ def binary_mask(img: Image.Image, where: str) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Resize a boolean mask to ``size`` x ``size`` with nearest neighbour (stays binary)."""
-    img = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, mode="L")
+    img = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(img) > 127

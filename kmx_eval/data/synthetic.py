@@ -1,0 +1,390 @@
+"""``synthetic``: objects made of parts on cluttered, textured backgrounds, with exact ground truth.
+
+Each class is an *object*: ``n_parts`` parts, each a (shape, colour, texture) *style*, placed in a
+class-specific arrangement (offsets, sizes and orientations of the parts relative to each other).
+An image shows one object at a random position, scale, rotation and mirror state on a textured
+background with ``clutter`` distractor shapes. Half of the distractors reuse styles of the parts
+of *any* class (the true one included), so a single part is weak evidence of a class: the
+classifier has to use which parts occur together and how they are arranged.
+
+With every image the generator writes the object mask (its pixels, 0/255) and the part map
+(pixel -> part id 1..P, 0 elsewhere): the ground truth of the localisation and concept metrics.
+
+Generation is a pure function of ``(seed, split, index)``: the same config gives byte-identical
+datasets. The class designs (styles and arrangements) are drawn from ``seed`` too, so another
+seed is another dataset of the same kind, not another sample of the same classes.
+
+Scale: the object's area is drawn uniformly in ``COVERAGE`` (a share of the image), then capped
+so that the object fits in the frame; objects then cover roughly 10-25% of the image, large
+enough for localisation metrics to mean something and small enough that the background matters.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pydantic import Field, model_validator
+
+from kmx_eval.config import DatasetConfig
+from kmx_eval.data.base import SOURCES, assemble
+from kmx_eval.seeding import rng
+
+COVERAGE = (0.12, 0.28)  # target share of the image covered by the object, before the frame cap
+MAX_RADIUS = 0.46  # the object's bounding circle is at most this share of the image side
+DISTRACTOR_FROM_PARTS = 0.5  # probability that a distractor copies the style of some class part
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 165, 60),
+    "blue": (45, 85, 220),
+    "yellow": (240, 205, 35),
+    "magenta": (205, 50, 200),
+    "cyan": (40, 200, 210),
+    "orange": (245, 135, 30),
+    "purple": (115, 45, 165),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+}
+TEXTURES = ("solid", "stripes", "checker")
+
+
+def _normalise(poly: np.ndarray) -> np.ndarray:
+    """Centre a polygon on its centroid and scale it to area pi (effective radius 1).
+
+    Equal areas make parts of different shapes equally large, so shape is told apart by form,
+    not by size.
+    """
+    x, y = poly[:, 0], poly[:, 1]
+    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    area = cross.sum() / 2
+    cx = ((x + np.roll(x, -1)) * cross).sum() / (6 * area)
+    cy = ((y + np.roll(y, -1)) * cross).sum() / (6 * area)
+    return (poly - [cx, cy]) * np.sqrt(np.pi / abs(area))
+
+
+def _regular(n: int, phase: float = 0.0, radii=(1.0,)) -> np.ndarray:
+    t = phase + 2 * np.pi * np.arange(n * len(radii)) / (n * len(radii))
+    r = np.resize(np.asarray(radii, dtype=float), t.size)
+    return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+
+
+def _rect(w: float, h: float) -> np.ndarray:
+    return np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=float) / 2
+
+
+SHAPES: dict[str, np.ndarray] = {
+    name: _normalise(poly)
+    for name, poly in {
+        "circle": _regular(32),
+        "square": _regular(4, np.pi / 4),
+        "triangle": _regular(3, -np.pi / 2),
+        "diamond": np.array([[0, -1.0], [0.55, 0], [0, 1.0], [-0.55, 0]]),
+        "hexagon": _regular(6),
+        "cross": np.array([[-1, -0.3], [-0.3, -0.3], [-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3],
+                           [1, 0.3], [0.3, 0.3], [0.3, 1], [-0.3, 1], [-0.3, 0.3], [-1, 0.3]], float),
+        "star": _regular(5, -np.pi / 2, radii=(1.0, 0.45)),
+        "bar": _rect(2.4, 0.8),
+    }.items()
+}
+#: Distance from a shape's centre to its farthest vertex, in units of its effective radius.
+SHAPE_REACH = {name: float(np.linalg.norm(p, axis=1).max()) for name, p in SHAPES.items()}
+
+N_STYLES = len(SHAPES) * len(COLOURS) * len(TEXTURES)
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one part (or distractor) looks."""
+
+    shape: str
+    colour: str
+    texture: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part of a class's object, in object units (the object's bounding radius is 1)."""
+
+    style: Style
+    offset: tuple[float, float]  # centre of the part relative to the object's centre
+    size: float  # effective radius (area / pi) ** 0.5
+    angle: float  # orientation of the part in the object's frame, radians
+
+
+@dataclass(frozen=True)
+class ClassDesign:
+    """One class: its name, its parts and its area in units of R^2 (R = bounding radius)."""
+
+    name: str
+    parts: tuple[Part, ...]
+    area: float
+
+
+def _styles(n: int, seed: int) -> list[Style]:
+    """``n`` distinct styles; the first up to 80 differ in (shape, colour), not in texture only.
+
+    Parts that differ only by texture are the hardest to tell apart at low resolution, so such
+    pairs are used only when a config asks for more parts than there are (shape, colour) pairs.
+    """
+    gen = rng(seed, "styles")
+    pairs = list(itertools.product(SHAPES, COLOURS))
+    order = gen.permutation(len(pairs))
+    first = gen.integers(len(TEXTURES), size=len(pairs))
+    styles = []
+    for round_ in range(len(TEXTURES)):
+        for i in order:
+            shape, colour = pairs[i]
+            styles.append(Style(shape, colour, TEXTURES[(first[i] + round_) % len(TEXTURES)]))
+    return styles[:n]
+
+
+def _layout(n_parts: int, gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A class's arrangement: part centres, effective radii and orientations (raw units).
+
+    Parts form a chain in which each new part is attached to a random earlier one at a random
+    angle, at ``0.85 (s_j + s_k)`` from it (slight overlap: the object is one connected blob);
+    up to 200 draws look for a place at least ``0.8 (s_i + s_k)`` from every other part, so that
+    no part hides another.
+    """
+    sizes = gen.uniform(0.8, 1.25, n_parts)
+    angles = gen.uniform(0, 2 * np.pi, n_parts)
+    pos = [np.zeros(2)]
+    for k in range(1, n_parts):
+        for _ in range(200):
+            j = int(gen.integers(k))
+            a = gen.uniform(0, 2 * np.pi)
+            p = pos[j] + 0.85 * (sizes[j] + sizes[k]) * np.array([np.cos(a), np.sin(a)])
+            if all(np.linalg.norm(p - pos[i]) >= 0.8 * (sizes[i] + sizes[k]) for i in range(k)):
+                break
+        pos.append(p)
+    return np.array(pos), sizes, angles
+
+
+def _transform(points: np.ndarray, centre, radius: float, theta: float, mirror: bool) -> np.ndarray:
+    """Object frame -> image pixels: ``p = c + R * Rot(theta) @ M @ q``, ``M = diag(-1, 1)`` if mirrored."""
+    q = points * np.array([-1.0 if mirror else 1.0, 1.0])
+    c, s = np.cos(theta), np.sin(theta)
+    return np.asarray(centre) + radius * q @ np.array([[c, s], [-s, c]])
+
+
+def _part_polygon(shape: str, offset, size: float, angle: float) -> np.ndarray:
+    """Vertices of a part in the object frame: ``offset + size * Rot(angle) @ v``."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.asarray(offset) + size * SHAPES[shape] @ np.array([[c, s], [-s, c]])
+
+
+def _fill(poly_px: np.ndarray, size: int) -> np.ndarray:
+    """Boolean mask of the pixels inside a polygon given in pixel coordinates."""
+    img = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(img).polygon(poly_px.ravel().tolist(), fill=1)
+    return np.asarray(img, dtype=bool)
+
+
+@lru_cache(maxsize=32)
+def design_classes(n_classes: int, n_parts: int, seed: int) -> tuple[ClassDesign, ...]:
+    """Draw the class designs of a synthetic dataset (styles and arrangements, from ``seed``).
+
+    Every part of every class has its own style, so classes share no part; distractors are what
+    makes single parts ambiguous. The layout is rescaled so that the object's bounding radius
+    (farthest vertex from the object's centre) is 1, and ``area`` is the object's pixel area at
+    bounding radius R divided by R^2 (measured by rasterising at R = 100 px).
+    """
+    if n_classes * n_parts > N_STYLES:
+        raise ValueError(f"at most {N_STYLES} parts in all (n_classes * n_parts)")
+    styles = _styles(n_classes * n_parts, seed)
+    designs = []
+    for c in range(n_classes):
+        pos, sizes, angles = _layout(n_parts, rng(seed, "layout", c))
+        own = styles[c * n_parts:(c + 1) * n_parts]
+        pos = pos - np.average(pos, axis=0, weights=sizes**2)  # centre of mass at the origin
+        reach = max(np.linalg.norm(pos[k]) + sizes[k] * SHAPE_REACH[own[k].shape] for k in range(n_parts))
+        parts = tuple(
+            Part(own[k], (float(pos[k, 0] / reach), float(pos[k, 1] / reach)), float(sizes[k] / reach),
+                 float(angles[k]))
+            for k in range(n_parts)
+        )
+        ref = 100.0
+        covered = np.zeros((2 * int(ref) + 4,) * 2, dtype=bool)
+        for p in parts:
+            covered |= _fill(_transform(_part_polygon(p.style.shape, p.offset, p.size, p.angle),
+                                        (ref + 2, ref + 2), ref, 0.0, False), covered.shape[0])
+        designs.append(ClassDesign("", parts, float(covered.sum() / ref**2)))
+    names = [f"{d.parts[0].style.colour}-{d.parts[0].style.shape}" for d in designs]
+    if len(set(names)) < len(names):
+        names = [f"{d.parts[0].style.colour}-{d.parts[0].style.texture}-{d.parts[0].style.shape}"
+                 for d in designs]
+    return tuple(ClassDesign(n, d.parts, d.area) for n, d in zip(names, designs))
+
+
+def _alternate(colour: tuple[int, int, int]) -> np.ndarray:
+    """The second colour of a texture: darker for light colours, lighter for dark ones."""
+    c = np.asarray(colour, dtype=float)
+    lum = c @ [0.299, 0.587, 0.114]
+    return c * 0.45 if lum > 90 else np.minimum(c + 120, 255)
+
+
+class _Canvas:
+    """One image being drawn: RGB float canvas plus pixel grids for textures."""
+
+    def __init__(self, size: int, gen: np.random.Generator):
+        self.size = size
+        self.gen = gen
+        yy, xx = np.mgrid[0:size, 0:size].astype(float)
+        self.xx, self.yy = xx + 0.5, yy + 0.5
+        self.rgb = self._background()
+
+    def _background(self) -> np.ndarray:
+        """Smooth muted colour field + a faint grating + grain: texture without object-like edges."""
+        g, s = self.gen, self.size
+        cells = int(g.integers(3, 7))
+        low = g.uniform(60, 190, (cells, cells, 3))
+        low = 0.45 * low + 0.55 * low.mean(axis=2, keepdims=True)  # muted, so parts stand out
+        field = np.asarray(
+            Image.fromarray(low.astype(np.uint8)).resize((s, s), Image.Resampling.BICUBIC), dtype=float
+        )
+        a = g.uniform(0, np.pi)
+        period = g.uniform(3.0, 9.0) * s / 96
+        grating = np.sin(2 * np.pi * (self.xx * np.cos(a) + self.yy * np.sin(a)) / period)
+        field += g.uniform(4, 14) * grating[..., None]
+        field += g.normal(0, 5, (s, s, 1))
+        return field
+
+    def draw(self, style: Style, poly_px: np.ndarray, centre, size_px: float, angle: float) -> np.ndarray:
+        """Paint a textured shape; returns its pixel mask.
+
+        Stripes and checks follow the part's own frame (``u, v`` = pixel coordinates rotated by
+        ``angle`` around ``centre``, in units of a band width ``0.4 * size_px``), so a texture
+        turns with its part and keeps its scale relative to it.
+        """
+        mask = _fill(poly_px, self.size)
+        jitter = self.gen.uniform(0.85, 1.1)  # lighting varies; a part is not one exact RGB value
+        base = np.clip(np.asarray(COLOURS[style.colour], float) * jitter, 0, 255)
+        if style.texture == "solid":
+            self.rgb[mask] = base
+            return mask
+        alt = np.clip(_alternate(COLOURS[style.colour]) * jitter, 0, 255)
+        band = max(1.5, 0.4 * size_px)
+        dx, dy = self.xx[mask] - centre[0], self.yy[mask] - centre[1]
+        u = np.floor((dx * np.cos(angle) + dy * np.sin(angle)) / band)
+        if style.texture == "stripes":
+            odd = u % 2 == 1
+        else:
+            v = np.floor((-dx * np.sin(angle) + dy * np.cos(angle)) / band)
+            odd = (u + v) % 2 == 1
+        self.rgb[mask] = np.where(odd[:, None], alt, base)
+        return mask
+
+    def image(self) -> np.ndarray:
+        return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
+
+
+def render(
+    design: ClassDesign, size: int, gen: np.random.Generator, clutter: int, pool: tuple[Style, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one image of ``design``; returns ``(image uint8 (S,S,3), parts uint8 (S,S))``.
+
+    The object's bounding radius is ``R = min(sqrt(a S^2 / area), MAX_RADIUS S)`` with ``a`` drawn
+    uniformly in :data:`COVERAGE`; its centre is uniform where the bounding circle fits in the
+    frame; rotation is uniform in [0, 2 pi) and the object is mirrored with probability 1/2.
+    Distractors are drawn first and the object on top, so the object is never occluded and the
+    part map is exact: a pixel's part id is that of the last part painted on it.
+    """
+    canvas = _Canvas(size, gen)
+    target = gen.uniform(*COVERAGE)
+    radius = min(np.sqrt(target * size * size / design.area), MAX_RADIUS * size)
+    centre = gen.uniform(radius, size - radius, 2)
+    theta = gen.uniform(0, 2 * np.pi)
+    mirror = bool(gen.integers(2))
+    part_px = radius * float(np.mean([p.size for p in design.parts]))
+
+    for _ in range(clutter):
+        if gen.random() < DISTRACTOR_FROM_PARTS:
+            style = pool[int(gen.integers(len(pool)))]
+        else:
+            style = Style(
+                str(gen.choice(list(SHAPES))), str(gen.choice(list(COLOURS))), str(gen.choice(TEXTURES))
+            )
+        r = part_px * gen.uniform(0.75, 1.2)
+        for _ in range(30):  # keep distractors off the object, so they do not extend it
+            at = gen.uniform(0, size, 2)
+            if np.linalg.norm(at - centre) > radius + 0.5 * r:
+                break
+        else:
+            continue
+        angle = gen.uniform(0, 2 * np.pi)
+        poly = _transform(_part_polygon(style.shape, (0.0, 0.0), 1.0, angle), at, r, 0.0, False)
+        canvas.draw(style, poly, at, r, angle)
+
+    parts = np.zeros((size, size), dtype=np.uint8)
+    for k, p in enumerate(design.parts, start=1):
+        poly = _transform(_part_polygon(p.style.shape, p.offset, p.size, p.angle), centre, radius, theta, mirror)
+        at = _transform(np.asarray([p.offset]), centre, radius, theta, mirror)[0]
+        # The part's own x axis in pixels: Rot(theta) M (cos a, sin a) = direction theta + a, or
+        # theta + pi - a when mirrored; textures follow it, like those of distractors.
+        angle = theta + (np.pi - p.angle if mirror else p.angle)
+        mask = canvas.draw(p.style, poly, at, radius * p.size, angle)
+        parts[mask] = k
+    return canvas.image(), parts
+
+
+def generate(cfg: "Synthetic.Config", image_size: int, split: str, n_per_class: int):
+    """All images of one split: labels cycle through the classes (row i has label i mod K).
+
+    Image ``i`` of ``split`` is drawn from the generator seeded by ``(seed, split, i)``, so any
+    image can be regenerated alone and the splits are independent draws.
+    """
+    from tqdm.auto import tqdm
+
+    designs = design_classes(cfg.n_classes, cfg.n_parts, cfg.seed)
+    pool = tuple(p.style for d in designs for p in d.parts)
+    n = n_per_class * cfg.n_classes
+    images, labels, masks, parts = [], [], [], []
+    for i in tqdm(range(n), desc=f"synthetic {split}", leave=False):
+        label = i % cfg.n_classes
+        image, part_map = render(designs[label], image_size, rng(cfg.seed, split, i), cfg.clutter, pool)
+        images.append(image)
+        labels.append(label)
+        parts.append(part_map)
+        masks.append(part_map > 0)
+    return {"images": images, "labels": labels, "masks": masks, "parts": parts}
+
+
+@SOURCES.register("synthetic")
+class Synthetic:
+    """Objects made of parts on cluttered backgrounds, with object masks and part maps."""
+
+    class Config(DatasetConfig):
+        """``source: synthetic``. Defaults give the embedded study: 6 classes x (200 + 50) images."""
+
+        source: str = "synthetic"
+        n_classes: int = Field(6, ge=2)
+        train_per_class: int = Field(200, ge=1)
+        test_per_class: int = Field(50, ge=1)
+        clutter: int = Field(6, ge=0, le=64)
+        n_parts: int = Field(3, ge=1, le=12)
+
+        @model_validator(mode="after")
+        def _enough_styles(self):
+            if self.n_classes * self.n_parts > N_STYLES:
+                raise ValueError(
+                    f"n_classes * n_parts = {self.n_classes * self.n_parts} exceeds the "
+                    f"{N_STYLES} distinct part styles; use fewer classes or parts"
+                )
+            return self
+
+    @classmethod
+    def build(cls, cfg: "Synthetic.Config", image_size: int):
+        """Generate the train and test splits at ``image_size`` (see the module docstring)."""
+        if image_size < 16:
+            raise ValueError(f"synthetic: image_size {image_size} is too small to draw parts (>= 16)")
+        where = f"synthetic dataset (seed {cfg.seed})"
+        splits = {
+            "train": generate(cfg, image_size, "train", cfg.train_per_class),
+            "test": generate(cfg, image_size, "test", cfg.test_per_class),
+        }
+        names = [d.name for d in design_classes(cfg.n_classes, cfg.n_parts, cfg.seed)]
+        return assemble(splits, names, where)

@@ -1,0 +1,117 @@
+"""The synthetic source: determinism, ground truth consistent with images, config validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+
+def _arrays(split):
+    from kmx_eval.data import decode_column
+
+    return (decode_column(split, "image"), np.asarray(split["label"]),
+            decode_column(split, "mask"), decode_column(split, "parts"))
+
+
+def test_schema_sizes_and_balanced_labels(synthetic_dd, size):
+    from kmx_eval.data import class_names, has_masks, has_parts
+
+    assert set(synthetic_dd) == {"train", "test"}
+    assert has_masks(synthetic_dd) and has_parts(synthetic_dd)
+    names = class_names(synthetic_dd)
+    assert len(names) == 3 and len(set(names)) == 3
+    for split, per_class in (("train", 6), ("test", 3)):
+        ds = synthetic_dd[split]
+        row = ds[0]
+        assert row["image"].mode == "RGB" and row["image"].size == (size, size)
+        assert row["mask"].mode == "L" and row["parts"].mode == "L"
+        assert np.bincount(ds["label"], minlength=3).tolist() == [per_class] * 3
+
+
+def test_same_seed_same_arrays_other_seed_other_arrays(synthetic_dd, tiny_config, size):
+    from kmx_eval.data import prepare_dataset
+
+    again = prepare_dataset(tiny_config(), size)
+    for split in ("train", "test"):
+        for a, b in zip(_arrays(synthetic_dd[split]), _arrays(again[split])):
+            np.testing.assert_array_equal(a, b)
+    other = prepare_dataset(tiny_config(seed=1), size)
+    img0, _, mask0, _ = _arrays(synthetic_dd["train"])
+    img1, _, mask1, _ = _arrays(other["train"])
+    assert (img0 != img1).mean() > 0.5
+    assert not np.array_equal(mask0, mask1)
+
+
+def test_masks_and_part_maps_match_the_objects(synthetic_dd):
+    for split in ("train", "test"):
+        images, labels, masks, parts = _arrays(synthetic_dd[split])
+        assert set(np.unique(masks)) == {0, 255}
+        assert set(np.unique(parts)) <= {0, 1, 2, 3}
+        # Parts lie inside the object mask and fill it: the mask is the union of the parts.
+        np.testing.assert_array_equal(parts > 0, masks == 255)
+        coverage = (masks == 255).mean(axis=(1, 2))
+        assert coverage.min() > 0.05 and coverage.max() < 0.4, coverage
+        assert 0.1 < coverage.mean() < 0.3
+        # Every part is visible in almost every image (parts are spaced so none hides another).
+        present = np.array([[(p == k).any() for k in (1, 2, 3)] for p in parts])
+        assert present.mean() > 0.9
+        # The object is painted: inside and outside the mask differ in colour.
+        inside = np.array([im[m == 255].mean(axis=0) for im, m in zip(images, masks)])
+        outside = np.array([im[m == 0].mean(axis=0) for im, m in zip(images, masks)])
+        assert np.abs(inside - outside).max(axis=1).mean() > 10
+
+
+def test_objects_of_one_class_share_their_part_colours(synthetic_dd):
+    """Each class's parts have class-specific colours: per-part mean colours agree within a class."""
+    images, labels, _, parts = _arrays(synthetic_dd["train"])
+    colour = np.full((len(images), 3, 3), np.nan)
+    for i, (im, p) in enumerate(zip(images, parts)):
+        for k in (1, 2, 3):
+            if (p == k).any():
+                colour[i, k - 1] = im[p == k].mean(axis=0)
+    within = np.nanmean([np.nanstd(colour[labels == c], axis=0).mean() for c in range(3)])
+    between = np.nanstd(np.stack([np.nanmean(colour[labels == c], axis=0) for c in range(3)]), axis=0).mean()
+    assert between > 2 * within
+
+
+def test_config_defaults_and_validation():
+    from kmx_eval.config import format_validation_error
+    from kmx_eval.data import SOURCES
+
+    Config = SOURCES.get("synthetic").Config
+    cfg = Config(source="synthetic")
+    assert (cfg.n_classes, cfg.train_per_class, cfg.test_per_class, cfg.clutter, cfg.n_parts) == (6, 200, 50, 6, 3)
+    with pytest.raises(ValidationError) as err:
+        Config(source="synthetic", n_classes=1)
+    assert "datasets.shapes.n_classes" in format_validation_error(err.value, prefix="datasets.shapes")
+    with pytest.raises(ValidationError) as err:
+        Config(source="synthetic", n_class=3)
+    assert err.value.errors()[0]["type"] == "extra_forbidden"
+    with pytest.raises(ValidationError, match="n_classes \\* n_parts"):
+        Config(source="synthetic", n_classes=100, n_parts=12)
+
+
+def test_n_classes_below_two_is_a_params_error(tmp_path):
+    from kmx_eval.config import load_params
+    from kmx_eval.errors import ParamsError
+
+    path = tmp_path / "params.yaml"
+    path.write_text("datasets:\n  shapes: {source: synthetic, n_classes: 1}\n")
+    with pytest.raises(ParamsError, match="datasets.shapes.n_classes"):
+        load_params(path)
+
+
+def test_image_is_a_pure_function_of_seed_split_and_index():
+    from kmx_eval.data.synthetic import design_classes, render
+    from kmx_eval.seeding import rng
+
+    designs = design_classes(4, 2, 7)
+    pool = tuple(p.style for d in designs for p in d.parts)
+    a = render(designs[1], 40, rng(7, "train", 5), 3, pool)
+    b = render(designs[1], 40, rng(7, "train", 5), 3, pool)
+    c = render(designs[1], 40, rng(7, "train", 6), 3, pool)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert set(np.unique(a[1])) <= {0, 1, 2}
