@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BASELINES = "baselines"  # the pseudo-combination under which post-hoc baselines of the CNN are filed
+BASELINES = "cnn"  # the pseudo-combination under which post-hoc baselines of the CNN are filed
 
 
 def prepared(dataset: str) -> Path:

@@ -103,6 +103,9 @@ class KMeansHead(ClassifierMixin, BaseEstimator):
         Distinct prototypes of each class (``n_prototypes`` unless the class was too small).
     inertia_ : ndarray of shape (n_classes,), float64
         Within-class sum of squared distances to the nearest prototype (k-means' objective).
+    n_iter_ : ndarray of shape (n_classes,), int64
+        Lloyd iterations of the kept k-means run of each class (0 for a class whose prototypes are
+        its own samples: nothing to iterate).
     n_features_in_ : int
         Dimension D of the embeddings seen in ``fit``.
 
@@ -163,37 +166,41 @@ class KMeansHead(ClassifierMixin, BaseEstimator):
         prototypes = np.empty((len(classes), H, D), dtype=np.float64)
         n_distinct = np.empty(len(classes), dtype=np.int64)
         inertia = np.empty(len(classes), dtype=np.float64)
+        n_iter = np.empty(len(classes), dtype=np.int64)
         for c, label in enumerate(classes):
-            prototypes[c], n_distinct[c], inertia[c] = self._fit_class(X[y_index == c], label, seed)
+            prototypes[c], n_distinct[c], inertia[c], n_iter[c] = self._fit_class(
+                X[y_index == c], label, seed)
 
         self.classes_ = classes
         self.prototypes_ = prototypes
         self.n_prototypes_per_class_ = n_distinct
         self.inertia_ = inertia
+        self.n_iter_ = n_iter
         return self
 
-    def _fit_class(self, Xc: np.ndarray, label, seed: int) -> tuple[np.ndarray, int, float]:
-        """k-means on one class; returns (prototypes (H, D), distinct prototypes, inertia)."""
+    def _fit_class(self, Xc: np.ndarray, label, seed: int) -> tuple[np.ndarray, int, float, int]:
+        """k-means on one class: (prototypes (H, D), distinct prototypes, inertia, iterations)."""
         H = self.n_prototypes
         # Canonical order: k-means++ picks samples by position, so sorting makes the result a
         # function of the set of embeddings. np.unique sorts rows lexicographically.
-        distinct, inverse = np.unique(Xc, axis=0, return_inverse=True)
+        distinct, counts = np.unique(Xc, axis=0, return_counts=True)
         if len(distinct) <= H:
             if len(distinct) < H:
                 what = (f"{len(Xc)} training samples" if len(Xc) < H
-                        else f"{len(Xc)} training samples but only {len(distinct)} distinct ones")
+                        else f"{len(Xc)} training samples but only {len(distinct)} distinct")
+                name = label.item() if isinstance(label, np.generic) else label
                 warnings.warn(
-                    f"KMeansHead: class {label!r} has {what}, fewer than n_prototypes={H}; it gets "
+                    f"KMeansHead: class {name!r} has {what}, fewer than n_prototypes={H}; it gets "
                     f"{len(distinct)} distinct prototypes (its samples), repeated to fill {H} rows",
                     SmallClassWarning, stacklevel=3,
                 )
             # With as many clusters as distinct points, k-means' optimum is the points themselves.
             rows = np.resize(np.arange(len(distinct)), H)
-            return distinct[rows], len(distinct), 0.0
-        Xc = distinct[inverse.ravel()]  # the class's embeddings in canonical (sorted) order
+            return distinct[rows], len(distinct), 0.0, 0
+        Xc = np.repeat(distinct, counts, axis=0)  # the class's embeddings, sorted: canonical order
         km = KMeans(n_clusters=H, n_init=self.n_init, max_iter=self.max_iter,
                     random_state=seed).fit(Xc)
-        return km.cluster_centers_.astype(np.float64, copy=False), H, float(km.inertia_)
+        return km.cluster_centers_.astype(np.float64, copy=False), H, float(km.inertia_), int(km.n_iter_)
 
     # ------------------------------------------------------------------ prediction
     def class_scores(self, X) -> np.ndarray:
@@ -213,19 +220,40 @@ class KMeansHead(ClassifierMixin, BaseEstimator):
         d = squared_distances(X, self.prototypes_.reshape(C * H, D)).reshape(len(X), C, H)
         return -d.min(axis=2)
 
-    def nearest_prototype(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def nearest_prototype(self, X, y=None) -> tuple[np.ndarray, np.ndarray]:
         """Class index and prototype index of the nearest prototype of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), optional
+            Restrict each sample to the prototypes of its class ``y[i]``: the cluster of its class
+            it belongs to (``argmin_h ||x - p_{y h}||^2``), as k-means assigned training samples.
 
         Returns
         -------
         (class_index, prototype_index) : two int64 arrays of shape (n_samples,)
-            ``prototypes_[class_index[i], prototype_index[i]]`` is the nearest prototype of X[i].
+            ``prototypes_[class_index[i], prototype_index[i]]`` is the nearest prototype of X[i]
+            (ties go to the lower index, so a padded repeat of a prototype is never chosen).
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         C, H, D = self.prototypes_.shape
-        flat = squared_distances(X, self.prototypes_.reshape(C * H, D)).argmin(axis=1)
-        return (flat // H).astype(np.int64), (flat % H).astype(np.int64)
+        d = squared_distances(X, self.prototypes_.reshape(C * H, D))
+        if y is None:
+            flat = d.argmin(axis=1)
+            return (flat // H).astype(np.int64), (flat % H).astype(np.int64)
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(X):
+            raise ValueError(f"KMeansHead: y has {len(y)} labels for {len(X)} samples")
+        position = {label: c for c, label in enumerate(self.classes_.tolist())}
+        unknown = [v for v in np.unique(y).tolist() if v not in position]
+        if unknown:
+            raise ValueError(f"KMeansHead: y holds class {unknown[0]!r}, which is not in classes_ "
+                             f"{self.classes_.tolist()}")
+        cls = np.array([position[v] for v in y.tolist()], dtype=np.int64)
+        own = d.reshape(len(X), C, H)[np.arange(len(X)), cls]
+        return cls, own.argmin(axis=1).astype(np.int64)
 
     def decision_function(self, X) -> np.ndarray:
         """Class scores in scikit-learn's convention.
@@ -242,7 +270,8 @@ class KMeansHead(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The class of the nearest prototype, ``classes_[argmax_c s_c(x)]``."""
-        return self.classes_[np.argmax(self.class_scores(X), axis=1)]
+        scores = self.class_scores(X)  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax of the class scores, ``exp(s_c) / sum_c' exp(s_c')``, shape (n_samples, n_classes)."""

@@ -197,19 +197,23 @@ class LinearProbe(ClassifierMixin, _LinearPrototypes, BaseEstimator):
         check_is_fitted(self)
         return self.prototypes_, self.bias_
 
+    def _check_input(self, Z) -> np.ndarray:
+        # scikit-learn's own checks (feature count, NaN, sparse, 1-D input) and messages.
+        check_is_fitted(self)
+        return validate_data(self, Z, reset=False, dtype=np.float64)
+
     def decision_function(self, Z) -> np.ndarray:
         """LogisticRegression's decision function: ``Z coef_^T + intercept_``.
 
         Shape (n_samples, n_classes), or (n_samples,) for two classes (the logit of ``classes_[1]``).
         """
-        check_is_fitted(self)
-        Z = validate_data(self, Z, reset=False, dtype=np.float64)
-        d = Z @ self.coef_.T + self.intercept_
+        d = self._check_input(Z) @ self.coef_.T + self.intercept_
         return d.ravel() if d.shape[1] == 1 else d
 
     def predict(self, Z) -> np.ndarray:
         """``classes_[argmax_c <w_c, z> + b_c]``."""
-        return self.classes_[self.logits(Z).argmax(axis=1)]
+        logits = self.logits(Z)  # checks fitted before classes_ is read
+        return self.classes_[logits.argmax(axis=1)]
 
     def predict_proba(self, Z) -> np.ndarray:
         """Softmax of the logits (for two classes, the logistic of the single logit)."""

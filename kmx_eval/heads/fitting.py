@@ -1,0 +1,185 @@
+"""Fitting the heads of one block combination from pooled embeddings (the ``fit`` stage's library part).
+
+Given the embeddings ``z_S`` of the train and test splits, the ground-truth labels and the original
+CNN's logits, :func:`fit_heads` fits the k-means head (KMEx) and the linear probe and measures
+
+- test accuracy ``1/n sum_i [yhat_i = y_i]`` of the k-means head, the probe and the CNN;
+- agreement with the CNN ``1/n sum_i [yhat_i = yhat_i^CNN]`` (post-hoc fidelity) of each head;
+
+and, for the report's gallery, the nearest training embedding of every prototype
+(:func:`prototype_neighbours`). Arrays in, arrays out: files are the stage's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.heads.kmeans import KMeansHead
+from kmx_eval.heads.linear import LinearProbe, LinearSEM
+
+__all__ = ["LABEL_SOURCES", "FittedHeads", "training_labels", "prototype_neighbours", "fit_heads"]
+
+#: Where the labels that define the k-means head's classes come from (``params.head.labels``).
+LABEL_SOURCES = ("ground_truth", "cnn")
+
+
+def training_labels(labels: np.ndarray, logits: np.ndarray, source: str) -> np.ndarray:
+    """The labels the heads are fitted on: ``y_i`` (``ground_truth``) or ``argmax_c logit_ic`` (``cnn``).
+
+    With ``cnn`` the k-means head is a post-hoc explainer of the CNN's own decisions; with
+    ``ground_truth`` (KMEx) it is a classifier in the CNN's feature space.
+    """
+    if source == "ground_truth":
+        return np.asarray(labels, dtype=np.int64)
+    if source == "cnn":
+        return np.asarray(logits).argmax(axis=1).astype(np.int64)
+    raise ParamsError(f"head.labels: unknown value {source!r}; valid: {', '.join(LABEL_SOURCES)}")
+
+
+def prototype_neighbours(prototypes: np.ndarray, z_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index and Euclidean distance of the nearest training embedding of every prototype.
+
+    ``i*(p) = argmin_i ||p - z_i||`` over the training split.
+
+    Parameters
+    ----------
+    prototypes : array (..., D)
+        Any leading shape: (C, H, D) for k-means prototypes, (C, D) for linear ones.
+    z_train : array (N, D)
+
+    Returns
+    -------
+    indices : int64 array (...), rows of the training split
+    distances : float64 array (...)
+    """
+    from kmx_eval.metrics.prototype_fidelity import nearest_neighbours
+
+    P = np.asarray(prototypes, dtype=np.float64)
+    lead = P.shape[:-1]
+    dist, idx = nearest_neighbours(P.reshape(-1, P.shape[-1]), np.asarray(z_train, np.float64), k=1)
+    return idx[:, 0].reshape(lead).astype(np.int64), dist[:, 0].reshape(lead).astype(np.float64)
+
+
+@dataclass
+class FittedHeads:
+    """What :func:`fit_heads` returns.
+
+    Attributes
+    ----------
+    kmeans : KMeansHead
+    probe : LinearProbe
+    labels : ndarray (N_train,) int64, the labels both heads were fitted on
+    metrics : dict of str to float
+        ``kmeans_accuracy``, ``probe_accuracy``, ``cnn_accuracy`` (test split, against the ground
+        truth) and ``kmeans_agreement``, ``probe_agreement`` (test split, against the CNN).
+    neighbours : dict of str to ndarray
+        ``kmeans`` (C, H) int64 and ``kmeans_distance`` (C, H): nearest training embedding of each
+        k-means prototype; ``linear`` (C,) int64 and ``linear_distance`` (C,): the same for each
+        linear prototype; ``linear_source`` (0-d str): ``"cnn"`` when the linear prototypes are the
+        CNN's own ``w_c`` (B4 without normalisation, the space of its linear layer), else ``"probe"``.
+    linear : LinearSEM or None
+        The CNN's linear head when its prototypes live in this space.
+    """
+
+    kmeans: KMeansHead
+    probe: LinearProbe
+    labels: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+    neighbours: dict[str, np.ndarray] = field(default_factory=dict)
+    linear: LinearSEM | None = None
+
+
+def fit_heads(
+    z_train: np.ndarray,
+    z_test: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    logits_train: np.ndarray,
+    logits_test: np.ndarray,
+    *,
+    labels: Literal["ground_truth", "cnn"] = "ground_truth",
+    n_prototypes: int = 5,
+    n_init: int = 4,
+    max_iter: int = 300,
+    probe_C: float = 1.0,
+    probe_max_iter: int = 2000,
+    seed: int = 0,
+    linear: LinearSEM | None = None,
+) -> FittedHeads:
+    """Fit the k-means head and the linear probe of one combination and measure them.
+
+    Parameters
+    ----------
+    z_train, z_test : arrays (N, D)
+        Pooled embeddings ``z_S`` of the train and test splits.
+    y_train, y_test : arrays (N,)
+        Ground-truth labels in ``0..n_classes-1``.
+    logits_train, logits_test : arrays (N, n_classes)
+        The original CNN's logits; its predictions are their arg-max.
+    labels : {"ground_truth", "cnn"}
+        The labels that define the heads' classes (:func:`training_labels`).
+    n_prototypes, n_init, max_iter : k-means head parameters (``params.head``).
+    probe_C, probe_max_iter : linear-probe parameters (``params.head``).
+    seed : int
+        ``random_state`` of both heads.
+    linear : LinearSEM, optional
+        The CNN's own linear head, when ``z_S`` is the input of its linear layer (B4, no
+        normalisation): its rows ``w_c`` are then the linear prototypes; otherwise the probe's are.
+
+    Raises
+    ------
+    DataError
+        When the training labels miss a class (possible with ``labels="cnn"``: a class the CNN never
+        predicts on the training split has no embeddings to cluster), or shapes disagree.
+    """
+    z_train, z_test = np.asarray(z_train), np.asarray(z_test)
+    logits_train, logits_test = np.asarray(logits_train), np.asarray(logits_test)
+    n_classes = logits_train.shape[1]
+    for name, z, y, lg in (("train", z_train, y_train, logits_train), ("test", z_test, y_test, logits_test)):
+        if not (len(z) == len(y) == len(lg)):
+            raise DataError(f"{name} split: {len(z)} embeddings, {len(y)} labels and {len(lg)} logits "
+                            "do not match; rerun the embed stage")
+        if lg.shape[1] != n_classes:
+            raise DataError(f"{name} split: logits have {lg.shape[1]} classes, train has {n_classes}")
+    fit_labels = training_labels(y_train, logits_train, labels)
+    missing = sorted(set(range(n_classes)) - set(np.unique(fit_labels).tolist()))
+    if missing:
+        why = ("the CNN predicts no training image as" if labels == "cnn"
+               else "the training split has no image of")
+        raise DataError(
+            f"head.labels={labels}: {why} class(es) {missing}, so the k-means head would have no "
+            f"prototypes for them; use head.labels: ground_truth or a better-trained CNN"
+        )
+
+    kmeans = KMeansHead(n_prototypes=n_prototypes, n_init=n_init, max_iter=max_iter,
+                        random_state=seed).fit(z_train, fit_labels)
+    probe = LinearProbe(C=probe_C, max_iter=probe_max_iter, random_state=seed).fit(z_train, fit_labels)
+
+    from kmx_eval.metrics.accuracy import accuracy, agreement
+
+    cnn_test = logits_test.argmax(axis=1)
+    km_test, probe_test = kmeans.predict(z_test), probe.predict(z_test)
+    metrics = {
+        "kmeans_accuracy": float(accuracy(km_test, y_test).mean()),
+        "probe_accuracy": float(accuracy(probe_test, y_test).mean()),
+        "cnn_accuracy": float(accuracy(cnn_test, y_test).mean()),
+        "kmeans_agreement": float(agreement(km_test, cnn_test).mean()),
+        "probe_agreement": float(agreement(probe_test, cnn_test).mean()),
+    }
+
+    km_idx, km_dist = prototype_neighbours(kmeans.prototypes_, z_train)
+    lin = linear if linear is not None else probe
+    if linear is not None and linear.n_features_in_ != z_train.shape[1]:
+        raise DataError(f"the CNN's linear layer takes {linear.n_features_in_} features but z_S has "
+                        f"{z_train.shape[1]}: its prototypes do not live in this space")
+    lin_idx, lin_dist = prototype_neighbours(lin.prototypes_, z_train)
+    neighbours = {
+        "kmeans": km_idx, "kmeans_distance": km_dist,
+        "linear": lin_idx, "linear_distance": lin_dist,
+        "linear_source": np.array("cnn" if linear is not None else "probe"),
+    }
+    return FittedHeads(kmeans, probe, fit_labels, metrics, neighbours, linear)

@@ -1,0 +1,134 @@
+"""The k-means head as a ``torch.nn.Module``: images -> class scores, callable by Quantus and captum.
+
+The module chains the backbone's blocks, the block combination and the prototypes:
+
+.. math::  x \\mapsto F_S(x) \\mapsto z_S(x) = \\operatorname{mean}_{ij} F_S(x)[:, i, j]
+           \\mapsto s_c(x) = -\\min_h \\lVert z_S(x) - p_{ch} \\rVert^2 ,
+
+so any perturbation or gradient method can treat the k-means head like any other model
+(METHOD.md section 2). It gives the same scores as :class:`~kmx_eval.heads.KMeansHead` on the
+same embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from kmx_eval.models.combination import Combination, parse_combination
+
+__all__ = ["KMeansHeadModule", "prototype_scores"]
+
+
+def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Class scores ``s_c(z) = -min_h ||z - p_ch||^2`` of embeddings ``z`` (N, D).
+
+    ``prototypes`` has shape (C, H, D). The squared distances use the expanded form
+    ``||z||^2 - 2 <z, p> + ||p||^2`` in float64 (one matrix product; cancellation error about 1e-16
+    of the squared norms), clipped at zero, so the scores match
+    :meth:`~kmx_eval.heads.KMeansHead.class_scores` to float64 rounding; the result is returned in
+    ``z``'s dtype. Differentiable in ``z``.
+
+    Returns
+    -------
+    torch.Tensor, (N, C)
+    """
+    C, H, D = prototypes.shape
+    if z.ndim != 2 or z.shape[1] != D:
+        raise ValueError(f"embeddings must have shape (N, {D}) to match the prototypes, got {tuple(z.shape)}")
+    z64 = z.to(torch.float64)
+    p = prototypes.reshape(C * H, D).to(device=z.device, dtype=torch.float64)
+    d = (z64 * z64).sum(1, keepdim=True) - 2.0 * (z64 @ p.T) + (p * p).sum(1)[None, :]
+    d = d.clamp_min(0.0).reshape(len(z), C, H)
+    return (-d.amin(dim=2)).to(z.dtype)
+
+
+class KMeansHeadModule(nn.Module):
+    """Backbone + block combination + k-means prototypes -> class scores ``s_c(x)``.
+
+    ``forward(x) = -min_h ||z_S(x) - p_ch||^2`` with ``z_S = pool(combine(extractor(x), ...))``.
+    The module is always in eval mode: :meth:`train` keeps every submodule in eval, because the
+    head is post-hoc (nothing is trained) and a BatchNorm switched to training mode by a caller
+    (Quantus, captum) would change the features it explains.
+
+    Parameters
+    ----------
+    extractor : kmx_eval.models.blocks.BlockExtractor
+        Taps the blocks of the backbone (at least those of ``combination``).
+    combination : Combination or str
+        The block combination S (``"B234"``...).
+    normalisation : {"none", "l2", "standardize"}
+        Per-block normalisation used when the head was fitted.
+    stats : kmx_eval.models.blocks.BlockStats or None
+        Training-split statistics (required for ``standardize``).
+    prototypes : array or tensor of shape (n_classes, n_prototypes, D)
+        ``KMeansHead.prototypes_``; column c of the output is row c of the prototypes.
+    resize : {"bilinear", "nearest"}, default="bilinear"
+
+    Attributes
+    ----------
+    prototypes : torch.Tensor buffer (C, H, D), float64 (moves with ``.to(device)``)
+    """
+
+    def __init__(self, extractor: nn.Module, combination, normalisation: str, stats, prototypes,
+                 resize: str = "bilinear"):
+        super().__init__()
+        from kmx_eval.models.blocks import NORMALISATIONS, RESIZES
+
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+        protos = torch.as_tensor(np.asarray(prototypes) if not torch.is_tensor(prototypes) else prototypes)
+        if protos.ndim != 3:
+            raise ValueError(f"prototypes must have shape (n_classes, n_prototypes, D), got {tuple(protos.shape)}")
+        self.extractor = extractor
+        self.combination = (combination if isinstance(combination, Combination)
+                            else parse_combination(combination, where="combination"))
+        self.normalisation = normalisation
+        self.stats = stats
+        self.resize = resize
+        self.register_buffer("prototypes", protos.detach().to(torch.float64).clone())
+        self.train(False)
+
+    @classmethod
+    def from_head(cls, head, extractor: nn.Module, combination, normalisation: str, stats,
+                  resize: str = "bilinear") -> "KMeansHeadModule":
+        """Build the module from a fitted :class:`~kmx_eval.heads.KMeansHead`."""
+        return cls(extractor, combination, normalisation, stats, head.prototypes_, resize)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.prototypes.shape[0])
+
+    def train(self, mode: bool = True) -> "KMeansHeadModule":
+        """Stay in eval mode whatever ``mode`` is (see the class docstring)."""
+        return super().train(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The combined map ``F_S(x)``, (N, sum_b C_b, H_s, W_s)."""
+        from kmx_eval.models.blocks import combine
+
+        acts = self.extractor(x)
+        return combine(acts, self.combination, self.normalisation, self.stats, self.resize)
+
+    def embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding ``z_S(x) = mean_ij F_S(x)[:, i, j]``, (N, D)."""
+        from kmx_eval.models.blocks import pool
+
+        return pool(self.features(x))
+
+    def scores_from_embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """``s_c(z) = -min_h ||z - p_ch||^2`` for embeddings ``z`` (N, D) -> (N, C)."""
+        return prototype_scores(z, self.prototypes)
+
+    def scores_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Class scores of combined maps ``F_S`` (N, D, H_s, W_s): ``s_c(pool(F))``."""
+        from kmx_eval.models.blocks import pool
+
+        return self.scores_from_embeddings(pool(f))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``s_c(x)`` of images ``x`` (N, 3, H, W) -> (N, C)."""
+        return self.scores_from_features(self.features(x))

@@ -1,0 +1,92 @@
+"""KMeansHeadModule: the k-means head as an nn.Module from images to class scores."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from kmx_eval.heads import KMeansHead, KMeansHeadModule, prototype_scores
+from kmx_eval.models.blocks import BlockExtractor, BlockStats, combine, pool
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    backbone = torchvision.models.resnet18(weights=None, num_classes=3)
+    # A few training-mode passes give BatchNorm non-trivial running statistics, as after training.
+    backbone.train()
+    with torch.no_grad():
+        for _ in range(2):
+            backbone(torch.randn(8, 3, 64, 64))
+    backbone.eval()
+    extractor = BlockExtractor(backbone).eval()
+    x_train = torch.randn(12, 3, 64, 64)
+    x_test = torch.randn(6, 3, 64, 64)
+    y_train = np.arange(12) % 3
+    with torch.no_grad():
+        acts = extractor(x_train)
+    stats = BlockStats.from_arrays(acts)
+    return extractor, stats, x_train, y_train, x_test, acts
+
+
+@pytest.mark.parametrize("combination, normalisation", [("B4", "none"), ("B34", "l2"),
+                                                        ("B234", "standardize")])
+def test_module_and_estimator_agree(setup, combination, normalisation):
+    extractor, stats, x_train, y_train, x_test, acts = setup
+    with torch.no_grad():
+        z_train = pool(combine(acts, combination, normalisation, stats)).numpy()
+        z_test = pool(combine(extractor(x_test), combination, normalisation, stats)).numpy()
+    head = KMeansHead(n_prototypes=2, random_state=0).fit(z_train, y_train)
+    module = KMeansHeadModule.from_head(head, extractor, combination, normalisation, stats)
+    with torch.no_grad():
+        scores = module(x_test)
+    assert scores.shape == (6, 3) and scores.dtype == torch.float32
+    np.testing.assert_array_equal(scores.argmax(1).numpy(), head.predict(z_test))
+    expected = head.class_scores(z_test)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    # On the training images the module reproduces the head's training predictions.
+    with torch.no_grad():
+        np.testing.assert_array_equal(module(x_train).argmax(1).numpy(), head.predict(z_train))
+    # The same scores through the other entry points.
+    with torch.no_grad():
+        f = module.features(x_test)
+        assert f.shape[1] == z_test.shape[1]
+        torch.testing.assert_close(module.scores_from_features(f), scores)
+        torch.testing.assert_close(module.scores_from_embeddings(torch.from_numpy(z_test)), scores,
+                                   rtol=1e-5, atol=1e-4)
+
+
+def test_module_stays_in_eval_mode_and_is_differentiable(setup):
+    extractor, stats, x_train, y_train, x_test, acts = setup
+    with torch.no_grad():
+        z = pool(combine(acts, "B34", "standardize", stats)).numpy()
+    head = KMeansHead(n_prototypes=2, random_state=0).fit(z, y_train)
+    module = KMeansHeadModule.from_head(head, extractor, "B34", "standardize", stats)
+    bn = extractor.backbone.bn1
+    before = bn.running_mean.clone()
+    module.train()  # what captum/Quantus may call
+    assert not module.training and not any(m.training for m in module.modules())
+    x = x_test.clone().requires_grad_(True)
+    out = module(x)
+    torch.testing.assert_close(bn.running_mean, before)  # BatchNorm statistics untouched
+    out[:, 1].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert "prototypes" in module.state_dict()
+    assert module.prototypes.dtype == torch.float64 and module.n_classes == 3
+
+
+def test_prototype_scores_matches_explicit_distances():
+    torch.manual_seed(1)
+    z, p = torch.randn(7, 5, dtype=torch.float64), torch.randn(3, 4, 5, dtype=torch.float64)
+    expected = -((z[:, None, None] - p[None]) ** 2).sum(-1).amin(-1)
+    torch.testing.assert_close(prototype_scores(z, p), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(N, 5\)"):
+        prototype_scores(torch.zeros(2, 4), p)
+
+
+def test_bad_arguments_are_named(setup):
+    extractor, stats = setup[:2]
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        KMeansHeadModule(extractor, "B4", "zscore", None, np.zeros((2, 1, 512)))
+    with pytest.raises(ValueError, match="prototypes must have shape"):
+        KMeansHeadModule(extractor, "B4", "none", None, np.zeros((2, 512)))
