@@ -1,4 +1,46 @@
-"""Explainers (placeholder registry; filled by the explain module)."""
-from kmx_eval.registry import Registry
+"""Explanations of the k-means head and of the original CNN (METHOD.md section 3).
 
-EXPLAINERS = Registry("explainer")
+- :mod:`.attribution`: pure tensor functions for the attribution maps (margin, centred margin,
+  distance, CAM) and their completeness identities.
+- :mod:`.kmeans`: gradient-free explainers of the k-means head (``margin``, ``margin_centred``,
+  ``distance``).
+- :mod:`.baselines`: post-hoc baselines on the CNN (``cam``, ``gradcam``,
+  ``integrated_gradients``, ``saliency``) and the ``random`` control.
+- :mod:`.concepts`: concept maps (MiniBatchKMeans on per-location vectors of F_S).
+- :mod:`.core`: the :data:`EXPLAINERS` registry, the explainer interface, the Quantus adapter and
+  the fixed evaluation subset.
+"""
+
+from .core import (
+    EXPLAINERS,
+    KINDS,
+    Explainer,
+    build_explainer,
+    eval_mode,
+    evaluation_subset,
+    explain,
+    explain_subset,
+    explainer_names,
+    model_device,
+    predict,
+    quantus_explain_func,
+    register,
+)
+from . import kmeans as _kmeans  # noqa: F401  (registers margin, margin_centred, distance)
+from . import baselines as _baselines  # noqa: F401  (registers cam, gradcam, ..., random)
+
+__all__ = [
+    "EXPLAINERS",
+    "KINDS",
+    "Explainer",
+    "build_explainer",
+    "eval_mode",
+    "evaluation_subset",
+    "explain",
+    "explain_subset",
+    "explainer_names",
+    "model_device",
+    "predict",
+    "quantus_explain_func",
+    "register",
+]

@@ -91,6 +91,9 @@ def select_prototypes(
     ``p = argmin_h ||z - p_{t h}||^2``, the nearest prototype of the target class ``t``, and
     ``p' = argmin_h ||z - p_{r h}||^2`` with ``r = argmax_{c != t} s_c(z)``, the runner-up class
     (the best-scoring class other than the target; ``s_c(z) = -min_h ||z - p_ch||^2``).
+    When the target is the head's decision, ``p'`` is the closest competitor and the margin is
+    positive; when it is not (a misclassified image explained for its true class), the runner-up
+    is the predicted class and the margin is negative: the map then shows the evidence against.
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ __all__ = [
     "build_explainer",
     "explainer_names",
     "explain",
+    "explain_subset",
     "predict",
     "quantus_explain_func",
     "evaluation_subset",
@@ -106,6 +107,8 @@ class Explainer:
             The explained class of each image.
         """
         x, target = _as_inputs(model, x, target)
+        if self.needs_gradient:
+            x = x.detach().requires_grad_(True)  # captum would do it too, with a warning each call
         grad = torch.enable_grad() if self.needs_gradient else torch.no_grad()
         with grad:
             maps = self.attribute(model, x, target)
@@ -180,6 +183,35 @@ def predict(model: torch.nn.Module, x: Any, batch_size: int = 32) -> np.ndarray:
             xb, _ = _as_inputs(model, x[start:start + batch_size], 0)
             preds.append(model(xb).argmax(dim=1).cpu())
     return torch.cat(preds).numpy().astype(np.int64)
+
+
+def explain_subset(
+    model: torch.nn.Module,
+    explainers: Mapping[str, Explainer],
+    x: Any,
+    targets: Any,
+    indices: Any,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """The arrays of a maps file (docs/ARCHITECTURE.md, "Maps") for one model and one seed.
+
+    Returns ``indices`` (n,) positions in the test split, ``targets`` (n,) the explained classes,
+    ``predictions`` (n,) the model's own predictions, and one ``(n, H, W)`` float32 map per
+    explainer, keyed by its registry name.
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    targets = np.asarray(targets.cpu() if torch.is_tensor(targets) else targets, dtype=np.int64).reshape(-1)
+    if not (len(indices) == len(targets) == len(x)):
+        raise ValueError(f"explain_subset: {len(x)} images, {len(targets)} targets, {len(indices)} indices")
+    reserved = {"indices", "targets", "predictions", "concepts"} & set(explainers)
+    if reserved:
+        raise ValueError(f"explainer names {sorted(reserved)} clash with the maps file's own keys")
+    with eval_mode(model):
+        out = {"indices": indices, "targets": targets, "predictions": predict(model, x, batch_size)}
+        for name, explainer in explainers.items():
+            out[name] = explain(explainer, model, x, targets, batch_size=batch_size, progress=progress)
+    return out
 
 
 def quantus_explain_func(explainer: Explainer) -> Callable[..., np.ndarray]:

@@ -25,9 +25,10 @@ class KMeansExplainer(Explainer):
 
     def attribute(self, model, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         F = model.features(x).float()
-        prototypes = model.prototypes.to(F)
-        p, p_prime = select_prototypes(pool(F), prototypes, target)
-        return self.grid_map(F, p, p_prime)
+        # The choice of p and p' is made in float64, as the module scores its classes, so the map
+        # explains the decision the module actually takes; the map itself is float32.
+        p, p_prime = select_prototypes(pool(F).double(), model.prototypes.double(), target)
+        return self.grid_map(F, p.to(F), p_prime.to(F))
 
     def grid_map(self, F: torch.Tensor, p: torch.Tensor, p_prime: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

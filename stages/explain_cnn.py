@@ -1,0 +1,54 @@
+"""explain_cnn@{dataset}: post-hoc baseline maps (CAM, Grad-CAM, IG, ..., random) of the original CNN."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from kmx_eval import io, paths
+from kmx_eval.cli import stage
+
+log = logging.getLogger("kmx_eval")
+
+#: The pseudo-combination under which everything about the original CNN is filed
+#: (docs/ARCHITECTURE.md; dvc.yaml declares maps/{dataset}/cnn).
+CNN = "cnn"
+
+
+@stage
+def main(params, dataset):
+    """Compute the CNN explainers of params.explain.explainers (cam, gradcam, integrated_gradients,
+    saliency, random) for every seed on the fixed evaluation subset of the test split; write
+    maps/{dataset}/cnn/seed{s}.npz."""
+    from kmx_eval.data import load_batch, load_prepared
+    from kmx_eval.device import resolve_device
+    from kmx_eval.explain import build_explainer, evaluation_subset, explain_subset, explainer_names
+    from kmx_eval.models.backbone import load_backbone
+    from kmx_eval.seeding import seed_everything
+
+    ds_cfg = params.dataset(dataset)
+    cfg = params.explain
+    names = explainer_names(cfg.explainers, "cnn")
+    device = resolve_device(params.backbone_for(dataset).device)
+
+    test = load_prepared(paths.prepared(dataset))["test"]
+    indices = evaluation_subset(len(test), cfg.n_images, ds_cfg.seed)  # same images as every combination
+    x, targets, _, _ = load_batch(test, indices)
+    targets = np.asarray(targets, dtype=np.int64)
+    log.info("%s CNN: %d images, explainers %s", dataset, len(indices), names)
+
+    with io.atomic_path(paths.maps(dataset, CNN)) as folder:
+        folder.mkdir()
+        for seed in params.seeds:
+            seed_everything(seed)
+            backbone, _ = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
+            explainers = {name: build_explainer(name, cfg, seed) for name in names}
+            arrays = explain_subset(backbone, explainers, x, targets, indices, cfg.batch_size)
+            io.save_npz(folder / paths.maps_file(dataset, CNN, seed).name, arrays)
+            log.info("seed %d: CNN accuracy %.3f on the evaluation subset", seed,
+                     float((arrays["predictions"] == targets).mean()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
