@@ -141,12 +141,12 @@ class FaithfulnessConfig(Strict):
     """Settings of the perturbation metrics (costs scale with these; see README)."""
 
     perturb_baseline: Literal["black", "white", "mean", "uniform"] = "black"
-    nr_runs: int = Field(20, ge=2)          # FaithfulnessCorrelation
+    nr_runs: int = Field(12, ge=2)          # FaithfulnessCorrelation
     subset_fraction: float = Field(0.05, gt=0, le=1)  # FaithfulnessCorrelation, share of pixels
-    n_steps: int = Field(16, ge=2)          # PixelFlipping and MonotonicityCorrelation
+    n_steps: int = Field(12, ge=2)          # PixelFlipping and MonotonicityCorrelation
     nr_samples: int = Field(3, ge=1)        # MonotonicityCorrelation
     patch_fraction: float = Field(0.125, gt=0, le=1)  # RegionPerturbation patch side / image side
-    regions_evaluation: int = Field(16, ge=1)
+    regions_evaluation: int = Field(12, ge=1)
 
 
 class BootstrapConfig(Strict):
@@ -237,7 +237,7 @@ class Params(Strict):
             try:
                 out[name] = source.Config.model_validate(entry)
             except ValidationError as exc:
-                raise ParamsError(format_validation_error(exc, prefix=f"datasets.{name}")) from None
+                raise ParamsError(format_validation_error(exc, prefix=f"datasets.{name}", root=source.Config)) from None
         return out
 
     @field_validator("combinations")
@@ -272,7 +272,8 @@ class Params(Strict):
         try:
             return BackboneConfig.model_validate(merged)
         except ValidationError as exc:
-            raise ParamsError(format_validation_error(exc, prefix=f"datasets.{dataset}.backbone")) from None
+            raise ParamsError(format_validation_error(exc, prefix=f"datasets.{dataset}.backbone",
+                                                     root=BackboneConfig)) from None
 
     def combination_list(self) -> list[Combination]:
         return [parse_combination(c) for c in self.combinations]
@@ -309,13 +310,12 @@ def _model_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
 def format_validation_error(exc: ValidationError, prefix: str = "", root: type[BaseModel] | None = None) -> str:
     """Turn a pydantic error into one line per problem: ``key: what is wrong; valid: ...``."""
     lines = []
-    root = root or exc.title and None
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         key = ".".join(([prefix] if prefix else []) + list(loc))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            owner = _model_at(loc, root_model_for(exc) or Params)
+            owner = _model_at(loc, root or root_model_for(exc) or Params)
             valid = _allowed_keys(owner)
             hint = did_you_mean(loc[-1], valid) if valid else ""
             extra = "; valid keys: " + ", ".join(valid) if valid else ""

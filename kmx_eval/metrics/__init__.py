@@ -1,1 +1,17 @@
-"""Metrics of METHOD.md section 4."""
+"""Metrics of METHOD.md section 4: arrays in, numbers (or per-sample vectors) out.
+
+- :mod:`.accuracy`: top-1 accuracy and agreement with the CNN, as per-sample 0/1 vectors.
+- :mod:`.prototype_fidelity`: proximity ratio (Euclidean, cosine), class purity@m, decision
+  agreement without offsets, diversity - for k-means and linear prototypes in the same space z_S.
+- :mod:`.quantus_metrics`: the :data:`~.quantus_metrics.QUANTUS_METRICS` registry (localisation,
+  faithfulness, complexity, randomisation) and :func:`~.quantus_metrics.run_quantus`, which scores
+  each sample or says why it could not.
+- :mod:`.concept_fidelity`: purity, adjusted Rand index and normalised mutual information of
+  concept maps against part maps (or object masks).
+- :mod:`.bootstrap`: percentile bootstrap intervals and paired differences over samples.
+- :mod:`.tidy`: the tidy table format of ``metrics.csv``, ``samples.csv`` and ``curves.csv``.
+- :mod:`.evaluation`: the ``evaluate`` stage's tables assembled from arrays.
+
+Submodules are imported on use: ``kmx_eval.config`` imports the Quantus registry at start-up and
+must not pay for torch, pandas or Quantus.
+"""

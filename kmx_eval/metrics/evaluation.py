@@ -1,0 +1,263 @@
+"""Assemble the ``evaluate`` stage's tables from arrays: heads, prototypes, explainers, concepts.
+
+The stage (``stages/evaluate.py``) loads files and builds models; everything it computes goes
+through :class:`EvaluationTables`, whose methods take arrays and append tidy rows
+(:mod:`~kmx_eval.metrics.tidy`), per-sample scores and pixel-flipping curves. Each per-sample
+vector gets its mean and a seeded percentile bootstrap interval
+(:func:`~kmx_eval.metrics.bootstrap.bootstrap_ci`); per-prototype vectors are bootstrapped over
+prototypes. Nothing is silently zero: a value that cannot be computed is NaN with a note.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from kmx_eval.metrics import concept_fidelity as cf
+from kmx_eval.metrics import prototype_fidelity as pf
+from kmx_eval.metrics import tidy
+from kmx_eval.metrics.accuracy import accuracy, agreement
+from kmx_eval.metrics.quantus_metrics import NO_MASKS, QUANTUS_METRICS, run_quantus
+
+log = logging.getLogger("kmx_eval")
+
+NO_PARTS = "not applicable: dataset has no part maps or masks"
+#: Prototype-fidelity metrics: name -> higher_is_better.
+PROTOTYPE_METRICS = {"proximity": False, "proximity_cosine": False, "purity": True,
+                     "decision_agreement": True, "diversity": True}
+CONCEPT_METRICS = ("concept_purity", "concept_ari", "concept_nmi")
+
+
+@dataclass
+class PrototypeSet:
+    """Prototypes in the space z_S and the head they belong to.
+
+    Attributes
+    ----------
+    prototypes : (P, D) array
+    classes : (P,) array, class index of each prototype
+    decisions : (n_test,) array, the head's own decisions on the test embeddings (for decision
+        agreement with the nearest-prototype rule without offsets)
+    """
+
+    prototypes: np.ndarray
+    classes: np.ndarray
+    decisions: np.ndarray
+
+
+def kmeans_prototype_set(prototypes: np.ndarray, n_distinct: np.ndarray | None, decisions,
+                         classes=None) -> PrototypeSet:
+    """Flatten ``KMeansHead.prototypes_`` (C, H, D) into a :class:`PrototypeSet`.
+
+    Only the first ``n_distinct[c]`` prototypes of class c are kept: a class with too few
+    distinct training embeddings repeats them to fill H rows, and a repeat is not a prototype
+    (it would count twice in proximity and purity and collapse diversity). ``classes`` are the
+    labels of the C rows (``KMeansHead.classes_``; default ``0..C-1``).
+    """
+    protos = np.asarray(prototypes, dtype=np.float64)
+    C, H, _ = protos.shape
+    labels = np.arange(C) if classes is None else np.asarray(classes)
+    keep = np.full(C, H) if n_distinct is None else np.minimum(np.asarray(n_distinct), H)
+    rows, proto_classes = [], []
+    for c in range(C):
+        rows.append(protos[c, : keep[c]])
+        proto_classes.extend([labels[c]] * int(keep[c]))
+    return PrototypeSet(np.concatenate(rows), np.asarray(proto_classes), np.asarray(decisions))
+
+
+@dataclass
+class EvaluationTables:
+    """Rows of ``metrics.csv``, ``samples.csv`` and ``curves.csv`` for one dataset x combination.
+
+    Parameters
+    ----------
+    dataset, combination : str
+    n_resamples, confidence : bootstrap settings (``params.evaluate.bootstrap``)
+    """
+
+    dataset: str
+    combination: str
+    n_resamples: int
+    confidence: float
+    rows: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    # ------------------------------------------------------------------ helpers
+    def _keys(self, seed: int) -> dict[str, Any]:
+        return {"dataset": self.dataset, "seed": int(seed), "combination": self.combination}
+
+    def _summary(self, seed: int, values, reasons=None, **keys) -> dict:
+        row = tidy.summary_row(values, reasons=reasons, n_resamples=self.n_resamples,
+                               confidence=self.confidence, bootstrap_seed=seed,
+                               **self._keys(seed), **keys)
+        self.rows.append(row)
+        return row
+
+    def _samples(self, seed: int, method: str, metric: str, values, reasons, sample_ids) -> None:
+        reasons = list(reasons) if reasons is not None else [None] * len(values)
+        self.samples.extend(tidy.sample_rows(values, reasons, sample_ids, **self._keys(seed),
+                                             method=method, metric=metric))
+
+    # ------------------------------------------------------------------ heads
+    def add_heads(self, seed: int, predictions: Mapping[str, np.ndarray], labels: np.ndarray,
+                  cnn_predictions: np.ndarray | None, sample_ids: np.ndarray) -> None:
+        """Accuracy ``[yhat_i = y_i]`` of each head and its agreement ``[yhat_i = yhat_i^CNN]``.
+
+        ``predictions`` maps a head name (``kmeans``, ``probe``, ``cnn``) to its test-split
+        decisions; agreement is skipped for ``cnn`` itself or when ``cnn_predictions`` is None.
+        """
+        for method, pred in predictions.items():
+            acc = accuracy(pred, labels)
+            self._summary(seed, acc, kind="head", method=method, category="accuracy", metric="accuracy",
+                          higher_is_better=True)
+            self._samples(seed, method, "accuracy", acc, None, sample_ids)
+            if cnn_predictions is not None and method != "cnn":
+                agr = agreement(pred, cnn_predictions)
+                self._summary(seed, agr, kind="head", method=method, category="agreement",
+                              metric="agreement", higher_is_better=True,
+                              note="agreement with the original CNN's predictions")
+                self._samples(seed, method, "agreement", agr, None, sample_ids)
+
+    # ------------------------------------------------------------------ prototypes
+    def add_prototypes(self, seed: int, sets: Mapping[str, PrototypeSet], z_train: np.ndarray,
+                       y_train: np.ndarray, z_test: np.ndarray, purity_m: int) -> None:
+        """Prototype fidelity (METHOD.md section 4) of each prototype set in the same space z_S.
+
+        Proximity (Euclidean and cosine), purity@m and diversity are bootstrapped over
+        prototypes, decision agreement over test samples. Purity is measured against the
+        ground-truth labels ``y_train`` for every head, and its chance column is
+        ``mean_p share_{c(p)}`` (``share_c`` = share of class c in the training split): the purity
+        of prototypes whose neighbourhoods ignore the classes.
+        """
+        m = int(min(purity_m, len(z_train)))
+        share = np.bincount(np.asarray(y_train), minlength=1) / len(y_train)
+        self.settings["purity_m"] = m
+        for method, ps in sets.items():
+            t0 = time.perf_counter()
+            n_protos = len(ps.prototypes)
+            proto_note = f"{n_protos} prototypes"
+            values = {
+                "proximity": pf.proximity_ratios(ps.prototypes, z_train, "euclidean"),
+                "proximity_cosine": pf.proximity_ratios(ps.prototypes, z_train, "cosine"),
+                "purity": pf.class_purities(ps.prototypes, ps.classes, z_train, y_train, m),
+                "diversity": pf.diversity_per_prototype(ps.prototypes),
+            }
+            notes = {"purity": f"{proto_note}; m = {m} nearest training embeddings",
+                     "diversity": proto_note if n_protos >= 3 else "undefined for fewer than 3 prototypes"}
+            chance = {"purity": float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)]))}
+            for metric, v in values.items():
+                note = notes.get(metric, proto_note)
+                if np.isnan(v).all() and metric.startswith("proximity"):
+                    note = ("undefined: the median nearest-neighbour distance among training "
+                            "embeddings is 0")
+                self._summary(seed, v, kind="prototypes", method=method, category="prototype_fidelity",
+                              metric=metric, higher_is_better=PROTOTYPE_METRICS[metric], note=note,
+                              chance=chance.get(metric))
+            agree = pf.decision_agreement(z_test, ps.prototypes, ps.classes, ps.decisions)
+            self._summary(seed, agree, kind="prototypes", method=method, category="prototype_fidelity",
+                          metric="decision_agreement", higher_is_better=True,
+                          note="nearest prototype without offsets versus the head's decision")
+            self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ explainers
+    def add_explainer(self, seed: int, method: str, model, x: np.ndarray, y: np.ndarray, a: np.ndarray,
+                      masks: np.ndarray | None, cfg, device, sample_ids: np.ndarray,
+                      explain_func: Callable | None = None, n_classes: int | None = None,
+                      metrics: list[str] | None = None, progress: bool = True) -> None:
+        """Every Quantus metric of ``cfg.quantus`` on one explainer's maps ``a`` (n, H, W).
+
+        Localisation metrics on a dataset without masks give rows with value NaN and the note
+        ``"not applicable: dataset has no masks"``; the chance column holds the mean chance level
+        over the scored samples (mask share, or 0.5 for AUC).
+        """
+        names = list(metrics if metrics is not None else cfg.quantus)
+        for name in tqdm(names, desc=f"evaluate {method}", disable=not progress, leave=False):
+            spec = QUANTUS_METRICS.get(name, where="evaluate.quantus")
+            scores, reasons, extra = run_quantus(name, model, x, y, a, masks, cfg, seed, device,
+                                                 explain_func=explain_func, n_classes=n_classes)
+            self.seconds[name] += extra["seconds"]
+            self.seconds[f"explainer/{method}"] += extra["seconds"]
+            self.settings.setdefault("quantus", {})[name] = extra["settings"]
+            keys = dict(kind="explainer", method=method, category=spec.category, metric=name,
+                        higher_is_better=spec.higher_is_better)
+            chance = extra.get("chance")
+            scored = np.isfinite(scores)
+            if chance is not None and scored.any():
+                chance_value = float(np.mean(np.asarray(chance)[scored]))
+            else:
+                chance_value = spec.chance_without_masks
+            if all(r == NO_MASKS for r in reasons):
+                self.rows.append(tidy.row(**self._keys(seed), value=None, n=0, n_missing=len(scores),
+                                          chance=chance_value, note=NO_MASKS, **keys))
+            else:
+                self._summary(seed, scores, reasons, chance=chance_value, **keys)
+            self._samples(seed, method, name, scores, reasons, sample_ids)
+            if "curves" in extra and np.isfinite(extra["curves"]).any():
+                mean_curve = np.nanmean(extra["curves"], axis=0)
+                self.curves.extend(tidy.curve_rows(extra["fractions"], mean_curve, **self._keys(seed),
+                                                   method=method))
+            missing = int(np.isnan(scores).sum())
+            if missing == len(scores) and not all(r == NO_MASKS for r in reasons):
+                log.warning("%s %s seed %d: %s scored no sample (%s)", self.combination, method, seed,
+                            name, tidy.missing_note(reasons))
+
+    # ------------------------------------------------------------------ concepts
+    def add_concepts(self, seed: int, concepts: np.ndarray, parts: np.ndarray | None,
+                     masks: np.ndarray | None, sample_ids: np.ndarray) -> None:
+        """Concept purity, ARI and NMI of the concept maps against part maps (or the object mask).
+
+        Chance columns: 0 for ARI and NMI (random concept maps), and the share of each image's
+        largest part for purity (what concepts that ignore the parts would score).
+        """
+        source = "parts" if parts is not None else "mask" if masks is not None else None
+        keys = dict(kind="concepts", method="concepts", category="concept_fidelity")
+        if source is None:
+            for metric in CONCEPT_METRICS:
+                self.rows.append(tidy.row(**self._keys(seed), **keys, metric=metric, value=None,
+                                          n=0, n_missing=len(concepts), note=NO_PARTS))
+            return
+        t0 = time.perf_counter()
+        part_map = parts if parts is not None else cf.part_map_from_mask(masks)
+        trivial = cf.trivial_part_maps(part_map)
+        reason = f"{source} map holds a single label"
+        values = {"concept_purity": cf.concept_purity(concepts, part_map),
+                  "concept_ari": cf.concept_ari(concepts, part_map),
+                  "concept_nmi": cf.concept_nmi(concepts, part_map)}
+        largest = np.array([np.bincount(p.ravel()).max() / p.size for p in np.asarray(part_map)])
+        chance = {"concept_purity": float(largest.mean()), "concept_ari": 0.0, "concept_nmi": 0.0}
+        for metric, v in values.items():
+            reasons = [reason if (t and np.isnan(x)) else None for t, x in zip(trivial, v)]
+            self._summary(seed, v, reasons, **keys, metric=metric, higher_is_better=True,
+                          note=f"against {source}", chance=chance[metric])
+            self._samples(seed, "concepts", metric, v, reasons, sample_ids)
+        self.seconds["concepts"] += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ outputs
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """``(metrics, samples, curves)`` DataFrames, sorted and with their fixed columns."""
+        return (tidy.frame(self.rows), tidy.samples_frame(self.samples), tidy.curves_frame(self.curves))
+
+    def summary(self, explainer_metrics: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+        """Key numbers per seed for the DVC metrics file: ``{"seed0": {"kmeans/accuracy": ...}}``.
+
+        Heads' accuracy and agreement, prototype proximity, purity and diversity, concept scores,
+        and for each explainer the metrics named in ``explainer_metrics``.
+        """
+        out: dict[str, dict[str, float]] = {}
+        for r in self.rows:
+            keep = (r["kind"] in ("head", "concepts")
+                    or (r["kind"] == "prototypes" and r["metric"] in ("proximity", "purity", "diversity"))
+                    or (r["kind"] == "explainer" and r["metric"] in explainer_metrics))
+            if keep:
+                out.setdefault(f"seed{r['seed']}", {})[f"{r['method']}/{r['metric']}"] = r["value"]
+        return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}

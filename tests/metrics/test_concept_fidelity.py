@@ -1,0 +1,72 @@
+"""Concept fidelity on constructed concept and part maps."""
+
+import numpy as np
+import pytest
+
+from kmx_eval.metrics import concept_fidelity as cf
+
+
+def _parts(n=4, size=24, seed=0):
+    rng = np.random.default_rng(seed)
+    parts = np.zeros((n, size, size), dtype=np.int64)
+    for i in range(n):
+        r, c = rng.integers(2, 8, 2)
+        parts[i, r:r + 8, c:c + 6] = 1
+        parts[i, r:r + 8, c + 6:c + 12] = 2
+        parts[i, r + 8:r + 12, c:c + 12] = 3
+    return parts
+
+
+def test_identical_maps_score_one_even_after_renaming_concepts():
+    parts = _parts()
+    concepts = (parts * 3 + 5).astype(np.int16)  # same partition, other ids
+    for fn in (cf.concept_purity, cf.concept_ari, cf.concept_nmi):
+        assert np.allclose(fn(concepts, parts), 1.0)
+    assert cf.pooled_concept_purity(concepts, parts) == 1.0
+
+
+def test_random_concepts_score_near_zero_agreement():
+    parts = _parts()
+    concepts = np.random.default_rng(1).integers(0, 8, parts.shape)
+    assert np.all(np.abs(cf.concept_ari(concepts, parts)) < 0.02)
+    assert np.all(cf.concept_nmi(concepts, parts) < 0.05)
+    # purity of random concepts is about the share of the largest part (background here)
+    bg_share = (parts == 0).mean(axis=(1, 2))
+    assert np.allclose(cf.concept_purity(concepts, parts), bg_share, atol=0.1)
+
+
+def test_splitting_a_part_keeps_purity_but_lowers_ari():
+    parts = _parts(n=1)
+    concepts = parts.copy()
+    concepts[0, :, :12][parts[0, :, :12] == 0] = 9  # background split into two concepts
+    assert cf.concept_purity(concepts, parts)[0] == 1.0
+    assert cf.concept_ari(concepts, parts)[0] < 1.0
+
+
+def test_purity_is_pixel_weighted_over_concepts():
+    parts = np.array([[[0, 0, 0, 1]]])
+    concepts = np.array([[[0, 0, 1, 1]]])  # concept 0: pure (2/2); concept 1: half (1/2)
+    assert cf.concept_purity(concepts, parts)[0] == pytest.approx(3 / 4)
+
+
+def test_mask_as_two_part_map_and_trivial_maps_are_nan():
+    mask = np.zeros((2, 10, 10), dtype=np.uint8)
+    mask[0, 2:6, 2:6] = 255
+    parts = cf.part_map_from_mask(mask)
+    assert set(np.unique(parts)) == {0, 1}
+    concepts = parts.copy()
+    ari = cf.concept_ari(concepts, parts)
+    assert ari[0] == 1.0 and np.isnan(ari[1])  # image 1 has an empty mask: one label only
+    assert cf.trivial_part_maps(parts).tolist() == [False, True]
+
+
+def test_mask_restricts_the_scored_pixels():
+    parts = _parts(n=1)
+    # one concept covers the whole object; the background gets random concepts
+    concepts = np.where(parts > 0, 1, np.random.default_rng(0).integers(2, 6, parts.shape))
+    inside = parts > 0
+    largest_part_share = np.bincount(parts[inside]).max() / inside.sum()
+    assert cf.concept_purity(concepts, parts, mask=inside)[0] == pytest.approx(largest_part_share)
+    assert cf.concept_purity(concepts, parts)[0] > largest_part_share  # background concepts are pure
+    with pytest.raises(ValueError, match="must"):
+        cf.concept_ari(concepts[:, :5], parts)

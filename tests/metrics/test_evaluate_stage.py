@@ -1,0 +1,155 @@
+"""The evaluate stage end to end: tiny data with masks and parts, a random ResNet18, real fit and
+explain stages, then evaluate for a block combination and for the CNN's baselines."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE, N_CLASSES, SEED, N_IMAGES = 32, 3, 2, 6
+
+
+def _stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"kmx_stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _split(n: int, rng: np.random.Generator) -> dict:
+    images, labels, masks, parts = [], [], [], []
+    for i in range(n):
+        c = i % N_CLASSES
+        img = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
+        r, q = rng.integers(2, 14, 2)
+        part = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        part[r:r + 8, q:q + 16] = 1
+        part[r + 8:r + 16, q:q + 16] = 2
+        img[part == 1, c] = 230
+        img[part == 2, (c + 1) % 3] = 200
+        images.append(img)
+        labels.append(c)
+        masks.append(part > 0)
+        parts.append(part)
+    return {"images": images, "labels": labels, "masks": masks, "parts": parts}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from kmx_eval import io, paths
+    from kmx_eval.data import ImageDataset, load_prepared, save_prepared
+    from kmx_eval.data.base import assemble
+    from kmx_eval.models.backbone import build_backbone, save_backbone
+    from kmx_eval.models.blocks import BlockExtractor
+    from kmx_eval.models.embeddings import extract_embedding_cache
+    from kmx_eval.seeding import seed_everything
+
+    root = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(0)
+    dd = assemble({"train": _split(15, rng), "test": _split(9, rng)}, ["a", "b", "c"], "toy")
+    save_prepared(dd, root / "data/toy")
+    seed_everything(0)
+    backbone = build_backbone("resnet18", N_CLASSES).eval()
+    save_backbone(backbone, root / f"models/toy/seed{SEED}",
+                  {"architecture": "resnet18", "n_classes": N_CLASSES, "class_names": ["a", "b", "c"],
+                   "image_size": SIZE, "weights": "none", "seed": SEED, "test_accuracy": 0.0, "epochs": 0})
+    dd = load_prepared(root / "data/toy")
+    cache = extract_embedding_cache(BlockExtractor(backbone), ImageDataset(dd["train"]),
+                                    ImageDataset(dd["test"]), batch_size=8)
+    io.save_npz(root / f"features/toy/seed{SEED}.npz", cache)
+    params = {
+        "seeds": [SEED],
+        "datasets": {"toy": {"source": "synthetic", "n_classes": N_CLASSES, "seed": 0}},
+        "backbone": {"architecture": "resnet18", "image_size": SIZE, "device": "cpu"},
+        "combinations": ["B34"],
+        "features": {"normalisation": "standardize", "batch_size": 8},
+        "head": {"n_prototypes": 2, "n_init": 1},
+        "explain": {"n_images": N_IMAGES, "batch_size": 4, "ig_steps": 2,
+                    "explainers": ["margin", "margin_centred", "cam", "random"],
+                    "concepts": {"n_concepts": 3, "n_images": 15, "locations_per_image": 4,
+                                 "batch_size": 16}},
+        "evaluate": {"compare": [], "purity_m": 3, "bootstrap": {"n_resamples": 50},
+                     "faithfulness": {"nr_runs": 3, "n_steps": 4, "regions_evaluation": 3}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        assert _stage("fit")(["toy", "B34"]) == 0
+        assert _stage("explain")(["toy", "B34"]) == 0
+        assert _stage("explain_cnn")(["toy"]) == 0
+        assert _stage("evaluate")(["toy", "B34"]) == 0
+        assert _stage("evaluate")(["toy", paths.BASELINES]) == 0
+        yield root
+
+
+def _read(root: Path, combination: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    folder = root / "metrics/toy" / combination / "evaluate"
+    return tuple(pd.read_csv(folder / f"{n}.csv", keep_default_na=True) for n in ("metrics", "samples", "curves"))
+
+
+def test_combination_tables(workdir):
+    from kmx_eval.metrics.tidy import TIDY_COLUMNS
+
+    metrics, samples, curves = _read(workdir, "B34")
+    assert list(metrics.columns) == list(TIDY_COLUMNS)
+    assert set(metrics.kind) == {"head", "prototypes", "explainer", "concepts"}
+    heads = metrics[metrics.kind == "head"].set_index(["method", "metric"])
+    assert set(heads.index) == {("kmeans", "accuracy"), ("probe", "accuracy"), ("kmeans", "agreement"),
+                                ("probe", "agreement")}
+    assert (heads.n == 9).all()  # the whole test split
+    protos = metrics[metrics.kind == "prototypes"]
+    assert set(protos.method) == {"kmeans", "probe"}  # no linear: standardize is not the CNN's space
+    assert set(protos.metric) == {"proximity", "proximity_cosine", "purity", "decision_agreement", "diversity"}
+    k_agree = protos.set_index(["method", "metric"]).loc[("kmeans", "decision_agreement"), "value"]
+    assert k_agree == 1.0  # the k-means head is its own nearest-prototype rule
+    expl = metrics[metrics.kind == "explainer"]
+    assert set(expl.method) == {"margin", "margin_centred"}
+    assert len(expl) == 2 * 12
+    loc = expl[expl.category == "localisation"]
+    assert loc.value.notna().all() and loc.chance.notna().all()
+    assert (loc.ci_low <= loc.value + 1e-12).all() and (loc.value <= loc.ci_high + 1e-12).all()
+    assert set(metrics[metrics.kind == "concepts"].metric) == {"concept_purity", "concept_ari", "concept_nmi"}
+    # one score per evaluation image for every explainer x metric
+    ex_samples = samples[samples.method.isin(["margin", "margin_centred"])]
+    assert len(ex_samples) == 2 * 12 * N_IMAGES
+    assert set(curves.method) == {"margin", "margin_centred"}
+    settings = json.loads((workdir / "metrics/toy/B34/evaluate/settings.json").read_text())
+    # 4 steps asked; 3 x 32 x 32 values in steps that divide 32 x 32: 3 steps of 1024 is nearest
+    assert settings["quantus"]["PixelFlipping"]["n_steps"] == 3
+    assert settings["quantus"]["FaithfulnessCorrelation"]["nr_runs"] == 3
+    assert settings["n_images"] == N_IMAGES and settings["purity_m"] == 3
+    summary = json.loads((workdir / "metrics/toy/B34/evaluate.json").read_text())
+    assert "kmeans/accuracy" in summary[f"seed{SEED}"]
+    assert "margin/RelevanceMassAccuracy" in summary[f"seed{SEED}"]
+
+
+def test_baseline_tables(workdir):
+    from kmx_eval import paths
+
+    metrics, samples, _ = _read(workdir, paths.BASELINES)
+    heads = metrics[metrics.kind == "head"]
+    assert list(heads.method) == ["cnn"] and list(heads.metric) == ["accuracy"]
+    protos = metrics[metrics.kind == "prototypes"]
+    assert set(protos.method) == {"linear"} and len(protos) == 5
+    assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random"}
+    assert "concepts" not in set(metrics.kind)
+
+
+def test_evaluate_is_deterministic(workdir):
+    before = (workdir / "metrics/toy/B34/evaluate/metrics.csv").read_bytes()
+    samples = (workdir / "metrics/toy/B34/evaluate/samples.csv").read_bytes()
+    assert _stage("evaluate")(["toy", "B34"]) == 0
+    assert (workdir / "metrics/toy/B34/evaluate/metrics.csv").read_bytes() == before
+    assert (workdir / "metrics/toy/B34/evaluate/samples.csv").read_bytes() == samples
+
+
+def test_unknown_combination_is_one_line(workdir, capsys):
+    assert _stage("evaluate")(["toy", "B4"]) == 2
+    assert "'B4'" in capsys.readouterr().err

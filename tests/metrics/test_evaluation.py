@@ -1,0 +1,111 @@
+"""EvaluationTables: rows for heads, prototypes, explainers and concepts from arrays alone."""
+
+import numpy as np
+import pytest
+import torch
+
+from kmx_eval.config import EvaluateConfig
+from kmx_eval.metrics import tidy
+from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet,
+                                         kmeans_prototype_set)
+from kmx_eval.metrics.quantus_metrics import NO_MASKS
+
+H = 32
+CFG = EvaluateConfig(quantus=["RelevanceMassAccuracy", "AUC", "PixelFlipping", "Sparseness"])
+
+
+def _tables():
+    return EvaluationTables("toy", "B34", n_resamples=100, confidence=0.9)
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+
+
+def test_head_rows_and_samples():
+    t = _tables()
+    labels = np.array([0, 1, 2, 1])
+    t.add_heads(0, {"kmeans": np.array([0, 1, 1, 1]), "probe": labels}, labels,
+                np.array([0, 1, 2, 2]), np.arange(4))
+    df, samples, _ = t.frames()
+    acc = df[(df.metric == "accuracy")].set_index("method")["value"]
+    assert acc["kmeans"] == 0.75 and acc["probe"] == 1.0
+    agr = df[(df.metric == "agreement")].set_index("method")["value"]
+    assert agr["kmeans"] == 0.5 and agr["probe"] == 0.75
+    assert len(samples) == 16 and set(samples.metric) == {"accuracy", "agreement"}
+
+
+def test_prototype_rows_separate_on_data_from_off_data_prototypes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 10
+    z = np.concatenate([c + rng.normal(size=(30, 8)) for c in centres])
+    y = np.repeat(np.arange(3), 30)
+    means = np.stack([z[y == c].mean(0) for c in range(3)])
+    kmeans = kmeans_prototype_set(means[:, None].repeat(2, axis=1), np.array([1, 1, 1]), y)
+    assert kmeans.prototypes.shape == (3, 8)  # padded repeats are not prototypes
+    off = PrototypeSet(means * 30.0, np.arange(3), y)
+    t = _tables()
+    t.add_prototypes(0, {"kmeans": kmeans, "linear": off}, z, y, z, purity_m=5)
+    df = t.frames()[0].set_index(["method", "metric"])
+    assert df.loc[("kmeans", "proximity"), "value"] < 1.5 < 10 < df.loc[("linear", "proximity"), "value"]
+    assert df.loc[("kmeans", "purity"), "value"] == 1.0
+    assert df.loc[("kmeans", "purity"), "chance"] == pytest.approx(1 / 3)
+    assert df.loc[("kmeans", "decision_agreement"), "value"] == 1.0
+    assert not df.loc[("kmeans", "proximity"), "higher_is_better"]
+    assert df.loc[("kmeans", "diversity"), "n"] == 3
+
+
+def test_explainer_rows_with_and_without_masks():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, H, H)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1])
+    masks = np.zeros((5, H, H), dtype=np.uint8)
+    masks[:, 8:24, 8:24] = 1
+    a = rng.random((5, H, H)).astype(np.float32)
+    a[1] = 0.0
+    t = _tables()
+    t.add_explainer(0, "margin", _model(), x, y, a, masks, CFG, "cpu", np.arange(10, 15), progress=False)
+    t.add_explainer(1, "margin", _model(), x, y, a, None, CFG, "cpu", np.arange(10, 15), progress=False)
+    df, samples, curves = t.frames()
+    with_masks = df[df.seed == 0].set_index("metric")
+    assert with_masks.loc["RelevanceMassAccuracy", "n"] == 4
+    assert with_masks.loc["RelevanceMassAccuracy", "n_missing"] == 1
+    assert with_masks.loc["RelevanceMassAccuracy", "note"] == "1 missing: constant map (all zero) (1)"
+    assert with_masks.loc["RelevanceMassAccuracy", "chance"] == pytest.approx(0.25)
+    assert with_masks.loc["PixelFlipping", "category"] == "faithfulness"
+    no_masks = df[df.seed == 1].set_index("metric")
+    for name in ("RelevanceMassAccuracy", "AUC"):
+        assert np.isnan(no_masks.loc[name, "value"]) and no_masks.loc[name, "note"] == NO_MASKS
+    assert no_masks.loc["AUC", "chance"] == 0.5 and np.isnan(no_masks.loc["RelevanceMassAccuracy", "chance"])
+    assert np.isfinite(no_masks.loc["Sparseness", "value"])
+    assert set(samples["sample"]) == set(range(10, 15)) and len(samples) == 2 * 4 * 5
+    assert list(curves.columns) == list(tidy.CURVE_COLUMNS)
+    steps = t.settings["quantus"]["PixelFlipping"]["n_steps"]
+    assert steps == 12 and len(curves[curves.seed == 0]) == steps + 1  # fraction 0 .. 1
+    assert curves.fraction.min() == 0.0 and curves.fraction.max() == 1.0
+
+
+def test_concept_rows_against_parts_mask_or_nothing():
+    parts = np.zeros((3, 12, 12), dtype=np.int64)
+    parts[:, 2:8, 2:6] = 1
+    parts[:, 2:8, 6:10] = 2
+    parts[2] = 0  # a part map with one label: ARI and NMI undefined
+    t = _tables()
+    t.add_concepts(0, parts.astype(np.int16) + 4, parts, None, np.arange(3))
+    t.add_concepts(1, parts.astype(np.int16), None, (parts > 0).astype(np.uint8), np.arange(3))
+    t.add_concepts(2, parts.astype(np.int16), None, None, np.arange(3))
+    df = t.frames()[0].set_index(["seed", "metric"])
+    assert df.loc[(0, "concept_ari"), "value"] == 1.0 and df.loc[(0, "concept_ari"), "n_missing"] == 1
+    assert "parts map holds a single label" in df.loc[(0, "concept_ari"), "note"]
+    assert df.loc[(0, "concept_purity"), "n"] == 3 and df.loc[(0, "concept_ari"), "chance"] == 0.0
+    assert df.loc[(1, "concept_nmi"), "note"].startswith("against mask")
+    assert np.isnan(df.loc[(2, "concept_purity"), "value"]) and df.loc[(2, "concept_purity"), "note"] == NO_PARTS
+
+
+def test_summary_keeps_key_numbers_per_seed():
+    t = _tables()
+    labels = np.array([0, 1])
+    t.add_heads(3, {"kmeans": labels}, labels, labels, np.arange(2))
+    assert t.summary() == {"seed3": {"kmeans/accuracy": 1.0, "kmeans/agreement": 1.0}}
