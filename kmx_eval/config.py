@@ -260,6 +260,11 @@ class Params(Strict):
                         f"evaluate.compare[{i}]: {name!r} is not in combinations "
                         f"({', '.join(self.combinations)})"
                     )
+        if self.report.fidelity_metric not in self.evaluate.quantus:
+            raise ParamsError(
+                f"report.fidelity_metric: {self.report.fidelity_metric!r} is not computed; "
+                f"pick one of evaluate.quantus ({', '.join(self.evaluate.quantus)})"
+            )
         for name, ds in self.datasets.items():
             self.backbone_for(name)  # validates merged overrides (image size, architecture)
         return self

@@ -1,0 +1,11 @@
+"""The report: tables, figures, headline sentences and one self-contained HTML page.
+
+Everything here takes frames and arrays (the tidy metrics of the ``evaluate`` stages, maps, images)
+and returns frames, figures, strings or bytes; ``stages/report.py`` reads the files and writes
+``reports/``.
+
+- :mod:`~kmx_eval.report.tables`   seed aggregation, result tables (CSV, Markdown, LaTeX), paired comparisons
+- :mod:`~kmx_eval.report.figures`  trade-off figure, prototype fidelity, galleries, pixel-flipping curves
+- :mod:`~kmx_eval.report.summary`  headline sentences and the key numbers of ``reports/metrics.json``
+- :mod:`~kmx_eval.report.html`     the jinja2 page with embedded figures and sortable tables
+"""

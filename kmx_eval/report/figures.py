@@ -1,0 +1,518 @@
+"""Figures of the report (matplotlib, Agg, no pyplot state), rendered byte-stable to PNG and SVG.
+
+Each builder takes frames or arrays and returns a :class:`matplotlib.figure.Figure`; :func:`render`
+turns it into PNG and SVG bytes with a fixed SVG hash salt and no date or software metadata, so
+the same numbers give the same bytes on every run (DVC then sees no change where there is none).
+
+- :func:`tradeoff_figure` (METHOD.md section 5): per dataset, each block combination is a point
+  ``(accuracy of its k-means head, semantic fidelity of its margin map)`` with bootstrap intervals
+  on both axes, beside the original CNN (linear head; CAM, Grad-CAM and the other post-hoc
+  baselines at the CNN's accuracy). The Pareto front joins the points that no other point beats
+  on both axes.
+- :func:`prototype_fidelity_figure`: linear prototypes ``w_c`` versus k-means prototypes ``p_ch``.
+- :func:`explanation_gallery`: image, mask, concept map and attribution maps side by side.
+- :func:`prototype_gallery`: for each class, the nearest training image of each prototype.
+- :func:`curves_figure`: pixel-flipping curves per explainer.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import math
+from typing import Mapping, Sequence
+
+import matplotlib
+import matplotlib.colors as mcolors
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
+
+from kmx_eval.paths import BASELINES
+from kmx_eval.report.tables import direction, fmt, lookup
+
+#: Resolution of the PNG files (the HTML embeds the PNG).
+DPI = 110
+#: Fixed salt of the ids matplotlib writes into SVG files (otherwise random per run).
+SVG_HASHSALT = "kmx-eval"
+#: rc settings under which every figure is drawn and saved.
+RC = {
+    "svg.hashsalt": SVG_HASHSALT,
+    "svg.fonttype": "path",  # glyphs as paths: no font needs to be present where the SVG is viewed
+    "font.family": "DejaVu Sans",  # shipped with matplotlib: the same glyphs on every machine
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "image.interpolation": "nearest",
+    "path.simplify": False,
+}
+#: The attribution map of k-means heads shown in the trade-off figure and the gallery.
+TRADEOFF_EXPLAINER = "margin"
+#: Markers of the CNN's post-hoc baselines in the trade-off figure (others get "P").
+BASELINE_MARKERS = {"cam": "s", "gradcam": "^", "integrated_gradients": "D", "saliency": "v",
+                    "random": "X"}
+#: Display names of explainers in legends and gallery titles.
+EXPLAINER_LABELS = {"cam": "CAM (linear head)", "gradcam": "Grad-CAM", "integrated_gradients": "IG",
+                    "saliency": "Saliency", "random": "random", "margin": "margin",
+                    "margin_centred": "margin (centred)", "distance": "distance"}
+
+
+def _style():
+    """Seaborn's white-grid style plus :data:`RC`, as one context for drawing and saving."""
+    style = dict(sns.axes_style("whitegrid"))
+    style.update(RC)
+    return matplotlib.rc_context(style)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas: no pyplot, no global backend switch, nothing to close."""
+    with _style():
+        fig = Figure(figsize=(width, height), dpi=DPI, layout=None)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def render(fig: Figure) -> dict[str, bytes]:
+    """PNG and SVG bytes of ``fig``, byte-identical for identical content.
+
+    PNG: no ``Software`` text chunk; SVG: fixed hash salt, no ``Date`` and no ``Creator``.
+    """
+    out = {}
+    with _style():
+        for fmt_, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+            buf = _io.BytesIO()
+            fig.savefig(buf, format=fmt_, dpi=DPI, metadata=meta, bbox_inches="tight", pad_inches=0.08,
+                        facecolor="white")
+            out[fmt_] = buf.getvalue()
+    return out
+
+
+def palette(names: Sequence[str]) -> dict[str, tuple]:
+    """Colour-blind-safe colours for ``names`` in their given order (stable across figures)."""
+    colours = sns.color_palette("colorblind", max(len(names), 1))
+    return {n: tuple(colours[i % len(colours)]) for i, n in enumerate(names)}
+
+
+def _label(method: str) -> str:
+    return EXPLAINER_LABELS.get(method, method)
+
+
+def _message(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True, color="0.35")
+
+
+# --------------------------------------------------------------------------------- trade-off
+def _pick(agg: pd.DataFrame, **where) -> pd.Series | None:
+    rows = lookup(agg, **where)
+    return rows.iloc[0] if len(rows) else None
+
+
+def cnn_accuracy(agg: pd.DataFrame, dataset: str) -> pd.Series | None:
+    """The aggregated accuracy row of the original CNN (its linear head) on ``dataset``."""
+    for comb, method in ((BASELINES, "cnn"), (BASELINES, "linear")):
+        row = _pick(agg, dataset=dataset, combination=comb, kind="head", method=method,
+                    category="accuracy", metric="accuracy")
+        if row is not None:
+            return row
+    return None
+
+
+def tradeoff_points(
+    agg: pd.DataFrame,
+    dataset: str,
+    combinations: Sequence[str],
+    fidelity_metric: str,
+    explainer: str = TRADEOFF_EXPLAINER,
+) -> pd.DataFrame:
+    """Points of the trade-off figure from the aggregated frame.
+
+    One row per block combination (``x`` = accuracy of its k-means head, ``y`` = ``fidelity_metric``
+    of its ``explainer`` map) and one per explainer filed under the CNN (``x`` = the CNN's accuracy,
+    ``y`` = that explainer's ``fidelity_metric``).
+
+    Returns
+    -------
+    DataFrame
+        ``label, group (combination|baseline), method, combination, x, x_low, x_high, y, y_low,
+        y_high, chance, higher_is_better, note``.
+    """
+    rows = []
+
+    def add(label, group, method, comb, acc, fid):
+        rows.append(dict(
+            label=label, group=group, method=method, combination=comb,
+            x=acc["value"] if acc is not None else np.nan,
+            x_low=acc["ci_low"] if acc is not None else np.nan,
+            x_high=acc["ci_high"] if acc is not None else np.nan,
+            y=fid["value"] if fid is not None else np.nan,
+            y_low=fid["ci_low"] if fid is not None else np.nan,
+            y_high=fid["ci_high"] if fid is not None else np.nan,
+            chance=fid["chance"] if fid is not None else np.nan,
+            higher_is_better=direction(fid["higher_is_better"]) if fid is not None else None,
+            note=(fid["note"] if fid is not None else f"no {fidelity_metric} row for {method}"),
+        ))
+
+    for comb in combinations:
+        acc = _pick(agg, dataset=dataset, combination=comb, kind="head", method="kmeans",
+                    category="accuracy", metric="accuracy")
+        fid = _pick(agg, dataset=dataset, combination=comb, kind="explainer", method=explainer,
+                    metric=fidelity_metric)
+        add(comb, "combination", explainer, comb, acc, fid)
+    acc = cnn_accuracy(agg, dataset)
+    base = agg[(agg["dataset"] == dataset) & (agg["combination"] == BASELINES)
+               & (agg["kind"] == "explainer") & (agg["metric"] == fidelity_metric)]
+    for _, fid in base.iterrows():
+        add(f"CNN + {_label(fid['method'])}", "baseline", fid["method"], BASELINES, acc, fid)
+    return pd.DataFrame(rows, columns=["label", "group", "method", "combination", "x", "x_low", "x_high",
+                                       "y", "y_low", "y_high", "chance", "higher_is_better", "note"])
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, higher_y: bool = True) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (higher ``x`` and better ``y``).
+
+    Point i is dominated when some j has ``x_j >= x_i`` and ``y_j >= y_i`` (``<=`` when lower ``y``
+    is better) with at least one strict inequality. Points with a NaN coordinate are never on it.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float) if higher_y else -np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    front = np.zeros(len(x), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def tradeoff_figure(points: pd.DataFrame, dataset: str, fidelity_metric: str,
+                    explainer: str = TRADEOFF_EXPLAINER) -> Figure:
+    """The trade-off figure of one dataset (see module docstring); see :func:`tradeoff_points`."""
+    fig = new_figure(6.4, 4.2)
+    with _style():
+        ax = fig.add_subplot(1, 1, 1)
+        combos = points[points["group"] == "combination"]
+        colours = palette(list(combos["label"]))
+        finite = points[np.isfinite(points["x"]) & np.isfinite(points["y"])]
+        for _, p in points.iterrows():
+            if not (math.isfinite(p["x"]) and math.isfinite(p["y"])):
+                continue
+            is_combo = p["group"] == "combination"
+            xerr = _err(p["x"], p["x_low"], p["x_high"])
+            yerr = _err(p["y"], p["y_low"], p["y_high"])
+            colour = colours[p["label"]] if is_combo else "0.3"
+            marker = "o" if is_combo else BASELINE_MARKERS.get(p["method"], "P")
+            label = f"{p['label']} (k-means, {_label(explainer)})" if is_combo else p["label"]
+            ax.errorbar([p["x"]], [p["y"]], xerr=xerr, yerr=yerr, fmt=marker, color=colour,
+                        markersize=8 if is_combo else 7, capsize=3, elinewidth=1, label=label,
+                        markeredgecolor="black" if is_combo else "white", zorder=3)
+            if is_combo:
+                ax.annotate(p["label"], (p["x"], p["y"]), xytext=(6, 6), textcoords="offset points",
+                            fontsize=9, fontweight="bold", color=colour)
+        hib = [d for d in points["higher_is_better"] if d is not None]
+        higher = hib[0] if hib else True
+        if len(finite) >= 1:
+            front = finite[pareto_front(finite["x"], finite["y"], higher)].sort_values("x")
+            ax.plot(front["x"], front["y"], "--", color="0.55", lw=1.2, zorder=2, label="Pareto front")
+        chance = points["chance"][np.isfinite(points["chance"])]
+        if len(chance) and not finite.empty:
+            ax.axhline(float(chance.mean()), ls=":", color="0.45", lw=1,
+                       label=f"chance ({fmt(float(chance.mean()))})")
+        if finite.empty:
+            # Without fidelity values (e.g. no masks) the accuracies are still worth showing.
+            notes = sorted({n for n in points["note"] if isinstance(n, str) and n})
+            accs = points[np.isfinite(points["x"])]
+            shown: list[str] = []
+            for _, p in accs.iterrows():
+                name = p["label"] if p["group"] == "combination" else "CNN"
+                if name in shown:
+                    continue
+                shown.append(name)
+                colour = colours.get(p["label"], "0.3")
+                ax.axvline(p["x"], color=colour, lw=1.5)
+                # Staggered labels: accuracies are often within a point of each other.
+                ax.text(p["x"], 0.96 - 0.07 * (len(shown) - 1), f" {name} ({fmt(p['x'])})", color=colour,
+                        va="top", ha="left", transform=ax.get_xaxis_transform(), fontsize=8,
+                        fontweight="bold", bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
+            if len(accs):
+                lo, hi = float(accs["x"].min()), float(accs["x"].max())
+                pad = max(hi - lo, 0.02)
+                ax.set_xlim(lo - pad, hi + pad)
+            ax.set_yticks([])
+            ax.text(0.02, 0.35, f"{fidelity_metric} not available on {dataset}"
+                    + (f":\n{notes[0]}" if notes else "") + "\n(vertical lines: accuracies)",
+                    transform=ax.transAxes, va="center", ha="left", color="0.35", fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="0.8", boxstyle="round,pad=0.4"))
+        ax.set_xlabel("test accuracy (k-means head; CNN for its baselines)")
+        ax.set_ylabel(f"{fidelity_metric} {'(higher is better)' if higher else '(lower is better)'}")
+        ax.set_title(f"{dataset}: semantic fidelity versus accuracy")
+        if not finite.empty:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return fig
+
+
+def _err(v, low, high):
+    """Asymmetric error bar [[v-low], [high-v]] or None without an interval."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return np.array([[max(v - low, 0.0)], [max(high - v, 0.0)]])
+
+
+# ------------------------------------------------------------------------ prototype fidelity
+def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Sequence[str],
+                              metrics: Sequence[str] = ("proximity", "proximity_cosine", "purity",
+                                                         "decision_agreement", "diversity")) -> Figure:
+    """Bars of each prototype-fidelity metric: linear versus k-means prototypes per combination.
+
+    One panel per metric (scales differ); bar height is the aggregated value, whiskers the
+    interval; a dotted line marks the chance level where the metric has one (purity).
+    """
+    sel = agg[(agg["dataset"] == dataset) & (agg["category"] == "prototype_fidelity")]
+    present = [m for m in metrics if m in set(sel["metric"])]
+    present += [m for m in dict.fromkeys(sel["metric"]) if m not in present]
+    n = max(len(present), 1)
+    fig = new_figure(2.3 * n + 0.8, 2.9)
+    with _style():
+        if not present:
+            _message(fig.add_subplot(1, 1, 1), f"no prototype-fidelity rows for {dataset}")
+            return fig
+        methods = [m for m in ("linear", "kmeans") if m in set(sel["method"])]
+        methods += [m for m in dict.fromkeys(sel["method"]) if m not in methods]
+        colours = palette(["linear", "kmeans"] + [m for m in methods if m not in ("linear", "kmeans")])
+        combos = [c for c in combinations if c in set(sel["combination"])]
+        combos += [c for c in dict.fromkeys(sel["combination"]) if c not in combos]
+        width = 0.8 / max(len(methods), 1)
+        for k, metric in enumerate(present):
+            ax = fig.add_subplot(1, n, k + 1)
+            rows = sel[sel["metric"] == metric]
+            labelled: set[str] = set()
+            for j, method in enumerate(methods):
+                for i, comb in enumerate(combos):
+                    r = rows[(rows["method"] == method) & (rows["combination"] == comb)]
+                    if r.empty or not math.isfinite(r["value"].iloc[0]):
+                        continue
+                    r = r.iloc[0]
+                    xpos = i + (j - (len(methods) - 1) / 2) * width
+                    ax.bar([xpos], [r["value"]], width=width * 0.95, color=colours[method],
+                           yerr=_err(r["value"], r["ci_low"], r["ci_high"]), capsize=2,
+                           label=None if method in labelled else method)
+                    labelled.add(method)
+            chance = rows["chance"][np.isfinite(rows["chance"])]
+            if len(chance):
+                ax.axhline(float(chance.mean()), ls=":", color="0.4", lw=1)
+            hib = {direction(d) for d in rows["higher_is_better"]} - {None}
+            arrow = " (↑)" if hib == {True} else " (↓)" if hib == {False} else ""
+            ax.set_title(metric + arrow)
+            ax.set_xticks(range(len(combos)))
+            ax.set_xticklabels(combos, rotation=0)
+        handles, labels = [], []
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        fig.legend(handles, [f"{lab} prototypes" for lab in labels], loc="upper center",
+                   ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.08))
+        fig.suptitle(f"{dataset}: prototype fidelity", y=1.14)
+        fig.subplots_adjust(wspace=0.45)
+    return fig
+
+
+# ------------------------------------------------------------------------------- galleries
+def scaled_maps(maps: Sequence[np.ndarray]) -> tuple[list[np.ndarray], bool]:
+    """Scale each attribution map by its largest absolute value so a row shares one colour scale.
+
+    ``a' = a / max_ij |a_ij|`` (an all-zero map stays zero). The row is *signed* when any map has
+    a negative value; its scale is then the symmetric [-1, 1], otherwise [0, 1].
+    """
+    out, signed = [], False
+    for a in maps:
+        a = np.asarray(a, dtype=np.float64)
+        m = np.nanmax(np.abs(a)) if a.size and np.isfinite(a).any() else 0.0
+        out.append(a / m if m > 0 else np.zeros_like(a))
+        signed |= bool(np.nanmin(a) < 0) if a.size and np.isfinite(a).any() else False
+    return out, signed
+
+
+def _concept_cmap(n: int) -> mcolors.ListedColormap:
+    base = sns.color_palette("tab20", 20)
+    return mcolors.ListedColormap([base[i % 20] for i in range(max(n, 1))])
+
+
+def explanation_gallery(
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    masks: np.ndarray | None = None,
+    concepts: np.ndarray | None = None,
+    concept_label: str = "concepts",
+    row_labels: Sequence[str] | None = None,
+) -> Figure:
+    """Explanation gallery: one row per test image; image, mask, concept map, then each map.
+
+    Parameters
+    ----------
+    images : (n, H, W, 3) uint8
+    maps : mapping label -> (n, H, W) float
+        Attribution maps in column order (e.g. ``B4 margin``, ``B34 margin``, ``B234 margin``,
+        ``Grad-CAM``, ``IG``). Within a row each map is scaled by :func:`scaled_maps` and all share
+        one colour bar: diverging and symmetric when any map of the row is signed.
+    masks : (n, H, W), optional
+        Ground-truth object masks (0/1 or 0/255), drawn as a contour on the image column too.
+    concepts : (n, H, W) int, optional
+        Concept ids of each location, drawn over the image with a categorical palette.
+    """
+    images = np.asarray(images)
+    n = len(images)
+    labels = list(maps)
+    cols = ["image"] + (["mask"] if masks is not None else []) + \
+        ([concept_label] if concepts is not None else []) + labels
+    fig = new_figure(1.35 * len(cols) + 0.5, 1.4 * n + 0.35)
+    with _style():
+        gs = GridSpec(n, len(cols) + 1, figure=fig, width_ratios=[1] * len(cols) + [0.07],
+                      wspace=0.05, hspace=0.12)
+        n_concepts = int(np.max(concepts)) + 1 if concepts is not None and np.size(concepts) else 1
+        for i in range(n):
+            row, signed = scaled_maps([maps[k][i] for k in labels])
+            cmap = "RdBu_r" if signed else "magma"
+            vmin = -1.0 if signed else 0.0
+            mappable = None
+            for j, col in enumerate(cols):
+                ax = fig.add_subplot(gs[i, j])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if i == 0:
+                    ax.set_title(col, fontsize=8)
+                if j == 0 and row_labels is not None:
+                    ax.set_ylabel(row_labels[i], fontsize=7)
+                if col == "image":
+                    ax.imshow(images[i])
+                    if masks is not None:
+                        ax.contour(np.asarray(masks[i]) > 0, levels=[0.5], colors="yellow",
+                                   linewidths=0.8)
+                elif col == "mask" and masks is not None:
+                    ax.imshow(np.asarray(masks[i]) > 0, cmap="gray", vmin=0, vmax=1)
+                elif col == concept_label and concepts is not None:
+                    ax.imshow(images[i])
+                    ax.imshow(np.asarray(concepts[i]), cmap=_concept_cmap(n_concepts), alpha=0.6,
+                              vmin=-0.5, vmax=n_concepts - 0.5)
+                else:
+                    mappable = ax.imshow(row[labels.index(col)], cmap=cmap, vmin=vmin, vmax=1.0)
+            if mappable is not None:
+                cax = fig.add_subplot(gs[i, -1])
+                bar = fig.colorbar(mappable, cax=cax)
+                bar.ax.tick_params(labelsize=6)
+                bar.set_ticks([vmin, 0.0, 1.0] if signed else [0.0, 1.0])
+    return fig
+
+
+def prototype_gallery(
+    images: Mapping[int, np.ndarray],
+    kmeans: np.ndarray,
+    linear: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    kmeans_distance: np.ndarray | None = None,
+    linear_distance: np.ndarray | None = None,
+    linear_label: str = "linear w_c",
+    max_classes: int = 10,
+) -> Figure:
+    """For each class (row), the nearest training image of each k-means prototype and of ``w_c``.
+
+    Parameters
+    ----------
+    images : mapping training index -> (H, W, 3) uint8
+        At least the images named in ``kmeans`` and ``linear``.
+    kmeans : (C, H) int
+        ``i*(p_ch) = argmin_i ||p_ch - z_i||``, the nearest training image of each prototype.
+    linear : (C,) int, optional
+        The same for the linear prototypes ``w_c`` (drawn in a last, separated column).
+    kmeans_distance, linear_distance : optional
+        Distances ``||p - z_i*||`` printed under each image (small = the prototype sits on data).
+    max_classes : int
+        Rows shown (the first classes); a dataset with 200 classes would otherwise be unreadable.
+    """
+    kmeans = np.asarray(kmeans)
+    C, H = kmeans.shape
+    rows = min(C, max_classes)
+    cols = H + (1 if linear is not None else 0)
+    fig = new_figure(1.05 * cols + 1.1, 1.15 * rows + 0.4)
+    with _style():
+        gs = GridSpec(rows, cols + (1 if linear is not None else 0), figure=fig,
+                      width_ratios=[1] * H + ([0.15, 1] if linear is not None else []),
+                      wspace=0.06, hspace=0.35)
+        for c in range(rows):
+            for h in range(cols):
+                is_linear = h == H
+                idx = int(linear[c]) if is_linear else int(kmeans[c, h])
+                ax = fig.add_subplot(gs[c, h + 1 if is_linear else h])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                ax.imshow(images[idx])
+                dist = (linear_distance[c] if is_linear and linear_distance is not None else
+                        kmeans_distance[c, h] if not is_linear and kmeans_distance is not None else None)
+                ax.set_xlabel(f"#{idx}" + (f"  d={fmt(dist)}" if dist is not None else ""), fontsize=6)
+                if c == 0:
+                    ax.set_title(linear_label if is_linear else f"p_c{h + 1}", fontsize=8)
+                if h == 0:
+                    name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+                    ax.set_ylabel(name, fontsize=8)
+        if rows < C:
+            fig.suptitle(f"first {rows} of {C} classes", fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------- curves
+def curves_figure(curves: pd.DataFrame, dataset: str, combinations: Sequence[str],
+                  explainers: Sequence[str] | None = None) -> Figure:
+    """Pixel-flipping curves: score against the fraction of flipped pixels, one panel per combination.
+
+    Each line is an explainer's curve averaged over seeds (each seed's curve is already the mean
+    over evaluation images); the band spans the per-seed curves when there are several seeds.
+    A faithful map makes the score drop fast (small area under the curve). Panels do not share
+    the y axis: a k-means head's score ``-min_h ||z - p_ch||^2`` and the CNN's logit differ in scale.
+    """
+    sel = curves[curves["dataset"] == dataset]
+    combos = [c for c in combinations if c in set(sel["combination"])]
+    combos += [c for c in dict.fromkeys(sel["combination"]) if c not in combos]
+    methods = list(explainers or [])
+    methods = [m for m in methods if m in set(sel["method"])] + \
+        sorted(m for m in set(sel["method"]) if m not in methods)
+    colours = palette(methods)
+    n = max(len(combos), 1)
+    ncols = min(n, 4)
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(2.9 * ncols + 1.6, 2.5 * nrows + 0.3)
+    with _style():
+        if not combos:
+            _message(fig.add_subplot(1, 1, 1), f"no pixel-flipping curves for {dataset}")
+            return fig
+        for k, comb in enumerate(combos):
+            # No shared y axis: k-means scores (-||z - p||^2) and CNN logits live on different scales.
+            ax = fig.add_subplot(nrows, ncols, k + 1)
+            rows = sel[sel["combination"] == comb]
+            for method in methods:
+                r = rows[rows["method"] == method]
+                if r.empty:
+                    continue
+                g = r.groupby("fraction", sort=True)["score"]
+                mean, low, high = g.mean(), g.min(), g.max()
+                ax.plot(mean.index, mean.to_numpy(), color=colours[method], lw=1.4, label=_label(method))
+                if r["seed"].nunique() > 1:
+                    ax.fill_between(mean.index, low.to_numpy(), high.to_numpy(), color=colours[method],
+                                    alpha=0.15, lw=0)
+            ax.set_title(comb if comb != BASELINES else "CNN (baselines)")
+            ax.set_xlabel("fraction of pixels flipped")
+            if k % ncols == 0:
+                ax.set_ylabel("score of the explained class")
+        handles, labels = [], []
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.91, 0.5), frameon=False)
+        fig.subplots_adjust(wspace=0.4, hspace=0.5, top=0.82 if nrows == 1 else 0.9, right=0.9)
+        fig.suptitle(f"{dataset}: pixel-flipping curves", y=0.99)
+    return fig

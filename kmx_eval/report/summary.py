@@ -1,0 +1,195 @@
+"""Headline sentences generated from the numbers, one per dataset (never typed by hand).
+
+The sentence compares the block combination whose attribution map (``margin`` by default) has the
+best semantic fidelity (``params.report.fidelity_metric``, respecting its direction) with the
+reference combination (the first of ``params.combinations``, B4 by default: the block the CNN's
+own linear head reads) or, when the best one is the reference, with the runner-up. The accuracy
+difference is in percentage points of the k-means heads' test accuracy,
+
+    delta = 100 * (accuracy_best - accuracy_other),
+
+and the sentence says "at a cost of", "and gains" or "at the same accuracy" from the sign of the
+formatted difference, whichever way the numbers come out. Every number goes through
+:func:`kmx_eval.report.tables.fmt` (accuracies as percentages ``fmt(100 * a)``), the same format
+as the tables, from the same aggregated frame.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+
+from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
+from kmx_eval.report.tables import direction, fmt, lookup
+
+
+def percent(x: float) -> str:
+    """An accuracy in [0, 1] as a percentage string, ``fmt(100 x) + '%'``."""
+    return f"{fmt(100.0 * float(x))}%" if _ok(x) else "n/a"
+
+
+def _ok(x) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _row(agg: pd.DataFrame, **where) -> pd.Series | None:
+    rows = lookup(agg, **where)
+    return rows.iloc[0] if len(rows) else None
+
+
+def _interval(r: pd.Series) -> str:
+    if _ok(r["ci_low"]) and _ok(r["ci_high"]):
+        return f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+    return ""
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def headline(
+    agg: pd.DataFrame,
+    dataset: str,
+    combinations: Sequence[str],
+    fidelity_metric: str,
+    explainer: str = TRADEOFF_EXPLAINER,
+) -> str:
+    """One sentence on the accuracy / semantic-fidelity trade-off of ``dataset``.
+
+    Parameters
+    ----------
+    agg : DataFrame
+        Output of :func:`kmx_eval.report.tables.aggregate_seeds`.
+    combinations : sequence of str
+        Block combinations in params order (without the CNN's pseudo-combination); the first is
+        the reference.
+    fidelity_metric, explainer : str
+        The metric (``params.report.fidelity_metric``) of the attribution map ``explainer``.
+
+    Examples
+    --------
+    "On shapes, B234 localises best (RelevanceMassAccuracy 0.41 [0.36, 0.46] vs 0.22 for B4) at a
+    cost of 2.1 accuracy points (95% vs 97.1%)."
+    """
+    acc = {c: _row(agg, dataset=dataset, combination=c, kind="head", method="kmeans",
+                   category="accuracy", metric="accuracy") for c in combinations}
+    fid = {c: _row(agg, dataset=dataset, combination=c, kind="explainer", method=explainer,
+                   metric=fidelity_metric) for c in combinations}
+    cnn = cnn_accuracy(agg, dataset)
+    cnn_clause = f"; the CNN itself reaches {percent(cnn['value'])}" if cnn is not None else ""
+    accs = [f"{percent(acc[c]['value'])} ({c})" for c in combinations if acc[c] is not None]
+    acc_clause = f"k-means head accuracy is {_join(accs)}" if accs else "no k-means accuracy was recorded"
+
+    scored = [c for c in combinations if fid[c] is not None and _ok(fid[c]["value"])]
+    if not scored:
+        notes = sorted({str(f["note"]) for f in fid.values() if f is not None and str(f["note"]).strip()})
+        why = f" ({notes[0]})" if notes else ""
+        return (f"On {dataset}, {fidelity_metric} of the {explainer} map cannot be measured{why}; "
+                f"{acc_clause}{cnn_clause}.")
+    dirs = {direction(fid[c]["higher_is_better"]) for c in scored} - {None}
+    higher = dirs.pop() if len(dirs) == 1 else True
+    sign = 1.0 if higher else -1.0
+
+    def rank(c):  # better fidelity first; ties go to the combination listed first in params
+        return (sign * float(fid[c]["value"]), -list(combinations).index(c))
+
+    best = max(scored, key=rank)
+    reference = combinations[0]
+    if best == reference:
+        others = [c for c in scored if c != best]
+        if not others:
+            return (f"On {dataset}, {best} is the only combination with a {fidelity_metric} value "
+                    f"({fmt(fid[best]['value'])}{_interval(fid[best])}); {acc_clause}{cnn_clause}.")
+        other = max(others, key=rank)
+    else:
+        other = reference if reference in scored else [c for c in scored if c != best][0]
+    verb = ("localises best" if fid[best]["category"] == "localisation"
+            else f"scores best on {fidelity_metric}")
+    text = (f"On {dataset}, {best} {verb} ({fidelity_metric} {fmt(fid[best]['value'])}"
+            f"{_interval(fid[best])} vs {fmt(fid[other]['value'])} for {other})")
+    a_best, a_other = acc.get(best), acc.get(other)
+    if a_best is not None and a_other is not None and _ok(a_best["value"]) and _ok(a_other["value"]):
+        delta = 100.0 * (float(a_best["value"]) - float(a_other["value"]))
+        shown = fmt(abs(delta))
+        unit = "accuracy point" if shown == "1" else "accuracy points"
+        pair = f"({percent(a_best['value'])} vs {percent(a_other['value'])})"
+        if shown == "0":
+            text += f" at the same accuracy {pair}"
+        elif delta < 0:
+            text += f" at a cost of {shown} {unit} {pair}"
+        else:
+            text += f" and gains {shown} {unit} {pair}"
+    else:
+        text += f"; {acc_clause}"
+    lo = [fid[c]["ci_low"] for c in (best, other)]
+    hi = [fid[c]["ci_high"] for c in (best, other)]
+    if all(_ok(v) for v in lo + hi) and max(lo) <= min(hi):
+        text += f"; the two {fidelity_metric} intervals overlap"
+    return text + cnn_clause + "."
+
+
+def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str],
+              fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER) -> dict[str, str]:
+    """:func:`headline` of every dataset, in the given order."""
+    return {ds: headline(agg, ds, list(combinations), fidelity_metric, explainer) for ds in datasets}
+
+
+def key_numbers(
+    agg: pd.DataFrame,
+    datasets: Sequence[str],
+    combinations: Sequence[str],
+    fidelity_metric: str,
+    explainer: str = TRADEOFF_EXPLAINER,
+    baseline: str | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The key numbers per dataset and combination (``reports/metrics.json``, DVC metrics).
+
+    For each block combination: ``accuracy`` of the k-means head with ``accuracy_low/high``,
+    ``probe_accuracy``, ``agreement`` (k-means head versus the CNN), and ``{fidelity_metric}`` of
+    the ``explainer`` map with ``_low``, ``_high`` and ``_chance``. For the CNN (``baseline``,
+    default ``kmx_eval.paths.BASELINES``): its ``accuracy`` and ``{fidelity_metric}_{explainer}`` of
+    each post-hoc baseline. Missing values are NaN (null in JSON). Numbers come straight from
+    ``agg``, so they equal the tables' numbers.
+    """
+    from kmx_eval.paths import BASELINES
+
+    baseline = baseline or BASELINES
+    nan = float("nan")
+
+    def value(r, col="value"):
+        return float(r[col]) if r is not None and _ok(r[col]) else nan
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for ds in datasets:
+        out[ds] = {}
+        for comb in combinations:
+            acc = _row(agg, dataset=ds, combination=comb, kind="head", method="kmeans",
+                       category="accuracy", metric="accuracy")
+            probe = _row(agg, dataset=ds, combination=comb, kind="head", method="probe",
+                         category="accuracy", metric="accuracy")
+            agr = _row(agg, dataset=ds, combination=comb, kind="head", method="kmeans",
+                       category="agreement")
+            fid = _row(agg, dataset=ds, combination=comb, kind="explainer", method=explainer,
+                       metric=fidelity_metric)
+            out[ds][comb] = {
+                "accuracy": value(acc), "accuracy_low": value(acc, "ci_low"),
+                "accuracy_high": value(acc, "ci_high"), "probe_accuracy": value(probe),
+                "agreement": value(agr), fidelity_metric: value(fid),
+                f"{fidelity_metric}_low": value(fid, "ci_low"),
+                f"{fidelity_metric}_high": value(fid, "ci_high"),
+                f"{fidelity_metric}_chance": value(fid, "chance"),
+            }
+        cnn = cnn_accuracy(agg, ds)
+        entry = {"accuracy": value(cnn), "accuracy_low": value(cnn, "ci_low"),
+                 "accuracy_high": value(cnn, "ci_high")}
+        base = agg[(agg["dataset"] == ds) & (agg["combination"] == baseline)
+                   & (agg["kind"] == "explainer") & (agg["metric"] == fidelity_metric)]
+        for _, r in base.iterrows():
+            entry[f"{fidelity_metric}_{r['method']}"] = value(r)
+        out[ds][baseline] = entry
+    return out

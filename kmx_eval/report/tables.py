@@ -1,0 +1,638 @@
+"""Result tables of the report, built from the tidy metrics frame.
+
+Every number in the report comes from one frame: :func:`aggregate_seeds` reduces the tidy rows that
+the ``evaluate`` stages wrote (``kmx_eval.metrics.tidy.TIDY_COLUMNS``) to one row per dataset,
+combination, method and metric; the tables, the figures, the headline sentences and
+``reports/metrics.json`` all read that frame, and :func:`fmt` is the one number format they share.
+
+A :class:`Table` keeps three aligned views of the same numbers:
+
+- ``numbers``: long form, one row per cell (``value, ci_low, ci_high, seed_sd, n_seeds, chance,
+  higher_is_better, best, note``), written as ``{name}_long.csv``;
+- ``cells``: the display strings ``"value [low, high]"`` (``"... ± sd"`` over several seeds), written
+  as ``{name}.csv``, Markdown and LaTeX (booktabs) and shown in the HTML report;
+- ``best``: where a cell holds the best value of its column within its dataset.
+
+Seed aggregation (``S`` seeds with a finite value ``v_s`` and bootstrap bounds ``l_s, h_s``)::
+
+    value   = (1/S) sum_s v_s
+    ci_low  = (1/S) sum_s l_s,     ci_high = (1/S) sum_s h_s
+    seed_sd = sqrt( 1/(S-1) sum_s (v_s - value)^2 )        (only when S > 1)
+
+The interval is therefore the sampling uncertainty of one repetition (bootstrap over evaluation
+samples, averaged over repetitions) and ``seed_sd`` is the spread across repetitions; the report
+shows both rather than mixing them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kmx_eval.errors import DataError
+# The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
+# lists are the contract (CURVE_COLUMNS is re-exported for stages/report.py).
+from kmx_eval.metrics.tidy import CURVE_COLUMNS, SAMPLE_COLUMNS, TIDY_COLUMNS  # noqa: F401
+
+#: Columns of the tidy metrics frame that the report reads (the contract of ``metrics.csv``).
+METRIC_COLUMNS = TIDY_COLUMNS
+
+#: What identifies one aggregated value.
+KEYS = ["dataset", "combination", "kind", "method", "category", "metric"]
+#: Row index of every metric table.
+INDEX = ["dataset", "combination", "method"]
+
+#: Significant digits of every number shown in the report (tables, HTML, headline sentences).
+SIGNIFICANT_DIGITS = 4
+#: Significant digits kept in the aggregated frame, the CSV tables and metrics.json, so that the
+#: three hold identical floats and format to identical strings.
+STORED_DIGITS = 10
+MISSING = "n/a"
+#: Cell of a table position that no row fills (e.g. agreement of the CNN with itself).
+NOT_MEASURED = "–"
+
+#: Order of heads in tables (other methods follow in order of appearance).
+HEAD_ORDER = ("kmeans", "probe", "linear", "cnn")
+
+
+# ----------------------------------------------------------------------------------------- numbers
+def fmt(x: float | None) -> str:
+    """The report's number format: ``SIGNIFICANT_DIGITS`` significant digits, ``n/a`` if missing.
+
+    Examples
+    --------
+    >>> fmt(0.412345), fmt(97.123), fmt(float("nan"))
+    ('0.4123', '97.12', 'n/a')
+    """
+    if x is None:
+        return MISSING
+    x = float(x)
+    if not math.isfinite(x):
+        return MISSING
+    text = f"{x:.{SIGNIFICANT_DIGITS}g}"
+    return "0" if text == "-0" else text
+
+
+def round_significant(x: float, digits: int = STORED_DIGITS) -> float:
+    """Round ``x`` to ``digits`` significant digits (NaN and inf unchanged)."""
+    x = float(x)
+    if not math.isfinite(x) or x == 0.0:
+        return x
+    return float(f"{x:.{digits}g}")
+
+
+def format_cell(value: float, low: float = np.nan, high: float = np.nan, seed_sd: float = np.nan) -> str:
+    """``"value [low, high]"``, with ``" ± sd"`` when a spread across seeds exists."""
+    if not _finite(value):
+        return MISSING
+    text = fmt(value)
+    if _finite(low) and _finite(high):
+        text += f" [{fmt(low)}, {fmt(high)}]"
+    if _finite(seed_sd):
+        text += f" ± {fmt(seed_sd)}"
+    return text
+
+
+def _finite(x) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def direction(x) -> bool | None:
+    """Parse a ``higher_is_better`` entry (bool, ``"True"``/``"False"``, 1/0, empty) to True/False/None."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer, float, np.floating)):
+        return bool(x)
+    text = str(x).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:
+    """Raise :class:`DataError` naming the missing columns of ``what``."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{what} lacks column(s) {', '.join(missing)}; expected {', '.join(required)}")
+
+
+# ------------------------------------------------------------------------------------ aggregation
+def aggregate_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Reduce the tidy metrics of all seeds to one row per dataset, combination, method and metric.
+
+    Implements the equations of the module docstring (mean value, mean bootstrap bounds, standard
+    deviation across seeds with ``ddof=1``). Missing values (NaN) are left out of every mean;
+    ``n_seeds`` counts the seeds with a finite value and ``note`` keeps the reasons given for
+    missing ones. Numbers are rounded to :data:`STORED_DIGITS` significant digits.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        Tidy metrics (columns :data:`METRIC_COLUMNS`) of any datasets, combinations and seeds.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``KEYS + [value, ci_low, ci_high, seed_sd, n_seeds, n, n_missing, chance,
+        higher_is_better, note]`` in the order the rows first appear in ``metrics``.
+
+    Raises
+    ------
+    DataError
+        When a column is missing or one metric is declared with both score directions.
+    """
+    check_columns(metrics, METRIC_COLUMNS, "the tidy metrics frame")
+    frame = metrics.copy()
+    for col in ("value", "ci_low", "ci_high", "n", "n_missing", "chance"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    rows = []
+    for key, group in frame.groupby(KEYS, sort=False, dropna=False):
+        finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
+        directions = {direction(d) for d in group["higher_is_better"]} - {None}
+        if len(directions) > 1:
+            raise DataError(
+                f"metric {key[-1]!r} of {key[0]}/{key[1]}/{key[3]} is declared both higher- and "
+                "lower-is-better across seeds; rerun the evaluate stages with one version of the code"
+            )
+        notes = sorted({str(n) for n in group["note"] if isinstance(n, str) and n.strip()})
+        n_seeds = int(finite["seed"].nunique()) if len(finite) else 0
+        values = finite.groupby("seed")["value"].mean()
+        rows.append(dict(
+            zip(KEYS, key),
+            value=float(values.mean()) if n_seeds else np.nan,
+            ci_low=float(finite["ci_low"].mean()) if finite["ci_low"].notna().any() else np.nan,
+            ci_high=float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan,
+            seed_sd=float(values.std(ddof=1)) if n_seeds > 1 else np.nan,
+            n_seeds=n_seeds,
+            n=float(finite["n"].mean()) if finite["n"].notna().any() else np.nan,
+            n_missing=float(group["n_missing"].sum()) if group["n_missing"].notna().any() else np.nan,
+            chance=float(group["chance"].mean()) if group["chance"].notna().any() else np.nan,
+            higher_is_better=next(iter(directions)) if directions else None,
+            note="; ".join(notes),
+        ))
+    out = pd.DataFrame(rows, columns=KEYS + ["value", "ci_low", "ci_high", "seed_sd", "n_seeds", "n",
+                                             "n_missing", "chance", "higher_is_better", "note"])
+    for col in ("value", "ci_low", "ci_high", "seed_sd", "chance", "n"):
+        out[col] = out[col].map(round_significant)
+    # True / False / None (a metric without a direction): object dtype keeps None distinct.
+    out["higher_is_better"] = pd.Series([direction(d) for d in out["higher_is_better"]], index=out.index,
+                                        dtype=object)
+    return out
+
+
+def lookup(agg: pd.DataFrame, **where) -> pd.DataFrame:
+    """Rows of the aggregated frame matching every ``column=value`` of ``where``."""
+    mask = np.ones(len(agg), dtype=bool)
+    for col, value in where.items():
+        mask &= (agg[col] == value).to_numpy()
+    return agg[mask]
+
+
+# ------------------------------------------------------------------------------------------ tables
+@dataclass
+class Table:
+    """One result table in three aligned views (see module docstring).
+
+    Attributes
+    ----------
+    name : str
+        File stem under ``reports/tables/`` and HTML id (``table-{name}``).
+    title, caption : str
+        Heading and explanation shown with the table (caption also in LaTeX).
+    numbers : DataFrame
+        Long form: ``index`` columns, ``column`` (the display column), ``value, ci_low, ci_high,
+        seed_sd, n_seeds, chance, higher_is_better, best, note``.
+    cells : DataFrame
+        Display strings; a MultiIndex of the ``index`` columns, one column per display column.
+    best : DataFrame
+        Booleans aligned with ``cells``: the emphasised cells (best per column within a dataset;
+        for comparisons, intervals that exclude zero).
+    notes : DataFrame
+        Strings aligned with ``cells``: why a value is missing.
+    sort_keys : DataFrame
+        Floats aligned with ``cells`` used to sort the HTML table (NaN last).
+    """
+
+    name: str
+    title: str
+    caption: str
+    index: list[str]
+    numbers: pd.DataFrame
+    cells: pd.DataFrame
+    best: pd.DataFrame
+    notes: pd.DataFrame
+    sort_keys: pd.DataFrame
+
+    @property
+    def empty(self) -> bool:
+        return self.cells.empty
+
+    def subset(self, dataset: str, **levels: Sequence[str]) -> "Table":
+        """The rows of one dataset, optionally only those whose index ``level`` is in ``levels[level]``.
+
+        Best marks are per dataset already, so they carry over unchanged.
+        """
+        keep = np.array(self.cells.index.get_level_values("dataset") == dataset, dtype=bool)
+        numbers_keep = np.array(self.numbers["dataset"] == dataset, dtype=bool)
+        for level, allowed in levels.items():
+            keep &= np.asarray(self.cells.index.get_level_values(level).isin(list(allowed)))
+            numbers_keep &= np.asarray(self.numbers[level].isin(list(allowed)))
+        numbers = self.numbers[numbers_keep]
+        return Table(self.name, self.title, self.caption, self.index, numbers, self.cells[keep],
+                     self.best[keep], self.notes[keep], self.sort_keys[keep])
+
+    def html_rows(self) -> dict:
+        """Header and rows for the HTML template: each cell ``text``, ``sort``, ``best``, ``note``."""
+        header = [{"text": name, "numeric": False} for name in self.index]
+        header += [{"text": col, "numeric": True} for col in self.cells.columns]
+        rows = []
+        for i, key in enumerate(self.cells.index):
+            key = key if isinstance(key, tuple) else (key,)
+            cells = [{"text": str(k), "sort": None, "best": False, "note": "", "index": True} for k in key]
+            for j, col in enumerate(self.cells.columns):
+                s = self.sort_keys.iat[i, j]
+                cells.append({"text": self.cells.iat[i, j],
+                              "sort": None if not _finite(s) else repr(float(s)),
+                              "best": bool(self.best.iat[i, j]), "note": self.notes.iat[i, j],
+                              "index": False})
+            rows.append(cells)
+        return {"header": header, "rows": rows}
+
+
+def _order(values: Iterable[str], preferred: Sequence[str] | None) -> list[str]:
+    """Values in ``preferred`` order first, then the others in order of appearance."""
+    seen = list(dict.fromkeys(values))
+    preferred = [p for p in (preferred or []) if p in seen]
+    return preferred + [v for v in seen if v not in preferred]
+
+
+def _mark_best(numbers: pd.DataFrame, column: str = "column") -> pd.Series:
+    """True where a value is the best of its display column within its dataset.
+
+    The best is the maximum when ``higher_is_better`` is True and the minimum when it is False;
+    ties are all marked; nothing is marked for metrics without a direction, for chance columns or
+    where fewer than two finite values compete.
+    """
+    best = pd.Series(False, index=numbers.index)
+    for _, group in numbers.groupby(["dataset", column], sort=False):
+        dirs = {d for d in group["higher_is_better"] if d is not None}
+        finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
+        if len(dirs) != 1 or len(finite) < 2 or group["is_chance"].any():
+            continue
+        target = finite["value"].max() if dirs.pop() else finite["value"].min()
+        best.loc[finite.index[finite["value"] == target]] = True
+    return best
+
+
+def metric_table(
+    agg: pd.DataFrame,
+    *,
+    name: str,
+    title: str,
+    caption: str,
+    categories: Sequence[str],
+    kinds: Sequence[str] | None = None,
+    with_chance: bool = False,
+    datasets: Sequence[str] | None = None,
+    combinations: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> Table:
+    """Pivot the aggregated frame: rows (dataset, combination, method), one column per metric.
+
+    Parameters
+    ----------
+    agg : DataFrame
+        Output of :func:`aggregate_seeds`.
+    categories, kinds : sequence of str
+        The tidy ``category`` (and optionally ``kind``) values the table shows.
+    with_chance : bool
+        Put a ``"{metric} chance"`` column beside each metric (localisation: a uniform random map,
+        or the mask's share of the image for mass-based metrics).
+    datasets, combinations, methods : sequence of str, optional
+        Row order (params order); values not listed follow in order of appearance.
+    metrics : sequence of str, optional
+        Column order within a category (e.g. ``params.evaluate.quantus``).
+    """
+    sel = agg[agg["category"].isin(categories)]
+    if kinds is not None:
+        sel = sel[sel["kind"].isin(kinds)]
+    ds_order = _order(sel["dataset"], datasets)
+    comb_order = _order(sel["combination"], combinations)
+    method_order = _order(sel["method"], list(methods or []) + list(HEAD_ORDER))
+    metric_order = []
+    for cat in categories:  # columns grouped by category, metrics in order of appearance
+        metric_order += _order(sel.loc[sel["category"] == cat, "metric"], metrics)
+
+    long_rows = []
+    for _, r in sel.iterrows():
+        base = {k: r[k] for k in INDEX}
+        common = dict(higher_is_better=r["higher_is_better"], note=r["note"])
+        long_rows.append({**base, "column": r["metric"], "metric": r["metric"], "is_chance": False,
+                          "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                          "seed_sd": r["seed_sd"], "n_seeds": r["n_seeds"], "chance": r["chance"], **common})
+        if with_chance:
+            long_rows.append({**base, "column": f"{r['metric']} chance", "metric": r["metric"],
+                              "is_chance": True, "value": r["chance"], "ci_low": np.nan,
+                              "ci_high": np.nan, "seed_sd": np.nan, "n_seeds": r["n_seeds"],
+                              "chance": r["chance"], "higher_is_better": None, "note": r["note"]})
+    numbers = pd.DataFrame(long_rows, columns=INDEX + [
+        "column", "metric", "is_chance", "value", "ci_low", "ci_high", "seed_sd", "n_seeds", "chance",
+        "higher_is_better", "note"])
+    columns = []
+    for m in metric_order:
+        columns.append(m)
+        if with_chance:
+            columns.append(f"{m} chance")
+    if len(numbers):
+        numbers = numbers.assign(
+            _d=numbers["dataset"].map(ds_order.index), _c=numbers["combination"].map(comb_order.index),
+            _m=numbers["method"].map(method_order.index), _k=numbers["column"].map(columns.index),
+        ).sort_values(["_d", "_c", "_m", "_k"], kind="stable").drop(columns=["_d", "_c", "_m", "_k"])
+        numbers = numbers.reset_index(drop=True)
+    dup = numbers.duplicated(INDEX + ["column"], keep=False)
+    if dup.any():
+        r = numbers[dup].iloc[0]
+        raise DataError(
+            f"table {name}: metric {r['metric']!r} of {r['dataset']}/{r['combination']}/{r['method']} "
+            "appears under two kinds; each dataset, combination, method and metric must be one row"
+        )
+    numbers["best"] = _mark_best(numbers) if len(numbers) else pd.Series(dtype=bool)
+    return _assemble(name, title, caption, INDEX, numbers, columns)
+
+
+def _assemble(name, title, caption, index, numbers, columns, text=None) -> Table:
+    """Build the aligned display frames of a table from its long form."""
+    keys = list(dict.fromkeys(tuple(r) for r in numbers[index].itertuples(index=False)))
+    mi = pd.MultiIndex.from_tuples(keys, names=index) if keys else pd.MultiIndex.from_tuples([], names=index)
+    cells = pd.DataFrame(NOT_MEASURED, index=mi, columns=columns, dtype=object)
+    best = pd.DataFrame(False, index=mi, columns=columns)
+    notes = pd.DataFrame("", index=mi, columns=columns, dtype=object)
+    sort_keys = pd.DataFrame(np.nan, index=mi, columns=columns)
+    for i, r in numbers.iterrows():
+        key = tuple(r[k] for k in index)
+        col = r["column"]
+        if text is not None:
+            cells.at[key, col] = text(r)
+        elif r.get("is_chance", False):
+            cells.at[key, col] = fmt(r["value"])
+        else:
+            cells.at[key, col] = format_cell(r["value"], r["ci_low"], r["ci_high"], r["seed_sd"])
+        best.at[key, col] = bool(r["best"])
+        notes.at[key, col] = r["note"] if isinstance(r["note"], str) else ""
+        sort_keys.at[key, col] = r["value"]
+    return Table(name, title, caption, list(index), numbers, cells, best, notes, sort_keys)
+
+
+def _seeds_phrase(agg: pd.DataFrame) -> str:
+    n = int(agg["n_seeds"].max()) if len(agg) else 0
+    if n > 1:
+        return (f" Values are means over {n} seeds: [low, high] is the mean of the per-seed bootstrap "
+                "intervals and ± the standard deviation across seeds.")
+    return " [low, high] is the bootstrap interval over evaluation samples."
+
+
+def report_tables(
+    agg: pd.DataFrame,
+    datasets: Sequence[str] | None = None,
+    combinations: Sequence[str] | None = None,
+    explainers: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> list[Table]:
+    """The report's standard tables: accuracy, prototype fidelity, localisation, faithfulness, concepts.
+
+    ``combinations`` should include the CNN's pseudo-combination last (params order), ``explainers``
+    and ``metrics`` fix the order of explainer rows and metric columns. Tables without
+    any row (e.g. concept fidelity when no dataset has part maps) are still returned, empty.
+    """
+    seeds = _seeds_phrase(agg)
+    best = " Bold: best value of the column within the dataset (respecting the metric's direction)."
+    order = dict(datasets=datasets, combinations=combinations)
+    prototype_metrics = ["proximity", "proximity_cosine", "purity", "decision_agreement", "diversity"]
+    return [
+        metric_table(agg, name="accuracy", title="Accuracy and agreement of each head",
+                     caption="Top-1 test accuracy of each head and agreement with the original CNN's "
+                             "predictions, per dataset and block combination." + seeds + best,
+                     categories=["accuracy", "agreement"], kinds=["head"], **order),
+        metric_table(agg, name="prototype_fidelity", title="Prototype fidelity: linear vs k-means prototypes",
+                     caption="Do prototypes represent the data? Proximity (distance to the nearest "
+                             "training embedding over the median nearest-neighbour distance; about 1 sits "
+                             "among the data), class purity, decision agreement and diversity of the "
+                             "linear head's rows w_c and of the k-means prototypes p_ch." + seeds + best,
+                     categories=["prototype_fidelity"], **order, methods=["linear", "kmeans"],
+                     metrics=prototype_metrics),
+        metric_table(agg, name="localisation", title="Localisation against ground-truth masks",
+                     caption="Quantus localisation metrics per explainer and combination, each beside "
+                             "its chance level (a uniform random map; for mass-based metrics the mask's "
+                             "share of the image)." + seeds + best,
+                     categories=["localisation"], kinds=["explainer"], with_chance=True, **order,
+                     methods=explainers, metrics=metrics),
+        metric_table(agg, name="faithfulness", title="Faithfulness, complexity and randomisation",
+                     caption="Quantus faithfulness metrics through the model under explanation, "
+                             "Sparseness (complexity) and the randomisation sanity check." + seeds + best,
+                     categories=["faithfulness", "complexity", "randomisation"], kinds=["explainer"],
+                     **order, methods=explainers, metrics=metrics),
+        metric_table(agg, name="concept_fidelity", title="Semantic fidelity of concept maps",
+                     caption="Purity of concepts on parts and agreement (ARI, NMI) between concept map "
+                             "and part map, where part or object masks exist." + seeds + best,
+                     categories=["concept_fidelity"], **order,
+                     metrics=["concept_purity", "concept_ari", "concept_nmi"]),
+    ]
+
+
+# ------------------------------------------------------------------------------ paired comparisons
+def paired_comparisons(
+    samples: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Paired bootstrap differences between two combinations, per dataset, explainer and metric.
+
+    For a pair ``(A, B)`` (e.g. ``("B4", "B234")``) and each explainer and metric present in both,
+    the evaluation samples of every seed are matched by ``(seed, sample)`` (the evaluation subset
+    is the same for every combination, so the comparison is paired) and the difference
+
+        d = (1/n) sum_i (s_B,i - s_A,i)
+
+    is reported with the percentile interval of :func:`kmx_eval.metrics.bootstrap.paired_bootstrap`
+    over the ``n`` matched pairs (pooled over seeds). Positive ``difference`` means B scores higher.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        Per-sample scores (columns :data:`SAMPLE_COLUMNS`); rows with a non-finite value (a reason
+        in ``reason``) are left out, and so is their partner.
+    pairs : sequence of (str, str)
+        Combinations to compare, ``(A, B)``.
+    n_resamples, confidence, seed
+        Passed to ``paired_bootstrap``.
+
+    Returns
+    -------
+    DataFrame
+        ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high``.
+    """
+    from kmx_eval.metrics.bootstrap import paired_bootstrap
+
+    check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
+    cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
+            "ci_low", "ci_high"]
+    frame = samples.copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    rows = []
+    for dataset in _order(frame["dataset"], None):
+        ds = frame[frame["dataset"] == dataset]
+        for a, b in pairs:
+            left = ds[ds["combination"] == a]
+            right = ds[ds["combination"] == b]
+            for (method, metric), la in left.groupby(["method", "metric"], sort=False):
+                rb = right[(right["method"] == method) & (right["metric"] == metric)]
+                joined = la.merge(rb, on=["seed", "sample"], suffixes=("_a", "_b"))
+                joined = joined.sort_values(["seed", "sample"], kind="stable")
+                if len(joined) < 2:
+                    continue
+                va = joined["value_a"].to_numpy(dtype=float)
+                vb = joined["value_b"].to_numpy(dtype=float)
+                diff, low, high = paired_bootstrap(vb, va, n_resamples=n_resamples,
+                                                   confidence=confidence, seed=seed)
+                rows.append(dict(dataset=dataset, a=a, b=b, method=method, metric=metric,
+                                 n=len(joined), n_seeds=int(joined["seed"].nunique()),
+                                 mean_a=float(va.mean()), mean_b=float(vb.mean()),
+                                 difference=float(diff), ci_low=float(low), ci_high=float(high)))
+    out = pd.DataFrame(rows, columns=cols)
+    for col in ("mean_a", "mean_b", "difference", "ci_low", "ci_high"):
+        out[col] = out[col].map(round_significant)
+    return out
+
+
+def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
+                     confidence: float = 0.95) -> Table:
+    """Display table of :func:`paired_comparisons`; bold where the interval excludes zero.
+
+    Columns: the mean of A, the mean of B, ``B − A [low, high]``, ``n`` pairs and which combination
+    the difference favours (using the metric's ``higher_is_better`` from ``agg`` when given).
+    """
+    index = ["dataset", "comparison", "method", "metric"]
+    directions = {}
+    if agg is not None and len(agg):
+        for r in agg.itertuples(index=False):
+            if r.higher_is_better is not None:
+                directions[(r.dataset, r.metric)] = r.higher_is_better
+    long_rows = []
+    for r in comparisons.itertuples(index=False):
+        base = dict(dataset=r.dataset, comparison=f"{r.b} − {r.a}", method=r.method, metric=r.metric)
+        excludes_zero = _finite(r.ci_low) and _finite(r.ci_high) and (r.ci_low > 0 or r.ci_high < 0)
+        hib = directions.get((r.dataset, r.metric))
+        if not excludes_zero:
+            favours = "neither"
+        elif hib is None:
+            favours = r.b if r.difference > 0 else r.a
+            favours = f"{favours} (higher)"
+        else:
+            favours = r.b if (r.difference > 0) == hib else r.a
+        common = dict(higher_is_better=hib, note="", is_chance=False, seed_sd=np.nan, chance=np.nan,
+                      n_seeds=r.n_seeds)
+        long_rows += [
+            {**base, **common, "column": "mean A", "value": r.mean_a, "ci_low": np.nan,
+             "ci_high": np.nan, "best": False, "text": None},
+            {**base, **common, "column": "mean B", "value": r.mean_b, "ci_low": np.nan,
+             "ci_high": np.nan, "best": False, "text": None},
+            {**base, **common, "column": "B − A", "value": r.difference, "ci_low": r.ci_low,
+             "ci_high": r.ci_high, "best": bool(excludes_zero), "text": None},
+            {**base, **common, "column": "pairs", "value": float(r.n), "ci_low": np.nan,
+             "ci_high": np.nan, "best": False, "text": str(int(r.n))},
+            {**base, **common, "column": "favours", "value": np.nan, "ci_low": np.nan,
+             "ci_high": np.nan, "best": False, "text": favours},
+        ]
+    numbers = pd.DataFrame(long_rows, columns=index + [
+        "column", "value", "ci_low", "ci_high", "seed_sd", "n_seeds", "chance", "higher_is_better",
+        "best", "note", "is_chance", "text"])
+
+    def text(r):
+        if isinstance(r["text"], str):
+            return r["text"]
+        return format_cell(r["value"], r["ci_low"], r["ci_high"])
+
+    caption = (f"Paired differences B − A over the same evaluation images (pooled over seeds), with "
+               f"{confidence:.0%} paired-bootstrap intervals. Bold: the interval excludes zero.")
+    table = _assemble("comparisons", "Paired comparisons of block combinations", caption, index, numbers,
+                      ["mean A", "mean B", "B − A", "pairs", "favours"], text=text)
+    table.numbers = numbers.drop(columns=["text"])
+    return table
+
+
+# ------------------------------------------------------------------------------------- renderings
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown of the table; best cells in bold, missing-value notes as footnotes."""
+    def esc(s: str) -> str:
+        return str(s).replace("|", "\\|")
+
+    header = list(table.index) + list(table.cells.columns)
+    lines = [f"**{esc(table.title)}**", "", "| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join([":--"] * len(table.index) + ["--:"] * len(table.cells.columns)) + "|"]
+    notes: list[str] = []
+    for i, key in enumerate(table.cells.index):
+        key = key if isinstance(key, tuple) else (key,)
+        out = [esc(k) for k in key]
+        for j in range(table.cells.shape[1]):
+            text = esc(table.cells.iat[i, j])
+            if table.best.iat[i, j]:
+                text = f"**{text}**"
+            note = table.notes.iat[i, j]
+            if text == MISSING and note:
+                if note not in notes:
+                    notes.append(note)
+                text += f"<sup>{notes.index(note) + 1}</sup>"
+            out.append(text)
+        lines.append("| " + " | ".join(out) + " |")
+    lines += ["", esc(table.caption)]
+    lines += [f"<sup>{k + 1}</sup> {esc(n)}" for k, n in enumerate(notes)]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+    return out.replace("±", r"$\pm$").replace("−", "$-$")
+
+
+def to_latex(table: Table) -> str:
+    """LaTeX (booktabs: ``\\toprule``, ``\\midrule``, ``\\bottomrule``) via pandas' Styler.
+
+    Best cells are wrapped in ``\\textbf{}``; names are escaped (``margin\\_centred``).
+    """
+    cells = table.cells.map(_latex_escape)
+    cells.index = pd.MultiIndex.from_tuples(
+        [tuple(_latex_escape(k) for k in (key if isinstance(key, tuple) else (key,)))
+         for key in table.cells.index], names=[_latex_escape(n) for n in table.index]) \
+        if len(cells) else cells.index
+    cells.columns = [_latex_escape(c) for c in cells.columns]
+    styles = np.where(table.best.to_numpy(), "textbf:--rwrap;", "")
+    styler = cells.style.apply(lambda _: styles, axis=None)
+    return styler.to_latex(hrules=True, caption=_latex_escape(table.caption), label=f"tab:{table.name}",
+                           position_float="centering", column_format="l" * len(table.index)
+                           + "r" * len(cells.columns), multirow_align="t", clines=None)
+
+
+def to_csv_frames(table: Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The display frame (``{name}.csv``) and the long numeric frame (``{name}_long.csv``)."""
+    display = table.cells.reset_index()
+    numbers = table.numbers.drop(columns=[c for c in ("is_chance",) if c in table.numbers.columns])
+    return display, numbers

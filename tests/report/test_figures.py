@@ -1,0 +1,104 @@
+"""Figures: trade-off points, Pareto front, shared colour scales, byte-stable PNG and SVG."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from report_fixtures import COMBINATIONS, N_EVAL, synthetic_images, synthetic_maps
+
+from kmx_eval.report import figures, tables
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    x = np.array([0.97, 0.95, 0.90, 0.90, 0.80, np.nan])
+    y = np.array([0.20, 0.30, 0.50, 0.40, 0.50, 0.90])
+    front = figures.pareto_front(x, y)
+    # (0.90, 0.40) loses to (0.90, 0.50); (0.80, 0.50) loses to (0.90, 0.50); NaN is never on it.
+    assert front.tolist() == [True, True, True, False, False, False]
+    # Lower-is-better y flips which points dominate.
+    assert figures.pareto_front(x, y, higher_y=False).tolist() == [True, False, False, False, False, False]
+
+
+def test_tradeoff_points_read_kmeans_accuracy_and_margin_fidelity(frames):
+    agg = tables.aggregate_seeds(frames[0])
+    points = figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), "RelevanceMassAccuracy")
+    combos = points[points["group"] == "combination"].set_index("label")
+    for comb in COMBINATIONS:
+        acc = tables.lookup(agg, dataset="shapes", combination=comb, method="kmeans", metric="accuracy")
+        fid = tables.lookup(agg, dataset="shapes", combination=comb, method="margin",
+                            metric="RelevanceMassAccuracy")
+        assert combos.loc[comb, "x"] == acc["value"].iloc[0]
+        assert combos.loc[comb, "y"] == fid["value"].iloc[0]
+        assert combos.loc[comb, "y_low"] == fid["ci_low"].iloc[0]
+    baselines = points[points["group"] == "baseline"]
+    assert set(baselines["method"]) == {"cam", "gradcam", "integrated_gradients", "random"}
+    cnn = tables.lookup(agg, dataset="shapes", combination="cnn", method="cnn", metric="accuracy")
+    assert (baselines["x"] == cnn["value"].iloc[0]).all()
+    # Without masks the fidelity is missing and the note says why.
+    digits = figures.tradeoff_points(agg, "digits", list(COMBINATIONS), "RelevanceMassAccuracy")
+    assert digits["y"].isna().all() and digits["note"].str.contains("no masks").all()
+
+
+def test_scaled_maps_share_a_symmetric_scale_when_signed():
+    a = np.array([[2.0, -1.0]])
+    b = np.array([[0.5, 0.25]])
+    (sa, sb), signed = figures.scaled_maps([a, b])
+    assert signed
+    assert np.abs(sa).max() == 1.0 and np.abs(sb).max() == 1.0
+    assert sa.tolist() == [[1.0, -0.5]]
+    (sz,), signed = figures.scaled_maps([np.zeros((2, 2))])
+    assert not signed and (sz == 0).all()
+
+
+def _build_figures(frames):
+    agg = tables.aggregate_seeds(frames[0])
+    images, masks, _ = synthetic_images(N_EVAL, 2)
+    maps = {f"{c} margin": synthetic_maps(np.arange(3), masks, c, ["margin"], 0, True)["margin"]
+            for c in COMBINATIONS}
+    concepts = synthetic_maps(np.arange(3), masks, "B234", [], 0, True)["concepts"]
+    return {
+        "tradeoff": figures.tradeoff_figure(
+            figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), "RelevanceMassAccuracy"),
+            "shapes", "RelevanceMassAccuracy"),
+        "gallery": figures.explanation_gallery(images[:3], maps, masks[:3], concepts),
+        "curves": figures.curves_figure(frames[2], "shapes", list(COMBINATIONS) + ["cnn"]),
+    }
+
+
+def test_figures_are_byte_identical_across_runs(frames):
+    first = {k: figures.render(f) for k, f in _build_figures(frames).items()}
+    second = {k: figures.render(f) for k, f in _build_figures(frames).items()}
+    for name in first:
+        for kind in ("png", "svg"):
+            a, b = first[name][kind], second[name][kind]
+            assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest(), f"{name}.{kind} differs"
+    png, svg = first["tradeoff"]["png"], first["tradeoff"]["svg"].decode()
+    assert png.startswith(b"\x89PNG") and b"Software" not in png
+    assert svg.lstrip().startswith("<?xml") and "<dc:date>" not in svg
+
+
+def test_prototype_gallery_shows_every_class_and_prototype():
+    images, _, _ = synthetic_images(6, 1)
+    kmeans = np.array([[0, 1], [2, 3], [4, 5]])
+    fig = figures.prototype_gallery(dict(enumerate(images)), kmeans, np.array([5, 4, 3]),
+                                    ["a", "b", "c"])
+    assert len(fig.axes) == 3 * (2 + 1)
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert "#5" in labels and "#0" in labels
+    many = figures.prototype_gallery(dict(enumerate(images)), np.zeros((30, 2), int), max_classes=4)
+    assert len(many.axes) == 4 * 2
+    assert "first 4 of 30 classes" in many.get_suptitle()
+
+
+@pytest.mark.parametrize("missing", ["masks", "concepts"])
+def test_explanation_gallery_without_masks_or_concepts(missing):
+    images, masks, _ = synthetic_images(2, 0)
+    maps = {"B4 margin": np.ones((2, 32, 32)), "IG": np.ones((2, 32, 32))}
+    kwargs = {"masks": masks, "concepts": np.zeros((2, 32, 32), np.int16)}
+    kwargs[missing] = None
+    fig = figures.explanation_gallery(images, maps, **kwargs)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:1] == ["image"] and titles[-2:] == ["B4 margin", "IG"]
+    assert {"masks": "mask", "concepts": "concepts"}[missing] not in titles

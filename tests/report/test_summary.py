@@ -1,0 +1,93 @@
+"""Headline sentences come from the numbers, whichever way they come out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kmx_eval.metrics import tidy
+from kmx_eval.report import summary, tables
+from kmx_eval.report.tables import fmt
+
+COMBOS = ["B4", "B34", "B234"]
+
+
+def _agg(acc: dict, fid: dict, cnn_acc=0.97, with_masks=True):
+    rows = []
+    for comb in COMBOS:
+        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="head", method="kmeans",
+                             category="accuracy", metric="accuracy", value=acc[comb],
+                             ci_low=acc[comb] - 0.02, ci_high=acc[comb] + 0.01))
+        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method="margin",
+                             category="localisation", metric="RelevanceMassAccuracy",
+                             value=fid[comb] if with_masks else None,
+                             ci_low=fid[comb] - 0.05 if with_masks else None,
+                             ci_high=fid[comb] + 0.05 if with_masks else None, chance=0.1,
+                             note="" if with_masks else "not applicable: dataset has no masks"))
+    rows.append(tidy.row(dataset="d", seed=0, combination="cnn", kind="head", method="cnn",
+                         category="accuracy", metric="accuracy", value=cnn_acc))
+    rows.append(tidy.row(dataset="d", seed=0, combination="cnn", kind="explainer", method="cam",
+                         category="localisation", metric="RelevanceMassAccuracy", value=0.15))
+    return tables.aggregate_seeds(tidy.frame(rows))
+
+
+def test_deeper_combination_localises_better_at_a_cost():
+    agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
+    text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    assert text.startswith("On d, B234 localises best (RelevanceMassAccuracy 0.41 [0.36, 0.46] vs 0.22 for B4)")
+    assert "at a cost of 2.1 accuracy points (95% vs 97.1%)" in text
+    assert "overlap" not in text
+    assert "the CNN itself reaches 97%" in text
+
+
+def test_reference_best_and_gain_and_overlap_are_said_as_measured():
+    agg = _agg({"B4": 0.95, "B34": 0.96, "B234": 0.97}, {"B4": 0.40, "B34": 0.38, "B234": 0.2})
+    text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    # B4 is best; its runner-up is B34 (0.38), whose interval overlaps B4's.
+    assert text.startswith("On d, B4 localises best (RelevanceMassAccuracy 0.4 [0.35, 0.45] vs 0.38 for B34)")
+    assert "at a cost of 1 accuracy point (95% vs 96%)" in text
+    assert "intervals overlap" in text
+    agg = _agg({"B4": 0.95, "B34": 0.96, "B234": 0.97}, {"B4": 0.2, "B34": 0.38, "B234": 0.4})
+    assert "and gains 2 accuracy points (97% vs 95%)" in summary.headline(agg, "d", COMBOS,
+                                                                         "RelevanceMassAccuracy")
+    agg = _agg({"B4": 0.95, "B34": 0.95, "B234": 0.95}, {"B4": 0.2, "B34": 0.3, "B234": 0.4})
+    assert "at the same accuracy (95% vs 95%)" in summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+
+
+def test_lower_is_better_metric_picks_the_minimum():
+    rows = []
+    for comb, v in zip(COMBOS, (0.3, 0.1, 0.2)):
+        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="head", method="kmeans",
+                             category="accuracy", metric="accuracy", value=0.9))
+        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method="margin",
+                             category="faithfulness", metric="PixelFlipping", value=v,
+                             higher_is_better=False))
+    agg = tables.aggregate_seeds(tidy.frame(rows))
+    text = summary.headline(agg, "d", COMBOS, "PixelFlipping")
+    assert text.startswith("On d, B34 scores best on PixelFlipping (PixelFlipping 0.1 vs 0.3 for B4)")
+
+
+def test_dataset_without_masks_says_why():
+    agg = _agg({"B4": 0.95, "B34": 0.94, "B234": 0.93}, {c: 0 for c in COMBOS}, with_masks=False)
+    text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    assert "cannot be measured (not applicable: dataset has no masks)" in text
+    assert "95% (B4), 94% (B34) and 93% (B234)" in text
+
+
+def test_key_numbers_equal_the_aggregated_frame():
+    agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
+    numbers = summary.key_numbers(agg, ["d"], COMBOS, "RelevanceMassAccuracy")
+    assert numbers["d"]["B234"]["accuracy"] == 0.95
+    assert numbers["d"]["B234"]["RelevanceMassAccuracy_high"] == pytest.approx(0.46)
+    assert numbers["d"]["B4"]["RelevanceMassAccuracy_chance"] == pytest.approx(0.1)
+    assert np.isnan(numbers["d"]["B4"]["probe_accuracy"])  # not in the frame: NaN, never 0
+    assert numbers["d"]["cnn"] == {"accuracy": 0.97, "accuracy_low": pytest.approx(np.nan, nan_ok=True),
+                                   "accuracy_high": pytest.approx(np.nan, nan_ok=True),
+                                   "RelevanceMassAccuracy_cam": 0.15}
+    assert fmt(numbers["d"]["B4"]["accuracy"]) == "0.971"
+
+
+def test_single_combination_is_described_without_a_comparison():
+    agg = _agg({"B4": 0.95, "B34": 0.94, "B234": 0.93}, {"B4": 0.3, "B34": 0.2, "B234": 0.1})
+    text = summary.headline(agg, "d", ["B4"], "RelevanceMassAccuracy")
+    assert text.startswith("On d, B4 is the only combination with a RelevanceMassAccuracy value (0.3 [0.25, 0.35])")
