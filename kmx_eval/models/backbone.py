@@ -91,11 +91,12 @@ def build_backbone(architecture: str, n_classes: int, weights: str = "none") -> 
     return model
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, *, shuffle: bool = False,
-            generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device, *,
+            shuffle: bool = False, generator: torch.Generator | None = None,
+            drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=num_workers, drop_last=drop_last,
-                      persistent_workers=num_workers > 0)
+                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
 
 def _xy(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,20 +138,24 @@ def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Datas
     """
     device = torch.device(device)
     n_train = len(train_dataset)
-    if n_train == 0:
-        raise DataError("the training split is empty; the backbone cannot be trained")
+    if n_train < 2:
+        raise DataError(f"the training split has {n_train} image(s); training needs at least 2 "
+                        f"(BatchNorm estimates batch statistics)")
     model.to(device)
     generator = torch.Generator().manual_seed(int(seed))
     # A last batch of one image breaks BatchNorm's batch statistics (B4 is 1x1 on small images);
     # dropping the remainder keeps every step a full batch and the shuffle changes it each epoch.
     drop_last = n_train > cfg.batch_size
-    loader = _loader(train_dataset, cfg.batch_size, cfg.num_workers, shuffle=True,
+    loader = _loader(train_dataset, cfg.batch_size, cfg.num_workers, device, shuffle=True,
                      generator=generator, drop_last=drop_last)
     steps = len(loader)
     history: dict[str, Any] = {"loss": [], "train_accuracy": []}
     start = time.perf_counter()
     if cfg.epochs > 0:
-        optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The fused kernel: on 2 CPU cores the default (foreach) AdamW step over ResNet34's 21M
+        # parameters takes seconds, the fused one a tenth of a second.
+        optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      fused=device.type in ("cpu", "cuda") or None)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr,
                                                         total_steps=cfg.epochs * steps)
         criterion = nn.CrossEntropyLoss()
@@ -161,7 +166,7 @@ def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Datas
             seen = 0
             bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        unit="batch")
-            for batch in bar:
+            for step, batch in enumerate(bar):
                 x, y = _xy(batch)
                 x = x.to(device, non_blocking=True)
                 y = torch.as_tensor(y, dtype=torch.long).to(device, non_blocking=True)
@@ -176,7 +181,7 @@ def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Datas
                 total_loss += loss.detach().double() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
-                if bar.n % 5 == 0 or bar.n == steps - 1:
+                if step % 10 == 0 or step == steps - 1:  # .item() syncs a GPU: not every step
                     bar.set_postfix(loss=f"{loss.item():.3f}")
             history["loss"].append(float(total_loss) / seen)
             history["train_accuracy"].append(float(correct) / seen)
@@ -203,7 +208,7 @@ def evaluate_backbone(model: nn.Module, dataset: Dataset, batch_size: int,
     device = torch.device(device)
     model.to(device).eval()
     logits, labels = [], []
-    for batch in tqdm(_loader(dataset, batch_size, num_workers), desc="evaluate", leave=False,
+    for batch in tqdm(_loader(dataset, batch_size, num_workers, device), desc="evaluate", leave=False,
                       unit="batch"):
         x, y = _xy(batch)
         logits.append(model(x.to(device)).float().cpu())

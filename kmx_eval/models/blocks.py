@@ -100,6 +100,9 @@ class BlockExtractor(nn.Module):
             return_nodes["fc"] = LOGITS
         self.backbone = backbone
         self.body = create_feature_extractor(backbone, return_nodes=return_nodes)
+        # A new Module is in training mode; take the backbone's mode instead, so that restoring
+        # the extractor's mode later cannot switch a backbone in eval mode to training.
+        self.train(backbone.training)
 
     def forward(self, x: torch.Tensor) -> dict:
         out = self.body(x)

@@ -12,6 +12,8 @@ concatenation, without keeping a single spatial map. It is stored for ``norm = n
 ``norm = l2``. ``standardize`` needs no entry of its own: it is affine per channel and ``resize``
 and the mean are linear with weights summing to one, so
 ``mean_ij resize((A_b - mu_b) / sigma_b) = (P^none_{b@g} - mu_b) / sigma_b``.
+For the same reason ``P_{b@g}`` is computed as a weighted sum over the cells of ``A_b``
+(:func:`pooling_weights`), without materialising the resized map.
 
 Cache keys (``features/{ds}/seed{s}.npz``, see docs/ARCHITECTURE.md), for split in train, test:
 ``{split}/labels`` (N,) int64, ``{split}/logits`` (N, n_classes) float32,
@@ -51,6 +53,20 @@ def part_key(split: str, normalisation: str, block: int, grid: int) -> str:
     return f"{split}/{normalisation}/B{block}@B{grid}"
 
 
+def pooling_weights(source: tuple[int, int], grid: tuple[int, int], resize: str = "bilinear",
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """Weights ``w`` (H_b, W_b) with ``mean_ij resize(A, grid)[:, i, j] = sum_kl w_kl A[:, k, l]``.
+
+    ``resize`` is linear in ``A``, so the mean of the resized map is a fixed weighted sum of the
+    source cells; ``w_kl`` is the mean of the resized unit image ``E_kl``. Applying ``w`` costs one
+    pass over ``A_b`` instead of materialising ``resize(A_b)`` on a finer grid (B4 on B1's grid is
+    64 times larger than B4). The weights sum to one.
+    """
+    h, w = int(source[0]), int(source[1])
+    basis = torch.eye(h * w, device=device).reshape(h * w, 1, h, w)
+    return resize_to(basis, grid, resize).mean(dim=(1, 2, 3)).reshape(h, w)
+
+
 @torch.no_grad()
 def _extract_split(extractor: BlockExtractor, dataset: Dataset, split: str, batch_size: int,
                    resize: str, device: torch.device, num_workers: int,
@@ -60,6 +76,7 @@ def _extract_split(extractor: BlockExtractor, dataset: Dataset, split: str, batc
     out: dict[str, np.ndarray] = {}
     filled = np.zeros(n, dtype=bool)
     offset = 0
+    weights: dict[tuple, torch.Tensor] = {}  # (source grid, target grid) -> pooling weights
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for batch in tqdm(loader, desc=f"embed {split}", unit="batch", leave=False):
         x, y = batch[0], torch.as_tensor(batch[1], dtype=torch.long)
@@ -77,10 +94,16 @@ def _extract_split(extractor: BlockExtractor, dataset: Dataset, split: str, batc
         grids = {g: tuple(acts[g].shape[-2:]) for g in blocks}
         for b in blocks:
             by_norm = {"none": acts[b], "l2": F.normalize(acts[b], p=2.0, dim=1, eps=L2_EPS)}
-            for norm, a in by_norm.items():
-                for g in blocks:
-                    if g <= b:
-                        parts[part_key(split, norm, b, g)] = pool(resize_to(a, grids[g], resize))
+            for g in blocks:
+                if g > b:
+                    continue
+                key = (tuple(acts[b].shape[-2:]), grids[g])
+                if g != b and key not in weights:
+                    weights[key] = pooling_weights(*key, resize, device=acts[b].device)
+                for norm, a in by_norm.items():
+                    # g == b: no resize, z is the plain mean; else the exact weighted sum.
+                    parts[part_key(split, norm, b, g)] = (
+                        pool(a) if g == b else torch.einsum("nchw,hw->nc", a, weights[key]))
         for key, value in parts.items():
             value = value.cpu().numpy() if torch.is_tensor(value) else value
             if key not in out:

@@ -1,0 +1,71 @@
+"""train@{dataset}: train the CNN under explanation (a torchvision ResNet) once per seed."""
+
+from __future__ import annotations
+
+import logging
+
+from kmx_eval import io, paths
+from kmx_eval.cli import stage
+
+log = logging.getLogger("kmx_eval")
+
+
+@stage
+def main(params, dataset):
+    """Train the backbone of params.backbone (with the dataset's overrides) on the prepared training
+    split once per seed; write models/{dataset}/seed{s}/backbone.safetensors and backbone.json, and
+    the test accuracies to metrics/{dataset}/train.json."""
+    import torch
+
+    from kmx_eval.data import ImageDataset, class_names, load_prepared
+    from kmx_eval.device import resolve_device
+    from kmx_eval.errors import DataError
+    from kmx_eval.models.backbone import build_backbone, save_backbone, train_backbone
+    from kmx_eval.seeding import seed_everything
+
+    params.dataset(dataset)  # a name not in params.yaml is a one-line error
+    cfg = params.backbone_for(dataset)
+    device = resolve_device(cfg.device)
+    dd = load_prepared(paths.prepared(dataset))
+    names = class_names(dd)
+    size = dd["train"][0]["image"].size[0]
+    if size != cfg.image_size:
+        raise DataError(f"{paths.prepared(dataset)} holds {size} px images but the backbone's "
+                        f"image_size is {cfg.image_size}; rerun the prepare stage (dvc repro)")
+    train = ImageDataset(dd["train"], augment=cfg.augment, train=True)
+    test = ImageDataset(dd["test"], augment=False, train=False)
+    log.info("%s: %s (%s weights) on %d training images of %d classes, %d px, %d epochs, %s",
+             dataset, cfg.architecture, cfg.weights, len(train), len(names), cfg.image_size,
+             cfg.epochs, device)
+
+    metrics = {}
+    # The whole models/{dataset} folder appears at once, so a killed stage leaves no seed half-done.
+    with io.atomic_path(paths.backbone_dir(dataset)) as folder:
+        folder.mkdir()
+        for seed in params.seeds:
+            seed_everything(seed)
+            model = build_backbone(cfg.architecture, len(names), cfg.weights)
+            history = train_backbone(model, train, test, cfg, seed, device)
+            meta = {
+                "architecture": cfg.architecture, "n_classes": len(names), "class_names": names,
+                "image_size": cfg.image_size, "weights": cfg.weights, "seed": seed,
+                "epochs": cfg.epochs, "test_accuracy": history["test_accuracy"],
+                "train_seconds": history["train_seconds"], "device": str(device),
+                "history": {"loss": history["loss"], "train_accuracy": history["train_accuracy"]},
+                "torch": torch.__version__,
+            }
+            seed_dir = paths.backbone_weights(dataset, seed).parent
+            save_backbone(model, folder / seed_dir.relative_to(paths.backbone_dir(dataset)), meta)
+            metrics[f"seed{seed}"] = {"test_accuracy": history["test_accuracy"],
+                                      "train_seconds": history["train_seconds"]}
+            if history["loss"]:  # epochs: 0 trains nothing (e.g. fixed ImageNet features)
+                metrics[f"seed{seed}"].update(train_accuracy=history["train_accuracy"][-1],
+                                              final_loss=history["loss"][-1])
+            log.info("seed %d: test accuracy %.4f after %.0f s", seed, history["test_accuracy"],
+                     history["train_seconds"])
+    # A DVC metrics file: numbers only.
+    io.write_json(paths.train_metrics(dataset), metrics)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
