@@ -22,7 +22,8 @@ def main(params, dataset, combination):
     seed: accuracy and agreement of its heads, fidelity of its prototypes, every Quantus metric of
     params.evaluate.quantus on every map of maps/{dataset}/{combination}/seed{s}.npz, and concept
     fidelity; write metrics/{dataset}/{combination}/evaluate/ (metrics.csv, samples.csv,
-    curves.csv, settings.json) and metrics/{dataset}/{combination}/evaluate.json."""
+    settings.json), metrics/{dataset}/{combination}/curves.csv (DVC plots) and
+    metrics/{dataset}/{combination}/evaluate.json."""
     from kmx_eval.data import load_batch, load_prepared
     from kmx_eval.device import resolve_device
     from kmx_eval.errors import DataError, ParamsError
@@ -125,10 +126,10 @@ def main(params, dataset, combination):
         folder.mkdir()
         io.write_csv(folder / "metrics.csv", metrics)
         io.write_csv(folder / "samples.csv", samples)
-        io.write_csv(folder / "curves.csv", curves)
         io.write_json(folder / "settings.json", settings)
     key_metrics = tuple(m for m in (params.report.fidelity_metric, "FaithfulnessCorrelation", "PixelFlipping")
                         if m in ev.quantus)
+    io.write_csv(paths.curves(dataset, name), curves)  # beside the folder: DVC plots need its own path
     io.write_json(paths.evaluation_summary(dataset, name), tables.summary(key_metrics))
 
 

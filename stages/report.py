@@ -50,7 +50,7 @@ def read_evaluations(params) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                                 f"{', '.join(map(str, missing))} of params.seeds; rerun evaluate (dvc repro)")
             metrics.append(m)
             samples.append(_read_frame(folder / "samples.csv", tables.SAMPLE_COLUMNS, ds, comb, seeds, False))
-            curves.append(_read_frame(folder / "curves.csv", tables.CURVE_COLUMNS, ds, comb, seeds, False))
+            curves.append(_read_frame(paths.curves(ds, comb), tables.CURVE_COLUMNS, ds, comb, seeds, False))
     return (pd.concat(metrics, ignore_index=True), pd.concat(samples, ignore_index=True),
             pd.concat(curves, ignore_index=True))
 
@@ -142,7 +142,6 @@ def _runs(params, ds: str) -> list[dict]:
                      "weights": meta.get("weights", ""), "image size": meta.get("image_size", ""),
                      "epochs": meta.get("epochs", ""),
                      "CNN test accuracy": tables.fmt(numbers.get("test_accuracy", meta.get("test_accuracy"))),
-                     "train seconds": tables.fmt(numbers.get("train_seconds")),
                      "device": meta.get("device", "")})
     return rows
 

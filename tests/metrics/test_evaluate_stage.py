@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from kmx_eval import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE, N_CLASSES, SEED, N_IMAGES = 32, 3, 2, 6
@@ -91,7 +92,8 @@ def workdir(tmp_path_factory):
 
 def _read(root: Path, combination: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     folder = root / "metrics/toy" / combination / "evaluate"
-    return tuple(pd.read_csv(folder / f"{n}.csv", keep_default_na=True) for n in ("metrics", "samples", "curves"))
+    files = (folder / "metrics.csv", folder / "samples.csv", root / paths.curves("toy", combination))
+    return tuple(pd.read_csv(f, keep_default_na=True) for f in files)
 
 
 def test_combination_tables(workdir):

@@ -185,7 +185,7 @@ def write_workspace(root: Path, params: dict = PARAMS, metrics_frames=None, stal
         indices = np.arange(N_EVAL)
         train = {}
         for seed in params["seeds"]:
-            train[f"seed{seed}"] = {"test_accuracy": 0.97, "train_seconds": 1.5}
+            train[f"seed{seed}"] = {"test_accuracy": 0.97}
             io.write_json(root / paths.backbone_meta(ds, seed), {
                 "architecture": "resnet18", "n_classes": N_CLASSES, "class_names": names,
                 "image_size": SIZE, "weights": "none", "seed": seed, "epochs": 1,
@@ -194,8 +194,8 @@ def write_workspace(root: Path, params: dict = PARAMS, metrics_frames=None, stal
         for comb in list(params["combinations"]) + [CNN] + (["B1234"] if stale else []):
             src = old if comb == "B1234" else (metrics, samples, curves)
             folder = root / paths.evaluation(ds, comb)
-            for name, frame in zip(("metrics.csv", "samples.csv", "curves.csv"), src):
-                io.write_csv(folder / name, frame[(frame["dataset"] == ds) & (frame["combination"] == comb)])
+            for target, frame in zip((folder / "metrics.csv", folder / "samples.csv", root / paths.curves(ds, comb)), src):
+                io.write_csv(target, frame[(frame["dataset"] == ds) & (frame["combination"] == comb)])
             io.write_json(folder / "settings.json", {"n_images": N_EVAL, "quantus": {
                 "RelevanceMassAccuracy": {"map_scaling": "per-sample positive part", "softmax": False}}})
             explainers = CNN_EXPLAINERS if comb == CNN else KMEANS_EXPLAINERS
