@@ -188,18 +188,29 @@ def _fill(poly_px: np.ndarray, size: int) -> np.ndarray:
 def design_classes(n_classes: int, n_parts: int, seed: int) -> tuple[ClassDesign, ...]:
     """Draw the class designs of a synthetic dataset (styles and arrangements, from ``seed``).
 
-    Every part of every class has its own style, so classes share no part; distractors are what
-    makes single parts ambiguous. The layout is rescaled so that the object's bounding radius
+    Every part of every class has its own style while ``n_classes * n_parts`` fits the
+    N_STYLES styles, so classes share no part; distractors are what makes single parts ambiguous.
+    Beyond that (paper scale: 200 classes), each class draws its own set of ``n_parts`` distinct
+    styles (no two classes the same set) and classes share parts, as bird species share wing or
+    beak types: the class is then told by the combination and its arrangement. The layout is rescaled so that the object's bounding radius
     (farthest vertex from the object's centre) is 1, and ``area`` is the object's pixel area at
     bounding radius R divided by R^2 (measured by rasterising at R = 100 px).
     """
-    if n_classes * n_parts > N_STYLES:
-        raise ValueError(f"at most {N_STYLES} parts in all (n_classes * n_parts)")
-    styles = _styles(n_classes * n_parts, seed)
+    if n_classes * n_parts <= N_STYLES:
+        styles = _styles(n_classes * n_parts, seed)
+        part_sets = [styles[c * n_parts:(c + 1) * n_parts] for c in range(n_classes)]
+    else:
+        pool = _styles(N_STYLES, seed)
+        gen, seen, part_sets = rng(seed, "shared-styles"), set(), []
+        while len(part_sets) < n_classes:
+            pick = tuple(int(i) for i in gen.choice(N_STYLES, n_parts, replace=False))
+            if frozenset(pick) not in seen:
+                seen.add(frozenset(pick))
+                part_sets.append([pool[i] for i in pick])
     designs = []
     for c in range(n_classes):
         pos, sizes, angles = _layout(n_parts, rng(seed, "layout", c))
-        own = styles[c * n_parts:(c + 1) * n_parts]
+        own = part_sets[c]
         pos = pos - np.average(pos, axis=0, weights=sizes**2)  # centre of mass at the origin
         reach = max(np.linalg.norm(pos[k]) + sizes[k] * SHAPE_REACH[own[k].shape] for k in range(n_parts))
         parts = tuple(
@@ -369,11 +380,9 @@ class Synthetic:
 
         @model_validator(mode="after")
         def _enough_styles(self):
-            if self.n_classes * self.n_parts > N_STYLES:
-                raise ValueError(
-                    f"n_classes * n_parts = {self.n_classes * self.n_parts} exceeds the "
-                    f"{N_STYLES} distinct part styles; use fewer classes or parts"
-                )
+            if self.n_parts == 1 and self.n_classes > N_STYLES:
+                raise ValueError(f"{self.n_classes} classes of one part each need more than the "
+                                 f"{N_STYLES} part styles; use n_parts of 2 or more")
             return self
 
     @classmethod

@@ -88,8 +88,8 @@ def test_config_defaults_and_validation():
     with pytest.raises(ValidationError) as err:
         Config(source="synthetic", n_class=3)
     assert err.value.errors()[0]["type"] == "extra_forbidden"
-    with pytest.raises(ValidationError, match="n_classes \\* n_parts"):
-        Config(source="synthetic", n_classes=100, n_parts=12)
+    with pytest.raises(ValidationError, match="n_parts of 2 or more"):
+        Config(source="synthetic", n_classes=500, n_parts=1)
 
 
 def test_n_classes_below_two_is_a_params_error(tmp_path):
@@ -115,3 +115,16 @@ def test_image_is_a_pure_function_of_seed_split_and_index():
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
     assert set(np.unique(a[1])) <= {0, 1, 2}
+
+
+def test_paper_scale_classes_share_parts_but_not_designs():
+    """200 classes x 3 parts exceed the distinct part styles: classes then share parts, but no
+    two classes have the same set of parts."""
+    from kmx_eval.data.synthetic import N_STYLES, design_classes
+
+    designs = design_classes(200, 3, 0)
+    assert 200 * 3 > N_STYLES and len(designs) == 200
+    sets = {frozenset(p.style for p in d.parts) for d in designs}
+    assert len(sets) == 200
+    assert all(len({p.style for p in d.parts}) == 3 for d in designs)
+    assert design_classes(200, 3, 0) == designs

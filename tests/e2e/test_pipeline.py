@@ -62,7 +62,10 @@ TINY = _merge({**_DEFAULT, "datasets": {}}, OVERRIDES)
 def _env() -> dict:
     env = dict(os.environ)
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", HF_DATASETS_OFFLINE="1",
-               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1",
+               # One thread: tiny forwards on a loaded 2-core machine wait on a descheduled
+               # second thread (measured 40x slower in benchmarks/bench_quantus.py).
+               OMP_NUM_THREADS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     return env
 
