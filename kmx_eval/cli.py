@@ -17,6 +17,7 @@ import sys
 import warnings
 from typing import Callable
 
+from kmx_eval import io
 from kmx_eval.config import Params, load_params
 from kmx_eval.errors import KmxError
 
@@ -47,7 +48,9 @@ def stage(fn: Callable[..., None]) -> Callable[[list[str] | None], int]:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         try:
             params: Params = load_params(args.params)
-            fn(params, *(getattr(args, n) for n in names))
+            # A stage writes only under the output folders of the repository it runs in.
+            with io.guard_outputs(os.getcwd()):
+                fn(params, *(getattr(args, n) for n in names))
         except KmxError as exc:
             print(f"kmx-eval {prog}: error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR

@@ -41,6 +41,22 @@ def check_output_path(path: str | os.PathLike, root: str | os.PathLike | None = 
     )
 
 
+#: Set by the stage wrapper (:func:`kmx_eval.cli.stage`) to the repository root while a stage runs:
+#: then every atomic write is checked against :data:`OUTPUT_ROOTS`. Library use is unrestricted.
+_GUARD_ROOT: Path | None = None
+
+
+@contextlib.contextmanager
+def guard_outputs(root: str | os.PathLike) -> Iterator[None]:
+    """While active, refuse writes outside :data:`OUTPUT_ROOTS` of ``root`` (see check_output_path)."""
+    global _GUARD_ROOT
+    previous, _GUARD_ROOT = _GUARD_ROOT, Path(root).resolve()
+    try:
+        yield
+    finally:
+        _GUARD_ROOT = previous
+
+
 def _disk_error(path: Path, exc: OSError) -> KmxError:
     why = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
     return KmxError(f"could not write {path}: {why}; nothing was left half-written")
@@ -54,6 +70,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Works for files and for folders (the caller creates whichever it needs at the yielded path).
     """
     path = Path(path)
+    if _GUARD_ROOT is not None:
+        check_output_path(path, _GUARD_ROOT)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A stage killed by SIGKILL cannot clean up: remove what an earlier, interrupted write of
     # this same output left behind (never the output itself, which is only ever replaced whole).

@@ -73,3 +73,12 @@ def test_outputs_outside_the_output_folders_are_refused(tmp_path):
     for bad in ("kmx_eval/evil.py", "../elsewhere/x", "/etc/passwd", "metrics/../stages/x.py"):
         with pytest.raises(KmxError, match="refusing to write"):
             io.check_output_path(bad, root=tmp_path)
+
+
+def test_stage_guard_refuses_writes_outside_the_output_folders(tmp_path):
+    with io.guard_outputs(tmp_path):
+        io.write_json(tmp_path / "metrics" / "ok.json", {"v": 1})
+        with pytest.raises(KmxError, match="refusing to write"):
+            io.write_json(tmp_path / "stages" / "evil.json", {"v": 1})
+    assert not (tmp_path / "stages").exists()
+    io.write_json(tmp_path / "anywhere.json", {"v": 1})  # library use outside a stage is free
