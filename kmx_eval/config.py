@@ -190,6 +190,8 @@ class ReportConfig(Strict):
     title: str = "kmx-eval: semantic fidelity versus accuracy of k-means explanations"
     gallery_images: int = Field(6, ge=1)
     fidelity_metric: str = "RelevanceMassAccuracy"
+    #: The k-means explainer of the trade-off figure, the headlines and the gallery.
+    explainer: str = "margin"
 
 
 class Params(Strict):
@@ -260,6 +262,11 @@ class Params(Strict):
                         f"evaluate.compare[{i}]: {name!r} is not in combinations "
                         f"({', '.join(self.combinations)})"
                     )
+        if self.report.explainer not in self.explain.explainers:
+            raise ParamsError(
+                f"report.explainer: {self.report.explainer!r} is not in explain.explainers "
+                f"({', '.join(self.explain.explainers)})"
+            )
         if self.report.fidelity_metric not in self.evaluate.quantus:
             raise ParamsError(
                 f"report.fidelity_metric: {self.report.fidelity_metric!r} is not computed; "

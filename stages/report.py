@@ -175,10 +175,10 @@ def build(params) -> None:
     if metric_name not in params.evaluate.quantus:
         raise ParamsError(f"report.fidelity_metric {metric_name!r} is not computed; choose one of "
                           f"evaluate.quantus ({', '.join(params.evaluate.quantus)})")
-    # The trade-off shows the margin map; without it in params, the first k-means explainer listed.
-    kmeans_explainers = explainer_names(params.explain.explainers, "kmeans")
-    explainer = (figures.TRADEOFF_EXPLAINER if figures.TRADEOFF_EXPLAINER in kmeans_explainers
-                 else (kmeans_explainers or [figures.TRADEOFF_EXPLAINER])[0])
+    explainer = params.report.explainer
+    if explainer not in explainer_names(params.explain.explainers, "kmeans"):
+        raise ParamsError(f"report.explainer {explainer!r} does not explain the k-means head; choose one of "
+                          f"{', '.join(explainer_names(params.explain.explainers, 'kmeans'))}")
     metrics, samples, curves = read_evaluations(params)
     agg = tables.aggregate_seeds(metrics)
     for ds in datasets:

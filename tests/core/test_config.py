@@ -60,6 +60,7 @@ BAD = [
     ("features.normalisation", "zscore", ["features.normalisation", "standardize"]),
     ("evaluate.compare", [["B4", "B1234"]], ["evaluate.compare[0]", "B1234", "not in combinations"]),
     ("seeds", [], ["seeds", "at least one"]),
+    ("report.explainer", "gradcam_kmeans", ["report.explainer", "gradcam_kmeans", "margin"]),
     ("report.fidelity_metric", "Pointing", ["report.fidelity_metric", "Pointing", "PointingGame"]),
     ("head.n_prototypes", 0, ["head.n_prototypes", "greater than or equal to 1"]),
 ]
