@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.kmx-installed
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
+# dvc.yaml's commands call `python`: the one in .venv, where kmx_eval is installed.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: repro test setup chromium bench clean-outputs help
 
