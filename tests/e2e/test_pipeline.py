@@ -233,7 +233,7 @@ def test_sigkill_mid_stage_leaves_no_partial_output_and_repro_recovers(repo):
     # Wait until the stage is inside its atomic write (the temporary folder exists: training is
     # running), then kill the whole process group hard.
     deadline = time.time() + 120
-    while time.time() < deadline and not list((repo / "models").glob(".tiny.*.tmp")):
+    while deadline > time.time() and not list((repo / "models").glob(".tiny.*.tmp")):
         time.sleep(0.05)
     assert list((repo / "models").glob(".tiny.*.tmp")), "the train stage never started writing"
     time.sleep(1.0)
