@@ -77,12 +77,7 @@ def expanded_params(raw: dict, source: str) -> str:
 
     from kmx_eval.config import parse_params
 
-    params = parse_params(raw, source=source)  # fail here, not minutes into dvc
-    full = {"seeds": list(params.seeds),
-            # Each entry is its source's own Config subclass: dump it as such, not as the base class.
-            "datasets": {name: cfg.model_dump(mode="json", exclude_none=True)
-                         for name, cfg in params.datasets.items()},
-            **params.model_dump(mode="json", exclude={"seeds", "datasets"})}
+    full = parse_params(raw, source=source).to_full_dict()  # fail here, not minutes into dvc
     return f"# {source}, with every default written out (bench_pipeline.py)\n" + yaml.safe_dump(full, sort_keys=False)
 
 

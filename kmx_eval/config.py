@@ -287,6 +287,22 @@ class Params(Strict):
             raise ParamsError(format_validation_error(exc, prefix=f"datasets.{dataset}.backbone",
                                                      root=BackboneConfig)) from None
 
+    def to_full_dict(self) -> dict[str, Any]:
+        """Every key of the study with its value, schema defaults written out.
+
+        ``dvc.yaml`` tracks single keys (``features.resize``, ``datasets.<name>.seed``...), and DVC
+        refuses to run a stage whose tracked key is missing from ``params.yaml`` even where the
+        schema has a default: writing this dict back as ``params.yaml`` keeps the same study and
+        satisfies DVC.
+        """
+        return {
+            "seeds": list(self.seeds),
+            # Each entry is its source's own Config subclass: dump it as such, not as the base.
+            "datasets": {name: cfg.model_dump(mode="json", exclude_none=True)
+                         for name, cfg in self.datasets.items()},
+            **self.model_dump(mode="json", exclude={"seeds", "datasets"}),
+        }
+
     def combination_list(self) -> list[Combination]:
         return [parse_combination(c) for c in self.combinations]
 

@@ -120,6 +120,17 @@ def cnn_accuracy(agg: pd.DataFrame, dataset: str) -> pd.Series | None:
     return None
 
 
+def _legend_entries(fig: Figure) -> tuple[list, list[str]]:
+    """Legend handles and labels of all axes of ``fig``, each label once (for one figure legend)."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    return handles, labels
+
+
 def tradeoff_points(
     agg: pd.DataFrame,
     dataset: str,
@@ -306,12 +317,7 @@ def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Seq
             ax.set_title(metric + arrow)
             ax.set_xticks(range(len(combos)))
             ax.set_xticklabels(combos, rotation=0)
-        handles, labels = [], []
-        for ax in fig.axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
+        handles, labels = _legend_entries(fig)
         fig.legend(handles, [f"{lab} prototypes" for lab in labels], loc="upper center",
                    ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.08))
         fig.suptitle(f"{dataset}: prototype fidelity", y=1.14)
@@ -506,12 +512,7 @@ def curves_figure(curves: pd.DataFrame, dataset: str, combinations: Sequence[str
             ax.set_xlabel("fraction of pixels flipped")
             if k % ncols == 0:
                 ax.set_ylabel("score of the explained class")
-        handles, labels = [], []
-        for ax in fig.axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
+        handles, labels = _legend_entries(fig)
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.91, 0.5), frameon=False)
         fig.subplots_adjust(wspace=0.4, hspace=0.5, top=0.82 if nrows == 1 else 0.9, right=0.9)
         fig.suptitle(f"{dataset}: pixel-flipping curves", y=0.99)

@@ -101,3 +101,12 @@ def test_stage_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "resnet35" in lines[0] and "resnet34" in lines[0]
+
+
+def test_full_dict_writes_every_default_and_round_trips():
+    sparse = {"datasets": {"s": {"source": "synthetic", "n_classes": 3}}}
+    full = parse_params(sparse).to_full_dict()
+    assert full["features"]["resize"] == "bilinear"
+    assert full["datasets"]["s"]["n_classes"] == 3 and full["datasets"]["s"]["seed"] == 0
+    assert full["datasets"]["s"]["clutter"] == 6  # the source's own fields, not only the base's
+    assert parse_params(full).to_full_dict() == full

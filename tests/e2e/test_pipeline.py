@@ -20,6 +20,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from kmx_eval.config import parse_params
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,17 +48,9 @@ OVERRIDES = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
 # dvc.yaml tracks individual keys (features.resize...), which DVC requires to be present in
-# params.yaml: the tiny study is the default file with small values, not a sparse file.
-_DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
-TINY = _merge({**_DEFAULT, "datasets": {}}, OVERRIDES)
+# params.yaml: the tiny study is written out with every schema default, not as a sparse file.
+TINY = parse_params(OVERRIDES).to_full_dict()
 
 
 def _env() -> dict:

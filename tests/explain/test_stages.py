@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stage_loader import load_stage as _stage
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE, N_CLASSES, SEED, DATASET_SEED = 64, 3, 1, 3
 N_TEST, N_IMAGES = 7, 5
 
 
-def _stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"kmx_stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _prepared(path: Path) -> None:

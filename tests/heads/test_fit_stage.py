@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stage_loader import load_stage
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
 N_CLASSES = 3
 
 
-def _fit_stage():
-    spec = importlib.util.spec_from_file_location("kmx_stage_fit", ROOT / "stages" / "fit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _prepared(path: Path) -> None:
@@ -96,7 +91,7 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     from kmx_eval.io import load_npz
     from kmx_eval.models.embeddings import combination_embeddings
 
-    assert _fit_stage()(["tiny", "B4"]) == 0
+    assert load_stage("fit")(["tiny", "B4"]) == 0
     assert [p.name for p in (workdir / "heads/tiny").iterdir()] == ["B4"]  # no temporary left
     seed_dir = workdir / "heads/tiny/B4/seed0"
     assert sorted(p.name for p in seed_dir.iterdir()) == [
@@ -149,7 +144,7 @@ def test_fit_b4_writes_the_contracted_files(workdir):
 def test_fit_is_reproducible(workdir):
     from kmx_eval.io import load_npz
 
-    fit = _fit_stage()
+    fit = load_stage("fit")
     assert fit(["tiny", "B4"]) == 0
     first = {n: load_npz(workdir / f"heads/tiny/B4/seed0/{n}.npz") for n in ("kmeans", "probe", "concepts")}
     assert fit(["tiny", "B4"]) == 0
@@ -165,7 +160,7 @@ def test_fit_b34_standardized_uses_probe_prototypes_and_class_concepts(workdir):
     _set_params(workdir, features={"normalisation": "standardize"}, explain={
         "explainers": ["margin"], "concepts": {"n_concepts": 2, "n_images": 12, "scope": "class",
                                               "locations_per_image": 4, "batch_size": 16}})
-    assert _fit_stage()(["tiny", "B34"]) == 0
+    assert load_stage("fit")(["tiny", "B34"]) == 0
     seed_dir = workdir / "heads/tiny/B34/seed0"
     assert not (seed_dir / "linear.npz").exists()
     nb = load_npz(seed_dir / "neighbours.npz")
@@ -181,7 +176,7 @@ def test_fit_b34_standardized_uses_probe_prototypes_and_class_concepts(workdir):
 
 
 def test_fit_errors_are_one_line_and_leave_nothing(workdir, capsys):
-    fit = _fit_stage()
+    fit = load_stage("fit")
     assert fit(["tiny", "B234"]) == 2
     assert "combination 'B234' is not in params combinations" in capsys.readouterr().err
     (workdir / "features/tiny/seed0.npz").rename(workdir / "features/tiny/away.npz")

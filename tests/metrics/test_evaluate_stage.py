@@ -3,25 +3,21 @@ explain stages, then evaluate for a block combination and for the CNN's baseline
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from kmx_eval import paths
 
-ROOT = Path(__file__).resolve().parents[2]
+import yaml
+
+from kmx_eval import paths
+from stage_loader import load_stage as _stage
+
 SIZE, N_CLASSES, SEED, N_IMAGES = 32, 3, 2, 6
 
 
-def _stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"kmx_stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _split(n: int, rng: np.random.Generator) -> dict:

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stage_loader import load_stage as _stage
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
 
 
-def _stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"kmx_stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _tiny_prepared(path: Path) -> None:

@@ -8,7 +8,6 @@ in the HTML, the CSV tables and metrics.json agree; and stale outputs of removed
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -21,22 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from stage_loader import load_stage_module
 from report_fixtures import COMBINATIONS, DATASETS, PARAMS, load_params, write_workspace
 
 from kmx_eval.report.tables import fmt
 
-REPO = Path(__file__).resolve().parents[2]
 CNN = "cnn"
 TABLES = ("accuracy", "prototype_fidelity", "localisation", "faithfulness", "concept_fidelity",
           "comparisons")
 INDEX = {"comparisons": ["dataset", "comparison", "method", "metric"]}
 
 
-def _stage():
-    spec = importlib.util.spec_from_file_location("kmx_stage_report", REPO / "stages" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def built(tmp_path_factory) -> Path:
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        _stage().build(load_params())
+        load_stage_module("report").build(load_params())
     finally:
         os.chdir(cwd)
     return root
@@ -226,7 +221,7 @@ def test_cli_stops_with_one_line_when_an_evaluation_is_missing(tmp_path, capsys)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        status = _stage().main(["--params", "params.yaml"])
+        status = load_stage_module("report").main(["--params", "params.yaml"])
     finally:
         os.chdir(cwd)
     err = capsys.readouterr().err.strip()
