@@ -18,15 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kmx_eval.errors import ParamsError, did_you_mean
+from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict
 from kmx_eval.models.combination import BLOCK_STRIDES, Combination, parse_combination
 
 MIN_IMAGE_SIZE = BLOCK_STRIDES[4]  # B4 has stride 32: a smaller image leaves it no grid cell
-
-
-class Strict(BaseModel):
-    """Base of every section: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BackboneConfig(Strict):
@@ -61,27 +56,6 @@ class BackboneConfig(Strict):
                 f"least {MIN_IMAGE_SIZE} px (96 or more gives B4 a grid worth explaining)"
             )
         return v
-
-
-class BackboneOverride(Strict):
-    """Per-dataset overrides of :class:`BackboneConfig` (only the keys given are replaced)."""
-
-    architecture: str | None = None
-    weights: Literal["none", "imagenet"] | None = None
-    image_size: int | None = None
-    epochs: int | None = Field(None, ge=0)
-    batch_size: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float | None = Field(None, ge=0)
-    augment: bool | None = None
-
-
-class DatasetConfig(Strict):
-    """Fields every dataset entry has; each source subclasses it with its own fields."""
-
-    source: str
-    seed: int = 0
-    backbone: BackboneOverride = BackboneOverride()
 
 
 class FeaturesConfig(Strict):

@@ -2,7 +2,7 @@
 
 A params entry ``datasets.<name>: {source: ..., ...}`` names a source registered in
 :data:`SOURCES`; each source is a class with a ``Config`` (a
-:class:`~kmx_eval.config.DatasetConfig` subclass; unknown keys are errors) and
+:class:`~kmx_eval.schema.DatasetConfig` subclass; unknown keys are errors) and
 ``build(cfg, image_size) -> datasets.DatasetDict`` with splits ``train`` and ``test`` and columns
 ``image`` (RGB, square, at the model's input size), ``label`` (ClassLabel), optional ``mask``
 (L, 0/255 object mask) and optional ``parts`` (L, part ids 1..P, 0 background).

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from kmx_eval.config import DatasetConfig
+from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, assemble, stratified_split
 
 #: Share of full intensity above which an upscaled pixel counts as ink (object).

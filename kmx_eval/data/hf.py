@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from kmx_eval.config import DatasetConfig, Strict
+from kmx_eval.schema import DatasetConfig, Strict
 from kmx_eval.data.base import SOURCES, assemble, check_class_count, stratified_split
 from kmx_eval.data.images import binary_mask, open_image, resize_mask, resize_rgb, to_rgb
 from kmx_eval.errors import DataError, UnavailableError

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from kmx_eval.config import DatasetConfig
+from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, assemble, check_class_count, stratified_split
 from kmx_eval.data.images import (
     IMAGE_EXTENSIONS,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kmx_eval.config import DatasetConfig
+from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, SPLITS
 from kmx_eval.errors import DataError, KmxError
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field, model_validator
 
-from kmx_eval.config import DatasetConfig
+from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, assemble
 from kmx_eval.seeding import rng
 

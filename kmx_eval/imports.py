@@ -1,0 +1,124 @@
+"""The import graph of the package, read from the source (no module is executed).
+
+Used by the tests that keep the architecture honest (no import cycle, every module a stage
+imports is among its DVC deps) and usable by anyone who wants to see what a stage touches.
+Imports inside functions count as edges too: a lazy import still makes one module depend on
+another, and hiding a cycle inside a function does not remove it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def package_modules(package_dir: str | Path) -> dict[str, Path]:
+    """Map each dotted module name under ``package_dir`` (a package folder) to its file."""
+    package_dir = Path(package_dir)
+    modules = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = path.relative_to(package_dir.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _parents(name: str) -> list[str]:
+    """``a.b.c`` -> ``[a, a.b]``: importing a submodule runs every parent package first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def imports_of(path: Path, package: str, modules: dict[str, Path], importer: str = "") -> set[str]:
+    """Modules of ``package`` that the file at ``path`` (module ``importer``) imports.
+
+    Importing ``a.b.c`` runs the packages ``a`` and ``a.b`` first, so they count as imported too,
+    except the packages that contain ``importer`` itself: those are already running when it runs
+    (a package ``__init__`` that re-exports its submodules is not a cycle).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+
+    def add(name: str) -> None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        if name:
+            found.add(name)
+            found.update(p for p in _parents(name)
+                         if p in modules and not importer.startswith(p + "."))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == package:
+                    add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != package:
+                continue
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                add(full if full in modules else node.module)
+    return found
+
+
+def import_graph(package_dir: str | Path) -> dict[str, set[str]]:
+    """Edges ``module -> modules it imports`` within one package."""
+    modules = package_modules(package_dir)
+    package = Path(package_dir).name
+    graph = {}
+    for name, path in modules.items():
+        graph[name] = imports_of(path, package, modules, importer=name) - {name}
+    return graph
+
+
+def transitive_imports(graph: dict[str, set[str]], roots: Iterable[str]) -> set[str]:
+    """Every module reachable from ``roots`` (the roots included)."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.extend(graph.get(name, ()))
+    return seen
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    counter = 0
+
+    def visit(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph.get(v, ()):
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
