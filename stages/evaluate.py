@@ -75,7 +75,8 @@ def main(params, dataset, combination):
             z_train, z_test = (combination_embeddings(cache, s, "B4", "none") for s in ("train", "test"))
             linear = LinearSEM.from_linear(backbone.fc)
             tables.add_heads(seed, {"cnn": cnn_pred}, labels, None, test_ids)
-            sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test))}
+            sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
+                                          linear=True)}
         else:
             head_dir = paths.head_dir(dataset, name, seed)
             fitted_with = read_head_meta(head_dir, "kmeans").get("normalisation")
@@ -88,10 +89,11 @@ def main(params, dataset, combination):
             tables.add_heads(seed, {"kmeans": k_pred, "probe": p_pred}, labels, cnn_pred, test_ids)
             sets = {"kmeans": kmeans_prototype_set(head.prototypes_, head.n_prototypes_per_class_, k_pred,
                                                    classes=head.classes_),
-                    "probe": PrototypeSet(probe.prototypes_, probe.classes_, p_pred)}
+                    "probe": PrototypeSet(probe.prototypes_, probe.classes_, p_pred, linear=True)}
             if (head_dir / "linear.npz").exists():  # B4 without normalisation: the CNN's own fc
                 linear = load_linear_sem(head_dir)
-                sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test))
+                sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
+                                              linear=True)
             model = KMeansHeadModule(BlockExtractor(backbone, blocks=comb.blocks, logits=False), comb,
                                      normalisation, BlockStats.from_dict(cache), head.prototypes_,
                                      resize).to(device)

@@ -30,8 +30,9 @@ log = logging.getLogger("kmx_eval")
 
 NO_PARTS = "not applicable: dataset has no part maps or masks"
 #: Prototype-fidelity metrics: name -> higher_is_better.
-PROTOTYPE_METRICS = {"proximity": False, "proximity_cosine": False, "purity": True,
-                     "decision_agreement": True, "diversity": True}
+PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": True, "diversity": True}
+#: Suffix of the method name of a linear head's most favourable reading (``linear_favourable``).
+FAVOURABLE = "_favourable"
 CONCEPT_METRICS = ("concept_purity", "concept_ari", "concept_nmi")
 
 
@@ -45,11 +46,15 @@ class PrototypeSet:
     classes : (P,) array, class index of each prototype
     decisions : (n_test,) array, the head's own decisions on the test embeddings (for decision
         agreement with the nearest-prototype rule without offsets)
+    linear : bool
+        The rows ``w_c`` of a linear head (the CNN's fc, a probe): read also at the most favourable
+        equivalent ``alpha (w_c + v)`` (:meth:`EvaluationTables.add_prototypes`).
     """
 
     prototypes: np.ndarray
     classes: np.ndarray
     decisions: np.ndarray
+    linear: bool = False
 
 
 def kmeans_prototype_set(prototypes: np.ndarray, n_distinct: np.ndarray | None, decisions,
@@ -131,13 +136,21 @@ class EvaluationTables:
     # ------------------------------------------------------------------ prototypes
     def add_prototypes(self, seed: int, sets: Mapping[str, PrototypeSet], z_train: np.ndarray,
                        y_train: np.ndarray, z_test: np.ndarray, purity_m: int) -> None:
-        """Prototype fidelity (METHOD.md section 4) of each prototype set in the same space z_S.
+        """Prototype fidelity (docs/METHOD.md, sections 4 and 6) of each prototype set in z_S.
 
-        Proximity (Euclidean and cosine), purity@m and diversity are bootstrapped over
-        prototypes, decision agreement over test samples. Purity is measured against the
-        ground-truth labels ``y_train`` for every head, and its chance column is
-        ``mean_p share_{c(p)}`` (``share_c`` = share of class c in the training split): the purity
-        of prototypes whose neighbourhoods ignore the classes.
+        Proximity, purity@m and diversity are bootstrapped over prototypes, decision agreement
+        over test samples. Purity is measured against the ground-truth labels ``y_train`` for
+        every head, and its chance column is ``mean_p share_{c(p)}`` (``share_c`` = share of class
+        c in the training split): the purity of prototypes whose neighbourhoods ignore the classes.
+
+        A linear set (``PrototypeSet.linear``, the rows ``w_c`` of a linear head) is reported twice:
+        under its own name at the stored ``alpha = 1, v = 0`` (proximity and decision agreement of
+        that reading depend on the representation, as the note says), and as ``{name}_favourable``
+        at the equivalent reading closest to the data
+        (:func:`~kmx_eval.metrics.prototype_fidelity.favourable_linear_reading`), every number of
+        which is invariant to the head's ``alpha`` and ``v``. Its purity ranks training embeddings
+        by the centred logit (:func:`~kmx_eval.metrics.prototype_fidelity.linear_class_purities`)
+        and its diversity is scale and shift invariant, so both are the same in the two readings.
         """
         m = int(min(purity_m, len(z_train)))
         share = np.bincount(np.asarray(y_train), minlength=1) / len(y_train)
@@ -146,28 +159,50 @@ class EvaluationTables:
             t0 = time.perf_counter()
             n_protos = len(ps.prototypes)
             proto_note = f"{n_protos} prototypes"
-            values = {
-                "proximity": pf.proximity_ratios(ps.prototypes, z_train, "euclidean"),
-                "proximity_cosine": pf.proximity_ratios(ps.prototypes, z_train, "cosine"),
-                "purity": pf.class_purities(ps.prototypes, ps.classes, z_train, y_train, m),
-                "diversity": pf.diversity_per_prototype(ps.prototypes),
+            chance = float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)]))
+            if not ps.linear:
+                purity = pf.class_purities(ps.prototypes, ps.classes, z_train, y_train, m)
+                self._prototype_rows(seed, method, ps.prototypes, ps, purity, z_train, z_test, chance,
+                                     proto_note, f"m = {m} nearest training embeddings", "")
+                self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
+                continue
+            purity = pf.linear_class_purities(ps.prototypes, z_train, y_train, m, classes=ps.classes)
+            ranked = f"m = {m} training embeddings with the highest centred logit <w_c - wbar, z>"
+            self._prototype_rows(seed, method, ps.prototypes, ps, purity, z_train, z_test, chance,
+                                 proto_note, ranked, "reading alpha = 1, v = 0 (as stored)")
+            best = pf.favourable_linear_reading(ps.prototypes, z_train, y_train, classes=ps.classes)
+            self.settings.setdefault("linear_readings", {})[method] = {
+                "alpha": best.alpha, "alpha_least_squares": best.alpha_ls,
+                "shift_norm": float(np.linalg.norm(best.shift)), "proximity": best.proximity,
+                "stored_weight_norm": float(np.linalg.norm(ps.prototypes)),
             }
-            notes = {"purity": f"{proto_note}; m = {m} nearest training embeddings",
-                     "diversity": proto_note if n_protos >= 3 else "undefined for fewer than 3 prototypes"}
-            chance = {"purity": float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)]))}
-            for metric, v in values.items():
-                note = notes.get(metric, proto_note)
-                if np.isnan(v).all() and metric.startswith("proximity"):
-                    note = ("undefined: the median nearest-neighbour distance among training "
-                            "embeddings is 0")
-                self._summary(seed, v, kind="prototypes", method=method, category="prototype_fidelity",
-                              metric=metric, higher_is_better=PROTOTYPE_METRICS[metric], note=note,
-                              chance=chance.get(metric))
-            agree = pf.decision_agreement(z_test, ps.prototypes, ps.classes, ps.decisions)
-            self._summary(seed, agree, kind="prototypes", method=method, category="prototype_fidelity",
-                          metric="decision_agreement", higher_is_better=True,
-                          note="nearest prototype without offsets versus the head's decision")
+            self._prototype_rows(seed, f"{method}_favourable", best.prototypes, ps, purity, z_train,
+                                 z_test, chance, proto_note, ranked,
+                                 "most favourable equivalent reading u + alpha (W - wbar)/||W - wbar|| "
+                                 f"(alpha = {best.alpha:.4g}, ||u|| = {np.linalg.norm(best.shift):.4g})")
             self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
+
+    def _prototype_rows(self, seed, method, prototypes, ps, purity, z_train, z_test, chance,
+                        proto_note, purity_note, reading) -> None:
+        prefix = f"{reading}; " if reading else ""
+        values = {
+            "proximity": pf.proximity_ratios(prototypes, z_train, "euclidean"),
+            "purity": purity,
+            "diversity": pf.diversity_per_prototype(prototypes),
+        }
+        notes = {"proximity": prefix + proto_note,
+                 "purity": f"{proto_note}; {purity_note}",
+                 "diversity": proto_note if len(prototypes) >= 3 else "undefined for fewer than 3 prototypes"}
+        if np.isnan(values["proximity"]).all():
+            notes["proximity"] = "undefined: the median nearest-neighbour distance among training embeddings is 0"
+        for metric, v in values.items():
+            self._summary(seed, v, kind="prototypes", method=method, category="prototype_fidelity",
+                          metric=metric, higher_is_better=PROTOTYPE_METRICS[metric], note=notes[metric],
+                          chance=chance if metric == "purity" else None)
+        agree = pf.decision_agreement(z_test, prototypes, ps.classes, ps.decisions)
+        self._summary(seed, agree, kind="prototypes", method=method, category="prototype_fidelity",
+                      metric="decision_agreement", higher_is_better=True,
+                      note=prefix + "nearest prototype without offsets versus the head's decision")
 
     # ------------------------------------------------------------------ explainers
     def add_explainer(self, seed: int, method: str, model, x: np.ndarray, y: np.ndarray, a: np.ndarray,

@@ -1,4 +1,4 @@
-"""Prototype fidelity: do prototypes represent the data? (METHOD.md section 4)
+"""Prototype fidelity: do prototypes represent the data? (docs/METHOD.md, sections 4 and 6)
 
 Arrays in, numbers out. Prototypes and embeddings live in the same space ``z_S`` (pooled
 embeddings of a block combination): the k-means prototypes ``p_ch`` of the KMEx head, and the
@@ -12,26 +12,40 @@ nearest-neighbour search over N training embeddings never materialises an N x N 
 Metrics (each also available per prototype, so that intervals can be bootstrapped):
 
 - proximity ratio ``rho = 1/P sum_p d(p, NN_train(p)) / median_i d(z_i, NN_{train minus i}(z_i))``,
-  with ``d`` Euclidean or cosine (``1 - cos``, blind to the scale of ``w_c``): about 1 or less
-  means the prototype sits among the data, far above 1 means it is off the data manifold;
-- class purity@m: share of the ``m`` nearest training embeddings of a prototype that carry its
-  class, averaged over prototypes;
+  with ``d`` Euclidean: about 1 or less means the prototype sits among the data, far above 1 means
+  it is off the data manifold;
+- class purity@m: share of the ``m`` training embeddings that the head scores highest for a
+  prototype which carry its class, averaged over prototypes. The k-means head scores by
+  ``-||z - p||^2`` (the ``m`` nearest neighbours); a linear head by its centred logit
+  ``<w_c - wbar, z>`` (:func:`linear_class_purities`), which is what its decision uses and what no
+  equivalent head changes;
 - decision agreement: per test sample, ``[class of the nearest prototype (no offsets) = head's
   decision]``; 1 for the k-means head by construction, and for a linear head the share of
   decisions that do not depend on the offsets ``1/2 ||w_c||^2 + b_c``;
 - diversity: normalised entropy of a softmax over pairwise prototype similarities (see
   :func:`diversity_per_prototype`).
+
+Linear prototypes are only defined up to a decision-preserving change (docs/METHOD.md, section 6):
+``w_c -> alpha (w_c + v)`` with ``alpha > 0`` and ``v`` shared by all classes (and ``b_c -> alpha
+(b_c + beta)``) leaves every decision and the ranking of every softmax unchanged. A number read at
+the stored ``alpha = 1, v = 0`` describes that arbitrary choice, so :func:`favourable_linear_reading`
+also gives the reading that puts the prototypes closest to the data; every number of that reading
+depends on the head only through its equivalence class (tested: an equivalent head gives the same
+numbers).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
 Metric = Literal["euclidean", "cosine"]
+#: ``cosine`` is kept for neighbour searches; it is not a prototype-fidelity metric (a shift ``v``
+#: of linear prototypes moves it arbitrarily).
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
 
 # Rows of the query matrix per distance block: 2048 x N float64 is 16 MB per 1,000 references.
@@ -231,3 +245,145 @@ def diversity_per_prototype(prototypes) -> np.ndarray:
 def diversity(prototypes) -> float:
     """KMEx-style diversity: mean of :func:`diversity_per_prototype`, in [0, 1] (NaN for P < 3)."""
     return float(np.mean(diversity_per_prototype(prototypes)))
+
+
+# ---------------------------------------------------------------------------------- linear heads
+def linear_class_purities(weight, train, train_labels, m: int, classes=None) -> np.ndarray:
+    """Purity@m of linear prototypes ranked by the centred logit, an array (C,).
+
+    For class ``c`` the ``m`` training embeddings with the largest ``<w_c - wbar, z_i>``
+    (``wbar = 1/C sum_c w_c``) are its neighbours, and purity is the share of them labelled ``c``:
+    ``1/m sum_{i in top_m(c)} [y_i = c]``. The centred logit differs from the logit
+    ``<w_c, z> + b_c`` by a term shared by all classes plus a per-class constant, so it orders the
+    samples the way the head's evidence for ``c`` does. Invariance: unchanged when the head is
+    replaced by any equivalent one, ``w_c -> alpha (w_c + v)``, ``alpha > 0``, ``v`` shared (the
+    centring removes ``v`` and ``alpha`` scales every score of a column alike), and independent of
+    the biases.
+
+    Parameters
+    ----------
+    weight : array (C, D), the rows ``w_c``
+    train : array (N, D); train_labels : array (N,)
+    m : int, ``1 <= m <= N``
+    classes : array (C,), optional, class of each row (default ``0..C-1``)
+    """
+    W = _as_tensor("weight", weight, 2)
+    Z = _as_tensor("train", train, 2)
+    labels = np.asarray(train_labels).ravel()
+    classes = np.arange(W.shape[0]) if classes is None else np.asarray(classes).ravel()
+    if labels.size != Z.shape[0]:
+        raise ValueError(f"train has {Z.shape[0]} embeddings but train_labels has {labels.size} labels")
+    if W.shape[1] != Z.shape[1]:
+        raise ValueError(f"weight has dimension {W.shape[1]} but train has {Z.shape[1]}")
+    if not 1 <= int(m) <= Z.shape[0]:
+        raise ValueError(f"purity m={m} must lie in 1..{Z.shape[0]} (the number of training embeddings)")
+    scores = Z @ (W - W.mean(dim=0, keepdim=True)).T                       # (N, C)
+    # Stable order: ties broken by the training index, so equal heads give equal neighbours.
+    order = np.argsort(-scores.numpy(), axis=0, kind="stable")[: int(m)]  # (m, C)
+    return (labels[order] == classes[None, :]).mean(axis=0)
+
+
+def canonical_linear_prototypes(weight) -> np.ndarray:
+    """The representative of a linear head's equivalence class: ``(W - wbar) / ||W - wbar||_F``.
+
+    Every equivalent head ``alpha (W + 1 v^T)`` (``alpha > 0``) has the same representative, so
+    anything computed from it is invariant to ``alpha`` and ``v``. NaN when all rows are equal
+    (the head then decides nothing).
+    """
+    W = np.asarray(weight, dtype=np.float64)
+    centred = W - W.mean(axis=0, keepdims=True)
+    norm = float(np.linalg.norm(centred))
+    if not norm > 0:
+        return np.full_like(W, np.nan)
+    return centred / norm
+
+
+@dataclass(frozen=True)
+class LinearReading:
+    """Linear prototypes read as ``p_c = u + alpha * Wc_c`` (``Wc`` canonical, see below).
+
+    Attributes
+    ----------
+    prototypes : (C, D) array, ``u + alpha Wc``
+    alpha : float, the scale on the canonical representative ``Wc`` (:func:`canonical_linear_prototypes`)
+    alpha_ls : float, the least-squares scale that fits ``u + alpha Wc`` to the class means
+    shift : (D,) array, ``u``
+    proximity : float, mean proximity ratio of ``prototypes``
+    """
+
+    prototypes: np.ndarray
+    alpha: float
+    alpha_ls: float
+    shift: np.ndarray
+    proximity: float
+
+
+def favourable_linear_reading(weight, train, train_labels, classes=None, n_grid: int = 49,
+                              n_refine: int = 10) -> LinearReading:
+    """The equivalent linear prototypes closest to the training data (docs/METHOD.md, section 6).
+
+    Every head equivalent to ``W`` has prototypes ``alpha' (w_c + v)``, which is
+    ``p_c = u + alpha Wc_c`` with ``Wc = (W - wbar) / ||W - wbar||_F`` (canonical, the same for all
+    equivalent heads), ``alpha > 0`` and any shared ``u``. The reading minimises the proximity ratio
+    ``rho(alpha, u)`` over that family:
+
+    1. closed form: least squares of ``u + alpha Wc_c`` onto the class means ``mu_c`` of the
+       training embeddings gives ``u = mubar`` and ``alpha_ls = sum_c <Wc_c, mu_c - mubar>``;
+    2. 1-D search: ``rho(alpha, mubar)`` on a geometric grid of ``n_grid`` values of ``alpha``
+       from ``1e-3 s`` to ``1e3 s`` (``s = ||M - mubar||_F``, the spread of the class means), plus
+       ``alpha_ls`` when it is positive;
+    3. refinement from the best point: each prototype's nearest training embedding ``t_c``, then
+       the least-squares ``(alpha, u)`` onto ``t_c`` (``u = tbar``, ``alpha = sum_c <Wc_c, t_c - tbar>``),
+       kept while ``rho`` decreases (at most ``n_refine`` steps).
+
+    The smallest ``rho`` seen wins. Everything depends on ``W`` only through ``Wc``, so the reading
+    (prototypes, ``rho``, and every metric computed on them) is invariant to the head's ``alpha``
+    and ``v``. Deterministic.
+
+    Parameters
+    ----------
+    weight : (C, D) rows ``w_c``; train : (N, D); train_labels : (N,)
+    classes : (C,), class of each row (default ``0..C-1``); a class with no training embedding
+        uses the mean of all training embeddings as its class mean.
+    """
+    Wc = canonical_linear_prototypes(weight)
+    Z = np.asarray(train, dtype=np.float64)
+    labels = np.asarray(train_labels).ravel()
+    classes = np.arange(len(Wc)) if classes is None else np.asarray(classes).ravel()
+    if Wc.shape[1] != Z.shape[1]:
+        raise ValueError(f"weight has dimension {Wc.shape[1]} but train has {Z.shape[1]}")
+    if np.isnan(Wc).any():
+        nan = np.full_like(Wc, np.nan)
+        return LinearReading(nan, math.nan, math.nan, np.full(Z.shape[1], np.nan), math.nan)
+    overall = Z.mean(axis=0)
+    means = np.stack([Z[labels == c].mean(axis=0) if np.any(labels == c) else overall for c in classes])
+    mubar = means.mean(axis=0)
+    alpha_ls = float(np.sum(Wc * (means - mubar)))
+    scale = float(np.linalg.norm(means - mubar)) or float(np.linalg.norm(Z.std(axis=0))) or 1.0
+    typical = typical_nn_distance(Z)
+
+    def rho(alpha: float, u: np.ndarray) -> tuple[float, np.ndarray]:
+        d, idx = nearest_neighbours(u + alpha * Wc, Z, k=1)
+        value = float(np.mean(d[:, 0]) / typical) if typical > 0 else math.nan
+        return value, idx[:, 0]
+
+    grid = list(np.geomspace(1e-3 * scale, 1e3 * scale, int(n_grid)))
+    if alpha_ls > 0:
+        grid.append(alpha_ls)
+    best = None
+    for alpha in sorted(grid):
+        value, idx = rho(float(alpha), mubar)
+        if best is None or value < best[0]:
+            best = (value, float(alpha), mubar, idx)
+    value, alpha, u, idx = best
+    for _ in range(int(n_refine)):
+        t = Z[idx]
+        tbar = t.mean(axis=0)
+        new_alpha = float(np.sum(Wc * (t - tbar)))
+        if not new_alpha > 0:
+            break
+        new_value, new_idx = rho(new_alpha, tbar)
+        if not new_value < value:
+            break
+        value, alpha, u, idx = new_value, new_alpha, tbar, new_idx
+    return LinearReading(u + alpha * Wc, alpha, alpha_ls, u, value)

@@ -272,8 +272,8 @@ def _err(v, low, high):
 
 # ------------------------------------------------------------------------ prototype fidelity
 def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Sequence[str],
-                              metrics: Sequence[str] = ("proximity", "proximity_cosine", "purity",
-                                                         "decision_agreement", "diversity")) -> Figure:
+                              metrics: Sequence[str] = ("proximity", "purity", "decision_agreement",
+                                                         "diversity")) -> Figure:
     """Bars of each prototype-fidelity metric: linear versus k-means prototypes per combination.
 
     One panel per metric (scales differ); bar height is the aggregated value, whiskers the
@@ -288,9 +288,10 @@ def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Seq
         if not present:
             _message(fig.add_subplot(1, 1, 1), f"no prototype-fidelity rows for {dataset}")
             return fig
-        methods = [m for m in ("linear", "kmeans") if m in set(sel["method"])]
+        first = ("kmeans", "linear_favourable", "linear", "probe_favourable", "probe")
+        methods = [m for m in first if m in set(sel["method"])]
         methods += [m for m in dict.fromkeys(sel["method"]) if m not in methods]
-        colours = palette(["linear", "kmeans"] + [m for m in methods if m not in ("linear", "kmeans")])
+        colours = palette(list(first) + [m for m in methods if m not in first])
         combos = [c for c in combinations if c in set(sel["combination"])]
         combos += [c for c in dict.fromkeys(sel["combination"]) if c not in combos]
         width = 0.8 / max(len(methods), 1)

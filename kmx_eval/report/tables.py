@@ -419,7 +419,7 @@ def report_tables(
     seeds = _seeds_phrase(agg)
     best = " Bold: best value of the column within the dataset (respecting the metric's direction)."
     order = dict(datasets=datasets, combinations=combinations)
-    prototype_metrics = ["proximity", "proximity_cosine", "purity", "decision_agreement", "diversity"]
+    prototype_metrics = ["proximity", "purity", "decision_agreement", "diversity"]
     return [
         metric_table(agg, name="accuracy", title="Accuracy and agreement of each head",
                      caption="Top-1 test accuracy of each head and agreement with the original CNN's "
@@ -429,8 +429,15 @@ def report_tables(
                      caption="Do prototypes represent the data? Proximity (distance to the nearest "
                              "training embedding over the median nearest-neighbour distance; about 1 sits "
                              "among the data), class purity, decision agreement and diversity of the "
-                             "linear head's rows w_c and of the k-means prototypes p_ch." + seeds + best,
-                     categories=["prototype_fidelity"], **order, methods=["linear", "kmeans"],
+                             "k-means prototypes p_ch and of the linear prototypes w_c (the CNN's fc, the "
+                             "probe's rows). A linear head's rows are defined only up to alpha (w_c + v): "
+                             "'linear'/'probe' read them as stored (alpha = 1, v = 0), "
+                             "'linear_favourable'/'probe_favourable' at the equivalent alpha > 0 and "
+                             "shared v that put them closest to the data (invariant to the head's alpha "
+                             "and v). Linear purity ranks training embeddings by the centred logit "
+                             "<w_c - wbar, z>, k-means purity by distance." + seeds + best,
+                     categories=["prototype_fidelity"], **order,
+                     methods=["kmeans", "linear_favourable", "linear", "probe_favourable", "probe"],
                      metrics=prototype_metrics),
         metric_table(agg, name="localisation", title="Localisation against ground-truth masks",
                      caption="Quantus localisation metrics per explainer and combination, each beside "

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmx_eval.config import EvaluateConfig
 from kmx_eval.metrics import tidy
@@ -55,6 +57,36 @@ def test_prototype_rows_separate_on_data_from_off_data_prototypes():
     assert df.loc[("kmeans", "decision_agreement"), "value"] == 1.0
     assert not df.loc[("kmeans", "proximity"), "higher_is_better"]
     assert df.loc[("kmeans", "diversity"), "n"] == 3
+
+
+def _linear_rows(W, z, y, decisions):
+    t = _tables()
+    t.add_prototypes(0, {"linear": PrototypeSet(W, np.arange(len(W)), decisions, linear=True)},
+                     z, y, z, purity_m=5)
+    return t.frames()[0].set_index(["method", "metric"])
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 1000), log_alpha=st.floats(-2, 2), shift=st.floats(-20, 20))
+def test_every_invariant_linear_prototype_number_is_the_same_for_an_equivalent_head(seed, log_alpha, shift):
+    """Invariance (docs/METHOD.md, section 6): a head alpha (w_c + v) with the same decisions gives the
+    same favourable reading, purity and diversity; only the rows labelled alpha = 1, v = 0 move."""
+    rng = np.random.default_rng(seed)
+    centres = np.abs(rng.normal(size=(3, 6))) * 4
+    z = np.concatenate([c + np.abs(rng.normal(size=(20, 6))) for c in centres])
+    y = np.repeat(np.arange(3), 20)
+    W = 0.05 * (centres - centres.mean(0)) + 0.01 * rng.normal(size=centres.shape)
+    W2 = 10.0 ** log_alpha * (W + rng.normal(size=6) * shift)
+    decisions = (z @ W.T).argmax(1)
+    assert np.array_equal(decisions, (z @ W2.T).argmax(1))
+    a, b = _linear_rows(W, z, y, decisions), _linear_rows(W2, z, y, decisions)
+    fav = [k for k in a.index if k[0] == "linear_favourable"]
+    assert len(fav) == 4
+    for key in fav + [("linear", "purity"), ("linear", "diversity")]:
+        for col in ("value", "ci_low", "ci_high"):
+            assert b.loc[key, col] == pytest.approx(a.loc[key, col], rel=1e-6, abs=1e-9), (key, col)
+    assert "alpha = 1, v = 0" in a.loc[("linear", "proximity"), "note"]
+    assert "most favourable" in a.loc[("linear_favourable", "proximity"), "note"]
 
 
 def test_explainer_rows_with_and_without_masks():

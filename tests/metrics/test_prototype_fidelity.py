@@ -100,3 +100,57 @@ def test_ranges(seed, n_protos, m):
     assert 0.0 <= pf.diversity(p) <= 1.0
     assert pf.proximity_ratio(p, x) >= 0.0
     assert 0.0 <= pf.proximity_ratio(p, x, metric="cosine")
+
+
+# ------------------------------------------------------------------ linear prototypes
+def _linear_head(seed=0, n_per_class=25, n_classes=4, dim=12):
+    """Non-negative embeddings (like ReLU features) and a small-norm linear head that separates them."""
+    rng = np.random.default_rng(seed)
+    x, y, centres = _blobs(n_per_class=n_per_class, n_classes=n_classes, dim=dim, sep=4.0, seed=seed)
+    x = np.abs(x) + 1.0
+    means = np.stack([x[y == c].mean(0) for c in range(n_classes)])
+    W = 0.05 * (means - means.mean(0)) + 0.01 * rng.normal(size=means.shape)
+    return x, y, W
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), log_alpha=st.floats(-3, 3), shift=st.floats(-50, 50),
+       bias=st.floats(-10, 10))
+def test_favourable_reading_and_linear_purity_do_not_depend_on_alpha_and_v(seed, log_alpha, shift, bias):
+    """Invariance: an equivalent head alpha (w_c + v) has the same favourable prototypes, proximity
+    and centred-logit purity (docs/METHOD.md, section 6)."""
+    x, y, W = _linear_head(seed % 50)
+    v = np.random.default_rng(seed).normal(size=W.shape[1]) * shift
+    alpha = float(10.0 ** log_alpha)
+    W2 = alpha * (W + v)
+    a, b = pf.favourable_linear_reading(W, x, y), pf.favourable_linear_reading(W2, x, y)
+    assert b.proximity == pytest.approx(a.proximity, rel=1e-7)
+    assert np.allclose(a.prototypes, b.prototypes, rtol=1e-6, atol=1e-6 * np.abs(x).max())
+    assert np.array_equal(pf.linear_class_purities(W, x, y, m=10),
+                          pf.linear_class_purities(W2, x, y, m=10))
+    assert pf.diversity(W2) == pytest.approx(pf.diversity(W), abs=1e-9)
+
+
+def test_favourable_reading_is_closer_to_the_data_than_small_stored_weights():
+    x, y, W = _linear_head(1)
+    stored = pf.proximity_ratio(W, x)
+    best = pf.favourable_linear_reading(W, x, y)
+    assert best.proximity == pytest.approx(pf.proximity_ratio(best.prototypes, x))
+    assert best.proximity < 0.5 * stored
+    assert best.alpha > 0 and best.alpha_ls > 0
+    # the stored reading is not invariant: that is why both readings are labelled
+    assert pf.proximity_ratio(30.0 * (W + x.mean(0)), x) != pytest.approx(stored, rel=1e-3)
+
+
+def test_linear_purity_ranks_by_the_centred_logit_and_sees_a_wrong_head():
+    x, y, W = _linear_head(2)
+    assert pf.linear_class_purities(W, x, y, m=10).tolist() == [1.0] * 4
+    assert pf.linear_class_purities(W[[1, 2, 3, 0]], x, y, m=10).tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="m=500"):
+        pf.linear_class_purities(W, x, y, m=500)
+
+
+def test_a_head_that_decides_nothing_has_no_favourable_reading():
+    x, y, _ = _linear_head(3)
+    flat = np.ones((4, x.shape[1]))
+    assert np.isnan(pf.favourable_linear_reading(flat, x, y).proximity)
