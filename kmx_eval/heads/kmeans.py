@@ -22,6 +22,7 @@ from sklearn.cluster import KMeans
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 __all__ = ["KMeansHead", "SmallClassWarning", "squared_distances", "softmax"]
 
@@ -198,8 +199,11 @@ class KMeansHead(ClassifierMixin, BaseEstimator):
             rows = np.resize(np.arange(len(distinct)), H)
             return distinct[rows], len(distinct), 0.0, 0
         Xc = np.repeat(distinct, counts, axis=0)  # the class's embeddings, sorted: canonical order
-        km = KMeans(n_clusters=H, n_init=self.n_init, max_iter=self.max_iter,
-                    random_state=seed).fit(Xc)
+        # One thread: scikit-learn's Lloyd step sums each thread's chunks of samples separately,
+        # so with more than 256 samples a class's prototypes depend on the thread count.
+        with threadpool_limits(limits=1):
+            km = KMeans(n_clusters=H, n_init=self.n_init, max_iter=self.max_iter,
+                        random_state=seed).fit(Xc)
         return km.cluster_centers_.astype(np.float64, copy=False), H, float(km.inertia_), int(km.n_iter_)
 
     # ------------------------------------------------------------------ prediction

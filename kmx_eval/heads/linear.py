@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from kmx_eval.heads.kmeans import softmax, squared_distances
 
@@ -176,8 +177,11 @@ class LinearProbe(ClassifierMixin, _LinearPrototypes, BaseEstimator):
             raise ValueError(f"LinearProbe: max_iter must be an integer >= 1, got {self.max_iter!r}")
         Z, y = validate_data(self, Z, y, dtype=np.float64)
         check_classification_targets(y)
-        model = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="lbfgs",
-                                   random_state=self.random_state).fit(Z, y)
+        # One BLAS thread: a multi-threaded BLAS splits the sums of the loss gradient per thread,
+        # so the coefficients would change in their last bits with the machine's thread count.
+        with threadpool_limits(limits=1):
+            model = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="lbfgs",
+                                       random_state=self.random_state).fit(Z, y)
         self.classes_ = model.classes_
         self.coef_ = model.coef_.astype(np.float64)
         self.intercept_ = model.intercept_.astype(np.float64)
