@@ -8,7 +8,8 @@
   each sample or says why it could not.
 - :mod:`.concept_fidelity`: purity, adjusted Rand index and normalised mutual information of
   concept maps against part maps (or object masks).
-- :mod:`.bootstrap`: percentile bootstrap intervals and paired differences over samples.
+- :mod:`.bootstrap`: percentile bootstrap intervals and paired differences over samples; across
+  seeds, images resampled as clusters, seed-level spread; Wilson intervals for proportions.
 - :mod:`.tidy`: the tidy table format of ``metrics.csv``, ``samples.csv`` and ``curves.csv``.
 - :mod:`.evaluation`: the ``evaluate`` stage's tables assembled from arrays.
 

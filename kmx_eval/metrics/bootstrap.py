@@ -1,16 +1,47 @@
-"""Percentile bootstrap confidence intervals over evaluation samples (METHOD.md section 4).
+"""Confidence intervals over evaluation images and training seeds (docs/METHOD.md, sections 4 and 6).
 
-For values ``v_1..v_n`` (NaN = missing, dropped first) the point estimate is the mean
-``m = 1/n sum_i v_i``. Each of ``B`` resamples draws ``n`` indices with replacement from a seeded
-:class:`numpy.random.Generator` and takes the mean ``m*_b``; the interval at confidence ``c`` is
-the ``(1-c)/2`` and ``(1+c)/2`` quantiles of ``{m*_b}`` (Efron's percentile interval).
+**One seed, a real-valued score** (:func:`bootstrap_ci`). For values ``v_1..v_n`` (NaN = missing,
+dropped first) the point estimate is the mean ``m = 1/n sum_i v_i``. Each of ``B`` resamples draws
+``n`` indices with replacement from a seeded :class:`numpy.random.Generator` and takes the mean
+``m*_b``; the interval at confidence ``c`` is the ``(1-c)/2`` and ``(1+c)/2`` quantiles of
+``{m*_b}`` (Efron's percentile interval). A comparison of two methods on the same samples (B4 versus
+B234 on the same evaluation subset) is a paired bootstrap of the differences ``d_i = a_i - b_i``
+(:func:`paired_bootstrap`), much tighter than two independent intervals when the samples vary more
+than the methods.
 
-A comparison of two methods on the same samples (B4 versus B234 on the same evaluation subset) is
-a paired bootstrap of the differences ``d_i = a_i - b_i`` over the samples scored by both, which is
-much tighter than two independent intervals when the samples vary more than the methods.
+**Several training seeds** (:func:`cluster_bootstrap_ci`, :func:`paired_cluster_bootstrap`).
+Values ``v_si`` of image ``i`` under seed ``s`` (S seeds, the same n images under every seed) are not
+S*n independent samples: an image that is hard under one seed is hard under the others. The
+statistic is the mean over seeds of the per-seed means,
+``m = 1/S sum_s mean_{i present under s} v_si``, and each resample draws n *images* with
+replacement and keeps every seed's value of a drawn image (images are clusters; an image's results
+under every seed move together). Seed-level spread is reported beside it
+(:func:`seed_spread`: the standard deviation, ``ddof=1``, of the S per-seed means), not mixed into it.
+With one seed and no missing value :func:`cluster_bootstrap_ci` equals :func:`bootstrap_ci`
+(same resampled indices, same arithmetic).
+
+**Proportions** (accuracy, agreement, PointingGame; :func:`wilson_interval`, :func:`proportion_ci`).
+A percentile bootstrap of 0/1 values collapses to ``[1, 1]`` when every value is 1, as if 100% on 48
+images were certain. The Wilson score interval at ``z = Phi^{-1}((1+c)/2)`` does not:
+
+.. math::  \frac{\hat p + z^2/2n \pm z \sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n} .
+
+Across seeds it is used with the effective number of images of the cluster design,
+``n_eff = n * p(1-p) / var_i(pbar_i)`` (``pbar_i`` = image i's mean over its seeds, population
+variance), clipped to ``[n, n*S]``: ``n`` when every image gets the same result under every seed
+(seeds add nothing), ``n*S`` when seeds are independent; ``n`` when ``p`` is 0 or 1 (no variance
+to estimate the design effect from, so the conservative end).
+
+Invariances (tested with hypothesis): every interval brackets its point estimate; the cluster
+bootstrap is equivariant under adding a constant to every value; the point estimate does not depend
+on the order of images or seeds; Wilson intervals lie in [0, 1] and are mirror images under
+``k -> n - k``; a paired difference of identical arrays is exactly zero.
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -108,3 +139,256 @@ def paired_bootstrap(
         raise ValueError(f"paired_bootstrap needs aligned samples, got {x.size} and {y.size} values")
     both = ~(np.isnan(x) | np.isnan(y))
     return bootstrap_ci(x[both] - y[both], n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+# ------------------------------------------------------------------------------ several seeds
+def _as_seed_matrix(values) -> np.ndarray:
+    """Values as a float64 (S, n) matrix: a 1-D array is one seed."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2:
+        raise ValueError(f"values must have shape (n_images,) or (n_seeds, n_images), got {v.shape}")
+    return v
+
+
+def _per_seed_means(v: np.ndarray) -> np.ndarray:
+    """``mean_{i present} v_si`` per seed (NaN for a seed without any value), shape (S,)."""
+    present = ~np.isnan(v)
+    count = present.sum(axis=1)
+    total = np.where(present, v, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _mean_over_seeds(per_seed: np.ndarray) -> float:
+    finite = per_seed[~np.isnan(per_seed)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def seed_spread(values) -> tuple[float, int]:
+    """Standard deviation across seeds of the per-seed means, and the number of seeds with a value.
+
+    ``sd = sqrt(1/(S-1) sum_s (m_s - mean_s m_s)^2)`` with ``m_s = mean_{i present} v_si``; NaN
+    with fewer than two seeds. Invariant to the order of images and of seeds.
+
+    Parameters
+    ----------
+    values : array (n_seeds, n_images) or (n_images,), NaN = missing
+    """
+    means = _per_seed_means(_as_seed_matrix(values))
+    means = means[~np.isnan(means)]
+    if means.size < 2:
+        return float("nan"), int(means.size)
+    return float(np.std(means, ddof=1)), int(means.size)
+
+
+def _resampled_cluster_means(v: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Statistic of ``n_resamples`` image resamples of ``v`` (S, n): mean over seeds of seed means.
+
+    Draws the same indices as :func:`_resampled_means` (one row of n image indices per resample),
+    so one seed without missing values gives the same numbers as :func:`bootstrap_ci`.
+    """
+    S, n = v.shape
+    gen = np.random.default_rng(seed)
+    block = max(1, _MAX_BLOCK // (n * S))
+    has_nan = bool(np.isnan(v).any())
+    out = np.empty(n_resamples, dtype=np.float64)
+    for start in range(0, n_resamples, block):
+        stop = min(n_resamples, start + block)
+        idx = gen.integers(0, n, size=(stop - start, n))
+        drawn = v[:, idx]  # (S, b, n): every seed's values of the drawn images
+        if has_nan:
+            present = ~np.isnan(drawn)
+            count = present.sum(axis=2)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_seed = np.where(present, drawn, 0.0).sum(axis=2) / count  # NaN when none
+            finite = ~np.isnan(per_seed)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[start:stop] = np.where(finite, per_seed, 0.0).sum(axis=0) / finite.sum(axis=0)
+        else:
+            per_seed = drawn.mean(axis=2)  # (S, b)
+            out[start:stop] = per_seed[0] if S == 1 else per_seed.mean(axis=0)
+    return out
+
+
+def cluster_bootstrap_ci(
+    values,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean over seeds of per-seed means, with a percentile interval from resampling images.
+
+    See the module docstring: images are clusters, so each resample keeps all seeds' values of a
+    drawn image. Images missing under every seed are dropped first; an image missing under some
+    seeds counts for the others.
+
+    Parameters
+    ----------
+    values : array (n_seeds, n_images) or (n_images,)
+        ``v_si``; column i is the same image under every seed. NaN = missing.
+    n_resamples, confidence, seed : as in :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    (mean, low, high) : tuple of float
+        NaN when no value is present; ``low = high = mean`` when all present values are equal or
+        only one image is left.
+    """
+    _check(n_resamples, confidence)
+    v = _as_seed_matrix(values)
+    v = v[:, ~np.isnan(v).all(axis=0)]
+    if v.size == 0:
+        return (float("nan"),) * 3
+    mean = _mean_over_seeds(_per_seed_means(v))
+    finite = v[~np.isnan(v)]
+    if v.shape[1] == 1 or np.all(finite == finite[0]):
+        return (mean, mean, mean)
+    stats = _resampled_cluster_means(v, int(n_resamples), int(seed))
+    alpha = (1.0 - float(confidence)) / 2.0
+    low, high = np.nanquantile(stats, [alpha, 1.0 - alpha])
+    return (mean, float(low), float(high))
+
+
+def paired_cluster_bootstrap(
+    a,
+    b,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean paired difference ``a - b`` over seeds and images, resampling images as clusters.
+
+    ``d_si = a_si - b_si`` where both are present (NaN otherwise), then
+    :func:`cluster_bootstrap_ci` of ``d``. ``a`` and ``b`` are aligned (seeds in rows, the shared
+    evaluation subset in columns, same order).
+    """
+    x, y = _as_seed_matrix(a), _as_seed_matrix(b)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_cluster_bootstrap needs aligned values, got shapes {x.shape} and {y.shape}")
+    return cluster_bootstrap_ci(x - y, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+# ------------------------------------------------------------------------------ proportions
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + float(confidence) / 2.0))
+
+
+def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval ``(low, high)`` of a proportion ``successes / n`` (module docstring).
+
+    ``n`` may be an effective (non-integer) sample size. Equals
+    ``scipy.stats.binomtest(k, n).proportion_ci(confidence, method="wilson")`` for integers.
+    NaN when ``n`` is 0.
+
+    Examples
+    --------
+    >>> [round(x, 4) for x in wilson_interval(48, 48)]
+    [0.9259, 1.0]
+    """
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    n = float(n)
+    k = float(successes)
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    if not 0.0 <= k <= n:
+        raise ValueError(f"successes must lie in [0, n] = [0, {n:g}], got {k:g}")
+    z = _z(confidence)
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denom
+    half = z * math.sqrt(max(p * (1.0 - p) / n + z * z / (4.0 * n * n), 0.0)) / denom
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    # The exact ends: 0 successes give low = 0, n successes high = 1 (no rounding below or above).
+    if k == 0:
+        low = 0.0
+    if k == n:
+        high = 1.0
+    return (low, high)
+
+
+def effective_images(values) -> float:
+    """Effective number of images ``n_eff`` of 0/1 values under S seeds (module docstring).
+
+    ``n_eff = n p(1-p) / var_i(pbar_i)`` clipped to ``[n, n S]``; ``n`` when ``p`` is 0 or 1.
+    ``n`` counts the images with at least one value; ``pbar_i`` is the mean over image i's seeds.
+    """
+    v = _as_seed_matrix(values)
+    v = v[:, ~np.isnan(v).all(axis=0)]
+    n, S = v.shape[1], v.shape[0]
+    if n == 0:
+        return 0.0
+    p = _mean_over_seeds(_per_seed_means(v))
+    image_means = np.nanmean(v, axis=0)
+    var = float(np.mean((image_means - image_means.mean()) ** 2))
+    if S == 1 or var <= 0.0 or not 0.0 < p < 1.0:
+        return float(n)
+    return float(np.clip(n * p * (1.0 - p) / var, n, n * S))
+
+
+def proportion_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Proportion of 1s (mean over seeds of per-seed proportions) and its Wilson interval.
+
+    For 0/1 values (accuracy, agreement, PointingGame hits) of shape (n_images,) or
+    (n_seeds, n_images), NaN = missing: ``p`` as in :func:`cluster_bootstrap_ci` and the Wilson
+    interval at the effective number of images (:func:`effective_images`), so 100% on n images
+    gives ``[low < 1, 1]`` instead of ``[1, 1]``.
+
+    Returns
+    -------
+    (p, low, high) : tuple of float, NaN when no value is present
+    """
+    v = _as_seed_matrix(values)
+    finite = v[~np.isnan(v)]
+    if np.any((finite != 0.0) & (finite != 1.0)):
+        raise ValueError("proportion_ci needs 0/1 values (NaN for missing)")
+    if finite.size == 0:
+        return (float("nan"),) * 3
+    p = _mean_over_seeds(_per_seed_means(v))
+    n_eff = effective_images(v)
+    low, high = wilson_interval(p * n_eff, n_eff, confidence)
+    return (p, low, high)
+
+
+class Interval(NamedTuple):
+    """A point estimate with its interval over images (clusters across seeds) and its seed spread.
+
+    ``mean, low, high``: :func:`proportion_ci` (``method="wilson"``) or :func:`cluster_bootstrap_ci`
+    (``method="cluster_bootstrap"``); ``seed_sd``, ``n_seeds``: :func:`seed_spread`; ``n``: images
+    with at least one value.
+    """
+
+    mean: float
+    low: float
+    high: float
+    seed_sd: float
+    n_seeds: int
+    n: int
+    method: str
+
+
+def summarise(values, proportion: bool = False, n_resamples: int = 1000, confidence: float = 0.95,
+              seed: int = 0) -> Interval:
+    """One call for a headline number: Wilson for proportions, cluster bootstrap otherwise.
+
+    Parameters
+    ----------
+    values : array (n_seeds, n_images) or (n_images,), NaN = missing
+    proportion : bool
+        The values are 0/1 outcomes (accuracy, agreement, PointingGame).
+    n_resamples, confidence, seed : bootstrap settings (``params.evaluate.bootstrap``).
+    """
+    v = _as_seed_matrix(values)
+    if proportion:
+        mean, low, high = proportion_ci(v, confidence)
+        method = "wilson"
+    else:
+        mean, low, high = cluster_bootstrap_ci(v, n_resamples, confidence, seed)
+        method = "cluster_bootstrap"
+    sd, n_seeds = seed_spread(v)
+    n = int((~np.isnan(v).all(axis=0)).sum())
+    return Interval(mean, low, high, sd, n_seeds, n, method)

@@ -62,3 +62,125 @@ def test_interval_brackets_the_mean_and_lies_in_the_data_range(values, confidenc
     eps = 1e-9 * (1 + np.abs(v).max())
     assert v.min() - eps <= lo <= hi <= v.max() + eps
     assert m == pytest.approx(v.mean())
+
+
+# ------------------------------------------------------------------ seeds as clusters, proportions
+from scipy.stats import binomtest  # noqa: E402
+
+from kmx_eval.metrics.bootstrap import (  # noqa: E402
+    cluster_bootstrap_ci,
+    effective_images,
+    paired_cluster_bootstrap,
+    proportion_ci,
+    seed_spread,
+    summarise,
+    wilson_interval,
+)
+
+
+def test_one_seed_cluster_bootstrap_is_the_plain_bootstrap():
+    v = np.random.default_rng(3).normal(size=57)
+    assert cluster_bootstrap_ci(v, 400, 0.9, seed=5) == bootstrap_ci(v, 400, 0.9, seed=5)
+    assert cluster_bootstrap_ci(v[None, :], 400, 0.9, seed=5) == bootstrap_ci(v, 400, 0.9, seed=5)
+
+
+def test_images_are_clusters_across_seeds():
+    # Two seeds that agree on every image: the image-level spread is all there is, so the
+    # interval must be as wide as one seed's (treating the 2n values as independent would
+    # shrink it by about 1/sqrt(2)).
+    rng = np.random.default_rng(4)
+    image_effect = rng.normal(size=200)
+    same = np.stack([image_effect, image_effect])
+    _, lo1, hi1 = cluster_bootstrap_ci(image_effect, 1000, seed=0)
+    _, lo2, hi2 = cluster_bootstrap_ci(same, 1000, seed=0)
+    assert (hi2 - lo2) == pytest.approx(hi1 - lo1, rel=1e-12)
+    pooled = bootstrap_ci(same.ravel(), 1000, seed=0)
+    assert (pooled[2] - pooled[1]) < 0.8 * (hi2 - lo2)
+    # Seeds that disagree independently on every image: averaging over seeds narrows the interval.
+    noisy = image_effect[None, :] * 0 + rng.normal(size=(4, 200))
+    _, lo4, hi4 = cluster_bootstrap_ci(noisy, 1000, seed=0)
+    assert (hi4 - lo4) < 0.7 * (hi1 - lo1)
+
+
+def test_missing_values_count_for_the_seeds_that_have_them():
+    v = np.array([[1.0, 2.0, np.nan, 4.0], [np.nan, 2.0, 3.0, np.nan]])
+    m, lo, hi = cluster_bootstrap_ci(v, 300, seed=0)
+    assert m == pytest.approx((7 / 3 + 5 / 2) / 2)
+    assert lo <= m <= hi
+    assert all(np.isnan(cluster_bootstrap_ci(np.full((2, 3), np.nan), 100)))
+
+
+def test_seed_spread_is_the_sd_of_per_seed_means():
+    v = np.array([[1.0, 3.0], [2.0, 6.0], [0.0, np.nan]])
+    sd, n = seed_spread(v)
+    assert n == 3 and sd == pytest.approx(np.std([2.0, 4.0, 0.0], ddof=1))
+    assert np.isnan(seed_spread([1.0, 2.0])[0]) and seed_spread([1.0, 2.0])[1] == 1
+
+
+def test_paired_cluster_difference_of_identical_arrays_is_exactly_zero():
+    a = np.random.default_rng(5).random((3, 30))
+    assert paired_cluster_bootstrap(a, a.copy(), 200) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="aligned"):
+        paired_cluster_bootstrap(a, a[:2])
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (48, 48), (47, 48), (1, 1), (150, 300)])
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+def test_wilson_matches_scipy(k, n, confidence):
+    ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    low, high = wilson_interval(k, n, confidence)
+    assert low == pytest.approx(ref.low, abs=1e-12) and high == pytest.approx(ref.high, abs=1e-12)
+
+
+def test_proportion_at_100_percent_does_not_collapse():
+    p, lo, hi = proportion_ci(np.ones(48))
+    assert p == 1.0 and hi == 1.0 and lo == pytest.approx(0.9259, abs=1e-4)
+    assert bootstrap_ci(np.ones(48)) == (1.0, 1.0, 1.0)  # what the percentile bootstrap gives
+    with pytest.raises(ValueError, match="0/1"):
+        proportion_ci([0.5, 1.0])
+
+
+def test_effective_images_spans_clusters_to_independent_seeds():
+    rng = np.random.default_rng(6)
+    hits = (rng.random(400) < 0.7).astype(float)
+    assert effective_images(np.stack([hits, hits, hits])) == pytest.approx(400)  # seeds add nothing
+    independent = (rng.random((3, 400)) < 0.7).astype(float)
+    assert 800 < effective_images(independent) <= 1200
+    assert effective_images(np.ones((3, 50))) == 50  # no variance: the conservative end
+    # More seeds that agree do not make a proportion more certain than its images allow.
+    one = proportion_ci(hits)
+    three = proportion_ci(np.stack([hits, hits, hits]))
+    assert three == pytest.approx(one, abs=1e-12)
+
+
+def test_summarise_reports_the_method_and_seed_spread():
+    acc = np.array([[1, 1, 0, 1], [1, 0, 0, 1.0]])
+    s = summarise(acc, proportion=True)
+    assert s.method == "wilson" and s.n == 4 and s.n_seeds == 2
+    assert s.mean == pytest.approx(0.625) and s.seed_sd == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    r = summarise(acc * 2.5, proportion=False, n_resamples=200)
+    assert r.method == "cluster_bootstrap" and r.low <= r.mean <= r.high
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(2, 30), st.floats(-50, 50), st.integers(0, 2**31 - 1))
+def test_cluster_bootstrap_invariances(n_seeds, n_images, shift, data_seed):
+    v = np.random.default_rng(data_seed).normal(size=(n_seeds, n_images))
+    m, lo, hi = cluster_bootstrap_ci(v, 100, seed=1)
+    assert lo - 1e-9 <= m <= hi + 1e-9
+    # Equivariant under a shift of every value.
+    ms, los, his = cluster_bootstrap_ci(v + shift, 100, seed=1)
+    assert (ms, los, his) == pytest.approx((m + shift, lo + shift, hi + shift), abs=1e-9)
+    # The point estimate ignores the order of images and of seeds.
+    perm = v[::-1, np.random.default_rng(data_seed + 1).permutation(n_images)]
+    assert cluster_bootstrap_ci(perm, 100, seed=1)[0] == pytest.approx(m, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 500), st.data(), st.floats(0.5, 0.99))
+def test_wilson_is_a_mirror_image_under_complement(n, data, confidence):
+    k = data.draw(st.integers(0, n))
+    low, high = wilson_interval(k, n, confidence)
+    clow, chigh = wilson_interval(n - k, n, confidence)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+    assert low == pytest.approx(1.0 - chigh, abs=1e-12) and high == pytest.approx(1.0 - clow, abs=1e-12)
