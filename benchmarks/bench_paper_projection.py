@@ -23,7 +23,7 @@ then multiplies them by the study's counts, per seed (``n_tr``/``n_te``: trainin
     evaluate     per S and CNN: n_ev x (explainers) x P x t_fwd x overhead  (+ RandomLogit re-explains)
 
 where ``P`` is the number of model passes per image the faithfulness metrics make, derived from
-``evaluate.faithfulness`` exactly as ``kmx_eval.metrics.quantus_metrics`` configures them:
+``evaluate.faithfulness`` exactly as ``kmx_eval.metrics.quantus`` configures them:
 FaithfulnessCorrelation ``nr_runs + 1``, PixelFlipping ``steps + 1``, RegionPerturbation
 ``regions + 1``, MonotonicityCorrelation ``steps x repeats + 1`` (``bench_quantus.py`` counts them
 with a hook and checks the same numbers). ``overhead`` is Quantus's own cost on top of the model
@@ -192,7 +192,7 @@ def concept_kmeans_unit(dim: int, concepts_cfg) -> float:
 # ------------------------------------------------------------------------------- counts
 def faithfulness_passes(ev, size: int) -> dict[str, int]:
     """Model passes per image of each faithfulness metric in ``ev.quantus`` (module docstring)."""
-    from kmx_eval.metrics.quantus_metrics import (DETERMINISTIC_BASELINES, features_in_step,
+    from kmx_eval.metrics.quantus import (DETERMINISTIC_BASELINES, features_in_step,
                                                   patch_size)
 
     f = ev.faithfulness

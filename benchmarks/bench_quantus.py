@@ -3,7 +3,7 @@
 For each metric of ``evaluate.quantus`` that calls the model (FaithfulnessCorrelation,
 PixelFlipping, RegionPerturbation, MonotonicityCorrelation, and RandomLogit, which re-explains),
 configured exactly as the ``evaluate`` stage configures it from params
-(``kmx_eval.metrics.quantus_metrics.run_quantus``), this script
+(``kmx_eval.metrics.quantus.run_quantus``), this script
 
 1. counts the backbone passes it makes: a forward pre-hook on the backbone's first convolution
    (every forward, ``features`` or explanation of the model passes through it exactly once)
@@ -104,7 +104,7 @@ def run(args) -> tuple[list[common.Check], dict]:
     import torch
 
     from kmx_eval.config import load_params, parse_params
-    from kmx_eval.metrics.quantus_metrics import QUANTUS_METRICS, run_quantus
+    from kmx_eval.metrics.quantus import QUANTUS_METRICS, QuantusSettings, run_quantus
 
     if args.quick:
         import yaml
@@ -119,6 +119,8 @@ def run(args) -> tuple[list[common.Check], dict]:
     else:
         params = load_params(args.params)
     cfg = params.evaluate
+    settings = QuantusSettings(softmax=cfg.softmax, top_k_fraction=cfg.top_k_fraction,
+                               **cfg.faithfulness.model_dump())
     args.image_size = args.image_size or params.backbone.image_size
     args.n_images = args.n_images or params.explain.n_images
     names = args.metrics or [m for m in cfg.quantus
@@ -141,12 +143,12 @@ def run(args) -> tuple[list[common.Check], dict]:
     for name in names:
         walls, model_times, sizes = [], [], None
         # Untimed warm-up on two images: Quantus imports and builds helpers on first use.
-        run_quantus(name, model, x[:2], y[:2], maps[:2], None, cfg, seed=0, device="cpu",
+        run_quantus(name, model, x[:2], y[:2], maps[:2], None, settings, seed=0, device="cpu",
                     explain_func=explain_func, n_classes=args.n_classes, batch_size=args.batch_size)
         for r in range(args.repeats):
             counter.start()
             t0 = common.now()
-            scores, reasons, extra = run_quantus(name, model, x, y, maps, None, cfg, seed=0, device="cpu",
+            scores, reasons, extra = run_quantus(name, model, x, y, maps, None, settings, seed=0, device="cpu",
                                                  explain_func=explain_func, n_classes=args.n_classes,
                                                  batch_size=args.batch_size)
             wall = common.now() - t0

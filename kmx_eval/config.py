@@ -145,7 +145,7 @@ class EvaluateConfig(Strict):
     @field_validator("quantus")
     @classmethod
     def _known_metrics(cls, v: list[str]) -> list[str]:
-        from kmx_eval.metrics.quantus_metrics import QUANTUS_METRICS
+        from kmx_eval.metrics.quantus import QUANTUS_METRICS
 
         for i, name in enumerate(v):
             QUANTUS_METRICS.get(name, where=f"evaluate.quantus[{i}]")

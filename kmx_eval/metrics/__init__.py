@@ -3,9 +3,9 @@
 - :mod:`.accuracy`: top-1 accuracy and agreement with the CNN, as per-sample 0/1 vectors.
 - :mod:`.prototype_fidelity`: proximity ratio (Euclidean, cosine), class purity@m, decision
   agreement without offsets, diversity - for k-means and linear prototypes in the same space z_S.
-- :mod:`.quantus_metrics`: the :data:`~.quantus_metrics.QUANTUS_METRICS` registry (localisation,
-  faithfulness, complexity, randomisation) and :func:`~.quantus_metrics.run_quantus`, which scores
-  each sample or says why it could not.
+- :mod:`.quantus`: one declarative spec per Quantus metric in the
+  :data:`~.quantus.QUANTUS_METRICS` registry (category, direction, needs, invariances), plain
+  settings, and :func:`~.quantus.run_quantus`, which scores each sample or says why it could not.
 - :mod:`.concept_fidelity`: purity, adjusted Rand index and normalised mutual information of
   concept maps against part maps (or object masks).
 - :mod:`.bootstrap`: percentile bootstrap intervals and paired differences over samples; across

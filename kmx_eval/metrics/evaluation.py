@@ -24,7 +24,7 @@ from kmx_eval.metrics import concept_fidelity as cf
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.accuracy import accuracy, agreement
-from kmx_eval.metrics.quantus_metrics import NO_MASKS, QUANTUS_METRICS, run_quantus
+from kmx_eval.metrics.quantus import NO_MASKS, QUANTUS_METRICS, QuantusSettings, run_quantus
 
 log = logging.getLogger("kmx_eval")
 
@@ -206,19 +206,18 @@ class EvaluationTables:
 
     # ------------------------------------------------------------------ explainers
     def add_explainer(self, seed: int, method: str, model, x: np.ndarray, y: np.ndarray, a: np.ndarray,
-                      masks: np.ndarray | None, cfg, device, sample_ids: np.ndarray,
-                      explain_func: Callable | None = None, n_classes: int | None = None,
-                      metrics: list[str] | None = None, progress: bool = True) -> None:
-        """Every Quantus metric of ``cfg.quantus`` on one explainer's maps ``a`` (n, H, W).
+                      masks: np.ndarray | None, metrics: list[str], settings: QuantusSettings, device,
+                      sample_ids: np.ndarray, explain_func: Callable | None = None,
+                      n_classes: int | None = None, progress: bool = True) -> None:
+        """Every Quantus metric of ``metrics`` on one explainer's maps ``a`` (n, H, W).
 
         Localisation metrics on a dataset without masks give rows with value NaN and the note
         ``"not applicable: dataset has no masks"``; the chance column holds the mean chance level
         over the scored samples (mask share, or 0.5 for AUC).
         """
-        names = list(metrics if metrics is not None else cfg.quantus)
-        for name in tqdm(names, desc=f"evaluate {method}", disable=not progress, leave=False):
+        for name in tqdm(list(metrics), desc=f"evaluate {method}", disable=not progress, leave=False):
             spec = QUANTUS_METRICS.get(name, where="evaluate.quantus")
-            scores, reasons, extra = run_quantus(name, model, x, y, a, masks, cfg, seed, device,
+            scores, reasons, extra = run_quantus(name, model, x, y, a, masks, settings, seed, device,
                                                  explain_func=explain_func, n_classes=n_classes)
             self.seconds[name] += extra["seconds"]
             self.seconds[f"explainer/{method}"] += extra["seconds"]

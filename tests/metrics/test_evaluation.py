@@ -6,14 +6,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmx_eval.config import EvaluateConfig
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet,
                                          kmeans_prototype_set)
-from kmx_eval.metrics.quantus_metrics import NO_MASKS
+from kmx_eval.metrics.quantus import NO_MASKS, QuantusSettings
 
 H = 32
-CFG = EvaluateConfig(quantus=["RelevanceMassAccuracy", "AUC", "PixelFlipping", "Sparseness"])
+QUANTUS = ["RelevanceMassAccuracy", "AUC", "PixelFlipping", "Sparseness"]
+SETTINGS = QuantusSettings()
 
 
 def _tables():
@@ -98,8 +98,8 @@ def test_explainer_rows_with_and_without_masks():
     a = rng.random((5, H, H)).astype(np.float32)
     a[1] = 0.0
     t = _tables()
-    t.add_explainer(0, "margin", _model(), x, y, a, masks, CFG, "cpu", np.arange(10, 15), progress=False)
-    t.add_explainer(1, "margin", _model(), x, y, a, None, CFG, "cpu", np.arange(10, 15), progress=False)
+    t.add_explainer(0, "margin", _model(), x, y, a, masks, QUANTUS, SETTINGS, "cpu", np.arange(10, 15), progress=False)
+    t.add_explainer(1, "margin", _model(), x, y, a, None, QUANTUS, SETTINGS, "cpu", np.arange(10, 15), progress=False)
     df, samples, curves = t.frames()
     with_masks = df[df.seed == 0].set_index("metric")
     assert with_masks.loc["RelevanceMassAccuracy", "n"] == 4

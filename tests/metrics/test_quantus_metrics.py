@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from kmx_eval.config import EvaluateConfig
-from kmx_eval.metrics import quantus_metrics as qm
+from kmx_eval.metrics import quantus as qm
 
 H = 32
+from kmx_eval.config import EvaluateConfig  # noqa: E402
+
+QUANTUS_DEFAULT = EvaluateConfig().quantus
 LOCALISATION = ["PointingGame", "AttributionLocalisation", "RelevanceMassAccuracy",
                 "RelevanceRankAccuracy", "TopKIntersection", "AUC"]
 
@@ -30,11 +32,11 @@ def _data(n=12, seed=0):
     return x, y, s
 
 
-CFG = EvaluateConfig()
+CFG = qm.QuantusSettings()
 
 
 def test_registry_declares_every_default_metric():
-    assert set(CFG.quantus) == set(qm.QUANTUS_METRICS.names())
+    assert set(QUANTUS_DEFAULT) == set(qm.QUANTUS_METRICS.names())
     for name in qm.QUANTUS_METRICS:
         spec = qm.QUANTUS_METRICS.get(name)
         assert spec.category in ("localisation", "faithfulness", "complexity", "randomisation")
@@ -60,7 +62,7 @@ def test_settings_are_reported_with_the_scores():
     _, _, pf = qm.run_quantus("PixelFlipping", _model(), x, y, a, None, CFG, seed=0)
     assert pf["settings"]["features_in_step"] == 256 and pf["settings"]["n_steps"] == 12
     _, _, fc = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, CFG, seed=0)
-    assert fc["settings"]["nr_runs"] == CFG.faithfulness.nr_runs and fc["settings"]["subset_size"] == 51
+    assert fc["settings"]["nr_runs"] == CFG.nr_runs and fc["settings"]["subset_size"] == 51
     _, _, tk = qm.run_quantus("TopKIntersection", _model(), x, y, a, s, CFG, seed=0)
     assert tk["settings"]["k"] == 102 and tk["settings"]["n_images"] == 4
 
@@ -149,8 +151,10 @@ def test_a_quantus_failure_is_retried_per_sample(monkeypatch):
                 raise AssertionError("Attributions should not all be less than zero.")
             return a_batch.reshape(len(a_batch), -1).mean(axis=1)
 
-    fake = qm.QuantusSpec("Fake", "complexity", True, False, False,
-                          lambda cfg, size, **kw: qm.Built(RefusesSampleThree(), {}, qm._plain))
+    fake = qm.QuantusSpec("Fake", qm.Category.COMPLEXITY, qm.Direction.HIGHER, needs_masks=False,
+                          needs_model=False, needs_explain_func=False, invariances=qm.MAP_AFFINE,
+                          scaling="rank",
+                          build=lambda cfg, size, **kw: qm.Built(RefusesSampleThree(), {}, qm.plain))
     monkeypatch.setitem(qm.QUANTUS_METRICS._items, "Fake", fake)
     scores, reasons, _ = qm.run_quantus("Fake", _model(), x, y, a, None, CFG, seed=0)
     assert calls == [5, 1, 1, 1, 1, 1]

@@ -1,0 +1,144 @@
+"""What the ``evaluate`` stage evaluates, loaded from the pipeline's files for one seed.
+
+:func:`load_explained` rebuilds the explained model (the k-means head as an nn.Module, or the
+CNN) with its heads' test decisions and prototype sets; :func:`evaluate_seed` runs every part of
+:class:`~kmx_eval.metrics.evaluation.EvaluationTables` on it. Both take plain settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from kmx_eval import io, paths
+from kmx_eval.errors import DataError, ParamsError
+
+from .evaluation import EvaluationTables, PrototypeSet, kmeans_prototype_set
+from .quantus import QuantusSettings
+
+log = logging.getLogger("kmx_eval")
+
+#: Arrays of a maps file that are not explainers (docs/ARCHITECTURE.md, "Maps").
+MAP_KEYS = ("indices", "targets", "predictions", "concepts")
+
+
+@dataclass
+class Explained:
+    """One explained model of one seed and what the tables need about it.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The model the maps explain: a KMeansHeadModule (images -> k-means class scores) or the CNN.
+    n_classes : int
+    labels, cnn_predictions : (n_test,) arrays
+    predictions : dict head name -> (n_test,) test decisions (``kmeans``, ``probe`` or ``cnn``)
+    prototype_sets : dict name -> PrototypeSet, all in the same space z_S
+    z_train, y_train, z_test : embeddings for prototype fidelity
+    """
+
+    model: Any
+    n_classes: int
+    labels: np.ndarray
+    cnn_predictions: np.ndarray | None
+    predictions: dict[str, np.ndarray]
+    prototype_sets: dict[str, PrototypeSet]
+    z_train: np.ndarray
+    y_train: np.ndarray
+    z_test: np.ndarray
+
+
+def explained_name(combination: str, combinations: list[str]) -> str:
+    """The canonical name of ``combination`` (``B432`` -> ``B234``) or ``paths.BASELINES``.
+
+    Raises ParamsError for a combination that is neither the CNN nor in ``combinations``.
+    """
+    from kmx_eval.models.combination import parse_combination
+
+    if combination == paths.BASELINES:
+        return combination
+    name = parse_combination(combination, where="combination").name
+    if name not in combinations:
+        raise ParamsError(f"combination {name!r} is neither {paths.BASELINES!r} nor in params "
+                          f"combinations ({', '.join(combinations)})")
+    return name
+
+
+def load_explained(dataset: str, combination: str, seed: int, normalisation: str, resize: str,
+                   device) -> Explained:
+    """The explained model of ``combination`` (or the CNN, ``paths.BASELINES``) for ``seed``.
+
+    The CNN's own fc rows ``w_c`` are prototypes in the space of ``z_4`` without normalisation,
+    whatever ``normalisation`` the combinations use (docs/METHOD.md, section 2).
+    """
+    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_kmeans_head, load_linear_sem, load_probe,
+                                read_head_meta)
+    from kmx_eval.models.backbone import load_backbone
+    from kmx_eval.models.blocks import BlockExtractor, BlockStats
+    from kmx_eval.models.combination import parse_combination
+    from kmx_eval.models.embeddings import combination_embeddings
+
+    cache = io.load_npz(paths.embeddings_file(dataset, seed))
+    labels, cnn_pred = cache["test/labels"], cache["test/logits"].argmax(axis=1)
+    backbone, meta = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
+    n_classes = int(meta["n_classes"])
+    if combination == paths.BASELINES:
+        z_train, z_test = (combination_embeddings(cache, s, "B4", "none") for s in ("train", "test"))
+        linear = LinearSEM.from_linear(backbone.fc)
+        sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test), linear=True)}
+        return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, sets, z_train,
+                         cache["train/labels"], z_test)
+    comb = parse_combination(combination, where="combination")
+    head_dir = paths.head_dir(dataset, comb.name, seed)
+    fitted_with = read_head_meta(head_dir, "kmeans").get("normalisation")
+    if fitted_with is not None and fitted_with != normalisation:
+        raise DataError(f"{head_dir}: the head was fitted with normalisation {fitted_with!r} "
+                        f"but features.normalisation is {normalisation!r}; rerun the fit stage")
+    head, probe = load_kmeans_head(head_dir), load_probe(head_dir)
+    z_train, z_test = (combination_embeddings(cache, s, comb, normalisation) for s in ("train", "test"))
+    k_pred, p_pred = head.predict(z_test), probe.predict(z_test)
+    sets = {"kmeans": kmeans_prototype_set(head.prototypes_, head.n_prototypes_per_class_, k_pred,
+                                           classes=head.classes_),
+            "probe": PrototypeSet(probe.prototypes_, probe.classes_, p_pred, linear=True)}
+    if (head_dir / "linear.npz").exists():  # B4 without normalisation: the CNN's own fc
+        linear = load_linear_sem(head_dir)
+        sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
+                                      linear=True)
+    model = KMeansHeadModule(BlockExtractor(backbone, blocks=comb.blocks, logits=False), comb, normalisation,
+                             BlockStats.from_dict(cache), head.prototypes_, resize).to(device)
+    return Explained(model, n_classes, labels, cnn_pred, {"kmeans": k_pred, "probe": p_pred}, sets,
+                     z_train, cache["train/labels"], z_test)
+
+
+def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
+                  test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
+                  explain_func_for: Callable[[str], Callable | None], source: str = "maps") -> int:
+    """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts.
+
+    ``explain_func_for(method)`` gives the Quantus ``explain_func`` of an explainer (None for a
+    map without one). Returns the number of evaluated images.
+    """
+    from kmx_eval.data import load_batch
+
+    indices, targets = maps["indices"].astype(np.int64), maps["targets"].astype(np.int64)
+    x, _, masks, parts = load_batch(test_split, indices)
+    x = x.numpy()
+    test_ids = np.arange(len(explained.labels))
+    tables.add_heads(seed, explained.predictions, explained.labels, explained.cnn_predictions, test_ids)
+    tables.add_prototypes(seed, explained.prototype_sets, explained.z_train, explained.y_train,
+                          explained.z_test, purity_m)
+    methods = sorted(k for k in maps if k not in MAP_KEYS)
+    if not methods:
+        raise DataError(f"{source} holds no attribution maps; rerun the explain stage")
+    for method in methods:
+        tables.add_explainer(seed, method, explained.model, x, targets, maps[method], masks, metrics, settings,
+                             device, indices, explain_func=explain_func_for(method),
+                             n_classes=explained.n_classes)
+    if "concepts" in maps:
+        tables.add_concepts(seed, maps["concepts"], parts, masks, indices)
+    log.info("seed %d: %s", seed, ", ".join(f"{r['method']} {r['metric']} {r['value']:.3f}"
+                                            for r in tables.rows if r["seed"] == seed and r["kind"] == "head"))
+    return len(indices)

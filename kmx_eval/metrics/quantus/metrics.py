@@ -1,0 +1,217 @@
+"""One declaration per Quantus metric (docs/METHOD.md, section 4).
+
+Each :func:`~.spec.register` call below is the whole description of one metric: category,
+direction, needs, invariances, map scaling, chance level and how Quantus is configured from
+:class:`~.settings.QuantusSettings`. Common Quantus arguments (:func:`common`):
+``normalise=False, abs=True`` (maps arrive rescaled to [0, 1], :mod:`.scaling`),
+``return_aggregate=False``, no warnings, no progress bar. AttributionLocalisation runs without
+``weighted``/``max_size`` (Quantus 0.6 slices the batch axis for the image size there).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from .settings import (QuantusSettings, features_in_step, monotonicity_repeats, patch_size, subset_size,
+                       top_k)
+from .spec import (MAP_AFFINE, Built, Category, Direction, Invariance, QuantusSpec, half, mask_share, plain,
+                   register)
+
+LOC, FAITH = Category.LOCALISATION, Category.FAITHFULNESS
+HIGHER, LOWER = Direction.HIGHER, Direction.LOWER
+#: Localisation and complexity metrics never call the model: its outputs cannot matter.
+NO_MODEL = frozenset({Invariance.OUTPUT_AFFINE})
+MAP_SCALE_ONLY = frozenset({Invariance.MAP_SCALE})
+
+
+def common(**extra) -> dict[str, Any]:
+    """Arguments shared by every Quantus metric here (module docstring)."""
+    return dict(abs=True, normalise=False, return_aggregate=False, disable_warnings=True,
+                display_progressbar=False, **extra)
+
+
+def _quantus(name: str, **kwargs):
+    import quantus
+
+    return getattr(quantus, name)(**common(**kwargs))
+
+
+def _fixed(name: str, **kwargs) -> Callable[..., Built]:
+    """Builder of a metric whose Quantus arguments do not depend on the settings."""
+
+    def build(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+              seed: int = 0) -> Built:
+        return Built(_quantus(name, **kwargs), {}, plain)
+
+    return build
+
+
+# ----------------------------------------------------------------------------- localisation
+register(QuantusSpec(
+    "PointingGame", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
+    invariances=MAP_AFFINE | NO_MODEL, scaling="rank", build=_fixed("PointingGame"), chance=mask_share,
+    description="hit if the map's maximum falls inside the object mask"))
+
+register(QuantusSpec(
+    "AttributionLocalisation", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
+    invariances=MAP_SCALE_ONLY | NO_MODEL, scaling="positive",
+    build=_fixed("AttributionLocalisation", weighted=False), chance=mask_share,
+    description="share of the map's (positive) mass inside the mask"))
+
+register(QuantusSpec(
+    "RelevanceMassAccuracy", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
+    invariances=MAP_SCALE_ONLY | NO_MODEL, scaling="positive", build=_fixed("RelevanceMassAccuracy"),
+    chance=mask_share, description="share of the map's mass inside the mask"))
+
+register(QuantusSpec(
+    "RelevanceRankAccuracy", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
+    invariances=MAP_AFFINE | NO_MODEL, scaling="rank", build=_fixed("RelevanceRankAccuracy"),
+    chance=mask_share, description="share of the |S| highest-ranked pixels that lie inside the mask"))
+
+
+def _build_top_k(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                 seed: int = 0) -> Built:
+    k = top_k(image_size, image_size, settings.top_k_fraction)
+    return Built(_quantus("TopKIntersection", concept_influence=False, k=k), {"k": k}, plain)
+
+
+register(QuantusSpec(
+    "TopKIntersection", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
+    invariances=MAP_AFFINE | NO_MODEL, scaling="rank", build=_build_top_k, chance=mask_share,
+    description="share of the k highest-ranked pixels that lie inside the mask"))
+
+register(QuantusSpec(
+    "AUC", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
+    invariances=MAP_AFFINE | NO_MODEL, scaling="rank", build=_fixed("AUC"), chance=half,
+    chance_without_masks=0.5, description="ROC AUC of the map as a pixel classifier of the mask"))
+
+
+# ----------------------------------------------------------------------------- faithfulness
+def _build_faithfulness_correlation(settings: QuantusSettings, image_size: int, n_channels: int = 3,
+                                    n_classes: int = 2, seed: int = 0) -> Built:
+    size = subset_size(image_size, image_size, settings.subset_fraction)
+    metric = _quantus("FaithfulnessCorrelation", nr_runs=settings.nr_runs, subset_size=size,
+                      perturb_baseline=settings.perturb_baseline)
+    return Built(metric, {"nr_runs": settings.nr_runs, "subset_size": size,
+                          "perturb_baseline": settings.perturb_baseline}, plain)
+
+
+register(QuantusSpec(
+    # Pearson correlation of relevance sums and score drops: invariant to alpha f + beta.
+    "FaithfulnessCorrelation", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
+    invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank",
+    build=_build_faithfulness_correlation,
+    description="Pearson correlation between the relevance of random pixel subsets "
+                "and the drop in class score when they are removed"))
+
+
+def _build_pixel_flipping(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                          seed: int = 0) -> Built:
+    fis, steps = features_in_step(n_channels, image_size, image_size, settings.n_steps)
+    n_features = n_channels * image_size * image_size
+    fractions = np.concatenate([[0.0], np.minimum(np.arange(1, steps + 1) * fis, n_features) / n_features])
+    metric = _quantus("PixelFlipping", features_in_step=fis, perturb_baseline=settings.perturb_baseline,
+                      return_auc_per_sample=False)
+
+    def finish(raw, reference):
+        # curve_k = f(x with the k*fis most relevant values replaced)_y, k = 0 (unperturbed) .. L
+        curves = np.concatenate([np.asarray(reference["original"], dtype=np.float64)[:, None],
+                                 np.asarray(raw, dtype=np.float64)], axis=1)
+        return np.trapezoid(curves, fractions, axis=1), curves
+
+    return Built(metric, {"features_in_step": fis, "n_steps": steps,
+                          "perturb_baseline": settings.perturb_baseline}, finish, fractions)
+
+
+register(QuantusSpec(
+    "PixelFlipping", FAITH, LOWER, needs_masks=False, needs_model=True, needs_explain_func=False,
+    invariances=MAP_AFFINE, scaling="rank", build=_build_pixel_flipping, needs_reference=True,
+    description="area under the class score as the most relevant values are removed "
+                "(fraction of values on the x-axis; lower is better)"))
+
+
+def _build_region_perturbation(settings: QuantusSettings, image_size: int, n_channels: int = 3,
+                               n_classes: int = 2, seed: int = 0) -> Built:
+    size = patch_size(image_size, settings.patch_fraction)
+    n_patches = math.ceil(image_size / size) ** 2
+    regions = min(settings.regions_evaluation, n_patches)
+    metric = _quantus("RegionPerturbation", patch_size=size, regions_evaluation=regions, order="morf",
+                      perturb_baseline=settings.perturb_baseline)
+
+    def finish(raw, reference):
+        # Quantus returns f(x)_y - f(x^k)_y for k = 1..L; AOPC (Samek et al. 2017) averages over
+        # k = 0..L, where the k = 0 term is 0.
+        drops = np.asarray(raw, dtype=np.float64)
+        return drops.sum(axis=1) / (drops.shape[1] + 1), None
+
+    return Built(metric, {"patch_size": size, "regions_evaluation": regions, "order": "morf",
+                          "perturb_baseline": settings.perturb_baseline}, finish)
+
+
+register(QuantusSpec(
+    "RegionPerturbation", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
+    invariances=MAP_AFFINE, scaling="rank", build=_build_region_perturbation,
+    description="AOPC: mean drop in class score as the most relevant patches are removed"))
+
+
+def _build_monotonicity(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                        seed: int = 0) -> Built:
+    fis, steps = features_in_step(n_channels, image_size, image_size, settings.n_steps)
+    repeats = monotonicity_repeats(settings.perturb_baseline, settings.nr_samples)
+    metric = _quantus("MonotonicityCorrelation", features_in_step=fis, nr_samples=repeats,
+                      perturb_baseline=settings.perturb_baseline)
+    return Built(metric, {"features_in_step": fis, "n_steps": steps, "nr_samples": repeats,
+                          "perturb_baseline": settings.perturb_baseline}, plain)
+
+
+register(QuantusSpec(
+    # Spearman correlation: invariant to any increasing change of f, affine ones included.
+    "MonotonicityCorrelation", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
+    invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_monotonicity,
+    description="Spearman correlation between the relevance of feature groups and the "
+                "change in class score when they are perturbed"))
+
+
+# ----------------------------------------------------------------------------- complexity, randomisation
+register(QuantusSpec(
+    "Sparseness", Category.COMPLEXITY, HIGHER, needs_masks=False, needs_model=False, needs_explain_func=False,
+    invariances=MAP_SCALE_ONLY | NO_MODEL, scaling="positive", build=_fixed("Sparseness"),
+    description="Gini index of the positive part of the map (1 = all relevance on one pixel)"))
+
+
+def ssim_2d(height: int, width: int) -> Callable[..., list[float]]:
+    """SSIM between maps reshaped to (H, W), for RandomLogit.
+
+    Quantus 0.6 compares flattened vectors, i.e. a 1-D SSIM along the raster order; the 2-D
+    structure is what SSIM is meant to compare. ``data_range`` spans both maps.
+    """
+    from skimage.metrics import structural_similarity
+
+    def similarity(a, b, batched: bool = True, **kwargs) -> list[float]:
+        pairs = zip(a, b) if batched else [(a, b)]
+        out = []
+        for aa, bb in pairs:
+            A = np.asarray(aa, dtype=np.float64).reshape(height, width)
+            B = np.asarray(bb, dtype=np.float64).reshape(height, width)
+            span = float(max(A.max(), B.max()) - min(A.min(), B.min())) or 1.0
+            out.append(float(structural_similarity(A, B, data_range=span)))
+        return out if batched else out[0]
+
+    return similarity
+
+
+def _build_random_logit(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                        seed: int = 0) -> Built:
+    metric = _quantus("RandomLogit", num_classes=int(n_classes), seed=int(seed),
+                      similarity_func=ssim_2d(image_size, image_size))
+    return Built(metric, {"num_classes": int(n_classes), "similarity": "ssim (2-D)"}, plain)
+
+
+register(QuantusSpec(
+    "RandomLogit", Category.RANDOMISATION, LOWER, needs_masks=False, needs_model=True, needs_explain_func=True,
+    invariances=MAP_AFFINE, scaling="rank", build=_build_random_logit,
+    description="SSIM between the map of the explained class and that of a random other "
+                "class (lower = the explanation depends on the class)"))

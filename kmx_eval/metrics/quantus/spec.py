@@ -1,0 +1,158 @@
+"""What a Quantus metric is, declared once per metric (docs/METHOD.md, section 4).
+
+A :class:`QuantusSpec` names the metric's :class:`Category`, its :class:`Direction`, what it
+needs (object masks, the explained model, an explanation function) and the
+:class:`Invariance` set it has, so that the report can decide from the declaration alone which
+numbers may be compared across models, bolded or used in a headline. The spec also carries how
+the suite configures the Quantus class (``build``) and its chance level. :data:`QUANTUS_METRICS`
+maps the params name (``evaluate.quantus``) to the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable
+
+import numpy as np
+
+from kmx_eval.registry import Registry
+
+
+class Category(StrEnum):
+    """Evaluation category (the ``category`` column of ``metrics.csv``)."""
+
+    LOCALISATION = "localisation"
+    FAITHFULNESS = "faithfulness"
+    COMPLEXITY = "complexity"
+    RANDOMISATION = "randomisation"
+    ROBUSTNESS = "robustness"
+
+
+class Direction(StrEnum):
+    """Which way is better."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+
+
+class Invariance(StrEnum):
+    """Changes of the inputs of a metric that provably leave its per-sample score unchanged.
+
+    - ``MAP_SHIFT``: ``a -> a + c`` with a per-image constant ``c`` (``margin`` versus
+      ``margin_centred``);
+    - ``MAP_SCALE``: ``a -> alpha a`` with a per-image ``alpha > 0``;
+    - ``OUTPUT_AFFINE``: ``f -> alpha f + beta`` for the explained model's class scores, ``alpha > 0``
+      (a k-means head's squared distances versus a CNN's logits). Holds with ``softmax: false``.
+    """
+
+    MAP_SHIFT = "map_shift"
+    MAP_SCALE = "map_scale"
+    OUTPUT_AFFINE = "output_affine"
+
+
+MAP_AFFINE = frozenset({Invariance.MAP_SHIFT, Invariance.MAP_SCALE})
+ALL_INVARIANCES = frozenset(Invariance)
+
+
+@dataclass
+class Built:
+    """A configured Quantus metric and how to turn its raw output into one score per sample.
+
+    ``finish(raw, reference)`` gets the raw Quantus output for m samples and the unperturbed and
+    fully perturbed class scores (``reference``: dict with ``original`` and ``perturbed``, (m,)
+    each, or None when the spec does not ask for them) and returns ``(scores (m,), curves
+    (m, L+1) or None)``.
+    """
+
+    metric: Any
+    settings: dict[str, Any]
+    finish: Callable[[Any, Any], tuple[np.ndarray, np.ndarray | None]]
+    fractions: np.ndarray | None = None  # x-axis of the curves, when the metric has curves
+
+
+def plain(raw, reference) -> tuple[np.ndarray, None]:
+    """Quantus's per-sample output as float64 scores, no curves."""
+    return np.asarray(raw, dtype=np.float64).reshape(-1), None
+
+
+@dataclass(frozen=True)
+class QuantusSpec:
+    """What a Quantus metric measures and how the suite configures it.
+
+    Attributes
+    ----------
+    name : str
+        The params name (and Quantus class name).
+    category : Category
+    direction : Direction
+    needs_masks : bool
+        Scores against ground-truth object masks (``s_batch``).
+    needs_model : bool
+        Calls the explained model (faithfulness); the localisation and complexity metrics do not.
+    needs_explain_func : bool
+        Re-explains inputs (RandomLogit, robustness): needs the explainer as an ``explain_func``.
+    invariances : frozenset of Invariance
+        What provably does not change the score (:class:`Invariance`); property-tested.
+    scaling : {"rank", "positive"}
+        How each map is rescaled before the metric (:mod:`.scaling`).
+    build : callable
+        ``build(settings: QuantusSettings, image_size, n_channels, n_classes, seed) -> Built``.
+    chance : callable or None
+        ``chance(masks (n, H, W)) -> (n,)``: the expected score of a uniform random map per sample.
+    chance_without_masks : float or None
+        The chance level where it does not depend on the mask (0.5 for AUC).
+    needs_reference : bool
+        ``finish`` needs the unperturbed and fully perturbed class scores.
+    description : str
+        One sentence for the report.
+    """
+
+    name: str
+    category: Category
+    direction: Direction
+    needs_masks: bool
+    needs_model: bool
+    needs_explain_func: bool
+    invariances: frozenset
+    scaling: str
+    build: Callable[..., Built]
+    chance: Callable[[np.ndarray], np.ndarray] | None = None
+    chance_without_masks: float | None = None
+    needs_reference: bool = False
+    description: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction is Direction.HIGHER
+
+    def invariant_to(self, *changes: Invariance) -> bool:
+        """True when the score is invariant to every change in ``changes``."""
+        return set(changes) <= set(self.invariances)
+
+
+QUANTUS_METRICS: Registry[QuantusSpec] = Registry("Quantus metric")
+
+
+def register(spec: QuantusSpec) -> QuantusSpec:
+    """Add ``spec`` to :data:`QUANTUS_METRICS` under its name."""
+    return QUANTUS_METRICS.register(spec.name)(spec)
+
+
+def mask_share(masks: np.ndarray) -> np.ndarray:
+    """Share of the image covered by each mask, ``|S| / (H*W)``, shape (n,)."""
+    m = np.asarray(masks).reshape(len(masks), -1) > 0
+    return m.mean(axis=1)
+
+
+def half(masks: np.ndarray) -> np.ndarray:
+    """The chance level 0.5 for every sample (AUC)."""
+    return np.full(len(masks), 0.5)
+
+
+def chance_level(name: str, masks: np.ndarray | None) -> np.ndarray | None:
+    """Per-sample expected score of a uniform random map for metric ``name`` (None if undefined)."""
+    spec = QUANTUS_METRICS.get(name)
+    if spec.chance is None or masks is None:
+        return None
+    return spec.chance(masks)
