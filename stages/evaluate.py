@@ -51,7 +51,8 @@ def main(params, dataset, combination):
         "bootstrap": ev.bootstrap.model_dump(), "faithfulness": ev.faithfulness.model_dump(),
         "top_k_fraction": ev.top_k_fraction,
         "normalisation": "none (z_4, the CNN's own space)" if name == paths.BASELINES else features.normalisation,
-        "head_labels": params.head.labels, **tables.settings}
+        "head_labels": params.head.labels, "shared_results": dict(sorted(tables.shared.items())),
+        **tables.settings}
     with io.atomic_path(paths.evaluation(dataset, name)) as folder:
         folder.mkdir()
         io.write_csv(folder / "metrics.csv", metrics)

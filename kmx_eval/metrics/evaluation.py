@@ -24,7 +24,8 @@ from kmx_eval.metrics import concept_fidelity as cf
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.accuracy import accuracy, agreement
-from kmx_eval.metrics.quantus import NO_MASKS, QUANTUS_METRICS, QuantusSettings, run_quantus
+from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Invariance, QuantusSettings, affine_equivalent,
+                                      run_quantus)
 
 log = logging.getLogger("kmx_eval")
 
@@ -96,6 +97,11 @@ class EvaluationTables:
     curves: list[dict] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    #: (seed, method) -> maps already scored, and (seed, method, metric) -> their results, so that
+    #: maps equal up to a per-image positive affine change share them (:meth:`add_explainer`).
+    _maps: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
+    _results: dict[tuple[int, str, str], tuple] = field(default_factory=dict, repr=False)
+    shared: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ helpers
     def _keys(self, seed: int) -> dict[str, Any]:
@@ -214,15 +220,36 @@ class EvaluationTables:
         Localisation metrics on a dataset without masks give rows with value NaN and the note
         ``"not applicable: dataset has no masks"``; the chance column holds the mean chance level
         over the scored samples (mask share, or 0.5 for AUC).
+
+        No duplicated work: when ``a`` equals the maps of an explainer already scored on this seed
+        (and so on the same model and images) up to a per-image positive affine change
+        (:func:`~kmx_eval.metrics.quantus.affine_equivalent`; ``margin`` and ``margin_centred``),
+        every metric invariant to ``MAP_SHIFT`` and ``MAP_SCALE`` that reads only the stored maps
+        reuses that explainer's per-sample results, and the rows say so in their note.
         """
+        twin = next((m for (s, m), b in self._maps.items() if s == seed and affine_equivalent(b, a)), None)
+        self._maps[(seed, method)] = np.asarray(a)
+        if twin is not None:
+            self.shared[method] = twin
         for name in tqdm(list(metrics), desc=f"evaluate {method}", disable=not progress, leave=False):
             spec = QUANTUS_METRICS.get(name, where="evaluate.quantus")
-            scores, reasons, extra = run_quantus(name, model, x, y, a, masks, settings, seed, device,
-                                                 explain_func=explain_func, n_classes=n_classes)
-            self.seconds[name] += extra["seconds"]
-            self.seconds[f"explainer/{method}"] += extra["seconds"]
-            self.settings.setdefault("quantus", {})[name] = extra["settings"]
-            keys = dict(kind="explainer", method=method, category=spec.category, metric=name,
+            reuse = (twin is not None and not spec.needs_explain_func
+                     and spec.invariant_to(Invariance.MAP_SHIFT, Invariance.MAP_SCALE)
+                     and (seed, twin, name) in self._results)
+            if reuse:
+                scores, reasons, extra = self._results[(seed, twin, name)]
+                share_note = f"computed once for {twin} (maps equal up to a per-image positive affine change)"
+            else:
+                scores, reasons, extra = run_quantus(name, model, x, y, a, masks, settings, seed, device,
+                                                     explain_func=explain_func, n_classes=n_classes)
+                self._results[(seed, method, name)] = (scores, reasons, extra)
+                self.seconds[name] += extra["seconds"]
+                self.seconds[f"explainer/{method}"] += extra["seconds"]
+                share_note = ""
+                settings_out = dict(extra["settings"])
+                settings_out["invariances"] = sorted(spec.invariances_with(settings.softmax))
+                self.settings.setdefault("quantus", {})[name] = settings_out
+            keys = dict(kind="explainer", method=method, category=spec.category.value, metric=name,
                         higher_is_better=spec.higher_is_better)
             chance = extra.get("chance")
             scored = np.isfinite(scores)
@@ -234,7 +261,7 @@ class EvaluationTables:
                 self.rows.append(tidy.row(**self._keys(seed), value=None, n=0, n_missing=len(scores),
                                           chance=chance_value, note=NO_MASKS, **keys))
             else:
-                self._summary(seed, scores, reasons, chance=chance_value, **keys)
+                self._summary(seed, scores, reasons, chance=chance_value, note=share_note, **keys)
             self._samples(seed, method, name, scores, reasons, sample_ids)
             if "curves" in extra and np.isfinite(extra["curves"]).any():
                 mean_curve = np.nanmean(extra["curves"], axis=0)

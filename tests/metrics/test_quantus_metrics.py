@@ -101,29 +101,25 @@ def test_a_constant_map_is_nan_with_its_reason_and_the_others_are_scored():
         assert np.isfinite(scores[[0, 1, 3]]).all() and reasons[0] is None
 
 
-def test_mass_metrics_read_the_positive_part_and_rank_metrics_the_order():
-    """A constant shift (margin versus margin_centred) only matters where the zero matters."""
+def test_mass_metrics_read_the_map_above_its_mean_and_rank_metrics_the_order():
+    """A constant shift (margin versus margin_centred) changes no metric; the mass is what lies
+    above the image's own mean, so a never-positive map (distance) is scored, not NaN."""
     x, y, s = _data(8)
     centred = np.random.default_rng(0).normal(size=s.shape).astype(np.float32)
     centred += 1.5 * s  # evidence above the image's average on the object
     shifted = centred + 10.0  # the same map with a large spatially constant part
-    for name in ("RelevanceRankAccuracy", "AUC", "PointingGame"):
-        a1, _, _ = qm.run_quantus(name, _model(), x, y, centred, s, CFG, seed=0)
+    for name in ("RelevanceRankAccuracy", "AUC", "PointingGame", "RelevanceMassAccuracy",
+                 "AttributionLocalisation", "Sparseness"):
+        a1, _, e = qm.run_quantus(name, _model(), x, y, centred, s, CFG, seed=0)
         a2, _, _ = qm.run_quantus(name, _model(), x, y, shifted, s, CFG, seed=0)
-        assert np.allclose(a1, a2), name
-    for name in ("RelevanceMassAccuracy", "AttributionLocalisation", "Sparseness"):
-        m1, _, e = qm.run_quantus(name, _model(), x, y, centred, s, CFG, seed=0)
-        m2, _, _ = qm.run_quantus(name, _model(), x, y, shifted, s, CFG, seed=0)
-        assert e["settings"]["map_scaling"].startswith("per-sample positive part")
-        assert np.all(m1 > m2), name  # the shift spreads positive mass over the background
+        assert np.allclose(a1, a2, atol=1e-5), name
+    assert e["settings"]["map_scaling"].startswith("per-sample positive part of the map minus its mean")
     share = qm.mask_share(s)
     m1, _, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, centred, s, CFG, seed=0)
     assert np.all(m1 > share)  # the centred map localises above chance
-    never_positive = -np.abs(centred) - 0.1  # like distance = -||f - p||^2
-    m, reasons, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, never_positive, s, CFG, seed=0)
-    assert np.isnan(m).all() and reasons[0] == "no positive relevance (map <= 0 everywhere)"
-    r, reasons, _ = qm.run_quantus("RelevanceRankAccuracy", _model(), x, y, never_positive, s, CFG, seed=0)
-    assert np.isfinite(r).all() and reasons == [None] * 8
+    never_positive = -np.abs(np.random.default_rng(1).normal(size=s.shape)).astype(np.float32) - 0.1 + s
+    m, reasons, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, never_positive - 3.0, s, CFG, seed=0)
+    assert reasons == [None] * 8 and np.all(m > share)
 
 
 def test_masks_empty_full_or_absent_are_reported():
@@ -176,17 +172,22 @@ def test_reseeding_makes_faithfulness_correlation_repeatable():
     assert not np.array_equal(first, other)
 
 
-def test_pixel_flipping_curves_start_unperturbed_and_auc_is_their_area():
+def test_pixel_flipping_curves_run_from_one_to_zero_and_auc_is_their_area():
+    """Curves are (f(x_k) - f(x_L)) / (f(x_0) - f(x_L)): 1 unperturbed, 0 with every value removed."""
     x, y, _ = _data(4)
     model = _model()
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
-    scores, _, extra = qm.run_quantus("PixelFlipping", model, x, y, a, None, CFG, seed=0)
+    scores, reasons, extra = qm.run_quantus("PixelFlipping", model, x, y, a, None, CFG, seed=0)
     fractions, curves = extra["fractions"], extra["curves"]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and curves.shape == (4, 13)
     with torch.no_grad():
-        logits = model(torch.from_numpy(x)).numpy()
-    assert np.allclose(curves[:, 0], logits[np.arange(4), y], atol=1e-5)
-    assert np.allclose(scores, np.trapezoid(curves, fractions, axis=1))
+        logits = model(torch.from_numpy(x)).numpy()[np.arange(4), y]
+        black = model(torch.from_numpy(qm.fully_perturbed(x, "black"))).numpy()[np.arange(4), y]
+    ok = logits > black
+    assert ok.any() and (~ok).any()  # both cases occur on this random model
+    assert np.allclose(curves[ok, 0], 1.0) and np.allclose(curves[ok, -1], 0.0, atol=1e-5)
+    assert np.allclose(scores[ok], np.trapezoid(curves[ok], fractions, axis=1))
+    assert np.isnan(scores[~ok]).all() and all(r == qm.metrics.NOT_DECREASING for r in np.array(reasons)[~ok])
 
 
 def test_faithful_map_beats_its_inverse_on_a_model_that_only_sees_one_region():

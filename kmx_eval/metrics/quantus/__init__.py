@@ -11,8 +11,9 @@
 
 from . import metrics as _metrics  # noqa: F401  (registers every metric)
 from .metrics import ssim_2d
-from .runner import NO_MASKS, SAMPLE_ERRORS, class_scores, rescaled_explain_func, run_quantus
-from .scaling import SCALING_NOTES, SCALINGS, map_problems, mask_problems, minmax, positive_part
+from .runner import NO_MASKS, SAMPLE_ERRORS, class_scores, fully_perturbed, rescaled_explain_func, run_quantus
+from .scaling import (SCALING_NOTES, SCALINGS, affine_equivalent, centred_positive, map_problems, mask_problems,
+                      minmax, positive_part)
 from .settings import (DETERMINISTIC_BASELINES, QuantusSettings, features_in_step, monotonicity_repeats,
                        patch_size, subset_size, top_k)
 from .spec import (MAP_AFFINE, QUANTUS_METRICS, Built, Category, Direction, Invariance, QuantusSpec,
@@ -23,5 +24,5 @@ __all__ = [
     "QuantusSettings", "run_quantus", "class_scores", "chance_level", "mask_share", "NO_MASKS",
     "SAMPLE_ERRORS", "SCALINGS", "SCALING_NOTES", "minmax", "positive_part", "map_problems",
     "mask_problems", "rescaled_explain_func", "features_in_step", "top_k", "patch_size", "subset_size",
-    "monotonicity_repeats", "DETERMINISTIC_BASELINES", "ssim_2d", "plain",
+    "monotonicity_repeats", "DETERMINISTIC_BASELINES", "ssim_2d", "plain", "affine_equivalent", "centred_positive", "fully_perturbed",
 ]

@@ -24,7 +24,6 @@ LOC, FAITH = Category.LOCALISATION, Category.FAITHFULNESS
 HIGHER, LOWER = Direction.HIGHER, Direction.LOWER
 #: Localisation and complexity metrics never call the model: its outputs cannot matter.
 NO_MODEL = frozenset({Invariance.OUTPUT_AFFINE})
-MAP_SCALE_ONLY = frozenset({Invariance.MAP_SCALE})
 
 
 def common(**extra) -> dict[str, Any]:
@@ -57,14 +56,15 @@ register(QuantusSpec(
 
 register(QuantusSpec(
     "AttributionLocalisation", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
-    invariances=MAP_SCALE_ONLY | NO_MODEL, scaling="positive",
+    invariances=MAP_AFFINE | NO_MODEL, scaling="centred",
     build=_fixed("AttributionLocalisation", weighted=False), chance=mask_share,
-    description="share of the map's (positive) mass inside the mask"))
+    description="share of the map's mass above its mean that lies inside the mask"))
 
 register(QuantusSpec(
     "RelevanceMassAccuracy", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
-    invariances=MAP_SCALE_ONLY | NO_MODEL, scaling="positive", build=_fixed("RelevanceMassAccuracy"),
-    chance=mask_share, description="share of the map's mass inside the mask"))
+    invariances=MAP_AFFINE | NO_MODEL, scaling="centred", build=_fixed("RelevanceMassAccuracy"),
+    chance=mask_share,
+    description="share of the map's mass above its mean that lies inside the mask"))
 
 register(QuantusSpec(
     "RelevanceRankAccuracy", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
@@ -90,6 +90,21 @@ register(QuantusSpec(
 
 
 # ----------------------------------------------------------------------------- faithfulness
+NOT_DECREASING = "the fully perturbed input scores no lower than the original (f(x_0) <= f(x_L))"
+
+
+def normalised_curves(curves: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Per-sample ``(c_k - c_floor) / (c_0 - c_floor)``; NaN rows where ``c_0 <= c_floor``.
+
+    Invariant to ``c -> alpha c + beta`` (``alpha > 0``): the explained model's output units cancel.
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    floor = np.asarray(floor, dtype=np.float64)[:, None]
+    span = curves[:, :1] - floor
+    ok = span > 0
+    return np.where(ok, (curves - floor) / np.where(ok, span, 1.0), np.nan)
+
+
 def _build_faithfulness_correlation(settings: QuantusSettings, image_size: int, n_channels: int = 3,
                                     n_classes: int = 2, seed: int = 0) -> Built:
     size = subset_size(image_size, image_size, settings.subset_fraction)
@@ -117,20 +132,24 @@ def _build_pixel_flipping(settings: QuantusSettings, image_size: int, n_channels
                       return_auc_per_sample=False)
 
     def finish(raw, reference):
-        # curve_k = f(x with the k*fis most relevant values replaced)_y, k = 0 (unperturbed) .. L
-        curves = np.concatenate([np.asarray(reference["original"], dtype=np.float64)[:, None],
-                                 np.asarray(raw, dtype=np.float64)], axis=1)
+        # c_k = f(x with the k*fis most relevant values replaced)_y, k = 0 (unperturbed) .. L (all
+        # replaced); the curve is (c_k - c_L) / (c_0 - c_L), so alpha f + beta gives the same curve.
+        raw_curves = np.concatenate([np.asarray(reference["original"], dtype=np.float64)[:, None],
+                                     np.asarray(raw, dtype=np.float64)], axis=1)
+        curves = normalised_curves(raw_curves, raw_curves[:, -1])
         return np.trapezoid(curves, fractions, axis=1), curves
 
-    return Built(metric, {"features_in_step": fis, "n_steps": steps,
-                          "perturb_baseline": settings.perturb_baseline}, finish, fractions)
+    return Built(metric, {"features_in_step": fis, "n_steps": steps, "perturb_baseline": settings.perturb_baseline,
+                          "curve": "(f(x_k) - f(x_L)) / (f(x_0) - f(x_L)) per sample"}, finish, fractions,
+                 nan_reason=NOT_DECREASING)
 
 
 register(QuantusSpec(
     "PixelFlipping", FAITH, LOWER, needs_masks=False, needs_model=True, needs_explain_func=False,
-    invariances=MAP_AFFINE, scaling="rank", build=_build_pixel_flipping, needs_reference=True,
-    description="area under the class score as the most relevant values are removed "
-                "(fraction of values on the x-axis; lower is better)"))
+    invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_pixel_flipping,
+    needs_reference=True,
+    description="area under the class score, rescaled per image from 1 (unperturbed) to 0 (all values "
+                "removed), as the most relevant values are removed first (lower is better)"))
 
 
 def _build_region_perturbation(settings: QuantusSettings, image_size: int, n_channels: int = 3,
@@ -143,18 +162,25 @@ def _build_region_perturbation(settings: QuantusSettings, image_size: int, n_cha
 
     def finish(raw, reference):
         # Quantus returns f(x)_y - f(x^k)_y for k = 1..L; AOPC (Samek et al. 2017) averages over
-        # k = 0..L, where the k = 0 term is 0.
+        # k = 0..L, where the k = 0 term is 0. Each drop is divided by f(x)_y - f(x^base)_y, the
+        # drop when every value is replaced, so alpha f + beta gives the same number.
         drops = np.asarray(raw, dtype=np.float64)
-        return drops.sum(axis=1) / (drops.shape[1] + 1), None
+        span = np.asarray(reference["original"], np.float64) - np.asarray(reference["perturbed"], np.float64)
+        aopc = drops.sum(axis=1) / (drops.shape[1] + 1)
+        return np.where(span > 0, aopc / np.where(span > 0, span, 1.0), np.nan), None
 
     return Built(metric, {"patch_size": size, "regions_evaluation": regions, "order": "morf",
-                          "perturb_baseline": settings.perturb_baseline}, finish)
+                          "perturb_baseline": settings.perturb_baseline,
+                          "drops": "divided by f(x_0) - f(x fully perturbed) per sample"}, finish,
+                 nan_reason=NOT_DECREASING)
 
 
 register(QuantusSpec(
     "RegionPerturbation", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
-    invariances=MAP_AFFINE, scaling="rank", build=_build_region_perturbation,
-    description="AOPC: mean drop in class score as the most relevant patches are removed"))
+    invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_region_perturbation,
+    needs_reference=True,
+    description="AOPC: mean drop in class score as the most relevant patches are removed, as a share "
+                "of the drop when the whole image is removed"))
 
 
 def _build_monotonicity(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
@@ -178,8 +204,8 @@ register(QuantusSpec(
 # ----------------------------------------------------------------------------- complexity, randomisation
 register(QuantusSpec(
     "Sparseness", Category.COMPLEXITY, HIGHER, needs_masks=False, needs_model=False, needs_explain_func=False,
-    invariances=MAP_SCALE_ONLY | NO_MODEL, scaling="positive", build=_fixed("Sparseness"),
-    description="Gini index of the positive part of the map (1 = all relevance on one pixel)"))
+    invariances=MAP_AFFINE | NO_MODEL, scaling="centred", build=_fixed("Sparseness"),
+    description="Gini index of the map's part above its mean (1 = all relevance on one pixel)"))
 
 
 def ssim_2d(height: int, width: int) -> Callable[..., list[float]]:

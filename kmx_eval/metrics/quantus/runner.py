@@ -62,6 +62,17 @@ def class_scores(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, softmax
     return np.concatenate(out).astype(np.float64)
 
 
+def fully_perturbed(x: np.ndarray, perturb_baseline: str) -> np.ndarray:
+    """``x`` with every value replaced by Quantus's ``perturb_baseline`` (per sample, as the
+    perturbation metrics replace them): the end point of a perturbation curve."""
+    from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
+
+    flat = x.reshape(len(x), -1)
+    everything = np.tile(np.arange(flat.shape[1]), (len(x), 1))
+    out = batch_baseline_replacement_by_indices(flat, everything, perturb_baseline=perturb_baseline)
+    return np.ascontiguousarray(out.reshape(x.shape).astype(np.float32))
+
+
 def run_quantus(
     name: str,
     model: "torch.nn.Module",
@@ -176,7 +187,10 @@ def run_quantus(
                                device=device, batch_size=batch_size)
         reference = None
         if spec.needs_reference:
-            reference = {"original": class_scores(model, x[ix], y[ix], softmax, device, batch_size)}
+            np.random.seed(seed % 2**32)
+            x_base = fully_perturbed(x[ix], settings.perturb_baseline)
+            reference = {"original": class_scores(model, x[ix], y[ix], softmax, device, batch_size),
+                         "perturbed": class_scores(model, x_base, y[ix], softmax, device, batch_size)}
         return built.finish(raw, reference)
 
     if idx.size:
@@ -198,7 +212,7 @@ def run_quantus(
     for i in idx:
         if reasons[i] is None and not np.isfinite(scores[i]):
             scores[i] = np.nan
-            reasons[i] = "undefined for this sample (Quantus returned NaN)"
+            reasons[i] = built.nan_reason or "undefined for this sample (Quantus returned NaN)"
     extra["seconds"] = time.perf_counter() - start_time
     if curves is not None:
         extra["curves"] = curves

@@ -69,6 +69,7 @@ class Built:
     settings: dict[str, Any]
     finish: Callable[[Any, Any], tuple[np.ndarray, np.ndarray | None]]
     fractions: np.ndarray | None = None  # x-axis of the curves, when the metric has curves
+    nan_reason: str | None = None  # why ``finish`` gave NaN for a sample, when it can
 
 
 def plain(raw, reference) -> tuple[np.ndarray, None]:
@@ -94,7 +95,7 @@ class QuantusSpec:
         Re-explains inputs (RandomLogit, robustness): needs the explainer as an ``explain_func``.
     invariances : frozenset of Invariance
         What provably does not change the score (:class:`Invariance`); property-tested.
-    scaling : {"rank", "positive"}
+    scaling : {"rank", "centred"}
         How each map is rescaled before the metric (:mod:`.scaling`).
     build : callable
         ``build(settings: QuantusSettings, image_size, n_channels, n_classes, seed) -> Built``.
@@ -126,9 +127,17 @@ class QuantusSpec:
     def higher_is_better(self) -> bool:
         return self.direction is Direction.HIGHER
 
-    def invariant_to(self, *changes: Invariance) -> bool:
+    def invariances_with(self, softmax: bool) -> frozenset:
+        """The invariances that hold for a run with ``softmax``: a softmax over the class scores
+        is not invariant to ``alpha f + beta``, so ``OUTPUT_AFFINE`` is lost for metrics that call
+        the model."""
+        if softmax and self.needs_model:
+            return frozenset(self.invariances) - {Invariance.OUTPUT_AFFINE}
+        return frozenset(self.invariances)
+
+    def invariant_to(self, *changes: Invariance, softmax: bool = False) -> bool:
         """True when the score is invariant to every change in ``changes``."""
-        return set(changes) <= set(self.invariances)
+        return set(changes) <= set(self.invariances_with(softmax))
 
 
 QUANTUS_METRICS: Registry[QuantusSpec] = Registry("Quantus metric")
