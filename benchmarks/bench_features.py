@@ -6,6 +6,9 @@ Measures, on the same batches, in eval mode without gradients:
   ``create_feature_extractor``) versus the bare torchvision forward ``model(x)``;
 - the combined map and pooled embedding of B234, ``z_S = pool(combine(A, "B234", standardize))``,
   through an extractor that taps only B2..B4, as the k-means head module does;
+- the k-means head's class scores (``KMeansHeadModule.forward``, what Quantus calls for every
+  perturbed image) from the pooled ``z_S`` through the pooling weights, versus the same scores
+  from the combined map ``F_S`` (``scores_from_features(features(x))``, the former forward);
 - the embedding-cache pass (``kmx_eval.models.embeddings.extract_embedding_cache``: every block,
   every grid, ``none`` and ``l2``, block statistics) versus ``model(x)`` over the same images with
   the same batch size.
@@ -34,6 +37,7 @@ def run(args) -> tuple[list[common.Check], dict]:
     from torch.utils.data import DataLoader
 
     from kmx_eval.device import resolve_device
+    from kmx_eval.heads import KMeansHeadModule
     from kmx_eval.models.backbone import build_backbone
     from kmx_eval.models.blocks import BlockExtractor, BlockStats, combine, pool
     from kmx_eval.models.combination import parse_combination
@@ -68,7 +72,21 @@ def run(args) -> tuple[list[common.Check], dict]:
             with torch.no_grad():
                 return pool(combine(comb_taps(x), comb, "standardize", stats, "bilinear"))
 
-        times = common.interleaved({"bare": bare, "blocks": blocks, "combination": combination},
+        # 10 classes x 5 prototypes in the space of the combination.
+        dim = sum(comb_taps.channels.values())
+        head = KMeansHeadModule(comb_taps, comb, "standardize", stats,
+                                torch.randn(10, 5, dim, generator=gen), "bilinear").to(device)
+
+        def head_pooled():
+            with torch.no_grad():
+                return head(x)
+
+        def head_map():
+            with torch.no_grad():
+                return head.scores_from_features(head.features(x))
+
+        times = common.interleaved({"bare": bare, "blocks": blocks, "combination": combination,
+                                    "head_pooled": head_pooled, "head_map": head_map},
                                    repeats=args.repeats, warmup=1, sync=sync,
                                    min_time=args.min_time)
         ips = {k: args.batch_size / common.median(v) for k, v in times.items()}
@@ -79,6 +97,14 @@ def run(args) -> tuple[list[common.Check], dict]:
                 ">=", TARGET,
                 detail=f"model(x) {ips['bare']:.1f} img/s, {key} {ips[key]:.1f} img/s "
                        f"(batch {args.batch_size}, {args.repeats} rounds)"))
+        checks.append(common.Check(
+            f"{comb.name} k-means head forward (pooled z_S) vs model(x), {size} px",
+            common.paired_ratio(times["bare"], times["head_pooled"]), ">=", TARGET,
+            detail=f"head forward {ips['head_pooled']:.1f} img/s; through F_S {ips['head_map']:.1f} img/s"))
+        checks.append(common.Check(
+            f"{comb.name} k-means head forward: pooled z_S vs through F_S, {size} px",
+            common.paired_ratio(times["head_map"], times["head_pooled"]), ">=", 1.0,
+            detail="throughput ratio of the new forward over the former one (> 1: faster)"))
 
         # The embedding-cache pass over n images (train and test splits) versus model(x) over the
         # same images through the same DataLoader batching.

@@ -6,8 +6,21 @@ The module chains the backbone's blocks, the block combination and the prototype
            \\mapsto s_c(x) = -\\min_h \\lVert z_S(x) - p_{ch} \\rVert^2 ,
 
 so any perturbation or gradient method can treat the k-means head like any other model
-(METHOD.md section 2). It gives the same scores as :class:`~kmx_eval.heads.KMeansHead` on the
+(docs/METHOD.md, section 2). It gives the same scores as :class:`~kmx_eval.heads.KMeansHead` on the
 same embeddings.
+
+The class scores only need the pooled ``z_S``, not the map ``F_S``: ``resize`` is linear with
+weights summing to one, so (docs/METHOD.md, section 1)
+
+.. math::  z_S = \operatorname{concat}_{b \in S} \sum_{kl} w^{(b \to s)}_{kl}\, \mathrm{norm}_b(A_b)[:, k, l]
+
+with the fixed pooling weights ``w`` of :func:`kmx_eval.models.embeddings.pooling_weights` (the
+mean of the resized unit images; the plain mean when ``b = s``), and ``standardize`` is affine
+per channel, so it is applied to the pooled part: ``(P_b - mu_b) / sigma_b``. :meth:`forward`
+(what Quantus calls for every perturbed image) uses this and never builds the upsampled
+``F_S`` (B3 and B4 resized to B2's grid and 896 channels concatenated, for B234);
+:meth:`features` still builds ``F_S`` for the explainers. Both give the same ``z_S`` up to float
+rounding (tested); the embedding cache is computed with the same weights.
 """
 
 from __future__ import annotations
@@ -90,6 +103,8 @@ class KMeansHeadModule(nn.Module):
         self.stats = stats
         self.resize = resize
         self.register_buffer("prototypes", protos.detach().to(torch.float64).clone())
+        # Pooling weights per (source grid, shallowest grid, device, dtype), built on first use.
+        self._pooling: dict = {}
         self.train(False)
 
     @classmethod
@@ -114,10 +129,40 @@ class KMeansHeadModule(nn.Module):
         return combine(acts, self.combination, self.normalisation, self.stats, self.resize)
 
     def embeddings(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled embedding ``z_S(x) = mean_ij F_S(x)[:, i, j]``, (N, D)."""
-        from kmx_eval.models.blocks import pool
+        """The pooled embedding ``z_S(x) = mean_ij F_S(x)[:, i, j]``, (N, D), without building ``F_S``.
 
-        return pool(self.features(x))
+        Each block is pooled on its own grid with the weights of its resize to the shallowest
+        grid (module docstring); equal to ``pool(self.features(x))`` up to float rounding.
+        """
+        return self.embeddings_from_blocks(self.extractor(x))
+
+    def embeddings_from_blocks(self, acts) -> torch.Tensor:
+        """``z_S`` from block activations ``{b: A_b}`` (module docstring), (N, sum_b C_b)."""
+        from kmx_eval.models.blocks import normalise_block
+        from kmx_eval.models.embeddings import pooling_weights
+
+        comb = self.combination
+        grid = tuple(acts[comb.shallowest].shape[-2:])
+        parts = []
+        for b in comb.blocks:
+            a = acts[b]
+            # l2 acts per location, before the resize; standardize is affine, so after pooling.
+            if self.normalisation == "l2":
+                a = normalise_block(a, b, "l2")
+            source = tuple(a.shape[-2:])
+            if source == grid:
+                z = a.mean(dim=(2, 3))
+            else:
+                key = (source, grid, str(a.device), a.dtype)
+                w = self._pooling.get(key)
+                if w is None:
+                    w = pooling_weights(source, grid, self.resize, device=a.device).to(a.dtype)
+                    self._pooling[key] = w
+                z = torch.einsum("nchw,hw->nc", a, w)
+            if self.normalisation == "standardize":
+                z = normalise_block(z[:, :, None, None], b, "standardize", self.stats)[:, :, 0, 0]
+            parts.append(z)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def scores_from_embeddings(self, z: torch.Tensor) -> torch.Tensor:
         """``s_c(z) = -min_h ||z - p_ch||^2`` for embeddings ``z`` (N, D) -> (N, C)."""
@@ -130,5 +175,9 @@ class KMeansHeadModule(nn.Module):
         return self.scores_from_embeddings(pool(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores ``s_c(x)`` of images ``x`` (N, 3, H, W) -> (N, C)."""
-        return self.scores_from_features(self.features(x))
+        """Class scores ``s_c(x)`` of images ``x`` (N, 3, H, W) -> (N, C), from the pooled ``z_S``.
+
+        ``s_c(z_S(x))`` with :meth:`embeddings` (no ``F_S``); equal to
+        ``scores_from_features(features(x))`` up to float rounding.
+        """
+        return self.scores_from_embeddings(self.embeddings(x))

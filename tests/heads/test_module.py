@@ -90,3 +90,40 @@ def test_bad_arguments_are_named(setup):
         KMeansHeadModule(extractor, "B4", "zscore", None, np.zeros((2, 1, 512)))
     with pytest.raises(ValueError, match="prototypes must have shape"):
         KMeansHeadModule(extractor, "B4", "none", None, np.zeros((2, 512)))
+
+
+@pytest.mark.parametrize("combination", ["B4", "B34", "B234", "B1234", "B24"])
+@pytest.mark.parametrize("normalisation", ["none", "l2", "standardize"])
+@pytest.mark.parametrize("resize", ["bilinear", "nearest"])
+def test_forward_from_pooling_weights_equals_pooling_the_combined_map(setup, combination,
+                                                                      normalisation, resize):
+    # forward never builds F_S: each block is pooled on its own grid with the weights of its
+    # resize. It must give pool(combine(...)) and the same scores, up to float rounding.
+    extractor, stats, x_train, y_train, x_test, acts = setup
+    with torch.no_grad():
+        z_train = pool(combine(acts, combination, normalisation, stats, resize)).numpy()
+    head = KMeansHead(n_prototypes=2, random_state=0).fit(z_train, y_train)
+    module = KMeansHeadModule.from_head(head, extractor, combination, normalisation, stats, resize)
+    with torch.no_grad():
+        z_fast = module.embeddings(x_test)
+        z_map = pool(module.features(x_test))
+        torch.testing.assert_close(z_fast, z_map, rtol=1e-5, atol=1e-5)
+        slow = module.scores_from_features(module.features(x_test))
+        fast = module(x_test)
+    scale = float(slow.abs().max())
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_array_equal(fast.argmax(1).numpy(), slow.argmax(1).numpy())
+
+
+def test_forward_gradient_equals_the_combined_map_gradient(setup):
+    extractor, stats, x_train, y_train, x_test, acts = setup
+    with torch.no_grad():
+        z = pool(combine(acts, "B234", "standardize", stats)).numpy()
+    head = KMeansHeadModule.from_head(KMeansHead(n_prototypes=2, random_state=0).fit(z, y_train),
+                                      extractor, "B234", "standardize", stats)
+    grads = []
+    for scores in (lambda x: head(x), lambda x: head.scores_from_features(head.features(x))):
+        x = x_test.clone().requires_grad_(True)
+        scores(x)[:, 0].sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4 * float(grads[1].abs().max()))
