@@ -14,9 +14,15 @@ Generation is a pure function of ``(seed, split, index)``: the same config gives
 datasets. The class designs (styles and arrangements) are drawn from ``seed`` too, so another
 seed is another dataset of the same kind, not another sample of the same classes.
 
-Scale: the object's area is drawn uniformly in ``COVERAGE`` (a share of the image), then capped
-so that the object fits in the frame; objects then cover roughly 10-25% of the image, large
-enough for localisation metrics to mean something and small enough that the background matters.
+Scale: the object's area is drawn uniformly in ``coverage`` (a share of the image, default
+:data:`COVERAGE`), then capped so that the object fits in the frame; by default objects cover
+roughly 10-25% of the image. Smaller objects leave more room between a localisation metric's
+chance level (the object's share of the image) and what a coarse grid can reach.
+
+Difficulty: with ``n_styles`` set, every class draws its ``n_parts`` styles from a pool of only
+``n_styles`` styles, so classes share parts (each class a distinct set); a class is then told only
+by which parts occur together and how they are arranged, and distractors copied from the pool look
+like parts of several classes.
 """
 
 from __future__ import annotations
@@ -184,26 +190,39 @@ def _fill(poly_px: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img, dtype=bool)
 
 
+def n_style_sets(n_styles: int, n_parts: int) -> int:
+    """How many distinct sets of ``n_parts`` styles a pool of ``n_styles`` offers: C(n_styles, n_parts)."""
+    from math import comb
+
+    return comb(int(n_styles), int(n_parts))
+
+
 @lru_cache(maxsize=32)
-def design_classes(n_classes: int, n_parts: int, seed: int) -> tuple[ClassDesign, ...]:
+def design_classes(n_classes: int, n_parts: int, seed: int,
+                   n_styles: int | None = None) -> tuple[ClassDesign, ...]:
     """Draw the class designs of a synthetic dataset (styles and arrangements, from ``seed``).
 
-    Every part of every class has its own style while ``n_classes * n_parts`` fits the
-    N_STYLES styles, so classes share no part; distractors are what makes single parts ambiguous.
-    Beyond that (paper scale: 200 classes), each class draws its own set of ``n_parts`` distinct
-    styles (no two classes the same set) and classes share parts, as bird species share wing or
-    beak types: the class is then told by the combination and its arrangement. The layout is rescaled so that the object's bounding radius
+    Without ``n_styles``, every part of every class has its own style while
+    ``n_classes * n_parts`` fits the N_STYLES styles, so classes share no part; distractors are
+    what makes single parts ambiguous. Beyond that (paper scale: 200 classes), or with a pool of
+    ``n_styles`` styles, each class draws its own set of ``n_parts`` distinct styles from the pool
+    (no two classes the same set) and classes share parts, as bird species share wing or beak
+    types: the class is then told by the combination and its arrangement. The layout is rescaled so that the object's bounding radius
     (farthest vertex from the object's centre) is 1, and ``area`` is the object's pixel area at
     bounding radius R divided by R^2 (measured by rasterising at R = 100 px).
     """
-    if n_classes * n_parts <= N_STYLES:
+    if n_styles is None and n_classes * n_parts <= N_STYLES:
         styles = _styles(n_classes * n_parts, seed)
         part_sets = [styles[c * n_parts:(c + 1) * n_parts] for c in range(n_classes)]
     else:
-        pool = _styles(N_STYLES, seed)
+        size = N_STYLES if n_styles is None else int(n_styles)
+        if n_style_sets(size, n_parts) < n_classes:
+            raise ValueError(f"{n_classes} classes need {n_classes} distinct sets of {n_parts} styles, "
+                             f"but {size} styles give only {n_style_sets(size, n_parts)}")
+        pool = _styles(size, seed)
         gen, seen, part_sets = rng(seed, "shared-styles"), set(), []
         while len(part_sets) < n_classes:
-            pick = tuple(int(i) for i in gen.choice(N_STYLES, n_parts, replace=False))
+            pick = tuple(int(i) for i in gen.choice(size, n_parts, replace=False))
             if frozenset(pick) not in seen:
                 seen.add(frozenset(pick))
                 part_sets.append([pool[i] for i in pick])
@@ -228,6 +247,8 @@ def design_classes(n_classes: int, n_parts: int, seed: int) -> tuple[ClassDesign
     if len(set(names)) < len(names):
         names = [f"{d.parts[0].style.colour}-{d.parts[0].style.texture}-{d.parts[0].style.shape}"
                  for d in designs]
+    if len(set(names)) < len(names):  # shared styles: several classes start with the same part
+        names = [f"{c}-{name}" for c, name in enumerate(names)]
     return tuple(ClassDesign(n, d.parts, d.area) for n, d in zip(names, designs))
 
 
@@ -294,18 +315,19 @@ class _Canvas:
 
 
 def render(
-    design: ClassDesign, size: int, gen: np.random.Generator, clutter: int, pool: tuple[Style, ...]
+    design: ClassDesign, size: int, gen: np.random.Generator, clutter: int, pool: tuple[Style, ...],
+    coverage: tuple[float, float] = COVERAGE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image of ``design``; returns ``(image uint8 (S,S,3), parts uint8 (S,S))``.
 
     The object's bounding radius is ``R = min(sqrt(a S^2 / area), MAX_RADIUS S)`` with ``a`` drawn
-    uniformly in :data:`COVERAGE`; its centre is uniform where the bounding circle fits in the
+    uniformly in ``coverage``; its centre is uniform where the bounding circle fits in the
     frame; rotation is uniform in [0, 2 pi) and the object is mirrored with probability 1/2.
     Distractors are drawn first and the object on top, so the object is never occluded and the
     part map is exact: a pixel's part id is that of the last part painted on it.
     """
     canvas = _Canvas(size, gen)
-    target = gen.uniform(*COVERAGE)
+    target = gen.uniform(*coverage)
     radius = min(np.sqrt(target * size * size / design.area), MAX_RADIUS * size)
     centre = gen.uniform(radius, size - radius, 2)
     theta = gen.uniform(0, 2 * np.pi)
@@ -350,13 +372,15 @@ def generate(cfg: "Synthetic.Config", image_size: int, split: str, n_per_class: 
     """
     from tqdm.auto import tqdm
 
-    designs = design_classes(cfg.n_classes, cfg.n_parts, cfg.seed)
-    pool = tuple(p.style for d in designs for p in d.parts)
+    designs = design_classes(cfg.n_classes, cfg.n_parts, cfg.seed, cfg.n_styles)
+    # Distractors copy the styles of class parts (each style once, however many classes share it).
+    pool = tuple(dict.fromkeys(p.style for d in designs for p in d.parts))
     n = n_per_class * cfg.n_classes
     images, labels, masks, parts = [], [], [], []
     for i in tqdm(range(n), desc=f"synthetic {split}", leave=False):
         label = i % cfg.n_classes
-        image, part_map = render(designs[label], image_size, rng(cfg.seed, split, i), cfg.clutter, pool)
+        image, part_map = render(designs[label], image_size, rng(cfg.seed, split, i), cfg.clutter, pool,
+                                 tuple(cfg.coverage))
         images.append(image)
         labels.append(label)
         parts.append(part_map)
@@ -377,12 +401,28 @@ class Synthetic:
         test_per_class: int = Field(50, ge=1)
         clutter: int = Field(6, ge=0, le=64)
         n_parts: int = Field(3, ge=1, le=12)
+        #: Pool of part styles the classes draw from; fewer than n_classes * n_parts makes classes
+        #: share parts. None: every part its own style while they last.
+        n_styles: int | None = Field(None, ge=1, le=N_STYLES)
+        #: Share of the image the object covers, drawn uniformly in [low, high] (before the frame cap).
+        coverage: tuple[float, float] = COVERAGE
 
         @model_validator(mode="after")
         def _enough_styles(self):
             if self.n_parts == 1 and self.n_classes > N_STYLES:
                 raise ValueError(f"{self.n_classes} classes of one part each need more than the "
                                  f"{N_STYLES} part styles; use n_parts of 2 or more")
+            if self.n_styles is not None:
+                if self.n_styles < self.n_parts:
+                    raise ValueError(f"n_styles ({self.n_styles}) must be at least n_parts ({self.n_parts})")
+                sets = n_style_sets(self.n_styles, self.n_parts)
+                if sets < self.n_classes:
+                    raise ValueError(f"n_styles {self.n_styles} gives only {sets} distinct sets of "
+                                     f"{self.n_parts} parts for {self.n_classes} classes; raise n_styles")
+            low, high = self.coverage
+            if not 0.0 < low <= high <= 0.6:
+                raise ValueError(f"coverage must be [low, high] with 0 < low <= high <= 0.6, got "
+                                 f"[{low}, {high}]")
             return self
 
     @classmethod
@@ -395,5 +435,5 @@ class Synthetic:
             "train": generate(cfg, image_size, "train", cfg.train_per_class),
             "test": generate(cfg, image_size, "test", cfg.test_per_class),
         }
-        names = [d.name for d in design_classes(cfg.n_classes, cfg.n_parts, cfg.seed)]
+        names = [d.name for d in design_classes(cfg.n_classes, cfg.n_parts, cfg.seed, cfg.n_styles)]
         return assemble(splits, names, where)

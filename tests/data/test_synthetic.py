@@ -128,3 +128,50 @@ def test_paper_scale_classes_share_parts_but_not_designs():
     assert len(sets) == 200
     assert all(len({p.style for p in d.parts}) == 3 for d in designs)
     assert design_classes(200, 3, 0) == designs
+
+
+def test_a_small_style_pool_makes_classes_share_parts_but_not_designs():
+    """With n_styles below n_classes * n_parts every class draws a distinct set of parts from the
+    pool: parts recur across classes, so a single part no longer tells the class."""
+    from kmx_eval.data.synthetic import design_classes
+
+    designs = design_classes(10, 3, 0, 12)
+    sets = [frozenset(p.style for p in d.parts) for d in designs]
+    assert len(set(sets)) == 10 and all(len(s) == 3 for s in sets)
+    styles = set().union(*sets)
+    assert len(styles) <= 12
+    uses = [sum(style in s for s in sets) for style in styles]
+    assert max(uses) >= 2  # at least one part is shared by two classes
+    assert len({d.name for d in designs}) == 10
+    assert design_classes(10, 3, 0, 12) == designs
+    # Without a pool, the same classes share nothing (the default dataset is unchanged).
+    own = [frozenset(p.style for p in d.parts) for d in design_classes(10, 3, 0)]
+    assert len(set().union(*own)) == 30
+
+
+def test_coverage_sets_the_object_size(tiny_config, size):
+    from kmx_eval.data import decode_column, prepare_dataset
+
+    small = prepare_dataset(tiny_config(coverage=(0.04, 0.06), n_styles=5, clutter=8), size)
+    masks = decode_column(small["train"], "mask") == 255
+    share = masks.mean(axis=(1, 2))
+    # Rasterisation at 48 px adds a pixel rim: allow a little above the drawn target.
+    assert share.max() < 0.09 and share.mean() < 0.07, share
+    default = decode_column(prepare_dataset(tiny_config(), size)["train"], "mask") == 255
+    assert default.mean() > 2 * masks.mean()
+
+
+def test_style_pool_and_coverage_are_validated():
+    from kmx_eval.data import SOURCES
+
+    Config = SOURCES.get("synthetic").Config
+    assert Config(source="synthetic").n_styles is None
+    assert Config(source="synthetic", coverage=[0.05, 0.1]).coverage == (0.05, 0.1)
+    with pytest.raises(ValidationError, match="raise n_styles"):
+        Config(source="synthetic", n_classes=10, n_parts=2, n_styles=4)  # C(4, 2) = 6 sets < 10
+    with pytest.raises(ValidationError, match="at least n_parts"):
+        Config(source="synthetic", n_parts=3, n_styles=2)
+    with pytest.raises(ValidationError, match="coverage"):
+        Config(source="synthetic", coverage=[0.2, 0.1])
+    with pytest.raises(ValidationError, match="coverage"):
+        Config(source="synthetic", coverage=[0.0, 0.1])
