@@ -63,6 +63,9 @@ class FeaturesConfig(Strict):
 
     normalisation: Literal["none", "l2", "standardize"] = "standardize"
     resize: Literal["bilinear", "nearest"] = "bilinear"
+    #: How much each block weighs in F_S for combinations written without a suffix (B234);
+    #: B234_balanced / B234_channels choose per combination (docs/METHOD.md, section 6).
+    block_weighting: Literal["channels", "balanced"] = "channels"
     batch_size: int = Field(128, ge=1)
 
 
@@ -81,10 +84,19 @@ class ConceptsConfig(Strict):
     """Concept maps: MiniBatchKMeans on per-location vectors of F_S."""
 
     n_concepts: int = Field(8, ge=2)
-    scope: Literal["global", "class"] = "global"
+    #: One concept model per scope listed: global (shared by all classes) and/or class (per class).
+    scope: list[Literal["global", "class"]] = ["global", "class"]
     n_images: int = Field(256, ge=1)
     locations_per_image: int = Field(32, ge=1)
     batch_size: int = Field(2048, ge=16)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope_list(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list) and (not v or len(set(map(str, v))) != len(v)):
+            raise ValueError("needs global, class or both, each at most once, such as [global, class]")
+        return v
 
 
 class ExplainConfig(Strict):
@@ -278,7 +290,16 @@ class Params(Strict):
         }
 
     def combination_list(self) -> list[Combination]:
-        return [parse_combination(c) for c in self.combinations]
+        return [self.combination(c) for c in self.combinations]
+
+    def combination(self, name: str, where: str = "combination") -> Combination:
+        """The combination ``name`` of this study, with ``features.block_weighting`` applied when its
+        name has no weighting suffix; a name not in ``combinations`` is an error."""
+        comb = parse_combination(name, where=where, weighting=self.features.block_weighting)
+        if comb.name not in self.combinations:
+            raise ParamsError(f"{where} {comb.name!r} is not in params combinations "
+                              f"({', '.join(self.combinations)})")
+        return comb
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:

@@ -34,7 +34,8 @@ def main(params, dataset, combination):
     n_images = None
     for seed in params.seeds:
         seed_everything(seed)
-        explained = load_explained(dataset, name, seed, features.normalisation, features.resize, device)
+        explained = load_explained(dataset, name, seed, features.normalisation, features.resize, device,
+                                   features.block_weighting)
 
         def explain_func(method, seed=seed):  # RandomLogit re-explains other classes with the explainer
             return (quantus_explain_func(build_explainer(method, params.explain, seed))

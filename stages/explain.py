@@ -9,7 +9,7 @@ import numpy as np
 
 from kmx_eval import io, paths
 from kmx_eval.cli import stage
-from kmx_eval.errors import DataError, KmxError, ParamsError
+from kmx_eval.errors import DataError, KmxError
 
 log = logging.getLogger("kmx_eval")
 
@@ -35,17 +35,14 @@ def main(params, dataset, combination):
     from kmx_eval.data import load_batch, load_prepared
     from kmx_eval.device import resolve_device
     from kmx_eval.explain import build_explainer, evaluation_subset, explain_subset, explainer_names
-    from kmx_eval.explain.concepts import ConceptModel, concept_maps
-    from kmx_eval.heads import KMeansHeadModule, load_kmeans_head, read_head_meta
+    from kmx_eval.explain.concepts import concept_key, concept_maps, load_concepts
+    from kmx_eval.heads import KMeansHeadModule, check_fitted_with, load_kmeans_head
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.models.blocks import BlockExtractor
-    from kmx_eval.models.combination import parse_combination
     from kmx_eval.seeding import seed_everything
 
     ds_cfg = params.dataset(dataset)
-    comb = parse_combination(combination, where="combination")
-    if comb.name not in params.combinations:
-        raise ParamsError(f"combination {comb.name!r} is not in params combinations ({', '.join(params.combinations)})")
+    comb = params.combination(combination)
     cfg = params.explain
     names = explainer_names(cfg.explainers, "kmeans")
     device = resolve_device(params.backbone_for(dataset).device)
@@ -64,15 +61,10 @@ def main(params, dataset, combination):
             seed_everything(seed)
             head_dir = paths.head_dir(dataset, comb.name, seed)
             head = load_kmeans_head(head_dir)
-            fitted = read_head_meta(head_dir, "kmeans")
-            for key in ("normalisation", "resize"):
-                wanted = getattr(params.features, key)
-                if fitted.get(key, wanted) != wanted:
-                    raise DataError(
-                        f"{head_dir}: the head was fitted with {key} {fitted[key]!r} but "
-                        f"features.{key} is {wanted!r}; rerun the fit stage (dvc repro)"
-                    )
             normalisation = params.features.normalisation
+            check_fitted_with(head_dir, "kmeans", {"features.normalisation": normalisation,
+                                                   "features.resize": params.features.resize,
+                                                   "features.block_weighting": comb.weighting})
             n_classes = head.prototypes_.shape[0]
             if not np.array_equal(np.asarray(head.classes_), np.arange(n_classes)):
                 raise DataError(f"{head_dir}: head classes {head.classes_} are not 0..{n_classes - 1}")
@@ -82,19 +74,18 @@ def main(params, dataset, combination):
                 BlockExtractor(backbone, blocks=comb.blocks, logits=False), comb, normalisation,
                 stats, head.prototypes_, params.features.resize,
             ).to(device)
-            concepts = ConceptModel.from_arrays(io.load_npz(head_dir / "concepts.npz"),
-                                                source=str(head_dir / "concepts.npz"))
 
             explainers = {name: build_explainer(name, cfg, seed) for name in names}
             arrays = explain_subset(module, explainers, x, targets, indices, cfg.batch_size)
             # Concept maps are assigned for the explained class, like the attribution maps.
-            ids = concept_maps(module, concepts, x, targets, cfg.batch_size)
-            if ids.max(initial=0) > MAX_CONCEPT_ID:
-                raise DataError(
-                    f"concept id {ids.max()} does not fit the maps file's int16 (at most "
-                    f"{MAX_CONCEPT_ID}); lower explain.concepts.n_concepts"
-                )
-            arrays["concepts"] = ids.astype(np.int16)
+            for scope in cfg.concepts.scope:
+                ids = concept_maps(module, load_concepts(head_dir, scope), x, targets, cfg.batch_size)
+                if ids.max(initial=0) > MAX_CONCEPT_ID:
+                    raise DataError(
+                        f"concept id {ids.max()} does not fit the maps file's int16 (at most "
+                        f"{MAX_CONCEPT_ID}); lower explain.concepts.n_concepts"
+                    )
+                arrays[concept_key(scope)] = ids.astype(np.int16)
             io.save_npz(folder / paths.maps_file(dataset, comb.name, seed).name, arrays)
             log.info("seed %d: k-means head accuracy %.3f on the evaluation subset", seed,
                      float((arrays["predictions"] == targets).mean()))

@@ -80,7 +80,8 @@ def _gallery(params, ds: str, split, explainer: str) -> tuple[dict, str]:
         elif explainer in m:
             columns[f"{comb} {figures.EXPLAINER_LABELS.get(explainer, explainer)}"] = m[explainer][rows]
     concepts_from = combos[-1]
-    concept_maps = maps[concepts_from].get("concepts")
+    key = next((k for k in ("concepts_global", "concepts_class", "concepts") if k in maps[concepts_from]), None)
+    concept_maps = maps[concepts_from][key] if key else None
     if concept_maps is not None:
         pos = {int(i): k for k, i in enumerate(maps[concepts_from]["indices"])}
         concept_maps = concept_maps[[pos[int(i)] for i in reference]]
@@ -91,7 +92,7 @@ def _gallery(params, ds: str, split, explainer: str) -> tuple[dict, str]:
     else:
         note = f"{ds} has no object masks: the mask column is left out."
     return dict(images=_rgb(subset["image"]), maps=columns, masks=masks, concepts=concept_maps,
-                concept_label=f"concepts ({concepts_from})",
+                concept_label=f"concepts ({concepts_from}, {(key or '').removeprefix('concepts_') or 'global'})",
                 row_labels=[f"test #{int(i)}" for i in reference]), note
 
 

@@ -16,7 +16,8 @@ shares of each concept among the locations of the training images assigned to th
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +27,24 @@ from kmx_eval.errors import DataError, KmxError
 
 from .attribution import upsample
 
-__all__ = ["ConceptModel", "SCOPES", "sample_locations", "concept_maps"]
+__all__ = ["ConceptModel", "SCOPES", "sample_locations", "concept_maps", "concept_key", "is_concept_key",
+           "concept_subset", "FittedConcepts", "fit_concepts", "split_features", "save_concepts",
+           "load_concepts", "variance_shares"]
 
 SCOPES = ("global", "class")
+
+
+def concept_key(scope: str) -> str:
+    """Name of a scope's concept maps in a maps file and of its model in a head folder
+    (``concepts_global``, ``concepts_class``)."""
+    if scope not in SCOPES:
+        raise KmxError(f"explain.concepts.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    return f"concepts_{scope}"
+
+
+def is_concept_key(key: str) -> bool:
+    """Whether an array of a maps file holds concept maps (not an attribution map)."""
+    return key == "concepts" or key.startswith("concepts_")
 
 #: Array keys written by :meth:`ConceptModel.to_arrays` (a file may hold others beside them).
 _KEYS = ("concepts/centres", "concepts/owner", "concepts/n_concepts", "concepts/scope",
@@ -111,51 +127,63 @@ class ConceptModel:
         buffered per model (one global model, or one per class) and passed to ``partial_fit``
         whenever ``batch_size`` have gathered, so memory holds one batch of maps and at most
         ``batch_size`` vectors per model. Calling it again continues from the fitted state.
+        :meth:`start`, :meth:`consume` and :meth:`finish` do the same one batch at a time, so that
+        one pass over the maps can feed several models.
         """
+        self.start(locations_per_image)
+        for F, labels in tqdm(batches, desc="concepts", disable=not progress, leave=False):
+            self.consume(F, labels, rng)
+        return self.finish()
+
+    def start(self, locations_per_image: int) -> "ConceptModel":
+        """Begin (or continue) fitting; then :meth:`consume` each batch and :meth:`finish`."""
         self._validate()
         if int(locations_per_image) < 1:
             raise KmxError(f"explain.concepts.locations_per_image must be at least 1, got {locations_per_image}")
-        models: dict[int, Any] = getattr(self, "_models", {})
-        seen: dict[int, int] = getattr(self, "_seen", {})
-        buffers: dict[int, list[np.ndarray]] = {}
-        dim = None
+        self._locations = int(locations_per_image)
+        self._models = getattr(self, "_models", {})
+        self._seen = getattr(self, "_seen", {})
+        self._buffers: dict[int, list[np.ndarray]] = {}
+        return self
 
-        def flush(key: int) -> None:
-            vectors = np.concatenate(buffers.pop(key), axis=0)
-            if key not in models:
-                if len(vectors) < int(self.n_concepts):
-                    where = "the training split" if key < 0 else f"class {key}"
-                    raise DataError(
-                        f"concepts: {where} gave {len(vectors)} sampled locations, fewer than "
-                        f"n_concepts={self.n_concepts}; raise explain.concepts.n_images or "
-                        f"locations_per_image, or lower n_concepts"
-                    )
-                models[key] = self._new_kmeans(key)
-            models[key].partial_fit(vectors)
-            seen[key] = seen.get(key, 0) + len(vectors)
+    def _flush(self, key: int) -> None:
+        vectors = np.concatenate(self._buffers.pop(key), axis=0)
+        if key not in self._models:
+            if len(vectors) < int(self.n_concepts):
+                where = "the training split" if key < 0 else f"class {key}"
+                raise DataError(
+                    f"concepts: {where} gave {len(vectors)} sampled locations, fewer than "
+                    f"n_concepts={self.n_concepts}; raise explain.concepts.n_images or "
+                    f"locations_per_image, or lower n_concepts"
+                )
+            self._models[key] = self._new_kmeans(key)
+        self._models[key].partial_fit(vectors)
+        self._seen[key] = self._seen.get(key, 0) + len(vectors)
 
-        for F, labels in tqdm(batches, desc="concepts", disable=not progress, leave=False):
-            vectors = sample_locations(F, locations_per_image, rng)          # (N, L, D)
-            if dim is None:
-                dim = vectors.shape[2]
-            labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels).reshape(-1)
-            if len(labels) != len(vectors):
-                raise ValueError(f"fit_stream: {len(labels)} labels for {len(vectors)} feature maps")
-            if self.scope == "global":
-                groups = {-1: vectors.reshape(-1, dim)}
-            else:
-                if (labels < 0).any():
-                    raise DataError(f"concepts: negative class label {int(labels.min())} in the stream")
-                groups = {int(c): vectors[labels == c].reshape(-1, dim) for c in np.unique(labels)}
-            for key, v in groups.items():
-                buffers.setdefault(key, []).append(v)
-                if sum(len(b) for b in buffers[key]) >= int(self.batch_size):
-                    flush(key)
-        for key in sorted(buffers):
-            flush(key)
-        if not models:
+    def consume(self, F: torch.Tensor, labels: Any, rng: np.random.Generator) -> None:
+        """Sample ``locations_per_image`` locations of each image of one batch and buffer them."""
+        vectors = sample_locations(F, self._locations, rng)          # (N, L, D)
+        dim = vectors.shape[2]
+        labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels).reshape(-1)
+        if len(labels) != len(vectors):
+            raise ValueError(f"fit_stream: {len(labels)} labels for {len(vectors)} feature maps")
+        if self.scope == "global":
+            groups = {-1: vectors.reshape(-1, dim)}
+        else:
+            if (labels < 0).any():
+                raise DataError(f"concepts: negative class label {int(labels.min())} in the stream")
+            groups = {int(c): vectors[labels == c].reshape(-1, dim) for c in np.unique(labels)}
+        for key, v in groups.items():
+            self._buffers.setdefault(key, []).append(v)
+            if sum(len(b) for b in self._buffers[key]) >= int(self.batch_size):
+                self._flush(key)
+
+    def finish(self) -> "ConceptModel":
+        """Fit what is still buffered and gather the centres."""
+        for key in sorted(self._buffers):
+            self._flush(key)
+        if not self._models:
             raise DataError("concepts: the stream of training feature maps was empty; nothing to fit")
-        self._models, self._seen = models, seen
         self._collect()
         return self
 
@@ -325,3 +353,166 @@ def concept_maps(model: torch.nn.Module, concepts: ConceptModel, x: Any, labels:
             up = upsample(torch.from_numpy(ids).double(), tuple(xb.shape[-2:]), mode="nearest")
             out.append(up.round().long().numpy())
     return np.concatenate(out, axis=0)
+
+
+# ---------------------------------------------------------------------------------- fitting (fit stage)
+def concept_subset(n_train: int, n_images: int, seed: int) -> np.ndarray:
+    """The training images the concepts are fitted on: ``n_images`` drawn with the seed's
+    ``concepts`` stream, sorted (the same subset for every combination and scope)."""
+    from kmx_eval.seeding import rng
+
+    n = min(int(n_images), int(n_train))
+    return np.sort(rng(seed, "concepts").choice(int(n_train), n, replace=False))
+
+
+def split_features(module: torch.nn.Module, split, device) -> Callable[[np.ndarray], torch.Tensor]:
+    """``idx -> F_S`` of the images ``idx`` of a prepared split (``module.features``, no gradient)."""
+    from kmx_eval.data import load_batch
+
+    def features(idx: np.ndarray) -> torch.Tensor:
+        x = load_batch(split, idx)[0]
+        with torch.no_grad():
+            return module.features(x.to(device))
+
+    return features
+
+
+@dataclass
+class FittedConcepts:
+    """What :func:`fit_concepts` returns.
+
+    Attributes
+    ----------
+    models : dict scope -> ConceptModel
+    prototype_concepts : dict scope -> (C, H_p, n_ids) shares (:meth:`ConceptModel.prototype_concepts`)
+    variance_shares : dict ``"B{b}"`` -> share of F_S's total variance that block b carries
+    """
+
+    models: dict[str, ConceptModel]
+    prototype_concepts: dict[str, np.ndarray]
+    variance_shares: dict[str, float]
+
+
+def variance_shares(total: np.ndarray, total_sq: np.ndarray, count: float,
+                    block_channels: Sequence[tuple[int, int]]) -> dict[str, float]:
+    """Share of F_S's total variance carried by each block.
+
+    With per-channel ``Var_c = E[f_c^2] - E[f_c]^2`` over every location of the images seen,
+    ``share_b = sum_{c in b} Var_c / sum_c Var_c`` (channels in block order, ``block_channels`` =
+    ``[(b, C_b), ...]``). Invariance: unchanged when F_S is multiplied by a constant or shifted per
+    channel; the block weighting ``balanced`` aims at equal shares.
+    """
+    var = np.maximum(np.asarray(total_sq, np.float64) / count - (np.asarray(total, np.float64) / count) ** 2, 0.0)
+    if sum(c for _, c in block_channels) != len(var):
+        raise ValueError(f"block channels {block_channels} do not add up to the {len(var)} channels of F_S")
+    whole = float(var.sum())
+    out, start = {}, 0
+    for b, c in block_channels:
+        out[f"B{b}"] = float(var[start:start + c].sum() / whole) if whole > 0 else float("nan")
+        start += c
+    return out
+
+
+def fit_concepts(
+    features: Callable[[np.ndarray], torch.Tensor],
+    subset: np.ndarray,
+    labels: np.ndarray,
+    prototype_of_image: np.ndarray,
+    head_shape: tuple[int, int],
+    block_channels: Sequence[tuple[int, int]],
+    *,
+    scopes: Sequence[str],
+    n_concepts: int,
+    locations_per_image: int,
+    batch_size: int,
+    image_batch_size: int,
+    seed: int,
+    salt: str,
+    progress: bool = True,
+) -> FittedConcepts:
+    """Fit one concept model per scope on the combined maps F_S of training images.
+
+    Two passes over ``subset`` in batches of ``image_batch_size`` images: the first streams the
+    maps into every scope's MiniBatchKMeans (``locations_per_image`` sampled locations per image,
+    scope ``s`` drawing them from ``rng(seed, "concept-locations", salt[, s])``) and accumulates the
+    per-channel moments of F_S (:func:`variance_shares`); the second assigns every location to
+    its concept and gives the concepts that make up each k-means prototype
+    (:meth:`ConceptModel.prototype_concepts`; each training image belongs to the nearest prototype
+    of its own class, ``prototype_of_image`` = ``(class, prototype)`` rows).
+
+    Parameters
+    ----------
+    features : ``idx -> F_S`` of those training images (:func:`split_features`)
+    subset : training indices (:func:`concept_subset`); labels : their labels, the head's classes
+    head_shape : ``(C, H_p)`` of the k-means head's prototypes
+    block_channels : ``[(b, C_b), ...]`` in the order of F_S's channels
+    scopes, n_concepts, locations_per_image, batch_size : ``explain.concepts`` settings
+    """
+    from kmx_eval.seeding import rng
+
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(subset):
+        raise ValueError(f"fit_concepts: {len(labels)} labels for {len(subset)} images")
+    models = {scope: ConceptModel(n_concepts, scope, seed, batch_size).start(locations_per_image)
+              for scope in scopes}
+    # Global concepts keep the stream of a single scope, so their fit does not depend on `scopes`.
+    streams = {scope: rng(seed, "concept-locations", salt) if scope == "global"
+               else rng(seed, "concept-locations", salt, scope) for scope in scopes}
+    step = int(image_batch_size)
+    starts = range(0, len(subset), step)
+    total = total_sq = None
+    count = 0.0
+    for start in tqdm(starts, desc="concepts", disable=not progress, leave=False):
+        F = features(subset[start:start + step])
+        y = labels[start:start + step]
+        for scope, model in models.items():
+            model.consume(F, y, streams[scope])
+        f64 = F.detach().to(torch.float64)
+        s, sq = f64.sum((0, 2, 3)).cpu().numpy(), (f64 * f64).sum((0, 2, 3)).cpu().numpy()
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        count += F.shape[0] * F.shape[2] * F.shape[3]
+    if total is None:
+        raise DataError("concepts: no training image to fit the concepts on (explain.concepts.n_images)")
+    for model in models.values():
+        model.finish()
+    assignments: dict[str, list[np.ndarray]] = {scope: [] for scope in scopes}
+    for start in tqdm(starts, desc="concept maps", disable=not progress, leave=False):
+        F = features(subset[start:start + step])
+        for scope, model in models.items():
+            assignments[scope].append(model.assign(F, labels[start:start + step]))
+    shares = {scope: models[scope].prototype_concepts(np.concatenate(a), prototype_of_image,
+                                                      n_classes=head_shape[0], n_prototypes=head_shape[1])
+              for scope, a in assignments.items()}
+    return FittedConcepts(models, shares, variance_shares(total, total_sq, count, block_channels))
+
+
+def save_concepts(folder, fitted: FittedConcepts, subset: np.ndarray, meta: Mapping[str, Any],
+                  locations_per_image: int) -> None:
+    """Write each scope's model as ``{folder}/concepts_{scope}.npz`` (arrays of
+    :meth:`ConceptModel.to_arrays`, ``prototype_concepts`` and the training ``images``) and
+    ``.json`` (``meta`` plus the concept settings)."""
+    from pathlib import Path
+
+    from kmx_eval import io
+
+    for scope, model in fitted.models.items():
+        name = Path(folder) / concept_key(scope)
+        io.save_npz(name.with_suffix(".npz"), {**model.to_arrays(),
+                                               "prototype_concepts": fitted.prototype_concepts[scope],
+                                               "images": np.asarray(subset, dtype=np.int64)})
+        io.write_json(name.with_suffix(".json"), {
+            **meta, "n_concepts": int(model.n_concepts), "scope": scope, "n_images": int(len(subset)),
+            "locations_per_image": int(locations_per_image), "n_ids": int(model.n_ids)})
+
+
+def load_concepts(folder, scope: str) -> ConceptModel:
+    """The concept model of ``scope`` written by :func:`save_concepts`."""
+    from pathlib import Path
+
+    from kmx_eval import io
+
+    path = Path(folder) / f"{concept_key(scope)}.npz"
+    if not path.exists():
+        raise DataError(f"{path} does not exist: the concepts of scope {scope!r} were not fitted; "
+                        f"rerun the fit stage (dvc repro)")
+    return ConceptModel.from_arrays(io.load_npz(path), source=str(path))

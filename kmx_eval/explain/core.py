@@ -204,7 +204,9 @@ def explain_subset(
     targets = np.asarray(targets.cpu() if torch.is_tensor(targets) else targets, dtype=np.int64).reshape(-1)
     if not (len(indices) == len(targets) == len(x)):
         raise ValueError(f"explain_subset: {len(x)} images, {len(targets)} targets, {len(indices)} indices")
-    reserved = {"indices", "targets", "predictions", "concepts"} & set(explainers)
+    from .concepts import is_concept_key
+
+    reserved = {n for n in explainers if n in ("indices", "targets", "predictions") or is_concept_key(n)}
     if reserved:
         raise ValueError(f"explainer names {sorted(reserved)} clash with the maps file's own keys")
     with eval_mode(model):

@@ -21,7 +21,8 @@ from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.heads.kmeans import KMeansHead
 from kmx_eval.heads.linear import LinearProbe, LinearSEM
 
-__all__ = ["LABEL_SOURCES", "FittedHeads", "training_labels", "prototype_neighbours", "fit_heads"]
+__all__ = ["LABEL_SOURCES", "FittedHeads", "training_labels", "prototype_neighbours", "fit_heads",
+           "cnn_linear_head"]
 
 #: Where the labels that define the k-means head's classes come from (``params.head.labels``).
 LABEL_SOURCES = ("ground_truth", "cnn")
@@ -183,3 +184,18 @@ def fit_heads(
         "linear_source": np.array("cnn" if linear is not None else "probe"),
     }
     return FittedHeads(kmeans, probe, fit_labels, metrics, neighbours, linear)
+
+
+def cnn_linear_head(fc, z_test: np.ndarray, cnn_logits_test: np.ndarray, source: str) -> LinearSEM:
+    """The CNN's own linear layer as a :class:`LinearSEM`, checked against the embedding cache.
+
+    The cache and the backbone must belong together: the fc on the cached ``z_4`` (no
+    normalisation) has to reproduce at least 99% of the cached CNN predictions, or the linear
+    prototypes would describe another model. Raises :class:`DataError` naming ``source``.
+    """
+    linear = LinearSEM.from_linear(fc)
+    same = float(np.mean(linear.predict(z_test) == np.asarray(cnn_logits_test).argmax(axis=1)))
+    if same < 0.99:
+        raise DataError(f"{source}: the backbone's fc on the cached B4 embeddings reproduces only "
+                        f"{same:.1%} of the cached CNN predictions; rerun the embed stage")
+    return linear

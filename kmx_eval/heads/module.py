@@ -128,6 +128,12 @@ class KMeansHeadModule(nn.Module):
         acts = self.extractor(x)
         return combine(acts, self.combination, self.normalisation, self.stats, self.resize)
 
+    def feature_grid(self, x) -> tuple[int, int]:
+        """``(H_s, W_s)``, the grid of ``F_S`` for images shaped like ``x`` (one image is run)."""
+        first = torch.as_tensor(x[:1], dtype=torch.float32, device=self.prototypes.device)
+        with torch.no_grad():
+            return tuple(int(v) for v in self.features(first).shape[-2:])
+
     def embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled embedding ``z_S(x) = mean_ij F_S(x)[:, i, j]``, (N, D), without building ``F_S``.
 

@@ -24,7 +24,7 @@ __all__ = [
     "save_kmeans_head", "load_kmeans_head",
     "save_probe", "load_probe",
     "save_linear_sem", "load_linear_sem",
-    "read_head_meta",
+    "read_head_meta", "check_fitted_with",
 ]
 
 FORMAT_VERSION = 1
@@ -71,6 +71,23 @@ def _save(folder: str | Path, name: str, kind: str, params: Mapping[str, Any],
 def read_head_meta(folder: str | Path, name: str) -> dict:
     """The JSON metadata of head ``name`` in ``folder`` (kind, format_version, params, caller's meta)."""
     return read_json(Path(folder) / f"{name}.json")
+
+
+def check_fitted_with(folder: str | Path, name: str, expected: Mapping[str, Any]) -> dict:
+    """The metadata of head ``name``, after checking that it was fitted with the ``expected`` settings.
+
+    ``expected`` maps params keys to their values now (``{"features.normalisation": "standardize"}``);
+    the metadata holds the last component (``normalisation``). A head whose metadata lacks a key
+    (written before the setting existed) passes for that key. Raises :class:`DataError` naming the
+    folder, the key and both values: the head is stale and the fit stage must run again.
+    """
+    meta = read_head_meta(folder, name)
+    for key, wanted in expected.items():
+        field = key.rsplit(".", 1)[-1]
+        if field in meta and meta[field] != wanted:
+            raise DataError(f"{folder}: the head was fitted with {field} {meta[field]!r} but {key} is "
+                            f"{wanted!r}; rerun the fit stage (dvc repro)")
+    return meta
 
 
 def _load(folder: str | Path, name: str, kind: str) -> tuple[dict, dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""Semantic fidelity of concept maps against part maps (METHOD.md section 4).
+"""Semantic fidelity of concept maps against part maps (docs/METHOD.md, sections 4 and 6).
 
 A concept map assigns each pixel the id of its nearest concept (k-means on per-location vectors
 of F_S, upsampled to the input size); a part map assigns each pixel its ground-truth part
@@ -16,6 +16,18 @@ so that their mean and bootstrap interval come from the same vector:
   labels of the pixels: 1 for identical partitions (up to renaming), about 0 for random ones;
 - normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`,
   arithmetic normalisation): 1 for identical partitions, about 0 for independent ones.
+
+Each score is read between a floor and a ceiling (docs/METHOD.md, section 6):
+
+- chance (:func:`shuffled_concept_maps`): the same concept map with its ids shuffled over the
+  scored pixels of each image (same concept sizes, no relation to the parts);
+- grid ceiling (:func:`grid_ceiling_maps`): the part map averaged onto the grid the concept map
+  lives on (each cell takes its majority part) and upsampled the same way: the best a concept map
+  at that resolution can reach.
+
+Scores inside the object mask ignore the background, which otherwise dominates purity (its chance
+level is the largest part's share, about 0.8 on the synthetic shapes); scores over the whole image
+are kept, labelled as such.
 
 An image whose part map holds a single label (an empty or full object mask) gives NaN for ARI
 and NMI, which compare partitions and are undefined against a trivial one
@@ -116,3 +128,68 @@ def trivial_part_maps(part_map, mask=None) -> np.ndarray:
     p = np.asarray(part_map)
     dummy = np.zeros_like(p)
     return np.array([np.unique(pp).size < 2 for _, pp in _pixels(dummy, p, mask)])
+
+
+def grid_cells(size: int, grid: int) -> np.ndarray:
+    """Grid cell of each of ``size`` pixels under nearest upsampling from ``grid`` cells:
+    ``floor(i * grid / size)`` (torch's ``nearest``, which upsamples concept maps)."""
+    return np.minimum((np.arange(int(size)) * int(grid)) // int(size), int(grid) - 1)
+
+
+def grid_ceiling_maps(part_map, grid: tuple[int, int]) -> np.ndarray:
+    """The part map averaged onto ``grid`` and upsampled back: the best concept map at that resolution.
+
+    Each cell of the ``(h, w)`` grid holds the part that covers most of its pixels (the arg-max of
+    the part shares averaged over the cell; ties go to the lower part id), and every pixel takes its
+    cell's part under nearest upsampling (:func:`grid_cells`). Shape (n, H, W) int64, like the input.
+    """
+    p = np.asarray(part_map).astype(np.int64)
+    single = p.ndim == 2
+    p = p[None] if single else p
+    n, H, W = p.shape
+    h, w = int(grid[0]), int(grid[1])
+    rows, cols = grid_cells(H, h), grid_cells(W, w)
+    n_parts = int(p.max(initial=0)) + 1
+    counts = np.zeros((n, h, w, n_parts), dtype=np.int64)
+    ii = np.broadcast_to(np.arange(n)[:, None, None], p.shape)
+    rr = np.broadcast_to(rows[None, :, None], p.shape)
+    cc = np.broadcast_to(cols[None, None, :], p.shape)
+    np.add.at(counts, (ii, rr, cc, p), 1)
+    cell_part = counts.argmax(axis=3)                                    # (n, h, w)
+    out = cell_part[:, rows][:, :, cols]
+    return out[0] if single else out
+
+
+def shuffled_concept_maps(concept_map, mask=None, seed: int = 0) -> np.ndarray:
+    """Chance-level concept maps: each image's ids shuffled over its scored pixels (seeded).
+
+    The shuffled map keeps every concept's size in the image but loses any relation to the parts,
+    so its scores are what concepts unrelated to the parts would reach (about 0 for ARI, the largest
+    part's share for purity, a small positive value for NMI on few pixels).
+    """
+    c = np.array(concept_map, copy=True)
+    gen = np.random.default_rng(seed)
+    keep = None if mask is None else np.asarray(mask).astype(bool)
+    for i in range(c.shape[0]):
+        flat = c[i].reshape(-1)
+        idx = np.arange(flat.size) if keep is None else np.flatnonzero(keep[i].reshape(-1))
+        flat[idx] = flat[gen.permutation(idx)]
+        c[i] = flat.reshape(c[i].shape)
+    return c
+
+
+#: The three concept scores (name -> per-image function).
+SCORES = {"purity": concept_purity, "ari": concept_ari, "nmi": concept_nmi}
+
+
+def concept_scores(concept_map, part_map, mask=None) -> dict[str, np.ndarray]:
+    """Per-image purity, ARI and NMI (each (n,)) of concept maps against part maps.
+
+    With ``mask`` only its pixels count; an image whose scored part map holds a single label gets
+    NaN for all three (purity would be a trivial 1), with :func:`trivial_part_maps` naming it.
+    Invariance: unchanged when concept ids (or part ids) are renamed by any one-to-one map.
+    """
+    out = {name: f(concept_map, part_map, mask) for name, f in SCORES.items()}
+    trivial = trivial_part_maps(part_map, mask)
+    out["purity"] = np.where(trivial, np.nan, out["purity"])
+    return out

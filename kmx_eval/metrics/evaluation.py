@@ -34,7 +34,8 @@ NO_PARTS = "not applicable: dataset has no part maps or masks"
 PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": True, "diversity": True}
 #: Suffix of the method name of a linear head's most favourable reading (``linear_favourable``).
 FAVOURABLE = "_favourable"
-CONCEPT_METRICS = ("concept_purity", "concept_ari", "concept_nmi")
+CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")
+                        for score in ("purity", "ari", "nmi"))
 
 
 @dataclass
@@ -273,34 +274,52 @@ class EvaluationTables:
                             name, tidy.missing_note(reasons))
 
     # ------------------------------------------------------------------ concepts
-    def add_concepts(self, seed: int, concepts: np.ndarray, parts: np.ndarray | None,
-                     masks: np.ndarray | None, sample_ids: np.ndarray) -> None:
-        """Concept purity, ARI and NMI of the concept maps against part maps (or the object mask).
+    def add_concepts(self, seed: int, concepts: Mapping[str, np.ndarray], parts: np.ndarray | None,
+                     masks: np.ndarray | None, sample_ids: np.ndarray,
+                     grid: tuple[int, int] | None = None) -> None:
+        """Concept purity, ARI and NMI of each set of concept maps against part maps (or the mask).
 
-        Chance columns: 0 for ARI and NMI (random concept maps), and the share of each image's
-        largest part for purity (what concepts that ignore the parts would score).
+        ``concepts`` maps a method name (``concepts_global``, ``concepts_class``) to its maps
+        (n, H, W). Each metric is computed inside the object mask (``concept_{metric}_object``) and
+        over the whole image (``concept_{metric}_image``), beside its chance level (the chance
+        column: the mean score of the same maps with ids shuffled over the scored pixels,
+        :func:`~kmx_eval.metrics.concept_fidelity.shuffled_concept_maps`). With ``grid``, the
+        ``oracle`` rows hold the grid ceiling: the part map averaged onto that grid
+        (:func:`~kmx_eval.metrics.concept_fidelity.grid_ceiling_maps`). Invariance: every number is
+        unchanged when concept ids are renamed (tested).
         """
         source = "parts" if parts is not None else "mask" if masks is not None else None
-        keys = dict(kind="concepts", method="concepts", category="concept_fidelity")
+        maps = dict(concepts)
         if source is None:
-            for metric in CONCEPT_METRICS:
-                self.rows.append(tidy.row(**self._keys(seed), **keys, metric=metric, value=None,
-                                          n=0, n_missing=len(concepts), note=NO_PARTS))
+            for method in maps:
+                for metric in CONCEPT_METRICS:
+                    self.rows.append(tidy.row(**self._keys(seed), kind="concepts", method=method,
+                                              category="concept_fidelity", metric=metric, value=None,
+                                              n=0, n_missing=len(maps[method]), note=NO_PARTS))
             return
         t0 = time.perf_counter()
-        part_map = parts if parts is not None else cf.part_map_from_mask(masks)
-        trivial = cf.trivial_part_maps(part_map)
-        reason = f"{source} map holds a single label"
-        values = {"concept_purity": cf.concept_purity(concepts, part_map),
-                  "concept_ari": cf.concept_ari(concepts, part_map),
-                  "concept_nmi": cf.concept_nmi(concepts, part_map)}
-        largest = np.array([np.bincount(p.ravel()).max() / p.size for p in np.asarray(part_map)])
-        chance = {"concept_purity": float(largest.mean()), "concept_ari": 0.0, "concept_nmi": 0.0}
-        for metric, v in values.items():
-            reasons = [reason if (t and np.isnan(x)) else None for t, x in zip(trivial, v)]
-            self._summary(seed, v, reasons, **keys, metric=metric, higher_is_better=True,
-                          note=f"against {source}", chance=chance[metric])
-            self._samples(seed, "concepts", metric, v, reasons, sample_ids)
+        part_map = np.asarray(parts if parts is not None else cf.part_map_from_mask(masks)).astype(np.int64)
+        obj = (np.asarray(masks) > 0) if masks is not None else part_map > 0
+        if grid is not None:
+            maps["oracle"] = cf.grid_ceiling_maps(part_map, grid)
+        regions = {"object": (obj, "inside the object mask"), "image": (None, "over the whole image")}
+        for method, cmap in maps.items():
+            for region, (mask, where) in regions.items():
+                values = cf.concept_scores(cmap, part_map, mask)
+                chance = cf.concept_scores(cf.shuffled_concept_maps(cmap, mask, seed=seed), part_map, mask)
+                trivial = cf.trivial_part_maps(part_map, mask)
+                reason = f"a single {'part' if source == 'parts' else 'label'} {where}"
+                what = ("ground-truth part map averaged onto the F_S grid (ceiling); " if method == "oracle"
+                        else "")
+                for score, v in values.items():
+                    metric = f"concept_{score}_{region}"
+                    reasons = [reason if (t and np.isnan(x)) else None for t, x in zip(trivial, v)]
+                    ok = np.isfinite(chance[score])
+                    self._summary(seed, v, reasons, kind="concepts", method=method,
+                                  category="concept_fidelity", metric=metric, higher_is_better=True,
+                                  note=f"{what}against {source}, {where}; chance: ids shuffled",
+                                  chance=float(np.mean(chance[score][ok])) if ok.any() else None)
+                    self._samples(seed, method, metric, v, reasons, sample_ids)
         self.seconds["concepts"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ outputs

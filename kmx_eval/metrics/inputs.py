@@ -22,7 +22,7 @@ from .quantus import QuantusSettings
 log = logging.getLogger("kmx_eval")
 
 #: Arrays of a maps file that are not explainers (docs/ARCHITECTURE.md, "Maps").
-MAP_KEYS = ("indices", "targets", "predictions", "concepts")
+MAP_KEYS = ("indices", "targets", "predictions")
 
 
 @dataclass
@@ -68,14 +68,17 @@ def explained_name(combination: str, combinations: list[str]) -> str:
 
 
 def load_explained(dataset: str, combination: str, seed: int, normalisation: str, resize: str,
-                   device) -> Explained:
+                   device, block_weighting: str = "channels") -> Explained:
     """The explained model of ``combination`` (or the CNN, ``paths.BASELINES``) for ``seed``.
+
+    ``block_weighting`` applies to a combination written without a weighting suffix
+    (``features.block_weighting``).
 
     The CNN's own fc rows ``w_c`` are prototypes in the space of ``z_4`` without normalisation,
     whatever ``normalisation`` the combinations use (docs/METHOD.md, section 2).
     """
-    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_kmeans_head, load_linear_sem, load_probe,
-                                read_head_meta)
+    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, check_fitted_with, load_kmeans_head,
+                                load_linear_sem, load_probe)
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.models.blocks import BlockExtractor, BlockStats
     from kmx_eval.models.combination import parse_combination
@@ -91,12 +94,10 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
         sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test), linear=True)}
         return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, sets, z_train,
                          cache["train/labels"], z_test)
-    comb = parse_combination(combination, where="combination")
+    comb = parse_combination(combination, where="combination", weighting=block_weighting)
     head_dir = paths.head_dir(dataset, comb.name, seed)
-    fitted_with = read_head_meta(head_dir, "kmeans").get("normalisation")
-    if fitted_with is not None and fitted_with != normalisation:
-        raise DataError(f"{head_dir}: the head was fitted with normalisation {fitted_with!r} "
-                        f"but features.normalisation is {normalisation!r}; rerun the fit stage")
+    check_fitted_with(head_dir, "kmeans", {"features.normalisation": normalisation,
+                                           "features.block_weighting": comb.weighting})
     head, probe = load_kmeans_head(head_dir), load_probe(head_dir)
     z_train, z_test = (combination_embeddings(cache, s, comb, normalisation) for s in ("train", "test"))
     k_pred, p_pred = head.predict(z_test), probe.predict(z_test)
@@ -130,15 +131,20 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     tables.add_heads(seed, explained.predictions, explained.labels, explained.cnn_predictions, test_ids)
     tables.add_prototypes(seed, explained.prototype_sets, explained.z_train, explained.y_train,
                           explained.z_test, purity_m)
-    methods = sorted(k for k in maps if k not in MAP_KEYS)
+    from kmx_eval.explain.concepts import is_concept_key
+
+    methods = sorted(k for k in maps if k not in MAP_KEYS and not is_concept_key(k))
     if not methods:
         raise DataError(f"{source} holds no attribution maps; rerun the explain stage")
     for method in methods:
         tables.add_explainer(seed, method, explained.model, x, targets, maps[method], masks, metrics, settings,
                              device, indices, explain_func=explain_func_for(method),
                              n_classes=explained.n_classes)
-    if "concepts" in maps:
-        tables.add_concepts(seed, maps["concepts"], parts, masks, indices)
+    concepts = {k: maps[k] for k in maps if is_concept_key(k)}
+    if concepts:
+        # The ceiling of the concept maps lives on the grid of F_S (none for the CNN: no concepts).
+        grid = explained.model.feature_grid(x) if hasattr(explained.model, "feature_grid") else None
+        tables.add_concepts(seed, concepts, parts, masks, indices, grid=grid)
     log.info("seed %d: %s", seed, ", ".join(f"{r['method']} {r['metric']} {r['value']:.3f}"
                                             for r in tables.rows if r["seed"] == seed and r["kind"] == "head"))
     return len(indices)

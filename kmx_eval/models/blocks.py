@@ -13,6 +13,11 @@ where ``norm_b`` is applied to each block on its own grid, before resizing:
 - ``standardize``: ``(A_b[c] - mu_bc) / sigma_bc`` with per-channel statistics over every location
   of every training image (:class:`BlockStats`).
 
+With the block weighting ``balanced`` (docs/METHOD.md, section 6) each normalised block is multiplied
+by ``g_b = 1 / sqrt(V_b)`` (:func:`block_scales`), ``V_b`` its total variance over the training
+split, so that every block of S brings the same total variance to F_S, z_S, the heads and every map;
+``channels`` keeps ``g_b = 1`` (a block weighs in proportion to its channel count).
+
 ``resize`` is bilinear (``align_corners=False``) or nearest. Both are linear maps whose weights sum
 to one, so ``resize`` commutes with the affine ``standardize`` and with the mean; the embedding
 cache relies on that (:mod:`kmx_eval.models.embeddings`). For ``S = {4}`` and ``none``, ``z_S`` is
@@ -31,7 +36,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from kmx_eval.errors import DataError, ParamsError
-from kmx_eval.models.combination import BLOCK_NODES, BLOCKS, Combination, parse_combination
+from kmx_eval.models.combination import BLOCK_NODES, BLOCKS, WEIGHTINGS, Combination, parse_combination
 
 NORMALISATIONS = ("none", "l2", "standardize")
 RESIZES = ("bilinear", "nearest")
@@ -248,6 +253,35 @@ def normalise_block(a: torch.Tensor, block: int, normalisation: str = "none",
     return (a - mu) / sigma
 
 
+def block_scales(blocks: Iterable[int], normalisation: str, weighting: str,
+                 stats: BlockStats | None = None) -> dict[int, float]:
+    """Factor ``g_b`` of each block in F_S: 1 for ``channels``, ``1 / sqrt(V_b)`` for ``balanced``.
+
+    ``V_b`` is the total variance of ``norm_b(A_b)`` over the locations of the training split, from
+    the block statistics: ``standardize`` gives every channel unit variance, so ``V_b = C_b`` (a
+    dead channel, whose sigma is floored to 1, counts as one); ``none`` gives
+    ``V_b = sum_c sigma_bc^2``; ``l2`` makes every location a unit vector, so each block already has
+    unit total second moment and ``V_b = 1`` (balanced equals channels there). With the factors,
+    ``sum_{c in b} Var(g_b norm_b(A_b)[c]) = 1`` for every block of S (before resizing; bilinear
+    resizing smooths deeper blocks a little, which the measured shares show).
+    """
+    _check_option("block_weighting", weighting, WEIGHTINGS)
+    _check_option("normalisation", normalisation, NORMALISATIONS)
+    blocks = tuple(blocks)
+    if weighting == "channels" or normalisation == "l2":
+        return {b: 1.0 for b in blocks}
+    missing = [b for b in blocks if stats is None or b not in stats.mean]
+    if missing:
+        raise ParamsError(f"features.block_weighting 'balanced' needs training-split statistics of "
+                          f"B{missing[0]}; rerun the embed stage")
+    out = {}
+    for b in blocks:
+        total = (float(len(stats.mean[b])) if normalisation == "standardize"
+                 else float(np.sum(np.asarray(stats.std[b], np.float64) ** 2)))
+        out[b] = 1.0 / float(np.sqrt(total)) if total > 0 else 1.0
+    return out
+
+
 def resize_to(a: torch.Tensor, size: tuple[int, int], resize: str = "bilinear") -> torch.Tensor:
     """``resize(a, size)``: bilinear (``align_corners=False``) or nearest; identity at equal size."""
     _check_option("resize", resize, RESIZES)
@@ -265,7 +299,9 @@ def _combination(combination: Combination | str) -> Combination:
 
 def combine(acts: Mapping, combination: Combination | str, normalisation: str = "none",
             stats: BlockStats | None = None, resize: str = "bilinear") -> torch.Tensor:
-    """The combined map ``F_S = concat_{b in S} resize(norm_b(A_b), grid of s)``, ``s = min S``.
+    """The combined map ``F_S = concat_{b in S} g_b resize(norm_b(A_b), grid of s)``, ``s = min S``.
+
+    ``g_b`` is the block weighting of ``combination`` (:func:`block_scales`; 1 for ``channels``).
 
     Parameters
     ----------
@@ -295,8 +331,10 @@ def combine(acts: Mapping, combination: Combination | str, normalisation: str = 
     _check_option("normalisation", normalisation, NORMALISATIONS)
     _check_option("resize", resize, RESIZES)
     grid = tuple(acts[comb.shallowest].shape[-2:])
+    scales = block_scales(comb.blocks, normalisation, comb.weighting, stats)
     parts = [resize_to(normalise_block(acts[b], b, normalisation, stats), grid, resize)
              for b in comb.blocks]
+    parts = [p if scales[b] == 1.0 else p * scales[b] for b, p in zip(comb.blocks, parts)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 

@@ -2,12 +2,18 @@
 
 A combination is a non-empty subset of the ResNet blocks {1, 2, 3, 4} (torchvision's ``layer1`` ..
 ``layer4``). The digits must be strictly increasing, so every subset has exactly one name.
+
+A name may end with a block weighting, ``B234_balanced`` or ``B234_channels`` (docs/METHOD.md,
+section 6): how much each block weighs in ``F_S`` (:data:`WEIGHTINGS`). Without a suffix the
+combination takes ``features.block_weighting``. So ``combinations: [B234, B234_balanced]`` runs both
+weightings as separate rows of one study (names use only letters, digits and ``_``, as DVC stage
+names and paths need).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kmx_eval.errors import ParamsError
 
@@ -17,18 +23,31 @@ BLOCK_NODES = {1: "layer1", 2: "layer2", 3: "layer3", 4: "layer4"}
 #: Stride of block b's grid relative to the input (ResNet: stem /4, then /2 per stage).
 BLOCK_STRIDES = {1: 4, 2: 8, 3: 16, 4: 32}
 
-_PATTERN = re.compile(r"^B([1-4]+)$")
+#: Block weightings of F_S: ``channels`` concatenates the (normalised) blocks as they are, so a block
+#: weighs in proportion to its channel count; ``balanced`` scales each block to the same total
+#: variance (:func:`kmx_eval.models.blocks.block_scales`).
+WEIGHTINGS = ("channels", "balanced")
+
+_PATTERN = re.compile(r"^B([1-4]+)(?:_([a-z]+))?$")
 
 
 @dataclass(frozen=True, order=True)
 class Combination:
-    """A block combination S; ``blocks`` is sorted, ``shallowest`` sets the grid of F_S."""
+    """A block combination S; ``blocks`` is sorted, ``shallowest`` sets the grid of F_S.
+
+    ``weighting`` is the block weighting in effect (:data:`WEIGHTINGS`); ``spelled`` says whether the
+    name carries it as a suffix (``B234_balanced``) or took it from ``features.block_weighting``
+    (``B234``). Only the spelling, not equality, depends on ``spelled``.
+    """
 
     blocks: tuple[int, ...]
+    weighting: str = "channels"
+    spelled: bool = field(default=False, compare=False)
 
     @property
     def name(self) -> str:
-        return "B" + "".join(str(b) for b in self.blocks)
+        digits = "B" + "".join(str(b) for b in self.blocks)
+        return f"{digits}_{self.weighting}" if self.spelled else digits
 
     @property
     def shallowest(self) -> int:
@@ -43,26 +62,38 @@ class Combination:
         return self.name
 
 
-def parse_combination(name: str, where: str = "combinations") -> Combination:
-    """Parse ``'B234'`` into ``Combination((2, 3, 4))``.
+def parse_combination(name: str, where: str = "combinations", weighting: str = "channels") -> Combination:
+    """Parse ``'B234'`` into ``Combination((2, 3, 4))`` and ``'B234_balanced'`` into
+    ``Combination((2, 3, 4), "balanced", spelled=True)``.
 
+    ``weighting`` is the block weighting of a name without suffix (``features.block_weighting``).
     Raises :class:`~kmx_eval.errors.ParamsError` naming ``where`` for an unknown block (``B5``), digits
-    out of order or repeated (``B43``, ``B44``), or an empty combination (``B``).
+    out of order or repeated (``B43``, ``B44``), an empty combination (``B``) or an unknown weighting
+    suffix (``B234_equal``).
     """
     text = str(name).strip()
-    valid = "a 'B' followed by strictly increasing block digits from 1-4, such as B4, B34, B234, B1234"
+    if weighting not in WEIGHTINGS:
+        raise ParamsError(f"features.block_weighting: unknown value {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    valid = ("a 'B' followed by strictly increasing block digits from 1-4, such as B4, B34, B234, B1234, "
+             f"optionally with a block weighting suffix ({', '.join('_' + w for w in WEIGHTINGS)})")
     if text in ("", "B"):
         raise ParamsError(f"{where}: empty block combination {name!r}; expected {valid}")
     m = _PATTERN.match(text)
     if not m:
-        bad = [c for c in text[1:] if c not in "1234"] if text.startswith("B") else []
+        bad = [c for c in text[1:].split("_")[0] if c not in "1234"] if text.startswith("B") else []
         hint = f" (unknown block B{bad[0]}; blocks are B1..B4)" if bad else ""
         raise ParamsError(f"{where}: invalid block combination {name!r}{hint}; expected {valid}")
     digits = tuple(int(c) for c in m.group(1))
+    suffix = m.group(2)
+    if suffix is not None and suffix not in WEIGHTINGS:
+        raise ParamsError(f"{where}: invalid block weighting suffix {suffix!r} in {name!r}; "
+                          f"valid: {', '.join('_' + w for w in WEIGHTINGS)}")
     if list(digits) != sorted(set(digits)):
         suggestion = "B" + "".join(str(d) for d in sorted(set(digits)))
         raise ParamsError(
             f"{where}: invalid block combination {name!r}: digits must be strictly increasing "
             f"(did you mean {suggestion!r}?); expected {valid}"
         )
-    return Combination(digits)
+    if suffix is None:
+        return Combination(digits, weighting)
+    return Combination(digits, suffix, spelled=True)

@@ -39,6 +39,7 @@ from kmx_eval.models.blocks import (
     BlockStats,
     BlockStatsAccumulator,
     _combination,
+    block_scales,
     pool,
     resize_to,
 )
@@ -170,8 +171,9 @@ def cache_blocks(cache) -> tuple[int, ...]:
 def combination_embeddings(cache, split: str, combination, normalisation: str = "none") -> np.ndarray:
     """Assemble ``z_S`` of ``split`` from the cache: equal to ``pool(combine(...))`` of the live maps.
 
-    ``z_S = concat_{b in S} P^{norm}_{b@s}`` with ``s = min S``; for ``standardize``,
-    ``z_S = concat_{b in S} (P^{none}_{b@s} - mu_b) / sigma_b`` (exact, see the module docstring).
+    ``z_S = concat_{b in S} g_b P^{norm}_{b@s}`` with ``s = min S``; for ``standardize``,
+    ``z_S = concat_{b in S} g_b (P^{none}_{b@s} - mu_b) / sigma_b`` (exact, see the module docstring);
+    ``g_b`` is the combination's block weighting (:func:`~kmx_eval.models.blocks.block_scales`).
 
     Parameters
     ----------
@@ -192,7 +194,8 @@ def combination_embeddings(cache, split: str, combination, normalisation: str = 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     stored = "l2" if normalisation == "l2" else "none"
-    stats = BlockStats.from_dict(cache) if normalisation == "standardize" else None
+    stats = BlockStats.from_dict(cache)
+    scales = block_scales(comb.blocks, normalisation, comb.weighting, stats)
     parts = []
     for b in comb.blocks:
         key = part_key(split, stored, b, comb.shallowest)
@@ -203,7 +206,9 @@ def combination_embeddings(cache, split: str, combination, normalisation: str = 
                 f"cached blocks: {have or 'none'}; rerun the embed stage"
             )
         z = np.asarray(cache[key], dtype=np.float32)
-        if stats is not None:
+        if normalisation == "standardize":
             z = (z - stats.mean[b]) / stats.std[b]
+        if scales[b] != 1.0:
+            z = z * np.float32(scales[b])
         parts.append(z)
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)

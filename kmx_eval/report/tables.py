@@ -452,9 +452,15 @@ def report_tables(
                      **order, methods=explainers, metrics=metrics),
         metric_table(agg, name="concept_fidelity", title="Semantic fidelity of concept maps",
                      caption="Purity of concepts on parts and agreement (ARI, NMI) between concept map "
-                             "and part map, where part or object masks exist." + seeds + best,
-                     categories=["concept_fidelity"], **order,
-                     metrics=["concept_purity", "concept_ari", "concept_nmi"]),
+                             "and part map, inside the object mask (_object) and over the whole image "
+                             "(_image), where part or object masks exist; one row per concept scope "
+                             "(concepts_global: shared by all classes, concepts_class: per class). Chance: "
+                             "the same maps with ids shuffled over the scored pixels. Ceiling: the 'oracle' "
+                             "row, the part map averaged onto the combination's grid." + seeds + best,
+                     categories=["concept_fidelity"], with_chance=True, **order,
+                     methods=["concepts_global", "concepts_class", "oracle"],
+                     metrics=[f"concept_{score}_{region}" for region in ("object", "image")
+                              for score in ("purity", "ari", "nmi")]),
     ]
 
 

@@ -38,7 +38,7 @@ OVERRIDES = {
     },
     "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
                  "lr": 0.003},
-    "combinations": ["B4", "B34"],
+    "combinations": ["B4", "B34", "B34_balanced"],
     "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
     "explain": {"n_images": 6, "ig_steps": 4, "batch_size": 8,
                 "concepts": {"n_concepts": 3, "n_images": 12, "locations_per_image": 8, "batch_size": 64}},

@@ -74,7 +74,7 @@ def workdir(tmp_path_factory):
         F = module.features(x)
     concepts = ConceptModel(n_concepts=2, scope="class", random_state=0, batch_size=16)
     concepts.fit_stream([(F, y)], 4, np.random.default_rng(0), progress=False)
-    io.save_npz(head_dir / "concepts.npz", concepts.to_arrays())
+    io.save_npz(head_dir / "concepts_class.npz", concepts.to_arrays())
 
     params = {
         "seeds": [SEED],
@@ -106,7 +106,7 @@ def test_explain_stages_write_paired_maps(workdir):
     kmeans = load_npz(paths.maps_file("tiny", "B34", SEED))
     cnn = load_npz(paths.maps_file("tiny", "cnn", SEED))
 
-    assert set(kmeans) == {"indices", "targets", "predictions", "margin", "distance", "concepts"}
+    assert set(kmeans) == {"indices", "targets", "predictions", "margin", "distance", "concepts_class"}
     assert set(cnn) == {"indices", "targets", "predictions", "cam", "gradcam", "integrated_gradients",
                         "random"}
     # The subset is drawn with the dataset's seed (3), not the training seed (1), and is shared.
@@ -117,9 +117,10 @@ def test_explain_stages_write_paired_maps(workdir):
         np.testing.assert_array_equal(arrays["targets"], expected % N_CLASSES)  # labels are i % 3
     for name in ("margin", "distance"):
         assert kmeans[name].shape == (N_IMAGES, SIZE, SIZE) and kmeans[name].dtype == np.float32
-    assert kmeans["concepts"].dtype == np.int16 and kmeans["concepts"].shape == (N_IMAGES, SIZE, SIZE)
+    assert kmeans["concepts_class"].dtype == np.int16
+    assert kmeans["concepts_class"].shape == (N_IMAGES, SIZE, SIZE)
     # Class-scoped concepts: each image's ids belong to its target class (2 concepts per class).
-    for ids, t in zip(kmeans["concepts"], kmeans["targets"]):
+    for ids, t in zip(kmeans["concepts_class"], kmeans["targets"]):
         assert set(np.unique(ids)) <= {2 * t, 2 * t + 1}
     for name in ("cam", "gradcam", "integrated_gradients", "random"):
         assert cnn[name].shape == (N_IMAGES, SIZE, SIZE) and cnn[name].dtype == np.float32

@@ -81,7 +81,10 @@ def workdir(tmp_path_factory):
 def _set_params(root: Path, **sections) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
     for key, value in sections.items():
-        params[key].update(value)
+        if isinstance(value, dict):
+            params[key].update(value)
+        else:
+            params[key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -95,8 +98,9 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     assert [p.name for p in (workdir / "heads/tiny").iterdir()] == ["B4"]  # no temporary left
     seed_dir = workdir / "heads/tiny/B4/seed0"
     assert sorted(p.name for p in seed_dir.iterdir()) == [
-        "concepts.json", "concepts.npz", "kmeans.json", "kmeans.npz", "linear.json", "linear.npz",
-        "neighbours.npz", "probe.json", "probe.npz"]
+        "concepts_class.json", "concepts_class.npz", "concepts_global.json", "concepts_global.npz",
+        "kmeans.json", "kmeans.npz", "linear.json", "linear.npz", "neighbours.npz", "probe.json",
+        "probe.npz"]
 
     cache = load_npz(workdir / "features/tiny/seed0.npz")
     z_tr = combination_embeddings(cache, "train", "B4", "none")
@@ -110,7 +114,8 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     assert list(metrics) == ["seed0"]
     m = metrics["seed0"]
     assert sorted(m) == ["cnn_accuracy", "kmeans_accuracy", "kmeans_agreement", "probe_accuracy",
-                         "probe_agreement"]
+                         "probe_agreement", "variance_share_B4"]
+    assert m["variance_share_B4"] == pytest.approx(1.0)
     cnn_te = cache["test/logits"].argmax(1)
     assert m["cnn_accuracy"] == pytest.approx(np.mean(cnn_te == cache["test/labels"]))
     assert m["kmeans_accuracy"] == pytest.approx(head.score(z_te, cache["test/labels"]))
@@ -129,7 +134,7 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     dl = ((sem.prototypes_[:, None] - z_tr[None]) ** 2).sum(-1)
     np.testing.assert_allclose(dl[np.arange(N_CLASSES), nb["linear"]], dl.min(-1), rtol=1e-9)
 
-    arrays = load_npz(seed_dir / "concepts.npz")
+    arrays = load_npz(seed_dir / "concepts_global.npz")
     concepts = ConceptModel.from_arrays(arrays)
     assert concepts.centres_.shape == (2, 512)
     shares = arrays["prototype_concepts"]
@@ -138,7 +143,8 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     assert filled.any()
     np.testing.assert_allclose(shares[filled].sum(-1), 1.0)
     assert len(arrays["images"]) == 10 and np.all(np.diff(arrays["images"]) > 0)
-    assert json.loads((seed_dir / "concepts.json").read_text())["n_ids"] == 2
+    assert json.loads((seed_dir / "concepts_global.json").read_text())["n_ids"] == 2
+    assert json.loads((seed_dir / "concepts_class.json").read_text())["n_ids"] == 2 * N_CLASSES
 
 
 def test_fit_is_reproducible(workdir):
@@ -146,7 +152,8 @@ def test_fit_is_reproducible(workdir):
 
     fit = load_stage("fit")
     assert fit(["tiny", "B4"]) == 0
-    first = {n: load_npz(workdir / f"heads/tiny/B4/seed0/{n}.npz") for n in ("kmeans", "probe", "concepts")}
+    first = {n: load_npz(workdir / f"heads/tiny/B4/seed0/{n}.npz") for n in ("kmeans", "probe", "concepts_global",
+                                                                             "concepts_class")}
     assert fit(["tiny", "B4"]) == 0
     for name, arrays in first.items():
         again = load_npz(workdir / f"heads/tiny/B4/seed0/{name}.npz")
@@ -166,7 +173,8 @@ def test_fit_b34_standardized_uses_probe_prototypes_and_class_concepts(workdir):
     nb = load_npz(seed_dir / "neighbours.npz")
     assert str(nb["linear_source"]) == "probe" and nb["linear"].shape == (N_CLASSES,)
     assert load_npz(seed_dir / "kmeans.npz")["prototypes"].shape == (N_CLASSES, 2, 256 + 512)
-    arrays = load_npz(seed_dir / "concepts.npz")
+    assert not (seed_dir / "concepts_global.npz").exists()  # only the scopes listed
+    arrays = load_npz(seed_dir / "concepts_class.npz")
     assert arrays["prototype_concepts"].shape == (N_CLASSES, 2, 2 * N_CLASSES)
     # Class-scoped concepts: a prototype of class c is made only of class c's concepts.
     shares = arrays["prototype_concepts"]
@@ -179,6 +187,9 @@ def test_fit_errors_are_one_line_and_leave_nothing(workdir, capsys):
     fit = load_stage("fit")
     assert fit(["tiny", "B234"]) == 2
     assert "combination 'B234' is not in params combinations" in capsys.readouterr().err
+    assert fit(["tiny", "B34_equal"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "B34_equal" in err and "_channels, _balanced" in err and len(err.splitlines()) == 1
     (workdir / "features/tiny/seed0.npz").rename(workdir / "features/tiny/away.npz")
     try:
         assert fit(["tiny", "B4"]) == 2
@@ -188,3 +199,21 @@ def test_fit_errors_are_one_line_and_leave_nothing(workdir, capsys):
         assert sorted(p.name for p in (workdir / "heads/tiny").iterdir()) == ["B34", "B4"]
     finally:
         (workdir / "features/tiny/away.npz").rename(workdir / "features/tiny/seed0.npz")
+
+
+def test_balanced_weighting_equalises_the_blocks_variance_shares(workdir):
+    """B34 weighs B4 by its 512 channels against B3's 256; balanced gives each block the same total
+    variance (up to bilinear smoothing of B4 onto B3's grid), and is its own head folder."""
+    _set_params(workdir, combinations=["B4", "B34", "B34_balanced"],
+                features={"normalisation": "standardize"},
+                explain={"explainers": ["margin"], "concepts": {"n_concepts": 2, "n_images": 12,
+                                                                "locations_per_image": 4, "batch_size": 16}})
+    fit = load_stage("fit")
+    assert fit(["tiny", "B34"]) == 0 and fit(["tiny", "B34_balanced"]) == 0
+    plain = json.loads((workdir / "metrics/tiny/B34/fit.json").read_text())["seed0"]
+    balanced = json.loads((workdir / "metrics/tiny/B34_balanced/fit.json").read_text())["seed0"]
+    assert plain["variance_share_B4"] > 0.6
+    assert abs(balanced["variance_share_B4"] - 0.5) < abs(plain["variance_share_B4"] - 0.5)
+    assert balanced["variance_share_B3"] + balanced["variance_share_B4"] == pytest.approx(1.0)
+    from kmx_eval.heads import read_head_meta
+    assert read_head_meta(workdir / "heads/tiny/B34_balanced/seed0", "kmeans")["block_weighting"] == "balanced"

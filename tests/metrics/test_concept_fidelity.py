@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmx_eval.metrics import concept_fidelity as cf
 
@@ -70,3 +72,61 @@ def test_mask_restricts_the_scored_pixels():
     assert cf.concept_purity(concepts, parts)[0] > largest_part_share  # background concepts are pure
     with pytest.raises(ValueError, match="must"):
         cf.concept_ari(concepts[:, :5], parts)
+
+
+# ------------------------------------------------------------------ floor and ceiling
+def _two_parts(n=3, size=24, seed=0):
+    """Background 0 and an object of two parts (1 left half, 2 right half) at a random place."""
+    rng = np.random.default_rng(seed)
+    p = np.zeros((n, size, size), dtype=np.int64)
+    for i in range(n):
+        r, c = rng.integers(2, size // 2, 2)
+        p[i, r:r + 8, c:c + 4] = 1
+        p[i, r:r + 8, c + 4:c + 8] = 2
+    return p
+
+
+def test_grid_ceiling_equals_the_part_map_at_full_resolution_and_drops_on_coarse_grids():
+    parts = _two_parts()
+    obj = parts > 0
+    full = cf.grid_ceiling_maps(parts, (24, 24))
+    assert np.array_equal(full, parts)
+    fine, coarse = (cf.concept_scores(cf.grid_ceiling_maps(parts, g), parts, obj) for g in ((12, 12), (3, 3)))
+    assert np.nanmean(fine["ari"]) > np.nanmean(coarse["ari"])
+    assert np.nanmean(fine["purity"]) >= np.nanmean(coarse["purity"])
+    # nearest upsampling of a grid map is what grid_cells inverts: the ceiling is constant per cell
+    cells = cf.grid_cells(24, 3)
+    assert list(np.bincount(cells)) == [8, 8, 8]
+
+
+def test_shuffled_maps_score_near_chance_and_keep_concept_sizes():
+    parts = _two_parts(n=4, seed=1)
+    obj = parts > 0
+    shuffled = cf.shuffled_concept_maps(parts, obj, seed=0)
+    assert np.array_equal(shuffled[~obj], parts[~obj])  # outside the mask nothing moves
+    for i in range(4):
+        assert np.array_equal(np.bincount(shuffled[i][obj[i]], minlength=3), np.bincount(parts[i][obj[i]], minlength=3))
+    perfect = cf.concept_scores(parts, parts, obj)
+    chance = cf.concept_scores(shuffled, parts, obj)
+    assert np.nanmean(perfect["ari"]) == 1.0 and abs(np.nanmean(chance["ari"])) < 0.2
+    assert np.nanmean(chance["nmi"]) < 0.3
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_concept_scores_do_not_depend_on_concept_ids(seed):
+    """Invariance: renaming concept ids one-to-one leaves purity, ARI and NMI unchanged."""
+    rng = np.random.default_rng(seed)
+    parts = _two_parts(n=2, seed=seed)
+    concepts = rng.integers(0, 5, parts.shape)
+    renamed = rng.permutation(50)[:5][concepts]
+    for region in (None, parts > 0):
+        a, b = cf.concept_scores(concepts, parts, region), cf.concept_scores(renamed, parts, region)
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12)
+
+
+def test_a_single_part_inside_the_mask_gives_nan_not_a_trivial_one():
+    parts = (_two_parts(n=2) > 0).astype(np.int64)  # mask only: inside it one label
+    scores = cf.concept_scores(parts, parts, parts > 0)
+    assert np.isnan(scores["purity"]).all() and np.isnan(scores["ari"]).all()

@@ -114,7 +114,11 @@ def test_combination_tables(workdir):
     loc = expl[expl.category == "localisation"]
     assert loc.value.notna().all() and loc.chance.notna().all()
     assert (loc.ci_low <= loc.value + 1e-12).all() and (loc.value <= loc.ci_high + 1e-12).all()
-    assert set(metrics[metrics.kind == "concepts"].metric) == {"concept_purity", "concept_ari", "concept_nmi"}
+    concepts = metrics[metrics.kind == "concepts"]
+    assert set(concepts.metric) == {f"concept_{s}_{r}" for s in ("purity", "ari", "nmi")
+                                    for r in ("object", "image")}
+    assert set(concepts.method) == {"concepts_global", "concepts_class", "oracle"}
+    assert concepts.chance.notna().all()
     # one score per evaluation image for every explainer x metric
     ex_samples = samples[samples.method.isin(["margin", "margin_centred"])]
     assert len(ex_samples) == 2 * 12 * N_IMAGES

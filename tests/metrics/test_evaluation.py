@@ -125,15 +125,30 @@ def test_concept_rows_against_parts_mask_or_nothing():
     parts[:, 2:8, 6:10] = 2
     parts[2] = 0  # a part map with one label: ARI and NMI undefined
     t = _tables()
-    t.add_concepts(0, parts.astype(np.int16) + 4, parts, None, np.arange(3))
-    t.add_concepts(1, parts.astype(np.int16), None, (parts > 0).astype(np.uint8), np.arange(3))
-    t.add_concepts(2, parts.astype(np.int16), None, None, np.arange(3))
-    df = t.frames()[0].set_index(["seed", "metric"])
-    assert df.loc[(0, "concept_ari"), "value"] == 1.0 and df.loc[(0, "concept_ari"), "n_missing"] == 1
-    assert "parts map holds a single label" in df.loc[(0, "concept_ari"), "note"]
-    assert df.loc[(0, "concept_purity"), "n"] == 3 and df.loc[(0, "concept_ari"), "chance"] == 0.0
-    assert df.loc[(1, "concept_nmi"), "note"].startswith("against mask")
-    assert np.isnan(df.loc[(2, "concept_purity"), "value"]) and df.loc[(2, "concept_purity"), "note"] == NO_PARTS
+    t.add_concepts(0, {"concepts_global": parts.astype(np.int16) + 4}, parts, None, np.arange(3), grid=(3, 3))
+    t.add_concepts(1, {"concepts_global": parts.astype(np.int16)}, None, (parts > 0).astype(np.uint8),
+                   np.arange(3))
+    t.add_concepts(2, {"concepts_global": parts.astype(np.int16)}, None, None, np.arange(3))
+    df = t.frames()[0].set_index(["seed", "method", "metric"])
+    exact = df.loc[(0, "concepts_global")]
+    for region in ("object", "image"):
+        assert exact.loc[f"concept_ari_{region}", "value"] == 1.0
+        assert exact.loc[f"concept_ari_{region}", "n_missing"] == 1
+        assert "a single part" in exact.loc[f"concept_ari_{region}", "note"]
+        # floor: shuffled ids score far below the exact map
+        assert exact.loc[f"concept_ari_{region}", "chance"] < 0.5
+    assert "inside the object mask" in exact.loc["concept_purity_object", "note"]
+    # ceiling: the part map on a 3 x 3 grid cannot reach the exact map at 12 x 12
+    oracle = df.loc[(0, "oracle")]
+    assert oracle.loc["concept_ari_object", "value"] < 1.0
+    assert "ceiling" in oracle.loc["concept_ari_object", "note"]
+    # mask only: one label inside the object, so only whole-image scores exist
+    masked = df.loc[(1, "concepts_global")]
+    assert masked.loc["concept_nmi_image", "note"].startswith("against mask")
+    assert np.isnan(masked.loc["concept_ari_object", "value"])
+    nothing = df.loc[(2, "concepts_global")]
+    assert np.isnan(nothing.loc["concept_purity_object", "value"])
+    assert nothing.loc["concept_purity_object", "note"] == NO_PARTS
 
 
 def test_summary_keeps_key_numbers_per_seed():

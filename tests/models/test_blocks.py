@@ -195,3 +195,40 @@ def test_combine_shape_and_channel_order_for_any_subset(blocks, channels, normal
         torch.testing.assert_close(f[:, start:start + channels[b - 1]], part)
         start += channels[b - 1]
     assert start == f.shape[1]
+
+
+def test_balanced_weighting_gives_every_block_the_same_total_variance():
+    """Invariance: with standardize, block b's total variance C_b becomes 1 for every block."""
+    from kmx_eval.models.blocks import block_scales
+    from kmx_eval.models.combination import parse_combination
+
+    rng = np.random.default_rng(0)
+    acts = {2: torch.as_tensor(rng.normal(3, 2, (6, 8, 8, 8)), dtype=torch.float32),
+            4: torch.as_tensor(rng.normal(1, 5, (6, 32, 4, 4)), dtype=torch.float32)}
+    stats = BlockStats.from_arrays(acts)
+    scales = block_scales((2, 4), "standardize", "balanced", stats)
+    assert scales == pytest.approx({2: 8 ** -0.5, 4: 32 ** -0.5})
+    assert block_scales((2, 4), "standardize", "channels", stats) == {2: 1.0, 4: 1.0}
+    none = block_scales((2, 4), "none", "balanced", stats)
+    for b in (2, 4):
+        total = float(((acts[b] * none[b]).double().var(dim=(0, 2, 3), unbiased=False)).sum())
+        assert total == pytest.approx(1.0, rel=1e-4)
+    f = combine(acts, parse_combination("B24_balanced"), "standardize", stats, "nearest")
+    var = f.double().var(dim=(0, 2, 3), unbiased=False)
+    assert float(var[:8].sum()) == pytest.approx(1.0, rel=1e-3)
+    assert float(var[8:].sum()) == pytest.approx(1.0, rel=1e-3)  # nearest resizing keeps the variance
+
+
+def test_combination_names_carry_the_weighting_only_when_spelled():
+    from kmx_eval.models.combination import parse_combination
+
+    assert parse_combination("B234").name == "B234"
+    assert parse_combination("B234", weighting="balanced").weighting == "balanced"
+    c = parse_combination("B234_balanced")
+    assert (c.name, c.weighting, c.blocks) == ("B234_balanced", "balanced", (2, 3, 4))
+    assert parse_combination("B234_balanced") == parse_combination("B234", weighting="balanced")
+    for bad, text in (("B234_equal", "_channels, _balanced"), ("B5", "unknown block B5")):
+        with pytest.raises(ParamsError, match=text):
+            parse_combination(bad)
+    with pytest.raises(ParamsError, match="features.block_weighting"):
+        parse_combination("B4", weighting="equal")

@@ -157,3 +157,15 @@ def test_pooling_weights_give_the_mean_of_the_resized_map(resize, source, grid):
     else:
         # 4 -> 13 does not: border cells weigh differently from the centre.
         assert not torch.allclose(w, uniform, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("normalisation", ["none", "standardize"])
+def test_balanced_cache_equals_pooled_live_balanced_maps(live, cache, normalisation):
+    """The balanced weighting scales each block of F_S and of z_S alike (exact: pooling is linear)."""
+    resize, arrays = cache
+    stats = BlockStats.from_dict(arrays)
+    z = pool(combine(live["train"], "B234_balanced", normalisation, stats, resize)).numpy()
+    cached = combination_embeddings(arrays, "train", "B234_balanced", normalisation)
+    np.testing.assert_allclose(cached, z, rtol=1e-4, atol=1e-5)
+    plain = combination_embeddings(arrays, "train", "B234", normalisation)
+    assert not np.allclose(plain, cached)

@@ -114,10 +114,12 @@ def synthetic_frames(datasets=DATASETS, combinations=COMBINATIONS, seeds=SEEDS):
                                                   + gen.normal(0, 0.01, 5), **keys, method=method))
                 # concepts
                 if comb != CNN:
-                    for metric in ("concept_purity", "concept_ari", "concept_nmi"):
-                        add(np.clip(0.3 + 0.1 * level + gen.normal(0, 0.05, N_EVAL), 0, 1),
-                            kind="concepts", method="concepts", category="concept_fidelity",
-                            metric=metric, higher_is_better=True, chance=0.0)
+                    for metric in ("concept_purity_object", "concept_ari_object", "concept_nmi_object"):
+                        for method in ("concepts_global", "oracle"):
+                            add(np.clip(0.3 + 0.1 * level + 0.5 * (method == "oracle")
+                                        + gen.normal(0, 0.05, N_EVAL), 0, 1),
+                                kind="concepts", method=method, category="concept_fidelity",
+                                metric=metric, higher_is_better=True, chance=0.0)
     return tidy.frame(rows), tidy.samples_frame(samples), tidy.curves_frame(curves)
 
 
@@ -147,7 +149,7 @@ def synthetic_maps(indices, masks, comb: str, explainers, seed: int, concepts: b
         noise = gen.normal(0, 1, m.shape).astype(np.float32)
         out[name] = (m * (1 + len(comb)) + noise - (0.5 if name.startswith("margin") else -2.0)).astype(np.float32)
     if concepts:
-        out["concepts"] = (m + (np.indices(m.shape[1:]).sum(0) > SIZE)[None]).astype(np.int16)
+        out["concepts_global"] = (m + (np.indices(m.shape[1:]).sum(0) > SIZE)[None]).astype(np.int16)
     return out
 
 

@@ -57,7 +57,7 @@ def _build_figures(frames):
     images, masks, _ = synthetic_images(N_EVAL, 2)
     maps = {f"{c} margin": synthetic_maps(np.arange(3), masks, c, ["margin"], 0, True)["margin"]
             for c in COMBINATIONS}
-    concepts = synthetic_maps(np.arange(3), masks, "B234", [], 0, True)["concepts"]
+    concepts = synthetic_maps(np.arange(3), masks, "B234", [], 0, True)["concepts_global"]
     return {
         "tradeoff": figures.tradeoff_figure(
             figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), "RelevanceMassAccuracy"),
