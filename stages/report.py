@@ -198,6 +198,7 @@ def build(params) -> None:
     by_name = {t.name: t for t in result_tables}
     numbers = summary.key_numbers(agg, datasets, combos, metric_name, explainer)
     sentences = summary.headlines(agg, datasets, combos, metric_name, explainer)
+    claims = summary.prototype_claims(agg, datasets, combos)
 
     figure_files: dict[str, bytes] = {}
     sections, overview, runs = [], [], []
@@ -231,7 +232,7 @@ def build(params) -> None:
         sections.append(html.DatasetSection(
             name=ds, headline=sentences[ds], key_numbers=numbers[ds],
             tradeoff=html.Figure.from_png(tradeoff, f"trade-off figure of {ds}"),
-            prototype_table=by_name["prototype_fidelity"].subset(ds),
+            prototype_table=by_name["prototype_fidelity"].subset(ds), prototype_claim=claims[ds],
             prototype_figure=html.Figure.from_png(proto, f"prototype fidelity of {ds}"),
             prototype_galleries=galleries,
             explanation_gallery=html.Figure.from_png(gallery, f"explanation gallery of {ds}"),

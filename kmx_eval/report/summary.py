@@ -193,3 +193,72 @@ def key_numbers(
             entry[f"{fidelity_metric}_{r['method']}"] = value(r)
         out[ds][baseline] = entry
     return out
+
+
+# ------------------------------------------------------------------------------ prototype claim
+def _proximity(agg: pd.DataFrame, dataset: str, combination: str, method: str) -> pd.Series | None:
+    r = _row(agg, dataset=dataset, combination=combination, kind="prototypes", method=method,
+             metric="proximity")
+    return r if r is not None and _ok(r["value"]) else None
+
+
+def _cell(r: pd.Series | None) -> str:
+    return "n/a" if r is None else fmt(r["value"]) + _interval(r)
+
+
+def _above(a: pd.Series, b: pd.Series) -> bool | None:
+    """True when interval ``a`` lies entirely above ``b``, False when entirely below or overlapping
+    with ``a``'s value not above ``b``'s, None when they overlap."""
+    lo_a = a["ci_low"] if _ok(a["ci_low"]) else a["value"]
+    hi_b = b["ci_high"] if _ok(b["ci_high"]) else b["value"]
+    if lo_a > hi_b:
+        return True
+    hi_a = a["ci_high"] if _ok(a["ci_high"]) else a["value"]
+    lo_b = b["ci_low"] if _ok(b["ci_low"]) else b["value"]
+    return False if hi_a < lo_b else None
+
+
+def prototype_claim(agg: pd.DataFrame, dataset: str, combinations: Sequence[str],
+                    cnn: str = "cnn") -> str:
+    """One sentence: does "linear prototypes do not represent the data" hold at their most
+    favourable reading (docs/METHOD.md, section 6)?
+
+    Linear prototypes are the CNN's fc rows (pseudo-combination ``cnn``, space z_4) and each
+    combination's probe rows, read at the equivalent ``alpha (w_c + v)`` closest to the data
+    (``*_favourable`` rows). Each is compared with the k-means prototypes of the same combination
+    (B4's for the CNN's fc) on the proximity ratio, which is dimensionless (distance over the median
+    nearest-neighbour distance of that space). The claim holds for a pair when the linear
+    interval lies entirely above the k-means one, fails when it lies below, and is undecided when
+    they overlap; the sentence reports the count of each and the numbers.
+    """
+    pairs = []
+    reference = combinations[0] if combinations else None
+    if reference is not None:
+        pairs.append((f"the CNN's fc (vs k-means {reference})", _proximity(agg, dataset, cnn, "linear_favourable"),
+                      _proximity(agg, dataset, cnn, "linear"), _proximity(agg, dataset, reference, "kmeans")))
+    for comb in combinations:
+        pairs.append((f"the {comb} probe", _proximity(agg, dataset, comb, "probe_favourable"),
+                      _proximity(agg, dataset, comb, "probe"), _proximity(agg, dataset, comb, "kmeans")))
+    pairs = [p for p in pairs if p[1] is not None and p[3] is not None]
+    if not pairs:
+        return (f"{dataset}: no linear-prototype proximity at the most favourable reading was computed, "
+                f"so the claim that linear prototypes do not represent the data is not tested here.")
+    verdicts = [_above(fav, km) for _, fav, _, km in pairs]
+    held, failed = sum(v is True for v in verdicts), sum(v is False for v in verdicts)
+    if held == len(pairs):
+        verdict = "holds at their most favourable reading"
+    elif failed == len(pairs):
+        verdict = "does not hold at their most favourable reading"
+    else:
+        verdict = (f"holds for {held} of {len(pairs)} linear heads at their most favourable reading, "
+                   f"fails for {failed} and is within the noise for {len(pairs) - held - failed}")
+    details = "; ".join(f"{name}: {_cell(fav)} (as stored {_cell(stored)}) against {_cell(km)}"
+                        for name, fav, stored, km in pairs)
+    return (f"{dataset}: the claim that linear prototypes do not represent the data {verdict} "
+            f"(proximity ratio, lower is closer to the data, linear at the equivalent alpha (w_c + v) "
+            f"closest to the data against k-means: {details}).")
+
+
+def prototype_claims(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str]) -> dict[str, str]:
+    """:func:`prototype_claim` of every dataset, in the given order."""
+    return {ds: prototype_claim(agg, ds, list(combinations)) for ds in datasets}

@@ -83,9 +83,10 @@ def synthetic_frames(datasets=DATASETS, combinations=COMBINATIONS, seeds=SEEDS):
                         add(np.ones(20) * (0.9 + 0.02 * (method == "probe")), kind="head", method=method,
                             category="agreement", metric="agreement", higher_is_better=True)
                 # prototypes
-                sets = ["linear"] if comb == CNN else ["kmeans"] + (["linear"] if comb == "B4" else [])
+                sets = (["linear", "linear_favourable"] if comb == CNN
+                        else ["kmeans", "probe", "probe_favourable"] + (["linear"] if comb == "B4" else []))
                 for method in sets:
-                    far = 6.0 if method == "linear" else 1.1
+                    far = 1.1 if method == "kmeans" else 2.5 if method.endswith("_favourable") else 6.0
                     add(far + gen.normal(0, 0.1, 6), kind="prototypes", method=method,
                         category="prototype_fidelity", metric="proximity", higher_is_better=False)
                     add(np.clip(0.5 + 0.4 * (method == "kmeans") + gen.normal(0, 0.05, 6), 0, 1),
