@@ -195,6 +195,9 @@ def build(params) -> None:
                                     params.evaluate.bootstrap.confidence, seed=params.seeds[0])
     comparison = tables.comparison_table(cmp, agg, params.evaluate.bootstrap.confidence)
     result_tables.append(comparison)
+    fits = {(ds, c): io.read_json(paths.fit_metrics(ds, c)) for ds in datasets for c in combos
+            if paths.fit_metrics(ds, c).exists()}
+    result_tables.append(tables.variance_share_table(fits, datasets, combos))
     by_name = {t.name: t for t in result_tables}
     numbers = summary.key_numbers(agg, datasets, combos, metric_name, explainer)
     sentences = summary.headlines(agg, datasets, combos, metric_name, explainer)

@@ -464,6 +464,37 @@ def report_tables(
     ]
 
 
+def variance_share_table(fit_metrics: dict, datasets: Sequence[str] | None = None,
+                         combinations: Sequence[str] | None = None) -> Table:
+    """Each block's share of F_S's total variance, per dataset and combination (the fit stage's
+    ``variance_share_B{b}``, mean over seeds; docs/METHOD.md, section 6).
+
+    ``fit_metrics`` maps ``(dataset, combination)`` to the contents of that ``fit.json``
+    (``{"seed0": {"variance_share_B4": ..., ...}}``). ``share_b = sum_{c in b} Var_c / sum_c Var_c``:
+    with the ``channels`` weighting a block weighs by its channel count, ``balanced`` aims at equal
+    shares.
+    """
+    rows = []
+    for (ds, comb), per_seed in fit_metrics.items():
+        for seed_key, numbers in per_seed.items():
+            for key, value in numbers.items():
+                if key.startswith("variance_share_"):
+                    rows.append({**{c: None for c in METRIC_COLUMNS}, "dataset": ds,
+                                 "seed": int(str(seed_key).removeprefix("seed")), "combination": comb,
+                                 "kind": "head", "method": "F_S", "category": "block_variance",
+                                 "metric": key.removeprefix("variance_share_"), "value": value,
+                                 "n": 1, "n_missing": 0, "higher_is_better": None, "note": ""})
+    frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    agg = aggregate_seeds(frame) if len(frame) else frame
+    return metric_table(agg, name="block_variance", title="Share of F_S's variance per block",
+                        caption="Each block's share of the total variance of the combined map F_S on the "
+                                "concept-fitting training images: channels weighting (B34, B234) against "
+                                "balanced (B34_balanced, B234_balanced), where every block should bring "
+                                "the same share.",
+                        categories=["block_variance"], datasets=datasets, combinations=combinations,
+                        metrics=["B1", "B2", "B3", "B4"])
+
+
 # ------------------------------------------------------------------------------ paired comparisons
 def paired_comparisons(
     samples: pd.DataFrame,

@@ -176,3 +176,14 @@ def test_paired_comparisons_are_deterministic(frames):
     one = tables.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
     two = tables.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
     pd.testing.assert_frame_equal(one, two)
+
+
+def test_variance_share_table_shows_each_blocks_share_per_combination():
+    fits = {("d", "B34"): {"seed0": {"kmeans_accuracy": 0.9, "variance_share_B3": 0.3, "variance_share_B4": 0.7},
+                           "seed1": {"variance_share_B3": 0.32, "variance_share_B4": 0.68}},
+            ("d", "B34_balanced"): {"seed0": {"variance_share_B3": 0.49, "variance_share_B4": 0.51}}}
+    t = tables.variance_share_table(fits, ["d"], ["B34", "B34_balanced"])
+    assert list(t.cells.columns) == ["B3", "B4"]
+    assert t.sort_keys.loc[("d", "B34", "F_S"), "B4"] == pytest.approx(0.69)
+    assert t.sort_keys.loc[("d", "B34_balanced", "F_S"), "B3"] == pytest.approx(0.49)
+    assert tables.variance_share_table({}, ["d"], ["B4"]).cells.empty
