@@ -144,11 +144,13 @@ class KMeansHeadModule(nn.Module):
 
     def embeddings_from_blocks(self, acts) -> torch.Tensor:
         """``z_S`` from block activations ``{b: A_b}`` (module docstring), (N, sum_b C_b)."""
-        from kmx_eval.models.blocks import normalise_block
+        from kmx_eval.models.blocks import block_scales, normalise_block
         from kmx_eval.models.embeddings import pooling_weights
 
         comb = self.combination
         grid = tuple(acts[comb.shallowest].shape[-2:])
+        # The block weighting g_b is a constant factor per block: it commutes with the pooling.
+        scales = block_scales(comb.blocks, self.normalisation, comb.weighting, self.stats)
         parts = []
         for b in comb.blocks:
             a = acts[b]
@@ -167,7 +169,7 @@ class KMeansHeadModule(nn.Module):
                 z = torch.einsum("nchw,hw->nc", a, w)
             if self.normalisation == "standardize":
                 z = normalise_block(z[:, :, None, None], b, "standardize", self.stats)[:, :, 0, 0]
-            parts.append(z)
+            parts.append(z if scales[b] == 1.0 else z * scales[b])
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def scores_from_embeddings(self, z: torch.Tensor) -> torch.Tensor:

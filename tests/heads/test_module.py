@@ -92,7 +92,7 @@ def test_bad_arguments_are_named(setup):
         KMeansHeadModule(extractor, "B4", "none", None, np.zeros((2, 512)))
 
 
-@pytest.mark.parametrize("combination", ["B4", "B34", "B234", "B1234", "B24"])
+@pytest.mark.parametrize("combination", ["B4", "B34", "B234", "B1234", "B24", "B234_balanced"])
 @pytest.mark.parametrize("normalisation", ["none", "l2", "standardize"])
 @pytest.mark.parametrize("resize", ["bilinear", "nearest"])
 def test_forward_from_pooling_weights_equals_pooling_the_combined_map(setup, combination,
