@@ -22,7 +22,7 @@ from kmx_eval.heads.kmeans import KMeansHead
 from kmx_eval.heads.linear import LinearProbe, LinearSEM
 
 __all__ = ["LABEL_SOURCES", "FittedHeads", "training_labels", "prototype_neighbours", "fit_heads",
-           "cnn_linear_head"]
+           "cnn_linear_head", "FittedCombination", "fit_combination", "save_fitted_combination"]
 
 #: Where the labels that define the k-means head's classes come from (``params.head.labels``).
 LABEL_SOURCES = ("ground_truth", "cnn")
@@ -199,3 +199,88 @@ def cnn_linear_head(fc, z_test: np.ndarray, cnn_logits_test: np.ndarray, source:
         raise DataError(f"{source}: the backbone's fc on the cached B4 embeddings reproduces only "
                         f"{same:.1%} of the cached CNN predictions; rerun the embed stage")
     return linear
+
+
+@dataclass
+class FittedCombination:
+    """Everything the fit stage writes for one combination and seed (:func:`fit_combination`).
+
+    Attributes
+    ----------
+    heads : FittedHeads
+    concepts : kmx_eval.explain.concepts.FittedConcepts
+    subset : (n,) training indices the concepts were fitted on
+    meta : dict, the settings recorded beside every head (checked by later stages,
+        :func:`kmx_eval.heads.check_fitted_with`)
+    metrics : dict, the heads' accuracies and agreement plus ``variance_share_B{b}`` per block
+    """
+
+    heads: FittedHeads
+    concepts: object
+    subset: np.ndarray
+    meta: dict
+    metrics: dict
+
+
+def fit_combination(cache, backbone, train_split, combination, *, normalisation: str, resize: str,
+                    labels: str, n_prototypes: int, n_init: int, max_iter: int, probe_C: float,
+                    probe_max_iter: int, scopes, n_concepts: int, concept_images: int,
+                    locations_per_image: int, concept_batch_size: int, image_batch_size: int,
+                    seed: int, device, source: str = "embeddings") -> FittedCombination:
+    """Fit the heads and the concept models of one block combination for one seed.
+
+    ``cache`` is the embedding cache (:mod:`kmx_eval.models.embeddings`), ``backbone`` the trained
+    CNN, ``train_split`` the prepared training split. The k-means head and the probe are fitted on
+    ``z_S`` (:func:`fit_heads`; the CNN's fc is the linear head only on ``B4`` without
+    normalisation, :func:`cnn_linear_head`); then one concept model per scope on the combined maps
+    F_S of a seeded subset of training images
+    (:func:`kmx_eval.explain.concepts.fit_concepts`), which also measures each block's share of
+    F_S's variance. Settings are the ``head``, ``features`` and ``explain.concepts`` params.
+    """
+    from kmx_eval.explain.concepts import concept_subset, fit_concepts, split_features
+    from kmx_eval.heads.module import KMeansHeadModule
+    from kmx_eval.models.blocks import BlockExtractor, BlockStats
+    from kmx_eval.models.embeddings import combination_embeddings
+
+    z = {s: combination_embeddings(cache, s, combination, normalisation) for s in ("train", "test")}
+    linear = (cnn_linear_head(backbone.fc, z["test"], cache["test/logits"], source)
+              if combination.blocks == (4,) and normalisation == "none" else None)
+    heads = fit_heads(z["train"], z["test"], cache["train/labels"], cache["test/labels"],
+                      cache["train/logits"], cache["test/logits"], labels=labels,
+                      n_prototypes=n_prototypes, n_init=n_init, max_iter=max_iter, probe_C=probe_C,
+                      probe_max_iter=probe_max_iter, seed=seed, linear=linear)
+    extractor = BlockExtractor(backbone, blocks=combination.blocks, logits=False)
+    module = KMeansHeadModule.from_head(heads.kmeans, extractor, combination, normalisation,
+                                        BlockStats.from_dict(cache), resize).to(device)
+    subset = concept_subset(len(train_split), concept_images, seed)
+    y = heads.labels[subset]
+    concepts = fit_concepts(
+        split_features(module, train_split, device), subset, y,
+        np.stack(heads.kmeans.nearest_prototype(z["train"][subset], y), axis=1),
+        heads.kmeans.prototypes_.shape[:2], [(b, extractor.channels[b]) for b in combination.blocks],
+        scopes=scopes, n_concepts=n_concepts, locations_per_image=locations_per_image,
+        batch_size=concept_batch_size, image_batch_size=image_batch_size, seed=seed, salt=combination.name)
+    meta = {"combination": combination.name, "normalisation": normalisation, "resize": resize,
+            "block_weighting": combination.weighting, "labels": labels, "seed": seed,
+            "n_classes": int(cache["train/logits"].shape[1]), "n_train": int(len(z["train"])),
+            "dimension": int(z["train"].shape[1])}
+    shares = {f"variance_share_{b}": v for b, v in concepts.variance_shares.items()}
+    return FittedCombination(heads, concepts, subset, meta, {**heads.metrics, **shares})
+
+
+def save_fitted_combination(folder, fitted: FittedCombination, meta: dict, locations_per_image: int) -> None:
+    """Write a :class:`FittedCombination` into ``folder``: ``kmeans``, ``probe``, ``linear`` (when the
+    CNN's fc is the linear head), ``neighbours.npz`` and ``concepts_{scope}`` (docs/ARCHITECTURE.md)."""
+    from pathlib import Path
+
+    from kmx_eval import io
+    from kmx_eval.explain.concepts import save_concepts
+    from kmx_eval.heads.persist import save_kmeans_head, save_linear_sem, save_probe
+
+    folder = Path(folder)
+    save_kmeans_head(fitted.heads.kmeans, folder, meta=meta)
+    save_probe(fitted.heads.probe, folder, meta=meta)
+    if fitted.heads.linear is not None:
+        save_linear_sem(fitted.heads.linear, folder, meta={**meta, "source": "cnn fc"})
+    io.save_npz(folder / "neighbours.npz", fitted.heads.neighbours)
+    save_concepts(folder, fitted.concepts, fitted.subset, meta, locations_per_image)
