@@ -34,7 +34,8 @@ def with_change(path: str, value, delete: bool = False) -> dict:
 
 def test_default_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.combinations == ["B4", "B34", "B234"]
+    assert params.combinations == ["B4", "B34", "B234", "B34_balanced", "B234_balanced"]
+    assert params.explain.concepts.scope == ["global", "class"]
     assert set(params.datasets) >= {"shapes", "digits"}
     assert params.backbone_for("digits").image_size == 64
     assert params.backbone_for("shapes").image_size == params.backbone.image_size
@@ -63,6 +64,10 @@ BAD = [
     ("report.explainer", "gradcam_kmeans", ["report.explainer", "gradcam_kmeans", "margin"]),
     ("report.fidelity_metric", "Pointing", ["report.fidelity_metric", "Pointing", "PointingGame"]),
     ("head.n_prototypes", 0, ["head.n_prototypes", "greater than or equal to 1"]),
+    ("features.block_weighting", "equal", ["features.block_weighting", "equal", "channels", "balanced"]),
+    ("explain.concepts.scope", "both", ["explain.concepts.scope", "both", "global", "class"]),
+    ("explain.concepts.scope", ["global", "global"], ["explain.concepts.scope", "at most once"]),
+    ("combinations", ["B4", "B34_equal"], ["combinations[1]", "B34_equal", "_channels, _balanced"]),
 ]
 
 
