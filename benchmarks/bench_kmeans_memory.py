@@ -263,11 +263,12 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     c = params.explain.concepts
+    # The first concept scope of the study (each scope is one more model of the same size).
     # Sizes of the default study: B234 of ResNet34 (C_2 + C_3 + C_4 = 128 + 256 + 512) on the grid
     # of B2 (stride 8); shapes' training split (6 classes x 200).
     image_size = params.backbone.image_size
     spec = {"seed": 0, "dim": 896, "grid": image_size // 8, "n_classes": 6, "true_concepts": 12,
-            "feature_batch": params.features.batch_size, "n_concepts": c.n_concepts, "scope": c.scope,
+            "feature_batch": params.features.batch_size, "n_concepts": c.n_concepts, "scope": c.scope[0],
             "locations_per_image": c.locations_per_image, "concept_batch": c.batch_size,
             "n_prototypes": params.head.n_prototypes, "n_init": params.head.n_init,
             "max_iter": params.head.max_iter, "threads": args.threads}
