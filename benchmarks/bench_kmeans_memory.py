@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure peak RSS in fresh subprocesses (default: on, off with --quick)")
     args = p.parse_args(argv)
     common.setup_threads(args.threads)
-    from kmx_eval.config import load_params
+    from kmx_eval.validation import load_params
 
     params = load_params(args.params)
     c = params.explain.concepts

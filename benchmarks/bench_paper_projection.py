@@ -61,7 +61,7 @@ def load_study(path: str, notes: list[str]):
     """
     import yaml
 
-    from kmx_eval.config import load_params, parse_params
+    from kmx_eval.validation import load_params, parse_params
     from kmx_eval.errors import ParamsError
 
     try:
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure-batch", type=int, default=None, help="images per measured batch (default 32; quick 2)")
     args = p.parse_args(argv)
     common.setup_threads(args.threads)
-    from kmx_eval.config import load_params
+    from kmx_eval.validation import load_params
 
     notes: list[str] = []
     studies = {"params.yaml": load_params(args.params), Path(args.profile).name: load_study(args.profile, notes)}

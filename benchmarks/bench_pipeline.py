@@ -75,7 +75,7 @@ def expanded_params(raw: dict, source: str) -> str:
     """
     import yaml
 
-    from kmx_eval.config import parse_params
+    from kmx_eval.validation import parse_params
 
     full = parse_params(raw, source=source).to_full_dict()  # fail here, not minutes into dvc
     return f"# {source}, with every default written out (bench_pipeline.py)\n" + yaml.safe_dump(full, sort_keys=False)

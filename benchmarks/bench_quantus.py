@@ -103,7 +103,7 @@ def run(args) -> tuple[list[common.Check], dict]:
     import numpy as np
     import torch
 
-    from kmx_eval.config import load_params, parse_params
+    from kmx_eval.validation import load_params, parse_params
     from kmx_eval.metrics.quantus import QUANTUS_METRICS, QuantusSettings, run_quantus
 
     if args.quick:

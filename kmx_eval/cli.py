@@ -4,6 +4,11 @@ A stage is a function ``main(params, *names)``; :func:`stage` turns it into a co
 ``--params`` (default ``params.yaml``), validates it, and turns every :class:`KmxError` (bad params,
 bad data, no network, no GPU) into one line on stderr and exit status 2, without a traceback.
 Anything else is a bug and keeps its traceback.
+
+The stage receives a :class:`~kmx_eval.stage_params.StageParams` view: it may read only the params
+its row of ``STAGE_SECTIONS`` declares, which is what its DVC dependency
+``resolved/<dataset>/<stage>[-<combination>].json`` holds. The names ``dataset`` and
+``combination`` of ``main``'s signature say which dataset and combination the run is for.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import warnings
 from typing import Callable
 
 from kmx_eval import io
-from kmx_eval.config import Params, load_params
+from kmx_eval.config import load_params
+from kmx_eval.data import SOURCES
 from kmx_eval.errors import KmxError
+from kmx_eval.stage_params import StageParams
 
 EXIT_USER_ERROR = 2
 
@@ -31,8 +38,15 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     print(f"kmx-eval: warning: {message}", file=file or sys.stderr)
 
 
-def stage(fn: Callable[..., None]) -> Callable[[list[str] | None], int]:
-    """Wrap ``fn(params, *names)`` as a command-line stage (see module docstring)."""
+def stage(fn: Callable[..., None] | None = None, *,
+          registries: Callable[[], dict] | None = None) -> Callable[[list[str] | None], int]:
+    """Wrap ``fn(params, *names)`` as a command-line stage (see module docstring).
+
+    ``registries`` returns the registries to check names against (default: the dataset sources
+    only, which dataset entries need); the ``resolve`` stage passes all of them.
+    """
+    if fn is None:
+        return functools.partial(stage, registries=registries)  # type: ignore[return-value]
     names = [p for p in inspect.signature(fn).parameters][1:]
     prog = os.path.basename(inspect.getfile(fn)).removesuffix(".py")
 
@@ -47,10 +61,15 @@ def stage(fn: Callable[..., None]) -> Callable[[list[str] | None], int]:
         warnings.showwarning = _one_line_warnings
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         try:
-            params: Params = load_params(args.params)
+            # Dataset entries need their source's schema; the other registries' names are checked
+            # by the resolve stage and where they are used.
+            params = load_params(args.params,
+                                 registries=registries() if registries else {"sources": SOURCES})
+            values = {n: getattr(args, n) for n in names}
+            view = StageParams(params, prog, values.get("dataset"), values.get("combination"))
             # A stage writes only under the output folders of the repository it runs in.
             with io.guard_outputs(os.getcwd()):
-                fn(params, *(getattr(args, n) for n in names))
+                fn(view, *values.values())
         except KmxError as exc:
             print(f"kmx-eval {prog}: error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR

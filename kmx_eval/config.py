@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from kmx_eval.errors import ParamsError, did_you_mean
 from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict
 from kmx_eval.models.combination import BLOCK_STRIDES, Combination, parse_combination
 
 MIN_IMAGE_SIZE = BLOCK_STRIDES[4]  # B4 has stride 32: a smaller image leaves it no grid cell
+
+
+def _registry(info: ValidationInfo, kind: str):
+    """The registry ``kind`` passed in the validation context (see :func:`parse_params`), or None.
+
+    The schema names registries without importing them: a stage validates with the registries it
+    uses, and the ``resolve`` stage (:mod:`kmx_eval.validation`) with all of them, before any work.
+    """
+    return (info.context or {}).get(kind)
 
 
 class BackboneConfig(Strict):
@@ -41,10 +51,10 @@ class BackboneConfig(Strict):
 
     @field_validator("architecture")
     @classmethod
-    def _known_architecture(cls, v: str) -> str:
-        from kmx_eval.models.backbone import ARCHITECTURES
-
-        ARCHITECTURES.get(v, where="architecture")
+    def _known_architecture(cls, v: str, info: ValidationInfo) -> str:
+        architectures = _registry(info, "architectures")
+        if architectures is not None:
+            architectures.get(v, where="architecture")
         return v
 
     @field_validator("image_size")
@@ -59,7 +69,7 @@ class BackboneConfig(Strict):
 
 
 class FeaturesConfig(Strict):
-    """How F_S is built from the blocks (METHOD.md section 1)."""
+    """How F_S is built from the blocks (docs/METHOD.md, section 1)."""
 
     normalisation: Literal["none", "l2", "standardize"] = "standardize"
     resize: Literal["bilinear", "nearest"] = "bilinear"
@@ -111,13 +121,14 @@ class ExplainConfig(Strict):
 
     @field_validator("explainers")
     @classmethod
-    def _known_explainers(cls, v: list[str]) -> list[str]:
-        from kmx_eval.explain import EXPLAINERS
-
+    def _known_explainers(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        explainers = _registry(info, "explainers")
         if not v:
-            raise ValueError(f"needs at least one explainer; valid: {', '.join(EXPLAINERS.names())}")
+            valid = f"; valid: {', '.join(explainers.names())}" if explainers is not None else ""
+            raise ValueError(f"needs at least one explainer{valid}")
         for i, name in enumerate(v):
-            EXPLAINERS.get(name, where=f"explain.explainers[{i}]")
+            if explainers is not None:
+                explainers.get(name, where=f"explain.explainers[{i}]")
         if len(set(v)) != len(v):
             raise ValueError("lists an explainer twice")
         return v
@@ -141,7 +152,7 @@ class BootstrapConfig(Strict):
 
 
 class EvaluateConfig(Strict):
-    """Metrics of METHOD.md section 4 (``evaluate`` stage)."""
+    """Metrics of docs/METHOD.md, section 4 (``evaluate`` stage)."""
 
     quantus: list[str] = ["PointingGame", "AttributionLocalisation", "RelevanceMassAccuracy",
                           "RelevanceRankAccuracy", "TopKIntersection", "AUC",
@@ -156,11 +167,11 @@ class EvaluateConfig(Strict):
 
     @field_validator("quantus")
     @classmethod
-    def _known_metrics(cls, v: list[str]) -> list[str]:
-        from kmx_eval.metrics.quantus import QUANTUS_METRICS
-
+    def _known_metrics(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        metrics = _registry(info, "quantus_metrics")
         for i, name in enumerate(v):
-            QUANTUS_METRICS.get(name, where=f"evaluate.quantus[{i}]")
+            if metrics is not None:
+                metrics.get(name, where=f"evaluate.quantus[{i}]")
         return v
 
     @field_validator("compare")
@@ -204,9 +215,12 @@ class Params(Strict):
 
     @field_validator("datasets", mode="before")
     @classmethod
-    def _dataset_sources(cls, v: Any) -> Any:
+    def _dataset_sources(cls, v: Any, info: ValidationInfo) -> Any:
         """Validate each entry against the config model of its ``source``."""
-        from kmx_eval.data import SOURCES
+        SOURCES = _registry(info, "sources")
+        if SOURCES is None:
+            # Entries cannot be parsed without their source's Config: the registry is needed.
+            from kmx_eval.data import SOURCES
 
         if not isinstance(v, dict) or not v:
             raise ValueError("needs at least one named dataset entry, such as shapes: {source: synthetic}")
@@ -240,7 +254,7 @@ class Params(Strict):
         return v
 
     @model_validator(mode="after")
-    def _compare_in_combinations(self) -> "Params":
+    def _compare_in_combinations(self, info: ValidationInfo) -> "Params":
         for i, (a, b) in enumerate(self.evaluate.compare):
             for name in (a, b):
                 if name not in self.combinations:
@@ -259,16 +273,16 @@ class Params(Strict):
                 f"pick one of evaluate.quantus ({', '.join(self.evaluate.quantus)})"
             )
         for name, ds in self.datasets.items():
-            self.backbone_for(name)  # validates merged overrides (image size, architecture)
+            self.backbone_for(name, context=info.context)  # validates merged overrides
         return self
 
     # ------------------------------------------------------------------ helpers for stages
-    def backbone_for(self, dataset: str) -> BackboneConfig:
+    def backbone_for(self, dataset: str, context: dict | None = None) -> BackboneConfig:
         """The backbone settings of ``dataset``: the global section with its overrides applied."""
         over = self.datasets[dataset].backbone.model_dump(exclude_none=True)
         merged = {**self.backbone.model_dump(), **over}
         try:
-            return BackboneConfig.model_validate(merged)
+            return BackboneConfig.model_validate(merged, context=context)
         except ValidationError as exc:
             raise ParamsError(format_validation_error(exc, prefix=f"datasets.{dataset}.backbone",
                                                      root=BackboneConfig)) from None
@@ -359,20 +373,25 @@ def root_model_for(exc: ValidationError) -> type[BaseModel] | None:
     return {"Params": Params}.get(exc.title)
 
 
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate an already-parsed params mapping; raises :class:`ParamsError` with one message."""
+def parse_params(raw: Any, source: str = "params.yaml", registries: dict | None = None) -> Params:
+    """Validate an already-parsed params mapping; raises :class:`ParamsError` with one message.
+
+    ``registries`` maps ``sources``, ``architectures``, ``explainers`` and ``quantus_metrics`` to
+    the registries that names are checked against; a name whose registry is not given is checked
+    where it is used. :func:`kmx_eval.validation.parse_params` passes all of them.
+    """
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context=registries or {})
     except ValidationError as exc:
         raise ParamsError(f"{source}: {format_validation_error(exc)}") from None
     except ParamsError as exc:
         raise ParamsError(f"{source}: {exc}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``."""
+def read_params_file(path: str | Path = "params.yaml") -> Any:
+    """The parsed YAML of a params file; one-line errors when it is missing or not YAML."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} does not exist; run from the repository root or pass --params")
@@ -380,4 +399,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
-    return parse_params(raw, source=str(path))
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", registries: dict | None = None) -> Params:
+    """Read and validate ``params.yaml`` (``registries`` as in :func:`parse_params`)."""
+    return parse_params(read_params_file(path), source=str(path), registries=registries)

@@ -36,9 +36,13 @@ def imports_of(path: Path, package: str, modules: dict[str, Path], importer: str
 
     Importing ``a.b.c`` runs the packages ``a`` and ``a.b`` first, so they count as imported too,
     except the packages that contain ``importer`` itself: those are already running when it runs
-    (a package ``__init__`` that re-exports its submodules is not a cycle).
+    (a package ``__init__`` that re-exports its submodules is not a cycle). Relative imports are
+    resolved against ``importer``. A module that calls ``importlib.import_module`` with a computed
+    name (a lazy re-export) counts as importing every module below its own package.
     """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    is_package = path.name == "__init__.py"
+    here = importer if is_package else importer.rpartition(".")[0]
     found: set[str] = set()
 
     def add(name: str) -> None:
@@ -54,12 +58,23 @@ def imports_of(path: Path, package: str, modules: dict[str, Path], importer: str
             for alias in node.names:
                 if alias.name.split(".")[0] == package:
                     add(alias.name)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] != package:
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module.split(".")[0] != package:
                 continue
             for alias in node.names:
-                full = f"{node.module}.{alias.name}"
-                add(full if full in modules else node.module)
+                full = f"{module}.{alias.name}"
+                add(full if full in modules else module)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "import_module" and node.args
+              and not isinstance(node.args[0], ast.Constant) and here):
+            found.update(m for m in modules if m.startswith(here + "."))
     return found
 
 
@@ -122,3 +137,25 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return cycles
+
+
+def script_imports(script: str | Path, package_dir: str | Path) -> set[str]:
+    """The package's modules that a script (a stage in ``stages/``) runs: its imports, transitively."""
+    package_dir = Path(package_dir)
+    modules = package_modules(package_dir)
+    direct = imports_of(Path(script), package_dir.name, modules)
+    return transitive_imports(import_graph(package_dir), direct)
+
+
+def module_files(names: Iterable[str], package_dir: str | Path) -> set[Path]:
+    """Source files of dotted module names, relative to the folder that holds the package."""
+    package_dir = Path(package_dir)
+    modules = package_modules(package_dir)
+    return {modules[n].relative_to(package_dir.parent) for n in names}
+
+
+def uncovered(files: Iterable[Path], deps: Iterable[str]) -> list[str]:
+    """Files that no dependency path covers (a dependency covers itself and everything below it)."""
+    dep_paths = [Path(d) for d in deps]
+    return sorted(str(f) for f in files
+                  if not any(f == d or d in f.parents for d in dep_paths))

@@ -24,7 +24,7 @@ from kmx_eval.errors import DataError, KmxError
 
 #: Top-level folders a stage may write to, relative to the repository (the working directory
 #: of ``dvc repro``). Anything else is refused so that a path in params cannot overwrite sources.
-OUTPUT_ROOTS = ("data", "models", "features", "heads", "maps", "metrics", "reports")
+OUTPUT_ROOTS = ("resolved", "data", "models", "features", "heads", "maps", "metrics", "reports")
 
 
 def check_output_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:

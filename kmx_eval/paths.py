@@ -10,6 +10,17 @@ from pathlib import Path
 BASELINES = "cnn"  # the pseudo-combination under which post-hoc baselines of the CNN are filed
 
 
+RESOLVED_DIR = Path("resolved")
+
+
+def resolved_settings(stage: str, dataset: str | None = None, combination: str | None = None) -> Path:
+    """The settings one stage run reads, defaults filled in, written by the ``resolve`` stage and
+    listed as that stage's dependency in ``dvc.yaml`` (see :mod:`kmx_eval.stage_params`)."""
+    if dataset is None:
+        return RESOLVED_DIR / f"{stage}.json"
+    return RESOLVED_DIR / dataset / (f"{stage}-{combination}.json" if combination else f"{stage}.json")
+
+
 def prepared(dataset: str) -> Path:
     """Hugging Face DatasetDict (train, test) saved to disk by ``prepare@dataset``."""
     return Path("data") / dataset

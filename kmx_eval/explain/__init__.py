@@ -1,4 +1,4 @@
-"""Explanations of the k-means head and of the original CNN (METHOD.md section 3).
+"""Explanations of the k-means head and of the original CNN (docs/METHOD.md, section 3).
 
 - :mod:`.attribution`: pure tensor functions for the attribution maps (margin, centred margin,
   distance, CAM) and their completeness identities.

@@ -1,4 +1,4 @@
-"""Attribution maps on the grid of F_S: pure tensor functions (METHOD.md section 3).
+"""Attribution maps on the grid of F_S: pure tensor functions (docs/METHOD.md, section 3).
 
 Notation. ``F`` is a combined map ``F_S(x)`` of shape ``(N, D, H, W)``; ``f_ij = F[:, :, i, j]`` is
 the vector at grid location ``(i, j)`` and ``z = mean_ij f_ij`` the pooled embedding. A k-means

@@ -1,4 +1,4 @@
-"""Post-hoc baselines on the original CNN (METHOD.md section 3): what a user would pick instead.
+"""Post-hoc baselines on the original CNN (docs/METHOD.md, section 3): what a user would pick instead.
 
 The model is the torchvision ResNet under explanation (``layer4`` is block B4, ``fc`` its linear
 head, which sees ``mean_ij a_ij``). Gradient methods come from captum; ``random`` is the control.

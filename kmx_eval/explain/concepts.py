@@ -1,4 +1,4 @@
-"""Concept maps: k-means on the per-location vectors of F_S (METHOD.md section 3).
+"""Concept maps: k-means on the per-location vectors of F_S (docs/METHOD.md, section 3).
 
 Concepts are K cluster centres ``q_k`` of the vectors ``f_ij = F_S(x)[:, i, j]`` sampled from training
 images (MiniBatchKMeans, streamed with ``partial_fit``, so the maps of the training split are never

@@ -1,4 +1,4 @@
-"""Gradient-free explainers of the k-means head (METHOD.md section 3).
+"""Gradient-free explainers of the k-means head (docs/METHOD.md, section 3).
 
 The model is a :class:`~kmx_eval.heads.module.KMeansHeadModule`: ``model.features(x)`` gives the
 combined map ``F_S (N, D, H, W)`` and ``model.prototypes`` the prototypes ``(C, H_p, D)``. One

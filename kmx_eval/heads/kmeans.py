@@ -6,7 +6,7 @@ distance to the nearest prototype of the class,
 
 .. math::  s_c(z) = -\\min_h \\lVert z - p_{ch} \\rVert^2 ,
 
-and the head predicts the class of the nearest prototype, ``argmax_c s_c(z)`` (METHOD.md section 2).
+and the head predicts the class of the nearest prototype, ``argmax_c s_c(z)`` (docs/METHOD.md, section 2).
 The labels that define the classes are the caller's choice: the ground truth (KMEx) or the
 original CNN's own predictions (a post-hoc explainer of that CNN).
 """

@@ -7,7 +7,7 @@ A linear head scores class c by ``<w_c, z> + b_c``. Completing the square,
              + \\tfrac12 \\lVert z \\rVert^2 ,
 
 and the last term is the same for every class, so the linear head is a nearest-prototype rule with
-prototypes ``w_c`` and per-class offsets ``o_c = b_c + 1/2 ||w_c||^2`` (METHOD.md section 2). The
+prototypes ``w_c`` and per-class offsets ``o_c = b_c + 1/2 ||w_c||^2`` (docs/METHOD.md, section 2). The
 suite measures whether those built-in prototypes represent the data (they need not: the offsets can
 carry the decision), by comparing the linear head with the nearest-``w_c`` rule without offsets.
 """

@@ -1,4 +1,4 @@
-"""Metrics of METHOD.md section 4: arrays in, numbers (or per-sample vectors) out.
+"""Metrics of docs/METHOD.md, section 4: arrays in, numbers (or per-sample vectors) out.
 
 - :mod:`.accuracy`: top-1 accuracy and agreement with the CNN, as per-sample 0/1 vectors.
 - :mod:`.prototype_fidelity`: proximity ratio (Euclidean, cosine), class purity@m, decision

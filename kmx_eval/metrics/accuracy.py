@@ -1,4 +1,4 @@
-"""Predictive performance as per-sample 0/1 vectors (METHOD.md section 4).
+"""Predictive performance as per-sample 0/1 vectors (docs/METHOD.md, section 4).
 
 Top-1 accuracy of a head is ``1/n sum_i [yhat_i = y_i]`` and its agreement with the original CNN
 (post-hoc fidelity) is ``1/n sum_i [yhat_i = yhat_i^CNN]``. Both are returned per sample, so that

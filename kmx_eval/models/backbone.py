@@ -1,6 +1,6 @@
 """The CNN under explanation: a torchvision ResNet whose ``fc`` is replaced by a ``n_classes`` head.
 
-The original CNN is the linear head on the pooled output of block B4 (METHOD.md section 2):
+The original CNN is the linear head on the pooled output of block B4 (docs/METHOD.md, section 2):
 ``logit_c = <w_c, z_4> + b_c`` with ``z_4 = mean_ij A_4(x)[:, i, j]`` (torchvision's ``avgpool``).
 
 - :data:`ARCHITECTURES`: registry from the params name (``backbone.architecture``) to the

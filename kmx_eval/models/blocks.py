@@ -1,4 +1,4 @@
-"""Blocks B1..B4 of a ResNet, block combinations F_S and pooled embeddings z_S (METHOD.md section 1).
+"""Blocks B1..B4 of a ResNet, block combinations F_S and pooled embeddings z_S (docs/METHOD.md, section 1).
 
 For an image ``x``, block ``b`` (torchvision's ``layer{b}``) gives ``A_b(x)`` of shape
 ``(C_b, H_b, W_b)``. For a block combination ``S`` with shallowest block ``s``:

@@ -4,7 +4,7 @@ Each builder takes frames or arrays and returns a :class:`matplotlib.figure.Figu
 turns it into PNG and SVG bytes with a fixed SVG hash salt and no date or software metadata, so
 the same numbers give the same bytes on every run (DVC then sees no change where there is none).
 
-- :func:`tradeoff_figure` (METHOD.md section 5): per dataset, each block combination is a point
+- :func:`tradeoff_figure` (docs/METHOD.md, section 5): per dataset, each block combination is a point
   ``(accuracy of its k-means head, semantic fidelity of its margin map)`` with bootstrap intervals
   on both axes, beside the original CNN (linear head; CAM, Grad-CAM and the other post-hoc
   baselines at the CNN's accuracy). The Pareto front joins the points that no other point beats

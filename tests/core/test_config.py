@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kmx_eval.config import load_params, parse_params
+from kmx_eval.validation import load_params, parse_params
 from kmx_eval.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -93,7 +93,7 @@ def test_config_defaults_and_validation():
 
 
 def test_n_classes_below_two_is_a_params_error(tmp_path):
-    from kmx_eval.config import load_params
+    from kmx_eval.validation import load_params
     from kmx_eval.errors import ParamsError
 
     path = tmp_path / "params.yaml"

@@ -1,4 +1,4 @@
-"""Completeness identities and construction checks of the attribution maps (METHOD.md section 3)."""
+"""Completeness identities and construction checks of the attribution maps (docs/METHOD.md, section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""KMeansHead: the KMEx head as a scikit-learn classifier (METHOD.md section 2)."""
+"""KMeansHead: the KMEx head as a scikit-learn classifier (docs/METHOD.md, section 2)."""
 
 import doctest
 import warnings

@@ -1,4 +1,4 @@
-"""LinearSEM (the CNN's fc read as prototypes) and LinearProbe (METHOD.md section 2)."""
+"""LinearSEM (the CNN's fc read as prototypes) and LinearProbe (docs/METHOD.md, section 2)."""
 
 import numpy as np
 import pytest

@@ -220,7 +220,7 @@ def write_workspace(root: Path, params: dict = PARAMS, metrics_frames=None, stal
 
 
 def load_params(params: dict = PARAMS):
-    from kmx_eval.config import parse_params
+    from kmx_eval.validation import parse_params
 
     return parse_params(json.loads(json.dumps(params)))
 
