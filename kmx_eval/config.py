@@ -1,11 +1,13 @@
 """The typed schema of ``params.yaml``.
 
-Every stage validates the whole file with :func:`load_params` before it does anything, so a wrong
-key, type or name fails at once with one message that names the key and the valid values
-(:func:`format_validation_error`), and never after minutes of work.
+The ``resolve`` stage, first in every ``dvc repro``, validates the whole file with every registry
+(:mod:`kmx_eval.validation`), so a wrong key, type or name fails at once with one message that
+names the key and the valid values (:func:`format_validation_error`), never after minutes of work.
+Every other stage validates the whole file's structure again and checks the names it uses.
 
 Names that live in registries (dataset ``source``, backbone ``architecture``, explainers, Quantus
-metrics) are checked against those registries, so a new implementation needs no schema change.
+metrics) are checked against those registries, passed in the validation context, so a new
+implementation needs no schema change and the schema imports none of them.
 Each dataset source declares its own config model (a subclass of :class:`DatasetConfig`).
 """
 

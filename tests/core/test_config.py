@@ -94,12 +94,13 @@ def test_yaml_syntax_error(tmp_path):
 
 
 def test_stage_exits_2_with_one_line_and_no_traceback(tmp_path):
+    # The resolve stage, first in every dvc repro, checks every name against its registry.
     bad = with_change("backbone.architecture", "resnet35")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(bad))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "prepare.py"), "shapes", "--params", str(path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [sys.executable, str(REPO / "stages" / "resolve.py"), "--params", str(path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
