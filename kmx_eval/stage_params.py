@@ -149,6 +149,14 @@ class StageParams:
         self._need("backbone", f"backbone_for({name!r})")
         return self._params.backbone_for(name)
 
+    def combination(self, name: str, where: str = "combination"):
+        self._need("combination", f"combination({name!r})")
+        self._need("features", f"combination({name!r})")  # its block weighting
+        if not self._all and name != self._combination:
+            raise UndeclaredParamsError(
+                f"stage {self._stage!r} of combination {self._combination!r} reads combination {name!r}")
+        return self._params.combination(name, where=where)
+
     def combination_list(self):
         self._need("combination", "combination_list()")
         return [c for c in self._params.combination_list() if self._all or c.name == self._combination]
