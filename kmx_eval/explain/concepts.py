@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from kmx_eval.errors import DataError, KmxError
 
 from .attribution import upsample
+from .core import is_concept_key, model_device  # noqa: F401  (is_concept_key: re-exported)
 
 __all__ = ["ConceptModel", "SCOPES", "sample_locations", "concept_maps", "concept_key", "is_concept_key",
            "concept_subset", "FittedConcepts", "fit_concepts", "split_features", "save_concepts",
@@ -41,10 +42,6 @@ def concept_key(scope: str) -> str:
         raise KmxError(f"explain.concepts.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     return f"concepts_{scope}"
 
-
-def is_concept_key(key: str) -> bool:
-    """Whether an array of a maps file holds concept maps (not an attribution map)."""
-    return key == "concepts" or key.startswith("concepts_")
 
 #: Array keys written by :meth:`ConceptModel.to_arrays` (a file may hold others beside them).
 _KEYS = ("concepts/centres", "concepts/owner", "concepts/n_concepts", "concepts/scope",
@@ -340,8 +337,6 @@ def concept_maps(model: torch.nn.Module, concepts: ConceptModel, x: Any, labels:
     ``F_S = model.features(x)`` (a KMeansHeadModule), each location's nearest concept, then nearest
     upsampling to the image size (ids are categories, not values to interpolate).
     """
-    from .core import model_device
-
     labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels).reshape(-1)
     out = []
     device = model_device(model)

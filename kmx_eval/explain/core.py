@@ -51,6 +51,11 @@ KINDS = ("kmeans", "cnn")
 EXPLAINERS: Registry = Registry("explainer")
 
 
+def is_concept_key(key: str) -> bool:
+    """Whether an array of a maps file holds concept maps (not an attribution map)."""
+    return key == "concepts" or key.startswith("concepts_")
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter or buffer (CPU for a module with neither)."""
     for t in itertools.chain(model.parameters(), model.buffers()):
@@ -204,8 +209,6 @@ def explain_subset(
     targets = np.asarray(targets.cpu() if torch.is_tensor(targets) else targets, dtype=np.int64).reshape(-1)
     if not (len(indices) == len(targets) == len(x)):
         raise ValueError(f"explain_subset: {len(x)} images, {len(targets)} targets, {len(indices)} indices")
-    from .concepts import is_concept_key
-
     reserved = {n for n in explainers if n in ("indices", "targets", "predictions") or is_concept_key(n)}
     if reserved:
         raise ValueError(f"explainer names {sorted(reserved)} clash with the maps file's own keys")
