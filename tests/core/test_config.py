@@ -37,8 +37,11 @@ def test_default_params_are_valid():
     assert params.combinations == ["B4", "B34", "B234", "B34_balanced", "B234_balanced"]
     assert params.explain.concepts.scope == ["global", "class"]
     assert set(params.datasets) >= {"shapes", "digits"}
-    assert params.backbone_for("digits").image_size == 64
+    assert params.backbone_for("digits").image_size == 48  # 8 x 8 originals: 48 px loses nothing
     assert params.backbone_for("shapes").image_size == params.backbone.image_size
+    # The default synthetic set is the hard one: classes share parts from a small pool of styles.
+    shapes = params.datasets["shapes"]
+    assert shapes.n_styles is not None and shapes.n_styles < shapes.n_classes * shapes.n_parts
 
 
 # (dotted key, bad value, words the one-line message must contain)
