@@ -31,9 +31,9 @@ OVERRIDES = {
     "seeds": [0],
     "datasets": {
         "tiny": {"source": "synthetic", "n_classes": 3, "train_per_class": 24, "test_per_class": 8,
-                 "clutter": 2, "seed": 0},
+                 "clutter": 2},
         # A folder of images without masks: localisation must be marked not applicable.
-        "folder": {"source": "imagefolder", "path": "inputs/folder", "test_fraction": 0.25, "seed": 0,
+        "folder": {"source": "imagefolder", "path": "inputs/folder", "test_fraction": 0.25,
                    "backbone": {"image_size": 32}},
     },
     "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
