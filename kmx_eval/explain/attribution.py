@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as nnf
 
+from kmx_eval.models.blocks import pool  # noqa: F401  (z = mean_ij f_ij; re-exported for the explainers)
+
 __all__ = [
     "pool",
     "prototype_distances",
@@ -53,12 +55,6 @@ def _per_image(v: torch.Tensor, n: int, name: str) -> torch.Tensor:
     if v.dim() != 2 or v.shape[0] != n:
         raise ValueError(f"{name} must have shape (D,) or ({n}, D), got {tuple(v.shape)}")
     return v
-
-
-def pool(F: torch.Tensor) -> torch.Tensor:
-    """Pooled embedding ``z = mean_ij f_ij``: ``(N, D, H, W) -> (N, D)``."""
-    _check_maps(F)
-    return F.mean(dim=(2, 3))
 
 
 def prototype_distances(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
