@@ -136,12 +136,14 @@ def grid_cells(size: int, grid: int) -> np.ndarray:
     return np.minimum((np.arange(int(size)) * int(grid)) // int(size), int(grid) - 1)
 
 
-def grid_ceiling_maps(part_map, grid: tuple[int, int]) -> np.ndarray:
+def grid_ceiling_maps(part_map, grid: tuple[int, int], ignore_background: bool = False) -> np.ndarray:
     """The part map averaged onto ``grid`` and upsampled back: the best concept map at that resolution.
 
     Each cell of the ``(h, w)`` grid holds the part that covers most of its pixels (the arg-max of
     the part shares averaged over the cell; ties go to the lower part id), and every pixel takes its
-    cell's part under nearest upsampling (:func:`grid_cells`). Shape (n, H, W) int64, like the input.
+    cell's part under nearest upsampling (:func:`grid_cells`). With ``ignore_background`` a cell that
+    touches the object holds its majority object part (parts 1..P), so that scores inside the object
+    mask are not capped by cells where background covers most pixels. Shape (n, H, W) int64.
     """
     p = np.asarray(part_map).astype(np.int64)
     single = p.ndim == 2
@@ -155,6 +157,9 @@ def grid_ceiling_maps(part_map, grid: tuple[int, int]) -> np.ndarray:
     rr = np.broadcast_to(rows[None, :, None], p.shape)
     cc = np.broadcast_to(cols[None, None, :], p.shape)
     np.add.at(counts, (ii, rr, cc, p), 1)
+    if ignore_background and n_parts > 1:
+        on_object = counts[..., 1:].sum(axis=3) > 0
+        counts[..., 0] = np.where(on_object, -1, counts[..., 0])
     cell_part = counts.argmax(axis=3)                                    # (n, h, w)
     out = cell_part[:, rows][:, :, cols]
     return out[0] if single else out

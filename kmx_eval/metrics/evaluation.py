@@ -300,11 +300,16 @@ class EvaluationTables:
         t0 = time.perf_counter()
         part_map = np.asarray(parts if parts is not None else cf.part_map_from_mask(masks)).astype(np.int64)
         obj = (np.asarray(masks) > 0) if masks is not None else part_map > 0
-        if grid is not None:
-            maps["oracle"] = cf.grid_ceiling_maps(part_map, grid)
+        # The ceiling inside the object ignores the background when it picks each cell's part.
+        oracle = {} if grid is None else {
+            "object": cf.grid_ceiling_maps(part_map, grid, ignore_background=True),
+            "image": cf.grid_ceiling_maps(part_map, grid)}
+        if oracle:
+            maps["oracle"] = oracle["image"]
         regions = {"object": (obj, "inside the object mask"), "image": (None, "over the whole image")}
-        for method, cmap in maps.items():
+        for method, method_map in maps.items():
             for region, (mask, where) in regions.items():
+                cmap = oracle[region] if method == "oracle" else method_map
                 values = cf.concept_scores(cmap, part_map, mask)
                 chance = cf.concept_scores(cf.shuffled_concept_maps(cmap, mask, seed=seed), part_map, mask)
                 trivial = cf.trivial_part_maps(part_map, mask)

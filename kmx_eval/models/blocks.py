@@ -262,8 +262,10 @@ def block_scales(blocks: Iterable[int], normalisation: str, weighting: str,
     dead channel, whose sigma is floored to 1, counts as one); ``none`` gives
     ``V_b = sum_c sigma_bc^2``; ``l2`` makes every location a unit vector, so each block already has
     unit total second moment and ``V_b = 1`` (balanced equals channels there). With the factors,
-    ``sum_{c in b} Var(g_b norm_b(A_b)[c]) = 1`` for every block of S (before resizing; bilinear
-    resizing smooths deeper blocks a little, which the measured shares show).
+    ``sum_{c in b} Var(g_b norm_b(A_b)[c]) = 1`` for every block of S on its own grid. Bilinear
+    upsampling onto the shallowest grid removes part of a deeper block's variance, so the shares in
+    F_S itself are not exactly equal: the fit stage measures them
+    (:func:`kmx_eval.explain.concepts.variance_shares`) and the report shows them.
     """
     _check_option("block_weighting", weighting, WEIGHTINGS)
     _check_option("normalisation", normalisation, NORMALISATIONS)

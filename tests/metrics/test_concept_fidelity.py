@@ -130,3 +130,15 @@ def test_a_single_part_inside_the_mask_gives_nan_not_a_trivial_one():
     parts = (_two_parts(n=2) > 0).astype(np.int64)  # mask only: inside it one label
     scores = cf.concept_scores(parts, parts, parts > 0)
     assert np.isnan(scores["purity"]).all() and np.isnan(scores["ari"]).all()
+
+
+def test_the_object_ceiling_ignores_background_majorities():
+    """A small object inside one coarse cell: with background counted the cell is background and
+    the ceiling inside the object is one label; ignoring it, the cell holds the object's main part."""
+    parts = np.zeros((1, 16, 16), dtype=np.int64)
+    parts[0, 2:6, 2:4] = 1
+    parts[0, 2:6, 4:5] = 2
+    plain = cf.grid_ceiling_maps(parts, (2, 2))
+    assert (plain == 0).all()
+    inside = cf.grid_ceiling_maps(parts, (2, 2), ignore_background=True)
+    assert inside[0, 3, 3] == 1 and inside[0, 12, 12] == 0
