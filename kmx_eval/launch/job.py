@@ -1,0 +1,108 @@
+"""What one job does: reproduce one shard in a clean checkout and push its results to the remote.
+
+The job is a :class:`submitit.helpers.Checkpointable`: when SLURM preempts it or its time limit
+is near, submitit requeues it with the same arguments, and the requeued job finds the same
+checkout (its folder is fixed by the commit and the shard), whose workspace, ``dvc.lock`` and
+local DVC cache hold every stage that had finished, so ``dvc repro`` continues where it stopped.
+A job resubmitted elsewhere (``kmx-eval launch --only-missing``) starts from a new checkout and
+restores what other jobs pushed through ``dvc repro --pull``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+
+from kmx_eval.launch.runcache import dvc, environment, is_local_url, push_run_cache
+
+STAGE_ERROR = re.compile(r"^(kmx-eval \S+: error: .*|ERROR: .*)$", re.MULTILINE)
+
+
+class ShardFailed(RuntimeError):
+    """``dvc repro`` of a shard failed; the message holds the stages' one-line errors."""
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Everything a job needs, pickled by submitit into its ``<job id>_submitted.pkl``.
+
+    ``kmx-eval collect`` reads these pickles back to know which job ran which shard.
+    """
+
+    shard: str
+    targets: tuple[str, ...]
+    repo: str
+    commit: str
+    checkout: str
+    remote_name: str
+    remote_url: str
+    executor: str
+    by: str
+    launched_at: float = field(default_factory=time.time)
+
+
+def git(*args: str, cwd: str | Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def make_checkout(spec: ShardSpec) -> Path:
+    """A checkout of ``spec.commit`` at ``spec.checkout``: cloned when missing, reused when a
+    requeued job finds it (same commit), with the default DVC remote pointing at the same place
+    as in the user's repository."""
+    path = Path(spec.checkout)
+    if not (path / ".git").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{int(time.time() * 1e6)}.tmp")
+        git("clone", "--quiet", "--no-checkout", spec.repo, str(tmp))
+        git("checkout", "--quiet", "--detach", spec.commit, cwd=tmp)
+        local = Path(spec.repo) / ".dvc" / "config.local"  # credentials, remotes added with --local
+        if local.exists():
+            shutil.copy2(local, tmp / ".dvc" / "config.local")
+        tmp.rename(path)
+    head = git("rev-parse", "HEAD", cwd=path)
+    if head != spec.commit:
+        raise RuntimeError(f"checkout {path} is at {head[:12]}, not at the launched commit {spec.commit[:12]}")
+    if is_local_url(spec.remote_url):
+        # A relative path in .dvc/config is relative to the config file: in the checkout it would
+        # name another folder. Point the checkout's remote at the user's (absolute) path.
+        result = dvc(["remote", "modify", "--local", spec.remote_name, "url", spec.remote_url], path, echo=False)
+        if result.returncode:
+            raise RuntimeError(f"could not configure the DVC remote in {path}: {result.output.strip()}")
+    return path
+
+
+class ShardJob(submitit.helpers.Checkpointable):
+    """``ShardJob()(spec)``: check out, ``dvc repro --pull --keep-going`` the shard's stages, push.
+
+    Returns a dict with the stages it ran and restored (pickled by submitit as the job's result).
+    Raises :class:`ShardFailed` when a stage failed, after pushing what did succeed.
+    """
+
+    def __call__(self, spec: ShardSpec) -> dict:
+        start = time.time()
+        checkout = make_checkout(spec)
+        env = environment(checkout)
+        print(f"kmx-eval: shard {spec.shard} at commit {spec.commit[:12]} in {checkout}", flush=True)
+        print(f"kmx-eval: python {sys.executable}, remote {spec.remote_name} = {spec.remote_url}", flush=True)
+        # --pull: stages another job (or an earlier run of this one) pushed are restored, not run.
+        # --keep-going: a failing stage does not stop the independent ones; they are pushed below.
+        repro = dvc(["repro", "--pull", "--keep-going", *spec.targets], checkout, env)
+        records, objects = push_run_cache(checkout)
+        print(f"kmx-eval: pushed {records} run-cache records and {objects} objects to {spec.remote_name}",
+              flush=True)
+        if repro.returncode != 0:
+            errors = [m.group(1).strip() for m in STAGE_ERROR.finditer(repro.output)]
+            raise ShardFailed(f"shard {spec.shard}: dvc repro exited {repro.returncode}: "
+                              + (" | ".join(errors) if errors else repro.output[-2000:]))
+        return {"shard": spec.shard, "ran": repro.ran, "restored": repro.restored, "checkout": str(checkout),
+                "seconds": round(time.time() - start, 1)}
