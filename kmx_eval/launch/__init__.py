@@ -12,7 +12,7 @@ the hashes of its command, dependencies and params, and of its outputs) to the r
 - :mod:`kmx_eval.launch.runcache`  the DVC operations: remote, run-cache push of every output,
   restore-only of a shard's stages
 - :mod:`kmx_eval.launch.job`       what one job does: a clean checkout of the commit, ``dvc repro
-  --pull`` of its shard, ``dvc push --run-cache``
+  --pull`` of its shard, push of the run cache and of every output it names
 - :mod:`kmx_eval.launch.executors` the submitit executors (SLURM, local) and their parameters
 - :mod:`kmx_eval.launch.status`    the state of each shard's latest job, read from submitit's folder
 - :mod:`kmx_eval.launch.cli`       the ``kmx-eval launch`` and ``kmx-eval collect`` commands

@@ -15,7 +15,8 @@ Why not only ``dvc push --run-cache`` / ``dvc repro --pull`` (checked with DVC 3
   ``stage_cache.restore(stage, pull=True)`` (what ``dvc repro --pull`` calls before it would run
   a stage) and stops at the first stage that has no record; nothing is run.
 - ``--run-cache`` is not the default of ``dvc push`` / ``dvc pull`` in 3.67 (3.51 made it the
-  default, 3.53 reverted it: treeverse/dvc#10494): it is always given explicitly here.
+  default in treeverse/dvc#10433, treeverse/dvc#10494 reverted it): here the run cache is
+  pushed and fetched explicitly.
 """
 
 from __future__ import annotations

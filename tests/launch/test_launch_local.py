@@ -8,6 +8,7 @@ ran and that its outputs are byte-identical to the serial run's. The last test b
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 import time
@@ -16,17 +17,33 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kmx_eval.config import parse_params
 from kmx_eval.launch import status
-from tiny_study import REPO, TINY, digest, dvc, make_study_repo, metric_files, run, write_params
+from tiny_study import OVERRIDES, REPO, digest, dvc, make_study_repo, metric_files, run, write_params
 
 pytestmark = pytest.mark.e2e
+
+
+def _smaller(overrides: dict) -> dict:
+    """The tiny study of tests/e2e with less per-stage work (it runs twice here: serial and as
+    jobs): one combination, three explainers, four Quantus metrics, one epoch."""
+    o = copy.deepcopy(overrides)
+    o["combinations"] = ["B4"]
+    o["backbone"]["epochs"] = 1
+    o["explain"]["explainers"] = ["margin", "cam", "random"]
+    o["evaluate"]["quantus"] = ["PointingGame", "RelevanceMassAccuracy", "Sparseness", "FaithfulnessCorrelation"]
+    o["evaluate"]["compare"] = []
+    return o
+
+
+STUDY = parse_params(_smaller(OVERRIDES)).to_full_dict()
 
 #: The stages collect may run: the report, and the always-changed upstream settings stage.
 ALLOWED = {"report", "resolve"}
 COLLECT_RAN = re.compile(r"^collect ran: (.*)$", re.MULTILINE)
 
 
-def kmx(*args: str, cwd: Path, check: bool = True, timeout: int = 900):
+def kmx(*args: str, cwd: Path, check: bool = True, timeout: int = 1800):
     # The launcher (and the jobs it starts) import this checkout's kmx_eval.
     return run([sys.executable, "-m", "kmx_eval.launch", *args], cwd=cwd, check=check, timeout=timeout,
                extra_env={"PYTHONPATH": str(REPO)})
@@ -45,14 +62,14 @@ def relative(repo: Path, hashes: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     base = tmp_path_factory.mktemp("scaleout")
-    root = make_study_repo(base / "study")
+    root = make_study_repo(base / "study", STUDY)
     dvc("remote", "add", "-d", "shared", str(base / "remote"), cwd=root)
     run(["git", "commit", "-qam", "shared DVC remote"], cwd=root)
 
     serial = base / "serial"  # the reference: one dvc repro of the same commit, its own cache
     run(["git", "clone", "-q", str(root), str(serial)], cwd=base)
     t0 = time.perf_counter()
-    dvc("repro", cwd=serial, extra_env={"PYTHONPATH": str(serial)})
+    dvc("repro", cwd=serial, extra_env={"PYTHONPATH": str(serial)}, timeout=1800)
     t_serial = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -124,4 +141,4 @@ def test_a_failing_shard_is_named_and_the_other_shard_is_kept(study):
         again = kmx("launch", "--executor", "local", "--only-missing", "--dry-run", cwd=root)
         assert re.findall(r"^  (\S+): dvc repro", again.stdout, re.MULTILINE) == ["folder"], again.stdout
     finally:
-        write_params(root, TINY)
+        write_params(root, STUDY)
