@@ -17,8 +17,8 @@ per-job checkout, DVC start-up and push, and the serial report). Every stage and
 job gains at the same per-job resources, as on a cluster where each job has its own node or GPU.
 On a shared, loaded machine the two jobs compete with everything else; read the load average.
 
-    .venv/bin/python benchmarks/bench_launch.py --quick     # the tiny two-dataset study (minutes)
-    .venv/bin/python benchmarks/bench_launch.py             # a small two-dataset study
+    .venv/bin/python benchmarks/bench_launch.py --quick     # the study of tests/launch
+    .venv/bin/python benchmarks/bench_launch.py             # the tiny study of tests/e2e, two synthetic sets
 """
 
 from __future__ import annotations
@@ -39,14 +39,16 @@ COLLECT_RAN = re.compile(r"^collect ran: (.*)$", re.MULTILINE)
 
 
 def two_datasets(quick: bool) -> dict:
-    """Two synthetic datasets (one shard each), resnet18 at 64 px; ``quick`` is the tests' size."""
-    n, epochs = (24, 2) if quick else (60, 4)
-    dataset = {"source": "synthetic", "n_classes": 3, "train_per_class": n, "test_per_class": n // 3,
-               "clutter": 2}
-    return {
+    """Two synthetic datasets (one shard each) at the tests' tiny sizes, resnet18 at 64 px.
+
+    ``quick`` is the study of tests/launch (one combination, three explainers, four Quantus
+    metrics, one epoch); otherwise two combinations, every explainer and metric, two epochs.
+    """
+    dataset = {"source": "synthetic", "n_classes": 3, "train_per_class": 24, "test_per_class": 8, "clutter": 2}
+    study = {
         "seeds": [0],
         "datasets": {"first": {**dataset, "seed": 0}, "second": {**dataset, "seed": 1}},
-        "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": epochs, "batch_size": 16,
+        "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
                      "lr": 0.003},
         "combinations": ["B4", "B34"],
         "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
@@ -56,6 +58,14 @@ def two_datasets(quick: bool) -> dict:
                      "bootstrap": {"n_resamples": 50}, "compare": [["B4", "B34"]]},
         "report": {"gallery_images": 2},
     }
+    if quick:
+        study["combinations"] = ["B4"]
+        study["backbone"]["epochs"] = 1
+        study["explain"]["explainers"] = ["margin", "cam", "random"]
+        study["evaluate"]["quantus"] = ["PointingGame", "RelevanceMassAccuracy", "Sparseness",
+                                        "FaithfulnessCorrelation"]
+        study["evaluate"]["compare"] = []
+    return study
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         common.Check("serial dvc repro / 2-job launch alone (no report)", common.paired_ratio(serial, jobs),
                      detail=f"launch {common.spread(jobs)}"),
     ]
-    common.print_table(f"two local jobs vs serial ({'quick' if args.quick else 'small'} two-dataset study, "
+    common.print_table(f"two local jobs vs serial ({'quick' if args.quick else 'tiny'} two-dataset study, "
                        f"{args.threads or 'default'} thread(s) per stage, {repeats} round(s))", checks,
                        notes=["collect ran: " + "; ".join(str(r["collect_ran"]) for r in rounds)])
     return common.finish(args, "bench_launch", checks, {"repeats": repeats, "threads": args.threads},
