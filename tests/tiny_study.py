@@ -1,7 +1,7 @@
 """The tiny two-dataset study of tests/e2e/test_pipeline.py (the same OVERRIDES, kept in step by
 hand until that module imports them from here), and helpers to run it with DVC. Used by
-tests/launch (the study as parallel jobs): one
-synthetic dataset with masks and one image folder without, resnet18 at 64/32 px, two combinations.
+tests/launch (the study as parallel jobs): one synthetic dataset with masks and one image folder
+without, resnet18 at 64/32 px, three block combinations.
 """
 
 from __future__ import annotations
