@@ -119,6 +119,8 @@ class ExplainConfig(Strict):
                              "integrated_gradients", "random"]
     ig_steps: int = Field(16, ge=2)
     batch_size: int = Field(32, ge=1)
+    #: The explained class: the model's own prediction (the method explains the decision) or the label.
+    target: Literal["predicted", "label"] = "predicted"
     concepts: ConceptsConfig = ConceptsConfig()
 
     @field_validator("explainers")

@@ -34,7 +34,8 @@ def main(params, dataset, combination):
     maps/{dataset}/{combination}/seed{s}.npz."""
     from kmx_eval.data import load_batch, load_prepared
     from kmx_eval.device import resolve_device
-    from kmx_eval.explain import build_explainer, evaluation_subset, explain_subset, explainer_names
+    from kmx_eval.explain import build_explainer, evaluation_subset, explainer_names
+    from kmx_eval.explain.controls import explain_with_controls
     from kmx_eval.explain.concepts import concept_key, concept_maps, load_concepts
     from kmx_eval.heads import KMeansHeadModule, check_fitted_with, load_kmeans_head
     from kmx_eval.models.backbone import load_backbone
@@ -51,8 +52,8 @@ def main(params, dataset, combination):
     # The dataset's seed, not the training seed: every seed, combination and the CNN explain the
     # same images, so their scores are paired.
     indices = evaluation_subset(len(test), cfg.n_images, ds_cfg.seed)
-    x, targets, _, _ = load_batch(test, indices)
-    targets = np.asarray(targets, dtype=np.int64)
+    x, labels, masks, _ = load_batch(test, indices)
+    labels = np.asarray(labels, dtype=np.int64)
     log.info("%s %s: %d images, explainers %s + concepts", dataset, comb.name, len(indices), names)
 
     with io.atomic_path(paths.maps(dataset, comb.name)) as folder:
@@ -76,7 +77,9 @@ def main(params, dataset, combination):
             ).to(device)
 
             explainers = {name: build_explainer(name, cfg, seed) for name in names}
-            arrays = explain_subset(module, explainers, x, targets, indices, cfg.batch_size)
+            arrays = explain_with_controls(module, explainers, x, labels, masks, indices, cfg.target,
+                                           cfg.batch_size)
+            targets = arrays["targets"]
             # Concept maps are assigned for the explained class, like the attribution maps.
             for scope in cfg.concepts.scope:
                 ids = concept_maps(module, load_concepts(head_dir, scope), x, targets, cfg.batch_size)
@@ -88,7 +91,7 @@ def main(params, dataset, combination):
                 arrays[concept_key(scope)] = ids.astype(np.int16)
             io.save_npz(folder / paths.maps_file(dataset, comb.name, seed).name, arrays)
             log.info("seed %d: k-means head accuracy %.3f on the evaluation subset", seed,
-                     float((arrays["predictions"] == targets).mean()))
+                     float((arrays["predictions"] == labels).mean()))
 
 
 if __name__ == "__main__":

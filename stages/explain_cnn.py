@@ -23,7 +23,8 @@ def main(params, dataset):
     maps/{dataset}/cnn/seed{s}.npz."""
     from kmx_eval.data import load_batch, load_prepared
     from kmx_eval.device import resolve_device
-    from kmx_eval.explain import build_explainer, evaluation_subset, explain_subset, explainer_names
+    from kmx_eval.explain import build_explainer, evaluation_subset, explainer_names
+    from kmx_eval.explain.controls import explain_with_controls
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.seeding import seed_everything
 
@@ -34,8 +35,8 @@ def main(params, dataset):
 
     test = load_prepared(paths.prepared(dataset))["test"]
     indices = evaluation_subset(len(test), cfg.n_images, ds_cfg.seed)  # same images as every combination
-    x, targets, _, _ = load_batch(test, indices)
-    targets = np.asarray(targets, dtype=np.int64)
+    x, labels, masks, _ = load_batch(test, indices)
+    labels = np.asarray(labels, dtype=np.int64)
     log.info("%s CNN: %d images, explainers %s", dataset, len(indices), names)
 
     with io.atomic_path(paths.maps(dataset, CNN)) as folder:
@@ -44,10 +45,12 @@ def main(params, dataset):
             seed_everything(seed)
             backbone, _ = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
             explainers = {name: build_explainer(name, cfg, seed) for name in names}
-            arrays = explain_subset(backbone, explainers, x, targets, indices, cfg.batch_size)
+            # CAM and Grad-CAM live on B4's grid (oracle), pixel-level maps on the pixels (oracle_pixel)
+            arrays = explain_with_controls(backbone, explainers, x, labels, masks, indices, cfg.target,
+                                           cfg.batch_size, pixel_oracle=True)
             io.save_npz(folder / paths.maps_file(dataset, CNN, seed).name, arrays)
             log.info("seed %d: CNN accuracy %.3f on the evaluation subset", seed,
-                     float((arrays["predictions"] == targets).mean()))
+                     float((arrays["predictions"] == labels).mean()))
 
 
 if __name__ == "__main__":

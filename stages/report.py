@@ -19,8 +19,6 @@ log = logging.getLogger("kmx_eval")
 
 #: Post-hoc baselines of the CNN shown in the explanation gallery, when they were computed.
 GALLERY_BASELINES = ("gradcam", "integrated_gradients")
-#: Arrays of a maps file that are not attribution maps (docs/ARCHITECTURE.md, "Maps").
-MAP_KEYS = ("indices", "targets", "predictions", "concepts")
 
 
 # ------------------------------------------------------------------------------------- reading

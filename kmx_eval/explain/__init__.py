@@ -12,7 +12,9 @@
 """
 
 from .core import (
+    ANY,
     EXPLAINERS,
+    MAP_KEYS,
     KINDS,
     Explainer,
     build_explainer,
@@ -30,7 +32,9 @@ from . import kmeans as _kmeans  # noqa: F401  (registers margin, margin_centred
 from . import baselines as _baselines  # noqa: F401  (registers cam, gradcam, ..., random)
 
 __all__ = [
+    "ANY",
     "EXPLAINERS",
+    "MAP_KEYS",
     "KINDS",
     "Explainer",
     "build_explainer",

@@ -120,11 +120,12 @@ class RandomExplainer(Explainer):
     """The control: i.i.d. uniform ``U(0, 1)`` values at every pixel, from a seeded stream.
 
     Independent of the model and the image; the same seed and the same sequence of calls give the
-    same maps.
+    same maps. Runs on every explained model (``explains = "any"``): the chance level of each
+    number on the model it explains (:mod:`.controls`).
     """
 
     name = "random"
-    explains = "cnn"
+    explains = "any"
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)

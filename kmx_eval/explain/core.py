@@ -32,6 +32,8 @@ from .attribution import upsample
 __all__ = [
     "EXPLAINERS",
     "KINDS",
+    "ANY",
+    "MAP_KEYS",
     "Explainer",
     "register",
     "build_explainer",
@@ -47,6 +49,10 @@ __all__ = [
 
 #: What an explainer can explain: the k-means head (as an nn.Module) or the original CNN.
 KINDS = ("kmeans", "cnn")
+#: ``explains`` of a control that runs on every explained model (``random``).
+ANY = "any"
+#: Arrays of a maps file that are neither attribution maps nor concept maps (docs/ARCHITECTURE.md, "Maps").
+MAP_KEYS = ("indices", "targets", "predictions", "labels", "target")
 
 EXPLAINERS: Registry = Registry("explainer")
 
@@ -136,8 +142,8 @@ def register(cls: type[Explainer]) -> type[Explainer]:
     """Class decorator: register an explainer under its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a class attribute 'name'")
-    if cls.explains not in KINDS:
-        raise ValueError(f"{cls.__name__}.explains must be one of {KINDS}, got {cls.explains!r}")
+    if cls.explains not in KINDS + (ANY,):
+        raise ValueError(f"{cls.__name__}.explains must be one of {KINDS + (ANY,)}, got {cls.explains!r}")
     return EXPLAINERS.register(cls.name)(cls)
 
 
@@ -148,10 +154,11 @@ def build_explainer(name: str, explain_cfg: Any, seed: int) -> Explainer:
 
 
 def explainer_names(names: Sequence[str], explains: str) -> list[str]:
-    """The names in ``names`` (params order kept) whose explainers explain ``explains``."""
+    """The names in ``names`` (params order kept) whose explainers explain ``explains`` (controls
+    with ``explains = "any"``, such as ``random``, explain every model)."""
     if explains not in KINDS:
         raise ValueError(f"explains must be one of {KINDS}, got {explains!r}")
-    return [n for n in names if EXPLAINERS.get(n, where="explain.explainers").explains == explains]
+    return [n for n in names if EXPLAINERS.get(n, where="explain.explainers").explains in (explains, ANY)]
 
 
 def explain(
@@ -209,7 +216,7 @@ def explain_subset(
     targets = np.asarray(targets.cpu() if torch.is_tensor(targets) else targets, dtype=np.int64).reshape(-1)
     if not (len(indices) == len(targets) == len(x)):
         raise ValueError(f"explain_subset: {len(x)} images, {len(targets)} targets, {len(indices)} indices")
-    reserved = {n for n in explainers if n in ("indices", "targets", "predictions") or is_concept_key(n)}
+    reserved = {n for n in explainers if n in MAP_KEYS or is_concept_key(n)}
     if reserved:
         raise ValueError(f"explainer names {sorted(reserved)} clash with the maps file's own keys")
     with eval_mode(model):

@@ -21,8 +21,6 @@ from .quantus import QuantusSettings
 
 log = logging.getLogger("kmx_eval")
 
-#: Arrays of a maps file that are not explainers (docs/ARCHITECTURE.md, "Maps").
-MAP_KEYS = ("indices", "targets", "predictions")
 
 
 @dataclass
@@ -131,6 +129,7 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     tables.add_heads(seed, explained.predictions, explained.labels, explained.cnn_predictions, test_ids)
     tables.add_prototypes(seed, explained.prototype_sets, explained.z_train, explained.y_train,
                           explained.z_test, purity_m)
+    from kmx_eval.explain import MAP_KEYS
     from kmx_eval.explain.concepts import is_concept_key
 
     methods = sorted(k for k in maps if k not in MAP_KEYS and not is_concept_key(k))

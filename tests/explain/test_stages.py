@@ -106,15 +106,20 @@ def test_explain_stages_write_paired_maps(workdir):
     kmeans = load_npz(paths.maps_file("tiny", "B34", SEED))
     cnn = load_npz(paths.maps_file("tiny", "cnn", SEED))
 
-    assert set(kmeans) == {"indices", "targets", "predictions", "margin", "distance", "concepts_class"}
-    assert set(cnn) == {"indices", "targets", "predictions", "cam", "gradcam", "integrated_gradients",
-                        "random"}
+    # random runs on every model (its floor); no masks here, so no oracle
+    assert set(kmeans) == {"indices", "targets", "predictions", "labels", "target", "margin", "distance",
+                           "random", "concepts_class"}
+    assert set(cnn) == {"indices", "targets", "predictions", "labels", "target", "cam", "gradcam",
+                        "integrated_gradients", "random"}
     # The subset is drawn with the dataset's seed (3), not the training seed (1), and is shared.
     expected = evaluation_subset(N_TEST, N_IMAGES, DATASET_SEED)
     assert not np.array_equal(expected, evaluation_subset(N_TEST, N_IMAGES, SEED))
     for arrays in (kmeans, cnn):
         np.testing.assert_array_equal(arrays["indices"], expected)
-        np.testing.assert_array_equal(arrays["targets"], expected % N_CLASSES)  # labels are i % 3
+        np.testing.assert_array_equal(arrays["labels"], expected % N_CLASSES)  # labels are i % 3
+        # explain.target defaults to predicted: the maps explain the model's own decision
+        assert str(arrays["target"]) == "predicted"
+        np.testing.assert_array_equal(arrays["targets"], arrays["predictions"])
     for name in ("margin", "distance"):
         assert kmeans[name].shape == (N_IMAGES, SIZE, SIZE) and kmeans[name].dtype == np.float32
     assert kmeans["concepts_class"].dtype == np.int16
@@ -138,6 +143,20 @@ def test_explain_stages_write_paired_maps(workdir):
     again = load_npz(paths.maps_file("tiny", "B34", SEED))
     for key in kmeans:
         np.testing.assert_array_equal(again[key], kmeans[key])
+
+    # explain.target: label explains the ground-truth class instead, and says so in the file.
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["explain"]["target"] = "label"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        assert _stage("explain_cnn")(["tiny"]) == 0
+        by_label = load_npz(paths.maps_file("tiny", "cnn", SEED))
+        assert str(by_label["target"]) == "label"
+        np.testing.assert_array_equal(by_label["targets"], expected % N_CLASSES)
+        assert not np.array_equal(by_label["targets"], by_label["predictions"])  # a random CNN errs
+    finally:
+        params["explain"]["target"] = "predicted"
+        (workdir / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def test_explain_stage_errors_are_one_line(workdir, capsys):
