@@ -150,6 +150,13 @@ class FaithfulnessConfig(Strict):
     regions_evaluation: int = Field(12, ge=1)
 
 
+class SanityConfig(Strict):
+    """MPRT and MaxSensitivity re-explain inputs: they run on the first ``n_images`` images."""
+
+    n_images: int = Field(12, ge=2)
+    nr_samples: int = Field(3, ge=1)        # MaxSensitivity perturbations per image
+
+
 class BootstrapConfig(Strict):
     n_resamples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -161,11 +168,12 @@ class EvaluateConfig(Strict):
     quantus: list[str] = ["PointingGame", "AttributionLocalisation", "RelevanceMassAccuracy",
                           "RelevanceRankAccuracy", "TopKIntersection", "AUC",
                           "FaithfulnessCorrelation", "PixelFlipping", "RegionPerturbation",
-                          "MonotonicityCorrelation", "Sparseness", "RandomLogit"]
+                          "MonotonicityCorrelation", "Sparseness", "RandomLogit", "MPRT", "MaxSensitivity"]
     softmax: bool = False
     purity_m: int = Field(10, ge=1)
     top_k_fraction: float = Field(0.1, gt=0, le=1)
     faithfulness: FaithfulnessConfig = FaithfulnessConfig()
+    sanity: SanityConfig = SanityConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
     compare: list[tuple[str, str]] = [("B4", "B234")]
 

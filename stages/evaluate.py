@@ -28,7 +28,8 @@ def main(params, dataset, combination):
     name = explained_name(combination, list(params.combinations))
     ev, features = params.evaluate, params.features
     device = resolve_device(params.backbone_for(dataset).device)
-    settings = QuantusSettings(softmax=ev.softmax, top_k_fraction=ev.top_k_fraction, **ev.faithfulness.model_dump())
+    settings = QuantusSettings(softmax=ev.softmax, top_k_fraction=ev.top_k_fraction, **ev.faithfulness.model_dump(),
+                               sanity_images=ev.sanity.n_images, stability_samples=ev.sanity.nr_samples)
     test = load_prepared(paths.prepared(dataset))["test"]
     tables = EvaluationTables(dataset, name, ev.bootstrap.n_resamples, ev.bootstrap.confidence)
     n_images = None

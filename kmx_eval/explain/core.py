@@ -95,6 +95,9 @@ class Explainer:
     name: ClassVar[str] = ""
     explains: ClassVar[str] = ""
     needs_gradient: ClassVar[bool] = False
+    #: Another explainer whose maps equal this one's up to a per-image positive affine change for
+    #: every model and target (so every rank-based result, re-explanations included, is shared).
+    affine_equivalent_to: ClassVar[str | None] = None
 
     @classmethod
     def settings_from(cls, explain_cfg: Any, seed: int) -> dict[str, Any]:

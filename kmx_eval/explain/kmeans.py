@@ -52,6 +52,8 @@ class MarginCentredExplainer(KMeansExplainer):
     """Centred margin map ``<f_ij - z, p - p'>`` (mean zero): evidence above the image's average."""
 
     name = "margin_centred"
+    # margin - margin_centred = <z, p - p'> + ||p'||^2 - ||p||^2, a per-image constant (any model, any target)
+    affine_equivalent_to = "margin"
 
     def grid_map(self, F, p, p_prime):
         return margin_centred_map(F, p, p_prime)

@@ -215,7 +215,8 @@ class EvaluationTables:
     def add_explainer(self, seed: int, method: str, model, x: np.ndarray, y: np.ndarray, a: np.ndarray,
                       masks: np.ndarray | None, metrics: list[str], settings: QuantusSettings, device,
                       sample_ids: np.ndarray, explain_func: Callable | None = None,
-                      n_classes: int | None = None, progress: bool = True) -> None:
+                      n_classes: int | None = None, progress: bool = True,
+                      equivalent_to: str | None = None) -> None:
         """Every Quantus metric of ``metrics`` on one explainer's maps ``a`` (n, H, W).
 
         Localisation metrics on a dataset without masks give rows with value NaN and the note
@@ -226,7 +227,10 @@ class EvaluationTables:
         (and so on the same model and images) up to a per-image positive affine change
         (:func:`~kmx_eval.metrics.quantus.affine_equivalent`; ``margin`` and ``margin_centred``),
         every metric invariant to ``MAP_SHIFT`` and ``MAP_SCALE`` that reads only the stored maps
-        reuses that explainer's per-sample results, and the rows say so in their note.
+        reuses that explainer's per-sample results, and the rows say so in their note. Metrics that
+        re-explain inputs (``needs_explain_func``) share only with the explainer named by
+        ``equivalent_to``, whose equivalence holds by construction for every model and target
+        (``Explainer.affine_equivalent_to``).
         """
         twin = next((m for (s, m), b in self._maps.items() if s == seed and affine_equivalent(b, a)), None)
         self._maps[(seed, method)] = np.asarray(a)
@@ -234,7 +238,7 @@ class EvaluationTables:
             self.shared[method] = twin
         for name in tqdm(list(metrics), desc=f"evaluate {method}", disable=not progress, leave=False):
             spec = QUANTUS_METRICS.get(name, where="evaluate.quantus")
-            reuse = (twin is not None and not spec.needs_explain_func
+            reuse = (twin is not None and (not spec.needs_explain_func or twin == equivalent_to)
                      and spec.invariant_to(Invariance.MAP_SHIFT, Invariance.MAP_SCALE)
                      and (seed, twin, name) in self._results)
             if reuse:

@@ -121,6 +121,7 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     map without one). Returns the number of evaluated images.
     """
     from kmx_eval.data import load_batch
+    from kmx_eval.explain import EXPLAINERS, MAP_KEYS
 
     indices, targets = maps["indices"].astype(np.int64), maps["targets"].astype(np.int64)
     x, _, masks, parts = load_batch(test_split, indices)
@@ -138,7 +139,9 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     for method in methods:
         tables.add_explainer(seed, method, explained.model, x, targets, maps[method], masks, metrics, settings,
                              device, indices, explain_func=explain_func_for(method),
-                             n_classes=explained.n_classes)
+                             n_classes=explained.n_classes,
+                             equivalent_to=EXPLAINERS.get(method).affine_equivalent_to if method in EXPLAINERS else None)
+    tables.settings["explain_target"] = str(maps["target"]) if "target" in maps else "label"
     concepts = {k: maps[k] for k in maps if is_concept_key(k)}
     if concepts:
         # The ceiling of the concept maps lives on the grid of F_S (none for the CNN: no concepts).

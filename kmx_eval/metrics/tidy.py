@@ -36,7 +36,7 @@ CURVE_COLUMNS: tuple[str, ...] = ("dataset", "seed", "combination", "method", "f
 KINDS = ("head", "prototypes", "explainer", "concepts")
 #: Allowed values of the ``category`` column.
 CATEGORIES = ("accuracy", "agreement", "prototype_fidelity", "localisation", "faithfulness",
-              "complexity", "randomisation", "concept_fidelity")
+              "complexity", "randomisation", "robustness", "concept_fidelity")
 
 # Rows are identified by these columns; they also fix the sort order of the files.
 _TIDY_KEY = ["dataset", "seed", "combination", "kind", "method", "category", "metric"]

@@ -39,7 +39,7 @@ def test_registry_declares_every_default_metric():
     assert set(QUANTUS_DEFAULT) == set(qm.QUANTUS_METRICS.names())
     for name in qm.QUANTUS_METRICS:
         spec = qm.QUANTUS_METRICS.get(name)
-        assert spec.category in ("localisation", "faithfulness", "complexity", "randomisation")
+        assert spec.category in ("localisation", "faithfulness", "complexity", "randomisation", "robustness")
         assert spec.needs_masks == (spec.category == "localisation")
         assert (spec.chance is not None) == spec.needs_masks
     assert not qm.QUANTUS_METRICS.get("PixelFlipping").higher_is_better

@@ -241,3 +241,33 @@ register(QuantusSpec(
     invariances=MAP_AFFINE, scaling="rank", build=_build_random_logit,
     description="SSIM between the map of the explained class and that of a random other "
                 "class (lower = the explanation depends on the class)"))
+
+
+# ----------------------------------------------------------------------------- sanity and stability
+def _build_mprt(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                seed: int = 0) -> Built:
+    from .sanity import BLOCKS_TOP_DOWN, BlockMPRT
+
+    return Built(BlockMPRT(seed=seed), {"randomised": "blocks " + ", ".join(BLOCKS_TOP_DOWN) + " (cumulative)",
+                                        "similarity": "Spearman, mean over the cascade"}, plain)
+
+
+register(QuantusSpec(
+    "MPRT", Category.RANDOMISATION, LOWER, needs_masks=False, needs_model=True, needs_explain_func=True,
+    invariances=MAP_AFFINE, scaling="rank", build=_build_mprt, chance_without_masks=0.0, subset=True,
+    description="Spearman correlation between the map and the map after the backbone's blocks are "
+                "re-initialised from B4 down (mean over the cascade; 0 = unrelated, lower is better)"))
+
+
+def _build_max_sensitivity(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                           seed: int = 0) -> Built:
+    metric = _quantus("MaxSensitivity", nr_samples=settings.stability_samples, lower_bound=0.2,
+                      return_nan_when_prediction_changes=False)
+    return Built(metric, {"nr_samples": settings.stability_samples, "lower_bound": 0.2}, plain)
+
+
+register(QuantusSpec(
+    "MaxSensitivity", Category.ROBUSTNESS, LOWER, needs_masks=False, needs_model=True, needs_explain_func=True,
+    invariances=MAP_AFFINE, scaling="rank", build=_build_max_sensitivity, subset=True,
+    description="largest relative change of the (min-max rescaled) map under small uniform input "
+                "perturbations (lower is better)"))

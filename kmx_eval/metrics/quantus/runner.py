@@ -171,6 +171,10 @@ def run_quantus(
             extra["seconds"] = 0.0
             return scores, ["needs at least two classes"] * n, extra
 
+    if spec.subset and n > settings.sanity_images:
+        outside = f"outside the first {settings.sanity_images} images (evaluate.sanity.n_images)"
+        reasons = [r if i < settings.sanity_images else outside for i, r in enumerate(reasons)]
+        run_settings["n_images"] = settings.sanity_images
     start_time = time.perf_counter()
     idx = np.flatnonzero([r is None for r in reasons])
     a_scaled = SCALINGS[spec.scaling](a)

@@ -39,6 +39,8 @@ class QuantusSettings:
     nr_samples: int = 3
     patch_fraction: float = 0.125
     regions_evaluation: int = 12
+    sanity_images: int = 12
+    stability_samples: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

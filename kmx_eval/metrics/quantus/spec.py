@@ -105,6 +105,8 @@ class QuantusSpec:
         The chance level where it does not depend on the mask (0.5 for AUC).
     needs_reference : bool
         ``finish`` needs the unperturbed and fully perturbed class scores.
+    subset : bool
+        Costly re-explanations: scored on the first ``QuantusSettings.sanity_images`` images only.
     description : str
         One sentence for the report.
     """
@@ -121,6 +123,7 @@ class QuantusSpec:
     chance: Callable[[np.ndarray], np.ndarray] | None = None
     chance_without_masks: float | None = None
     needs_reference: bool = False
+    subset: bool = False
     description: str = ""
 
     @property
