@@ -284,6 +284,12 @@ class Params(Strict):
                 f"report.fidelity_metric: {self.report.fidelity_metric!r} is not computed; "
                 f"pick one of evaluate.quantus ({', '.join(self.evaluate.quantus)})"
             )
+        from kmx_eval.metrics.quantus import headline_refusal
+
+        refusal = headline_refusal(self.report.fidelity_metric)
+        if refusal:
+            raise ParamsError(f"report.fidelity_metric: {refusal}; pick an invariant localisation metric "
+                              "such as RelevanceRankAccuracy or RelevanceMassAccuracy")
         for name, ds in self.datasets.items():
             self.backbone_for(name, context=info.context)  # validates merged overrides
         return self

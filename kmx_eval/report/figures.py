@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 
 from kmx_eval.paths import BASELINES
-from kmx_eval.report.tables import direction, fmt, lookup
+from kmx_eval.report.tables import direction, first_row, fmt, lookup
 
 #: Resolution of the PNG files (the HTML embeds the PNG).
 DPI = 110
@@ -105,15 +105,10 @@ def _message(ax, text: str) -> None:
 
 
 # --------------------------------------------------------------------------------- trade-off
-def _pick(agg: pd.DataFrame, **where) -> pd.Series | None:
-    rows = lookup(agg, **where)
-    return rows.iloc[0] if len(rows) else None
-
-
 def cnn_accuracy(agg: pd.DataFrame, dataset: str) -> pd.Series | None:
     """The aggregated accuracy row of the original CNN (its linear head) on ``dataset``."""
     for comb, method in ((BASELINES, "cnn"), (BASELINES, "linear")):
-        row = _pick(agg, dataset=dataset, combination=comb, kind="head", method=method,
+        row = first_row(agg, dataset=dataset, combination=comb, kind="head", method=method,
                     category="accuracy", metric="accuracy")
         if row is not None:
             return row
@@ -167,9 +162,9 @@ def tradeoff_points(
         ))
 
     for comb in combinations:
-        acc = _pick(agg, dataset=dataset, combination=comb, kind="head", method="kmeans",
+        acc = first_row(agg, dataset=dataset, combination=comb, kind="head", method="kmeans",
                     category="accuracy", metric="accuracy")
-        fid = _pick(agg, dataset=dataset, combination=comb, kind="explainer", method=explainer,
+        fid = first_row(agg, dataset=dataset, combination=comb, kind="explainer", method=explainer,
                     metric=fidelity_metric)
         add(comb, "combination", explainer, comb, acc, fid)
     acc = cnn_accuracy(agg, dataset)

@@ -22,28 +22,16 @@ from typing import Sequence
 import pandas as pd
 
 from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
-from kmx_eval.report.tables import direction, fmt, lookup
+from kmx_eval.report.tables import direction, finite, first_row, fmt, lookup
 
 
 def percent(x: float) -> str:
     """An accuracy in [0, 1] as a percentage string, ``fmt(100 x) + '%'``."""
-    return f"{fmt(100.0 * float(x))}%" if _ok(x) else "n/a"
-
-
-def _ok(x) -> bool:
-    try:
-        return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _row(agg: pd.DataFrame, **where) -> pd.Series | None:
-    rows = lookup(agg, **where)
-    return rows.iloc[0] if len(rows) else None
+    return f"{fmt(100.0 * float(x))}%" if finite(x) else "n/a"
 
 
 def _interval(r: pd.Series) -> str:
-    if _ok(r["ci_low"]) and _ok(r["ci_high"]):
+    if finite(r["ci_low"]) and finite(r["ci_high"]):
         return f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
     return ""
 
@@ -58,8 +46,15 @@ def headline(
     combinations: Sequence[str],
     fidelity_metric: str,
     explainer: str = TRADEOFF_EXPLAINER,
+    paired: pd.DataFrame | None = None,
+    uninformative: bool = False,
 ) -> str:
     """One sentence on the accuracy / semantic-fidelity trade-off of ``dataset``.
+
+    ``paired`` holds :func:`~kmx_eval.report.tables.paired_comparisons` of the combinations; when
+    the paired interval of the two compared combinations includes 0 the sentence says the
+    difference is within the noise instead of naming a winner. ``uninformative``: the metric could
+    not tell the oracle from the random map on this dataset, and the sentence says so.
 
     Parameters
     ----------
@@ -76,16 +71,16 @@ def headline(
     "On shapes, B234 localises best (RelevanceMassAccuracy 0.41 [0.36, 0.46] vs 0.22 for B4) at a
     cost of 2.1 accuracy points (95% vs 97.1%)."
     """
-    acc = {c: _row(agg, dataset=dataset, combination=c, kind="head", method="kmeans",
+    acc = {c: first_row(agg, dataset=dataset, combination=c, kind="head", method="kmeans",
                    category="accuracy", metric="accuracy") for c in combinations}
-    fid = {c: _row(agg, dataset=dataset, combination=c, kind="explainer", method=explainer,
+    fid = {c: first_row(agg, dataset=dataset, combination=c, kind="explainer", method=explainer,
                    metric=fidelity_metric) for c in combinations}
     cnn = cnn_accuracy(agg, dataset)
     cnn_clause = f"; the CNN itself reaches {percent(cnn['value'])}" if cnn is not None else ""
     accs = [f"{percent(acc[c]['value'])} ({c})" for c in combinations if acc[c] is not None]
     acc_clause = f"k-means head accuracy is {_join(accs)}" if accs else "no k-means accuracy was recorded"
 
-    scored = [c for c in combinations if fid[c] is not None and _ok(fid[c]["value"])]
+    scored = [c for c in combinations if fid[c] is not None and finite(fid[c]["value"])]
     if not scored:
         notes = sorted({str(f["note"]) for f in fid.values() if f is not None and str(f["note"]).strip()})
         why = f" ({notes[0]})" if notes else ""
@@ -110,10 +105,19 @@ def headline(
         other = reference if reference in scored else [c for c in scored if c != best][0]
     verb = ("localises best" if fid[best]["category"] == "localisation"
             else f"scores best on {fidelity_metric}")
-    text = (f"On {dataset}, {best} {verb} ({fidelity_metric} {fmt(fid[best]['value'])}"
-            f"{_interval(fid[best])} vs {fmt(fid[other]['value'])} for {other})")
+    diff = _paired(paired, dataset, explainer, fidelity_metric, best, other)
+    noise = diff is not None and not (diff["ci_low"] > 0 or diff["ci_high"] < 0)
+    if noise:
+        text = (f"On {dataset}, {best} and {other} localise alike within the noise ({fidelity_metric} of the "
+                f"{explainer} map {fmt(fid[best]['value'])} vs {fmt(fid[other]['value'])}; paired difference "
+                f"{fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] includes 0)")
+    else:
+        text = (f"On {dataset}, {best} {verb} ({fidelity_metric} of the {explainer} map "
+                f"{fmt(fid[best]['value'])}{_interval(fid[best])} vs {fmt(fid[other]['value'])} for {other}")
+        text += (f"; paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}])"
+                 if diff is not None else ")")
     a_best, a_other = acc.get(best), acc.get(other)
-    if a_best is not None and a_other is not None and _ok(a_best["value"]) and _ok(a_other["value"]):
+    if a_best is not None and a_other is not None and finite(a_best["value"]) and finite(a_other["value"]):
         delta = 100.0 * (float(a_best["value"]) - float(a_other["value"]))
         shown = fmt(abs(delta))
         unit = "accuracy point" if shown == "1" else "accuracy points"
@@ -126,17 +130,31 @@ def headline(
             text += f" and gains {shown} {unit} {pair}"
     else:
         text += f"; {acc_clause}"
-    lo = [fid[c]["ci_low"] for c in (best, other)]
-    hi = [fid[c]["ci_high"] for c in (best, other)]
-    if all(_ok(v) for v in lo + hi) and max(lo) <= min(hi):
-        text += f"; the two {fidelity_metric} intervals overlap"
+    if uninformative:
+        text += (f"; {fidelity_metric} cannot tell the oracle from the random map on {dataset}, "
+                 "so this comparison says little")
     return text + cnn_clause + "."
 
 
+def _paired(paired: pd.DataFrame | None, dataset: str, method: str, metric: str, best: str, other: str):
+    """``best - other`` from the paired comparisons (sign flipped if stored as other - best), or None."""
+    if paired is None or not len(paired):
+        return None
+    sel = paired[(paired["dataset"] == dataset) & (paired["method"] == method) & (paired["metric"] == metric)]
+    for r in sel.to_dict("records"):
+        if (r["a"], r["b"]) == (other, best) and finite(r["ci_low"]):
+            return r
+        if (r["a"], r["b"]) == (best, other) and finite(r["ci_low"]):
+            return {"difference": -r["difference"], "ci_low": -r["ci_high"], "ci_high": -r["ci_low"]}
+    return None
+
+
 def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str],
-              fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER) -> dict[str, str]:
+              fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
+              uninformative: dict | None = None) -> dict[str, str]:
     """:func:`headline` of every dataset, in the given order."""
-    return {ds: headline(agg, ds, list(combinations), fidelity_metric, explainer) for ds in datasets}
+    return {ds: headline(agg, ds, list(combinations), fidelity_metric, explainer, paired,
+                         fidelity_metric in (uninformative or {}).get(ds, set())) for ds in datasets}
 
 
 def key_numbers(
@@ -162,19 +180,19 @@ def key_numbers(
     nan = float("nan")
 
     def value(r, col="value"):
-        return float(r[col]) if r is not None and _ok(r[col]) else nan
+        return float(r[col]) if r is not None and finite(r[col]) else nan
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for ds in datasets:
         out[ds] = {}
         for comb in combinations:
-            acc = _row(agg, dataset=ds, combination=comb, kind="head", method="kmeans",
+            acc = first_row(agg, dataset=ds, combination=comb, kind="head", method="kmeans",
                        category="accuracy", metric="accuracy")
-            probe = _row(agg, dataset=ds, combination=comb, kind="head", method="probe",
+            probe = first_row(agg, dataset=ds, combination=comb, kind="head", method="probe",
                          category="accuracy", metric="accuracy")
-            agr = _row(agg, dataset=ds, combination=comb, kind="head", method="kmeans",
+            agr = first_row(agg, dataset=ds, combination=comb, kind="head", method="kmeans",
                        category="agreement")
-            fid = _row(agg, dataset=ds, combination=comb, kind="explainer", method=explainer,
+            fid = first_row(agg, dataset=ds, combination=comb, kind="explainer", method=explainer,
                        metric=fidelity_metric)
             out[ds][comb] = {
                 "accuracy": value(acc), "accuracy_low": value(acc, "ci_low"),

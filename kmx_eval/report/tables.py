@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,8 @@ NOT_MEASURED = "–"
 
 #: Order of heads in tables (other methods follow in order of appearance).
 HEAD_ORDER = ("kmeans", "probe", "linear", "cnn")
+#: Control maps (kmx_eval.explain.controls): shown beside the explainers, never ranked or bolded.
+CONTROLS = ("random", "oracle", "oracle_pixel")
 
 
 # ----------------------------------------------------------------------------------------- numbers
@@ -87,17 +89,18 @@ def round_significant(x: float, digits: int = STORED_DIGITS) -> float:
 
 def format_cell(value: float, low: float = np.nan, high: float = np.nan, seed_sd: float = np.nan) -> str:
     """``"value [low, high]"``, with ``" ± sd"`` when a spread across seeds exists."""
-    if not _finite(value):
+    if not finite(value):
         return MISSING
     text = fmt(value)
-    if _finite(low) and _finite(high):
+    if finite(low) and finite(high):
         text += f" [{fmt(low)}, {fmt(high)}]"
-    if _finite(seed_sd):
+    if finite(seed_sd):
         text += f" ± {fmt(seed_sd)}"
     return text
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
+    """True for a value that converts to a finite float (None, NaN, text: False)."""
     try:
         return x is not None and math.isfinite(float(x))
     except (TypeError, ValueError):
@@ -191,6 +194,12 @@ def aggregate_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def first_row(agg: pd.DataFrame, **where) -> pd.Series | None:
+    """The first row of :func:`lookup` (None when nothing matches)."""
+    rows = lookup(agg, **where)
+    return rows.iloc[0] if len(rows) else None
+
+
 def lookup(agg: pd.DataFrame, **where) -> pd.DataFrame:
     """Rows of the aggregated frame matching every ``column=value`` of ``where``."""
     mask = np.ones(len(agg), dtype=bool)
@@ -263,7 +272,7 @@ class Table:
             for j, col in enumerate(self.cells.columns):
                 s = self.sort_keys.iat[i, j]
                 cells.append({"text": self.cells.iat[i, j],
-                              "sort": None if not _finite(s) else repr(float(s)),
+                              "sort": None if not finite(s) else repr(float(s)),
                               "best": bool(self.best.iat[i, j]), "note": self.notes.iat[i, j],
                               "index": False})
             rows.append(cells)
@@ -282,10 +291,12 @@ def _mark_best(numbers: pd.DataFrame, column: str = "column") -> pd.Series:
 
     The best is the maximum when ``higher_is_better`` is True and the minimum when it is False;
     ties are all marked; nothing is marked for metrics without a direction, for chance columns or
-    where fewer than two finite values compete.
+    where fewer than two finite values compete. Control maps (:data:`CONTROLS`: the random floor and
+    the oracle ceiling) never compete.
     """
     best = pd.Series(False, index=numbers.index)
-    for _, group in numbers.groupby(["dataset", column], sort=False):
+    competing = ~numbers["method"].isin(CONTROLS) if "method" in numbers else pd.Series(True, index=numbers.index)
+    for _, group in numbers[competing].groupby(["dataset", column], sort=False):
         dirs = {d for d in group["higher_is_better"] if d is not None}
         finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
         if len(dirs) != 1 or len(finite) < 2 or group["is_chance"].any():
@@ -441,15 +452,24 @@ def report_tables(
                      metrics=prototype_metrics),
         metric_table(agg, name="localisation", title="Localisation against ground-truth masks",
                      caption="Quantus localisation metrics per explainer and combination, each beside "
-                             "its chance level (a uniform random map; for mass-based metrics the mask's "
-                             "share of the image)." + seeds + best,
+                             "its analytic chance level and, as rows of the same model and grid, the "
+                             "random map (floor) and the oracle map (ceiling: the mask averaged onto the "
+                             "grid the map lives on; oracle_pixel for pixel-level maps). Every metric is "
+                             "invariant to a per-image positive affine change of the map (mass metrics "
+                             "count the mass above the map's mean)." + seeds + best,
                      categories=["localisation"], kinds=["explainer"], with_chance=True, **order,
-                     methods=explainers, metrics=metrics),
-        metric_table(agg, name="faithfulness", title="Faithfulness, complexity and randomisation",
-                     caption="Quantus faithfulness metrics through the model under explanation, "
-                             "Sparseness (complexity) and the randomisation sanity check." + seeds + best,
-                     categories=["faithfulness", "complexity", "randomisation"], kinds=["explainer"],
-                     **order, methods=explainers, metrics=metrics),
+                     methods=list(explainers or []) + list(CONTROLS), metrics=metrics),
+        metric_table(agg, name="faithfulness", title="Faithfulness, complexity, randomisation and stability",
+                     caption="Quantus faithfulness metrics through the model under explanation, in units "
+                             "that do not depend on the model's output scale (curves rescaled per image "
+                             "from the unperturbed score to the fully perturbed one), beside the random "
+                             "map on the same model (floor; the oracle is a reference, not a ceiling); "
+                             "Sparseness; RandomLogit and MPRT (the backbone's blocks re-initialised "
+                             "from B4 down; lower is better, 0 = unrelated maps); MaxSensitivity "
+                             "(lower is better; the random map's value is its chance level)." + seeds + best,
+                     categories=["faithfulness", "complexity", "randomisation", "robustness"],
+                     kinds=["explainer"], with_chance=False,
+                     **order, methods=list(explainers or []) + list(CONTROLS), metrics=metrics),
         metric_table(agg, name="concept_fidelity", title="Semantic fidelity of concept maps",
                      caption="Purity of concepts on parts and agreement (ARI, NMI) between concept map "
                              "and part map, inside the object mask (_object) and over the whole image "
@@ -579,7 +599,7 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
     long_rows = []
     for r in comparisons.itertuples(index=False):
         base = dict(dataset=r.dataset, comparison=f"{r.b} − {r.a}", method=r.method, metric=r.metric)
-        excludes_zero = _finite(r.ci_low) and _finite(r.ci_high) and (r.ci_low > 0 or r.ci_high < 0)
+        excludes_zero = finite(r.ci_low) and finite(r.ci_high) and (r.ci_low > 0 or r.ci_high < 0)
         hib = directions.get((r.dataset, r.metric))
         if not excludes_zero:
             favours = "neither"
@@ -680,3 +700,156 @@ def to_csv_frames(table: Table) -> tuple[pd.DataFrame, pd.DataFrame]:
     display = table.cells.reset_index()
     numbers = table.numbers.drop(columns=[c for c in ("is_chance",) if c in table.numbers.columns])
     return display, numbers
+
+
+# ------------------------------------------------------------------------------ controls and ranking
+def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resamples: int, confidence: float,
+                        seed: int) -> pd.DataFrame:
+    """Oracle minus random on the same model, per dataset, combination and metric (paired bootstrap).
+
+    The oracle is the ``oracle`` map of the same model and grid (B4's grid for the CNN). A metric
+    whose interval includes 0 on a model cannot tell the ceiling from the floor there.
+
+    Returns ``dataset, combination, metric, n, random, oracle, difference, ci_low, ci_high, informative``.
+    """
+    from kmx_eval.metrics.bootstrap import paired_bootstrap
+
+    cols = ["dataset", "combination", "metric", "n", "random", "oracle", "difference", "ci_low", "ci_high",
+            "informative"]
+    frame = samples[samples["metric"].isin(list(metrics)) & samples["method"].isin(["random", "oracle"])].copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    rows = []
+    for (ds, comb, metric), group in frame.groupby(["dataset", "combination", "metric"], sort=False):
+        joined = group[group["method"] == "random"].merge(group[group["method"] == "oracle"],
+                                                           on=["seed", "sample"], suffixes=("_r", "_o"))
+        joined = joined.sort_values(["seed", "sample"], kind="stable")
+        if len(joined) < 2:
+            continue
+        vr, vo = joined["value_r"].to_numpy(float), joined["value_o"].to_numpy(float)
+        diff, low, high = paired_bootstrap(vo, vr, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=float(vr.mean()),
+                         oracle=float(vo.mean()), difference=float(diff), ci_low=float(low),
+                         ci_high=float(high), informative=bool(low > 0 or high < 0)))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def uninformative(controls: pd.DataFrame) -> dict[str, set[str]]:
+    """Per dataset, the metrics whose oracle-minus-random interval includes 0 on some model."""
+    out: dict[str, set[str]] = {}
+    for r in controls.itertuples(index=False):
+        if not r.informative:
+            out.setdefault(r.dataset, set()).add(r.metric)
+    return out
+
+
+def controls_table(controls: pd.DataFrame, confidence: float = 0.95) -> Table:
+    """Display table of :func:`control_differences`."""
+    index = ["dataset", "combination", "metric"]
+    long_rows = []
+    for r in controls.itertuples(index=False):
+        base = dict(dataset=r.dataset, combination=r.combination, metric=r.metric, higher_is_better=None,
+                    note="", is_chance=False, seed_sd=np.nan, chance=np.nan, n_seeds=1, best=False)
+        for column, value, low, high, text in (
+                ("random (floor)", r.random, np.nan, np.nan, None),
+                ("oracle (ceiling)", r.oracle, np.nan, np.nan, None),
+                ("oracle − random", r.difference, r.ci_low, r.ci_high, None),
+                ("informative", np.nan, np.nan, np.nan, "yes" if r.informative else "no: not used to rank")):
+            long_rows.append({**base, "column": column, "value": value, "ci_low": low, "ci_high": high,
+                              "text": text})
+    numbers = pd.DataFrame(long_rows, columns=index + [
+        "column", "value", "ci_low", "ci_high", "seed_sd", "n_seeds", "chance", "higher_is_better",
+        "best", "note", "is_chance", "text"])
+
+    def text(r):
+        return r["text"] if isinstance(r["text"], str) else format_cell(r["value"], r["ci_low"], r["ci_high"])
+
+    caption = (f"Can each localisation metric tell the oracle (the mask on the map's grid) from the random "
+               f"map on the same model? Paired {confidence:.0%} bootstrap interval of oracle − random; a "
+               "metric whose interval includes 0 on some model of a dataset is uninformative there and "
+               "is left out of the ranking.")
+    return _assemble("controls", "Floor and ceiling of every localisation metric", caption, index, numbers,
+                     ["random (floor)", "oracle (ceiling)", "oracle − random", "informative"], text=text)
+
+
+def metric_ranking(agg: pd.DataFrame, skip: Mapping[str, set[str]] | None = None,
+                   categories: Sequence[str] = ("localisation", "faithfulness", "randomisation", "robustness"),
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rank every explainer x combination per metric, then take the median rank, per dataset.
+
+    Per dataset and metric (``categories``, minus the metrics in ``skip[dataset]``), explainer maps
+    (controls excluded) are ranked 1 = best respecting the metric's direction (ties share the mean
+    rank); the overall rank is the median over metrics. Agreement between metrics is Kendall's tau
+    (``scipy.stats.kendalltau``) between every pair of metric rankings; its mean is reported.
+    Ranks are invariant to any increasing change of a metric, so they can be compared across metrics.
+
+    Returns ``(ranking, agreement)``: ranking ``dataset, combination, method, median_rank, n_metrics``
+    plus one column per metric; agreement ``dataset, metric_a, metric_b, tau, n``.
+    """
+    from scipy.stats import kendalltau
+
+    skip = skip or {}
+    sel = agg[(agg["kind"] == "explainer") & agg["category"].isin(list(categories))
+              & ~agg["method"].isin(CONTROLS)]
+    ranking, agreement = [], []
+    for ds, group in sel.groupby("dataset", sort=False):
+        ranks = {}
+        for metric, g in group.groupby("metric", sort=False):
+            if metric in skip.get(ds, set()):
+                continue
+            g = g[np.isfinite(g["value"].to_numpy(dtype=float))]
+            hib = direction(g["higher_is_better"].iloc[0]) if len(g) else None
+            if len(g) < 2 or hib is None:
+                continue
+            values = g.set_index(["combination", "method"])["value"].astype(float)
+            ranks[metric] = (-values if hib else values).rank(method="average")
+        if not ranks:
+            continue
+        table = pd.DataFrame(ranks)
+        med = table.median(axis=1, skipna=True)
+        for (comb, method), r in table.iterrows():
+            ranking.append({"dataset": ds, "combination": comb, "method": method,
+                            "median_rank": float(med[(comb, method)]), "n_metrics": int(r.notna().sum()),
+                            **{m: float(v) for m, v in r.items()}})
+        names = list(table.columns)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                both = table[[a, b]].dropna()
+                if len(both) >= 3:
+                    tau = kendalltau(both[a], both[b]).statistic
+                    agreement.append({"dataset": ds, "metric_a": a, "metric_b": b, "tau": float(tau),
+                                      "n": len(both)})
+    rank_frame = pd.DataFrame(ranking)
+    if len(rank_frame):
+        rank_frame = rank_frame.sort_values(["dataset", "median_rank", "combination", "method"], kind="stable")
+    return rank_frame.reset_index(drop=True), pd.DataFrame(agreement, columns=["dataset", "metric_a", "metric_b",
+                                                                               "tau", "n"])
+
+
+def ranking_table(ranking: pd.DataFrame, agreement: pd.DataFrame) -> Table:
+    """Display table of :func:`metric_ranking`: median rank, number of metrics, mean Kendall's tau."""
+    index = ["dataset", "combination", "method"]
+    taus = agreement.groupby("dataset")["tau"].mean().to_dict() if len(agreement) else {}
+    long_rows = []
+    for r in ranking.to_dict("records"):
+        base = dict(dataset=r["dataset"], combination=r["combination"], method=r["method"], higher_is_better=False,
+                    note="", is_chance=False, seed_sd=np.nan, chance=np.nan, n_seeds=1, ci_low=np.nan,
+                    ci_high=np.nan, best=False)
+        long_rows.append({**base, "column": "median rank", "value": r["median_rank"], "text": None})
+        long_rows.append({**base, "column": "metrics", "value": float(r["n_metrics"]),
+                          "text": str(int(r["n_metrics"]))})
+        tau = taus.get(r["dataset"], np.nan)
+        long_rows.append({**base, "column": "agreement (mean Kendall tau)", "value": tau, "text": None})
+    numbers = pd.DataFrame(long_rows, columns=index + [
+        "column", "value", "ci_low", "ci_high", "seed_sd", "n_seeds", "chance", "higher_is_better",
+        "best", "note", "is_chance", "text"])
+
+    def text(r):
+        return r["text"] if isinstance(r["text"], str) else fmt(r["value"])
+
+    caption = ("Median over the informative localisation, faithfulness, randomisation and stability "
+               "metrics of each map's rank among the explainers and combinations of the dataset "
+               "(1 = best; controls excluded), and how much the metric rankings agree (mean Kendall's tau "
+               "over pairs of metrics; 1 = identical rankings, 0 = unrelated). Read the agreement first.")
+    return _assemble("ranking", "Ranking across metrics", caption, index, numbers,
+                     ["median rank", "metrics", "agreement (mean Kendall tau)"], text=text)

@@ -153,3 +153,19 @@ def test_maps_equal_up_to_a_constant_share_their_results():
         assert "computed once for margin" in m.loc[("margin_centred", name), "note"]
         assert "computed once" not in m.loc[("random", name), "note"]
     assert "explainer/margin_centred" not in t.seconds
+
+
+def test_the_headline_measure_must_be_an_invariant_localisation_metric(monkeypatch):
+    from kmx_eval.config import parse_params
+    from kmx_eval.errors import ParamsError
+
+    base = {"datasets": {"s": {"source": "synthetic"}}}
+    assert parse_params({**base, "report": {"fidelity_metric": "RelevanceRankAccuracy"}})
+    with pytest.raises(ParamsError, match="fidelity_metric: PixelFlipping is a faithfulness metric"):
+        parse_params({**base, "report": {"fidelity_metric": "PixelFlipping"}})
+    # a localisation metric that a per-image constant could move is refused, saying why
+    spec = qm.QUANTUS_METRICS.get("RelevanceMassAccuracy")
+    monkeypatch.setitem(qm.QUANTUS_METRICS._items, "RelevanceMassAccuracy",
+                        type(spec)(**{**spec.__dict__, "invariances": frozenset({qm.Invariance.MAP_SCALE})}))
+    with pytest.raises(ParamsError, match="not invariant to map_shift of the map"):
+        parse_params({**base, "report": {"fidelity_metric": "RelevanceMassAccuracy"}})

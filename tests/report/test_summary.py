@@ -34,19 +34,36 @@ def _agg(acc: dict, fid: dict, cnn_acc=0.97, with_masks=True):
 def test_deeper_combination_localises_better_at_a_cost():
     agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
     text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
-    assert text.startswith("On d, B234 localises best (RelevanceMassAccuracy 0.41 [0.36, 0.46] vs 0.22 for B4)")
+    assert text.startswith("On d, B234 localises best (RelevanceMassAccuracy of the margin map 0.41 [0.36, 0.46] "
+                           "vs 0.22 for B4)")
     assert "at a cost of 2.1 accuracy points (95% vs 97.1%)" in text
-    assert "overlap" not in text
+    assert "noise" not in text
     assert "the CNN itself reaches 97%" in text
 
 
-def test_reference_best_and_gain_and_overlap_are_said_as_measured():
+def _paired(a, b, diff, low, high):
+    import pandas as pd
+
+    return pd.DataFrame([dict(dataset="d", a=a, b=b, method="margin", metric="RelevanceMassAccuracy", n=40,
+                              n_seeds=1, mean_a=0.0, mean_b=diff, difference=diff, ci_low=low, ci_high=high)])
+
+
+def test_reference_best_and_gain_and_noise_are_said_as_measured():
     agg = _agg({"B4": 0.95, "B34": 0.96, "B234": 0.97}, {"B4": 0.40, "B34": 0.38, "B234": 0.2})
     text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
-    # B4 is best; its runner-up is B34 (0.38), whose interval overlaps B4's.
-    assert text.startswith("On d, B4 localises best (RelevanceMassAccuracy 0.4 [0.35, 0.45] vs 0.38 for B34)")
+    # B4 is best; its runner-up is B34 (0.38). Without a paired interval, no claim about noise.
+    assert text.startswith("On d, B4 localises best (RelevanceMassAccuracy of the margin map 0.4 [0.35, 0.45] "
+                           "vs 0.38 for B34)")
     assert "at a cost of 1 accuracy point (95% vs 96%)" in text
-    assert "intervals overlap" in text
+    # The paired interval of B4 - B34 includes 0 (stored as B34 - B4): no winner is named.
+    noisy = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=_paired("B4", "B34", -0.02, -0.05, 0.01))
+    assert noisy.startswith("On d, B4 and B34 localise alike within the noise (RelevanceMassAccuracy of the "
+                            "margin map 0.4 vs 0.38; paired difference 0.02 [-0.01, 0.05] includes 0)")
+    assert "best" not in noisy
+    clear = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=_paired("B34", "B4", 0.02, 0.01, 0.03))
+    assert "B4 localises best" in clear and "paired difference 0.02 [0.01, 0.03]" in clear
+    flagged = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", uninformative=True)
+    assert "cannot tell the oracle from the random map on d" in flagged
     agg = _agg({"B4": 0.95, "B34": 0.96, "B234": 0.97}, {"B4": 0.2, "B34": 0.38, "B234": 0.4})
     assert "and gains 2 accuracy points (97% vs 95%)" in summary.headline(agg, "d", COMBOS,
                                                                          "RelevanceMassAccuracy")
@@ -64,7 +81,7 @@ def test_lower_is_better_metric_picks_the_minimum():
                              higher_is_better=False))
     agg = tables.aggregate_seeds(tidy.frame(rows))
     text = summary.headline(agg, "d", COMBOS, "PixelFlipping")
-    assert text.startswith("On d, B34 scores best on PixelFlipping (PixelFlipping 0.1 vs 0.3 for B4)")
+    assert text.startswith("On d, B34 scores best on PixelFlipping (PixelFlipping of the margin map 0.1 vs 0.3 for B4)")
 
 
 def test_dataset_without_masks_says_why():

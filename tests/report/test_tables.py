@@ -187,3 +187,41 @@ def test_variance_share_table_shows_each_blocks_share_per_combination():
     assert t.sort_keys.loc[("d", "B34", "F_S"), "B4"] == pytest.approx(0.69)
     assert t.sort_keys.loc[("d", "B34_balanced", "F_S"), "B3"] == pytest.approx(0.49)
     assert tables.variance_share_table({}, ["d"], ["B4"]).cells.empty
+
+
+def test_controls_flag_a_metric_that_cannot_tell_oracle_from_random_and_ranking_skips_it():
+    import pandas as pd
+
+    from kmx_eval.metrics import tidy as td
+    from kmx_eval.report import tables as tb
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(30):
+        for method, good, flat in (("random", 0.2, 0.5), ("oracle", 0.9, 0.5)):
+            rows.append(dict(dataset="d", seed=0, combination="B4", method=method, metric="Good", sample=i,
+                             value=good + 0.05 * rng.normal(), reason=""))
+            rows.append(dict(dataset="d", seed=0, combination="B4", method=method, metric="Flat", sample=i,
+                             value=flat + 0.05 * rng.normal(), reason=""))
+    controls = tb.control_differences(pd.DataFrame(rows), ["Good", "Flat"], 200, 0.95, seed=0)
+    flags = controls.set_index("metric")["informative"]
+    assert bool(flags["Good"]) and not bool(flags["Flat"])
+    assert tb.uninformative(controls) == {"d": {"Flat"}}
+    assert tb.controls_table(controls).cells.shape == (2, 4)
+
+    agg_rows = []
+    for comb, method, good, flat, pf in (("B4", "margin", 0.6, 0.1, 0.3), ("B234", "margin", 0.8, 0.9, 0.2),
+                                         ("B4", "random", 0.99, 0.99, 0.01)):
+        for metric, value, cat, hib in (("Good", good, "localisation", True), ("Flat", flat, "localisation", True),
+                                        ("PixelFlipping", pf, "faithfulness", False)):
+            agg_rows.append(td.row(dataset="d", seed=0, combination=comb, kind="explainer", method=method,
+                                   category=cat, metric=metric, value=value, higher_is_better=hib))
+    agg = tb.aggregate_seeds(td.frame(agg_rows))
+    ranking, agreement = tb.metric_ranking(agg, tb.uninformative(controls))
+    assert "random" not in set(ranking["method"])  # controls are floors, never ranked
+    assert "Flat" not in ranking.columns and ranking.iloc[0]["combination"] == "B234"
+    assert ranking.set_index("combination").loc["B234", "median_rank"] == 1.0
+    assert list(agreement.columns) == ["dataset", "metric_a", "metric_b", "tau", "n"]
+    # Bold never goes to a control row, even when it has the best value
+    table = tb.metric_table(agg, name="t", title="t", caption="", categories=["localisation"], kinds=["explainer"])
+    assert not table.best.loc[("d", "B4", "random")].any()

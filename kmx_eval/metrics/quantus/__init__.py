@@ -17,12 +17,12 @@ from .scaling import (SCALING_NOTES, SCALINGS, affine_equivalent, centred_positi
 from .settings import (DETERMINISTIC_BASELINES, QuantusSettings, features_in_step, monotonicity_repeats,
                        patch_size, subset_size, top_k)
 from .spec import (MAP_AFFINE, QUANTUS_METRICS, Built, Category, Direction, Invariance, QuantusSpec,
-                   chance_level, mask_share, plain)
+                   chance_level, headline_refusal, mask_share, plain)
 
 __all__ = [
     "QUANTUS_METRICS", "QuantusSpec", "Built", "Category", "Direction", "Invariance", "MAP_AFFINE",
     "QuantusSettings", "run_quantus", "class_scores", "chance_level", "mask_share", "NO_MASKS",
     "SAMPLE_ERRORS", "SCALINGS", "SCALING_NOTES", "minmax", "positive_part", "map_problems",
     "mask_problems", "rescaled_explain_func", "features_in_step", "top_k", "patch_size", "subset_size",
-    "monotonicity_repeats", "DETERMINISTIC_BASELINES", "ssim_2d", "plain", "affine_equivalent", "centred_positive", "fully_perturbed",
+    "monotonicity_repeats", "DETERMINISTIC_BASELINES", "ssim_2d", "plain", "headline_refusal", "affine_equivalent", "centred_positive", "fully_perturbed",
 ]

@@ -168,3 +168,20 @@ def chance_level(name: str, masks: np.ndarray | None) -> np.ndarray | None:
     if spec.chance is None or masks is None:
         return None
     return spec.chance(masks)
+
+
+def headline_refusal(name: str) -> str | None:
+    """Why metric ``name`` cannot be the headline's fidelity measure, or None when it can.
+
+    The headline and the trade-off figure compare maps of different models, so the measure must be
+    a localisation metric whose value a per-image constant or scale of the map cannot move
+    (``MAP_SHIFT`` and ``MAP_SCALE``).
+    """
+    spec = QUANTUS_METRICS.get(name, where="report.fidelity_metric")
+    if spec.category is not Category.LOCALISATION:
+        return f"{name} is a {spec.category.value} metric, not a localisation measure"
+    missing = [i.value for i in (Invariance.MAP_SHIFT, Invariance.MAP_SCALE) if i not in spec.invariances]
+    if missing:
+        return (f"{name} is not invariant to {' and '.join(missing)} of the map, so a per-image "
+                "constant could move it")
+    return None
