@@ -1,4 +1,4 @@
-"""Controls on every explained model (docs/METHOD.md, sections 3 and 4): the floor and the ceiling.
+"""Controls on every explained model (docs/METHOD.md, section 6): the floor and the ceiling.
 
 - ``random`` (:class:`~kmx_eval.explain.baselines.RandomExplainer`, ``explains = "any"``): i.i.d.
   uniform values, run on every explained model (each combination's k-means head and the CNN), so

@@ -282,10 +282,14 @@ def test_margin_map_localises_better_than_the_random_control(repo):
         frame = frame[(frame["method"] == method) & (frame["category"] == "localisation")]
         return frame.set_index("metric")
 
-    margin, random = loc("B34", "margin"), loc("cnn", "random")
+    # the random floor and the oracle ceiling are measured on the same model (the B34 head)
+    margin, random, oracle = loc("B34", "margin"), loc("B34", "random"), loc("B34", "oracle")
     for metric in ("AUC", "RelevanceRankAccuracy", "TopKIntersection"):
         assert margin.loc[metric, "value"] > random.loc[metric, "value"], metric
         assert margin.loc[metric, "value"] > margin.loc[metric, "chance"], metric
+        assert oracle.loc[metric, "value"] > random.loc[metric, "value"], metric
+    assert {"random", "oracle", "oracle_pixel", "cam"} <= set(
+        pd.read_csv(repo / "metrics" / "tiny" / "cnn" / "evaluate" / "metrics.csv")["method"])
 
 
 def test_readme_commands_work_verbatim_in_a_new_shell(repo):

@@ -1,4 +1,4 @@
-"""Invariances of the Quantus metrics (docs/METHOD.md, section 4), proven on data.
+"""Invariances of the Quantus metrics (docs/METHOD.md, section 6), proven on data.
 
 - every metric: a per-image positive affine change of the map, ``a -> alpha a + c``;
 - every faithfulness metric: a positive affine change of the explained model's outputs,

@@ -37,7 +37,8 @@ class Direction(StrEnum):
 
 
 class Invariance(StrEnum):
-    """Changes of the inputs of a metric that provably leave its per-sample score unchanged.
+    """Changes of the inputs of a metric that provably leave its per-sample score unchanged
+    (docs/METHOD.md, section 6).
 
     - ``MAP_SHIFT``: ``a -> a + c`` with a per-image constant ``c`` (``margin`` versus
       ``margin_centred``);
