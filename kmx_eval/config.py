@@ -142,19 +142,19 @@ class FaithfulnessConfig(Strict):
     """Settings of the perturbation metrics (costs scale with these; see README)."""
 
     perturb_baseline: Literal["black", "white", "mean", "uniform"] = "black"
-    nr_runs: int = Field(12, ge=2)          # FaithfulnessCorrelation
+    nr_runs: int = Field(8, ge=2)          # FaithfulnessCorrelation
     subset_fraction: float = Field(0.05, gt=0, le=1)  # FaithfulnessCorrelation, share of pixels
-    n_steps: int = Field(12, ge=2)          # PixelFlipping and MonotonicityCorrelation
+    n_steps: int = Field(8, ge=2)          # PixelFlipping and MonotonicityCorrelation
     nr_samples: int = Field(3, ge=1)        # MonotonicityCorrelation
     patch_fraction: float = Field(0.125, gt=0, le=1)  # RegionPerturbation patch side / image side
-    regions_evaluation: int = Field(12, ge=1)
+    regions_evaluation: int = Field(8, ge=1)
 
 
 class SanityConfig(Strict):
-    """MPRT and MaxSensitivity re-explain inputs: they run on the first ``n_images`` images."""
+    """MPRT, MaxSensitivity and RandomLogit re-explain inputs: they run on the first ``n_images`` images."""
 
-    n_images: int = Field(12, ge=2)
-    nr_samples: int = Field(3, ge=1)        # MaxSensitivity perturbations per image
+    n_images: int = Field(8, ge=2)
+    nr_samples: int = Field(2, ge=1)        # MaxSensitivity perturbations per image
 
 
 class BootstrapConfig(Strict):

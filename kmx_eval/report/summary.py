@@ -215,9 +215,9 @@ def key_numbers(
 
 # ------------------------------------------------------------------------------ prototype claim
 def _proximity(agg: pd.DataFrame, dataset: str, combination: str, method: str) -> pd.Series | None:
-    r = _row(agg, dataset=dataset, combination=combination, kind="prototypes", method=method,
+    r = first_row(agg, dataset=dataset, combination=combination, kind="prototypes", method=method,
              metric="proximity")
-    return r if r is not None and _ok(r["value"]) else None
+    return r if r is not None and finite(r["value"]) else None
 
 
 def _cell(r: pd.Series | None) -> str:
@@ -227,12 +227,12 @@ def _cell(r: pd.Series | None) -> str:
 def _above(a: pd.Series, b: pd.Series) -> bool | None:
     """True when interval ``a`` lies entirely above ``b``, False when entirely below or overlapping
     with ``a``'s value not above ``b``'s, None when they overlap."""
-    lo_a = a["ci_low"] if _ok(a["ci_low"]) else a["value"]
-    hi_b = b["ci_high"] if _ok(b["ci_high"]) else b["value"]
+    lo_a = a["ci_low"] if finite(a["ci_low"]) else a["value"]
+    hi_b = b["ci_high"] if finite(b["ci_high"]) else b["value"]
     if lo_a > hi_b:
         return True
-    hi_a = a["ci_high"] if _ok(a["ci_high"]) else a["value"]
-    lo_b = b["ci_low"] if _ok(b["ci_low"]) else b["value"]
+    hi_a = a["ci_high"] if finite(a["ci_high"]) else a["value"]
+    lo_b = b["ci_low"] if finite(b["ci_low"]) else b["value"]
     return False if hi_a < lo_b else None
 
 

@@ -109,8 +109,14 @@ def test_combination_tables(workdir):
     k_agree = protos.set_index(["method", "metric"]).loc[("kmeans", "decision_agreement"), "value"]
     assert k_agree == 1.0  # the k-means head is its own nearest-prototype rule
     expl = metrics[metrics.kind == "explainer"]
-    assert set(expl.method) == {"margin", "margin_centred"}
-    assert len(expl) == 2 * 12
+    # the random floor and the oracle ceiling on the same model; 14 metrics each
+    assert set(expl.method) == {"margin", "margin_centred", "random", "oracle"}
+    assert len(expl) == 4 * 14
+    # margin and margin_centred differ by a per-image constant: every result is computed once
+    centred = expl[expl.method == "margin_centred"].set_index("metric")
+    margin = expl[expl.method == "margin"].set_index("metric")
+    assert centred["note"].str.contains("computed once for margin").all()
+    assert (centred["value"].fillna(-9) == margin["value"].fillna(-9)).all()
     loc = expl[expl.category == "localisation"]
     assert loc.value.notna().all() and loc.chance.notna().all()
     assert (loc.ci_low <= loc.value + 1e-12).all() and (loc.value <= loc.ci_high + 1e-12).all()
@@ -121,8 +127,8 @@ def test_combination_tables(workdir):
     assert concepts.chance.notna().all()
     # one score per evaluation image for every explainer x metric
     ex_samples = samples[samples.method.isin(["margin", "margin_centred"])]
-    assert len(ex_samples) == 2 * 12 * N_IMAGES
-    assert set(curves.method) == {"margin", "margin_centred"}
+    assert len(ex_samples) == 2 * 14 * N_IMAGES
+    assert set(curves.method) == {"margin", "margin_centred", "random", "oracle"}
     settings = json.loads((workdir / "metrics/toy/B34/evaluate/settings.json").read_text())
     # 4 steps asked; 3 x 32 x 32 values in steps that divide 32 x 32: 3 steps of 1024 is nearest
     assert settings["quantus"]["PixelFlipping"]["n_steps"] == 3
@@ -141,7 +147,7 @@ def test_baseline_tables(workdir):
     assert list(heads.method) == ["cnn"] and list(heads.metric) == ["accuracy"]
     protos = metrics[metrics.kind == "prototypes"]
     assert set(protos.method) == {"linear", "linear_favourable"} and len(protos) == 8
-    assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random"}
+    assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random", "oracle", "oracle_pixel"}
     assert "concepts" not in set(metrics.kind)
 
 

@@ -60,7 +60,7 @@ def test_settings_are_reported_with_the_scores():
     x, y, s = _data(4)
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
     _, _, pf = qm.run_quantus("PixelFlipping", _model(), x, y, a, None, CFG, seed=0)
-    assert pf["settings"]["features_in_step"] == 256 and pf["settings"]["n_steps"] == 12
+    assert (pf["settings"]["features_in_step"], pf["settings"]["n_steps"]) == qm.features_in_step(3, H, H, CFG.n_steps)
     _, _, fc = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, CFG, seed=0)
     assert fc["settings"]["nr_runs"] == CFG.nr_runs and fc["settings"]["subset_size"] == 51
     _, _, tk = qm.run_quantus("TopKIntersection", _model(), x, y, a, s, CFG, seed=0)
@@ -179,7 +179,8 @@ def test_pixel_flipping_curves_run_from_one_to_zero_and_auc_is_their_area():
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
     scores, reasons, extra = qm.run_quantus("PixelFlipping", model, x, y, a, None, CFG, seed=0)
     fractions, curves = extra["fractions"], extra["curves"]
-    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and curves.shape == (4, 13)
+    steps = qm.features_in_step(3, H, H, CFG.n_steps)[1]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and curves.shape == (4, steps + 1)
     with torch.no_grad():
         logits = model(torch.from_numpy(x)).numpy()[np.arange(4), y]
         black = model(torch.from_numpy(qm.fully_perturbed(x, "black"))).numpy()[np.arange(4), y]

@@ -238,7 +238,7 @@ def _build_random_logit(settings: QuantusSettings, image_size: int, n_channels: 
 
 register(QuantusSpec(
     "RandomLogit", Category.RANDOMISATION, LOWER, needs_masks=False, needs_model=True, needs_explain_func=True,
-    invariances=MAP_AFFINE, scaling="rank", build=_build_random_logit,
+    invariances=MAP_AFFINE, scaling="rank", build=_build_random_logit, subset=True,
     description="SSIM between the map of the explained class and that of a random other "
                 "class (lower = the explanation depends on the class)"))
 

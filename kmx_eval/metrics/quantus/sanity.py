@@ -18,7 +18,9 @@ check, not a sufficient one. Invariant to a per-image positive affine change of 
 ``||e(x) - e(x + d)|| / ||e(x)||`` of the (min-max rescaled) map over ``nr_samples`` uniform input
 perturbations ``|d| <= 0.2``. Lower is better.
 
-Both re-explain inputs, so they run on the first ``sanity_images`` images of the evaluation subset.
+Both re-explain inputs (as RandomLogit does), so they run on the first ``sanity_images`` images of the
+evaluation subset: the cost of a re-explanation is an explainer's (Integrated Gradients: ig_steps
+backward passes per image), not one forward pass.
 """
 
 from __future__ import annotations

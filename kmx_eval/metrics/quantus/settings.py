@@ -33,14 +33,14 @@ class QuantusSettings:
     softmax: bool = False
     top_k_fraction: float = 0.1
     perturb_baseline: str = "black"
-    nr_runs: int = 12
+    nr_runs: int = 8
     subset_fraction: float = 0.05
-    n_steps: int = 12
+    n_steps: int = 8
     nr_samples: int = 3
     patch_fraction: float = 0.125
-    regions_evaluation: int = 12
-    sanity_images: int = 12
-    stability_samples: int = 3
+    regions_evaluation: int = 8
+    sanity_images: int = 8
+    stability_samples: int = 2
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
