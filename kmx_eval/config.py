@@ -144,7 +144,7 @@ class FaithfulnessConfig(Strict):
     perturb_baseline: Literal["black", "white", "mean", "uniform"] = "black"
     nr_runs: int = Field(8, ge=2)          # FaithfulnessCorrelation
     subset_fraction: float = Field(0.05, gt=0, le=1)  # FaithfulnessCorrelation, share of pixels
-    n_steps: int = Field(8, ge=2)          # PixelFlipping and MonotonicityCorrelation
+    n_steps: int = Field(6, ge=2)          # PixelFlipping and MonotonicityCorrelation
     nr_samples: int = Field(3, ge=1)        # MonotonicityCorrelation
     patch_fraction: float = Field(0.125, gt=0, le=1)  # RegionPerturbation patch side / image side
     regions_evaluation: int = Field(8, ge=1)

@@ -178,7 +178,7 @@ def _build_region_perturbation(settings: QuantusSettings, image_size: int, n_cha
 register(QuantusSpec(
     "RegionPerturbation", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
     invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_region_perturbation,
-    needs_reference=True,
+    needs_reference="both",
     description="AOPC: mean drop in class score as the most relevant patches are removed, as a share "
                 "of the drop when the whole image is removed"))
 

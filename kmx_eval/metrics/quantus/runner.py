@@ -191,10 +191,11 @@ def run_quantus(
                                device=device, batch_size=batch_size)
         reference = None
         if spec.needs_reference:
-            np.random.seed(seed % 2**32)
-            x_base = fully_perturbed(x[ix], settings.perturb_baseline)
-            reference = {"original": class_scores(model, x[ix], y[ix], softmax, device, batch_size),
-                         "perturbed": class_scores(model, x_base, y[ix], softmax, device, batch_size)}
+            reference = {"original": class_scores(model, x[ix], y[ix], softmax, device, batch_size)}
+            if spec.needs_reference == "both":  # the curve does not end fully perturbed (RegionPerturbation)
+                np.random.seed(seed % 2**32)
+                x_base = fully_perturbed(x[ix], settings.perturb_baseline)
+                reference["perturbed"] = class_scores(model, x_base, y[ix], softmax, device, batch_size)
         return built.finish(raw, reference)
 
     if idx.size:

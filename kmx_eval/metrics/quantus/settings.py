@@ -35,7 +35,7 @@ class QuantusSettings:
     perturb_baseline: str = "black"
     nr_runs: int = 8
     subset_fraction: float = 0.05
-    n_steps: int = 8
+    n_steps: int = 6
     nr_samples: int = 3
     patch_fraction: float = 0.125
     regions_evaluation: int = 8

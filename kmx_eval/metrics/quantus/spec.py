@@ -104,8 +104,9 @@ class QuantusSpec:
         ``chance(masks (n, H, W)) -> (n,)``: the expected score of a uniform random map per sample.
     chance_without_masks : float or None
         The chance level where it does not depend on the mask (0.5 for AUC).
-    needs_reference : bool
-        ``finish`` needs the unperturbed and fully perturbed class scores.
+    needs_reference : bool or "both"
+        ``finish`` needs the unperturbed class scores (True), and also those of the fully
+        perturbed input ("both").
     subset : bool
         Costly re-explanations: scored on the first ``QuantusSettings.sanity_images`` images only.
     description : str
@@ -123,7 +124,7 @@ class QuantusSpec:
     build: Callable[..., Built]
     chance: Callable[[np.ndarray], np.ndarray] | None = None
     chance_without_masks: float | None = None
-    needs_reference: bool = False
+    needs_reference: bool | str = False
     subset: bool = False
     description: str = ""
 
