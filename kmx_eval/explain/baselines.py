@@ -51,7 +51,12 @@ class CAMExplainer(Explainer):
 
 @register
 class GradCAMExplainer(Explainer):
-    """Grad-CAM on block B4: ``ReLU(sum_k alpha_k a_k)``, ``alpha_k = mean_ij d logit_c / d a_kij``."""
+    """Grad-CAM on block B4: ``ReLU(sum_k alpha_k a_k)``, ``alpha_k = mean_ij d logit_c / d a_kij``.
+
+    On a ResNet whose head is global average pooling then ``fc``, ``alpha_k = w_ck / (h w)``, so
+    Grad-CAM ``= ReLU(CAM - b_c) / (h w)``: CAM up to a positive affine change, clipped at 0 where CAM
+    falls below the bias. Where no location is clipped the two maps are affine-equivalent and the
+    evaluation scores them once (``kmx_eval.metrics.evaluation``); they differ only by the clipping."""
 
     name = "gradcam"
     explains = "cnn"
