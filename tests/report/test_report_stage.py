@@ -207,7 +207,7 @@ def test_html_csv_and_metrics_json_agree(built, page):
     best = max(COMBINATIONS, key=lambda c: shapes[c]["RelevanceMassAccuracy"])
     assert best == "B234"
     sentence = re.search(r'id="headline-shapes">([^<]*)<', html).group(1)
-    assert sentence.startswith("On shapes, B234 localises best (RelevanceMassAccuracy "
+    assert sentence.startswith("On shapes, B234 localises best (RelevanceMassAccuracy of the margin map "
                                f"{fmt(shapes['B234']['RelevanceMassAccuracy'])} ")
     assert f"vs {fmt(shapes['B4']['RelevanceMassAccuracy'])} for B4" in sentence
     assert f"{fmt(100 * shapes['B234']['accuracy'])}% vs {fmt(100 * shapes['B4']['accuracy'])}%" in sentence
