@@ -115,7 +115,10 @@ def test_explainer_rows_with_and_without_masks():
     assert set(samples["sample"]) == set(range(10, 15)) and len(samples) == 2 * 4 * 5
     assert list(curves.columns) == list(tidy.CURVE_COLUMNS)
     steps = t.settings["quantus"]["PixelFlipping"]["n_steps"]
-    assert steps == 12 and len(curves[curves.seed == 0]) == steps + 1  # fraction 0 .. 1
+    from kmx_eval.metrics.quantus import features_in_step
+
+    assert steps == features_in_step(3, H, H, SETTINGS.n_steps)[1]
+    assert len(curves[curves.seed == 0]) == steps + 1  # fraction 0 .. 1
     assert curves.fraction.min() == 0.0 and curves.fraction.max() == 1.0
 
 
