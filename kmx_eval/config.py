@@ -266,6 +266,17 @@ class Params(Strict):
         return v
 
     @model_validator(mode="after")
+    def _headline_measure(self, info: ValidationInfo) -> "Params":
+        """report.fidelity_metric must be a localisation measure a per-image constant cannot move."""
+        metrics = _registry(info, "quantus_metrics")
+        if metrics is not None and self.report.fidelity_metric in self.evaluate.quantus:
+            refusal = metrics.get(self.report.fidelity_metric).refusal_as_headline()
+            if refusal:
+                raise ParamsError(f"report.fidelity_metric: {refusal}; pick an invariant localisation "
+                                  "metric such as RelevanceRankAccuracy or RelevanceMassAccuracy")
+        return self
+
+    @model_validator(mode="after")
     def _compare_in_combinations(self, info: ValidationInfo) -> "Params":
         for i, (a, b) in enumerate(self.evaluate.compare):
             for name in (a, b):
@@ -284,12 +295,6 @@ class Params(Strict):
                 f"report.fidelity_metric: {self.report.fidelity_metric!r} is not computed; "
                 f"pick one of evaluate.quantus ({', '.join(self.evaluate.quantus)})"
             )
-        from kmx_eval.metrics.quantus import headline_refusal
-
-        refusal = headline_refusal(self.report.fidelity_metric)
-        if refusal:
-            raise ParamsError(f"report.fidelity_metric: {refusal}; pick an invariant localisation metric "
-                              "such as RelevanceRankAccuracy or RelevanceMassAccuracy")
         for name, ds in self.datasets.items():
             self.backbone_for(name, context=info.context)  # validates merged overrides
         return self

@@ -200,6 +200,9 @@ def build(settings: ReportSettings) -> None:
     if metric_name not in settings.metrics:
         raise ParamsError(f"report.fidelity_metric {metric_name!r} is not computed; choose one of "
                           f"evaluate.quantus ({', '.join(settings.metrics)})")
+    refusal = QUANTUS_METRICS.get(metric_name).refusal_as_headline()
+    if refusal:
+        raise ParamsError(f"report.fidelity_metric: {refusal}")
     explainer = settings.explainer
     if explainer not in explainer_names(settings.explainers, "kmeans"):
         raise ParamsError(f"report.explainer {explainer!r} does not explain the k-means head; choose one of "

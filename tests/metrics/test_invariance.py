@@ -156,8 +156,8 @@ def test_maps_equal_up_to_a_constant_share_their_results():
 
 
 def test_the_headline_measure_must_be_an_invariant_localisation_metric(monkeypatch):
-    from kmx_eval.config import parse_params
     from kmx_eval.errors import ParamsError
+    from kmx_eval.validation import parse_params
 
     base = {"datasets": {"s": {"source": "synthetic"}}}
     assert parse_params({**base, "report": {"fidelity_metric": "RelevanceRankAccuracy"}})

@@ -140,6 +140,10 @@ class QuantusSpec:
             return frozenset(self.invariances) - {Invariance.OUTPUT_AFFINE}
         return frozenset(self.invariances)
 
+    def refusal_as_headline(self) -> str | None:
+        """Why this metric cannot be the headline's fidelity measure (:func:`headline_refusal`)."""
+        return headline_refusal(self.name)
+
     def invariant_to(self, *changes: Invariance, softmax: bool = False) -> bool:
         """True when the score is invariant to every change in ``changes``."""
         return set(changes) <= set(self.invariances_with(softmax))
