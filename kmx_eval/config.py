@@ -22,9 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from kmx_eval.errors import ParamsError, did_you_mean
 from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict
-from kmx_eval.models.combination import BLOCK_STRIDES, Combination, parse_combination
-
-MIN_IMAGE_SIZE = BLOCK_STRIDES[4]  # B4 has stride 32: a smaller image leaves it no grid cell
+from kmx_eval.models.combination import Combination, parse_combination
 
 
 def _registry(info: ValidationInfo, kind: str):
@@ -37,10 +35,16 @@ def _registry(info: ValidationInfo, kind: str):
 
 
 class BackboneConfig(Strict):
-    """The CNN under explanation and how it is trained (``train`` stage)."""
+    """The CNN under explanation and how it is trained (``train`` stage).
+
+    ``checkpoint`` is the user's own trained model (a state dict of ``architecture`` with the
+    dataset's number of classes, safetensors or a ``weights_only`` PyTorch file); with
+    ``epochs: 0`` it is explained as it is, with ``epochs > 0`` it is the start of fine-tuning.
+    """
 
     architecture: str = "resnet34"
     weights: Literal["none", "imagenet"] = "none"
+    checkpoint: str | None = None
     image_size: int = Field(96, ge=1)
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(64, ge=1)
@@ -61,12 +65,29 @@ class BackboneConfig(Strict):
 
     @field_validator("image_size")
     @classmethod
-    def _large_enough(cls, v: int) -> int:
-        if v < MIN_IMAGE_SIZE:
+    def _large_enough(cls, v: int, info: ValidationInfo) -> int:
+        # The floor is the architecture's deepest stride (a smaller image leaves that block no
+        # grid cell), read from its description where the architectures registry is given.
+        architectures = _registry(info, "architectures")
+        name = info.data.get("architecture")  # absent when the architecture itself is wrong
+        if architectures is None or name not in architectures:
+            return v
+        arch = architectures.get(name)
+        least = arch.min_image_size
+        if v < least:
             raise ValueError(
-                f"{v} px is too small: block B4 has stride {MIN_IMAGE_SIZE}, so images need at "
-                f"least {MIN_IMAGE_SIZE} px (96 or more gives B4 a grid worth explaining)"
+                f"{v} px is too small for {arch.name}: its deepest block B{arch.n_blocks} has stride "
+                f"{least}, so images need at least {least} px ({3 * least} or more gives it a grid "
+                f"worth explaining)"
             )
+        return v
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _one_source_of_weights(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("weights", "none") != "none":
+            raise ValueError(f"a checkpoint and weights {info.data['weights']!r} both say where the "
+                             f"weights come from; set weights: none with a checkpoint")
         return v
 
 
@@ -278,6 +299,14 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _compare_in_combinations(self, info: ValidationInfo) -> "Params":
+        architectures = _registry(info, "architectures")
+        if architectures is not None:  # each dataset's architecture must have every block used
+            for name in self.datasets:
+                cfg = self.backbone_for(name, context=info.context)
+                arch = architectures.get(cfg.architecture)
+                for i, comb in enumerate(self.combination_list()):
+                    arch.check_blocks(comb.blocks, comb.name,
+                                      f"combinations[{i}] (the backbone of dataset {name!r})")
         for i, (a, b) in enumerate(self.evaluate.compare):
             for name in (a, b):
                 if name not in self.combinations:

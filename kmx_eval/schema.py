@@ -23,6 +23,7 @@ class BackboneOverride(Strict):
 
     architecture: str | None = None
     weights: Literal["none", "imagenet"] | None = None
+    checkpoint: str | None = None
     image_size: int | None = None
     epochs: int | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)

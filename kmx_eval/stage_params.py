@@ -19,6 +19,7 @@ the stage, and a key a stage reads but ``dvc.yaml`` forgot leaves results stale.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kmx_eval.config import Params
@@ -180,6 +181,9 @@ def resolved_settings(params: Params, stage: str, dataset: str | None = None,
             out["dataset"] = {"name": dataset, **entry}
         elif section == "backbone":
             out["backbone"] = params.backbone_for(dataset).model_dump(mode="json")
+            if stage == "train" and out["backbone"].get("checkpoint"):
+                # DVC sees the path in params, not the file: its content decides whether to retrain.
+                out["checkpoint_sha256"] = _file_sha256(out["backbone"]["checkpoint"])
         elif section == "combination":
             out["combination"] = combination
         elif section == "seeds":
@@ -191,6 +195,13 @@ def resolved_settings(params: Params, stage: str, dataset: str | None = None,
         else:
             out[section] = getattr(params, section).model_dump(mode="json")
     return out
+
+
+def _file_sha256(path: str) -> str:
+    """The checkpoint's sha256, or ``"missing"`` (the train stage then stops with one line)."""
+    from kmx_eval.models.backbone import checkpoint_sha256
+
+    return checkpoint_sha256(path) if Path(path).is_file() else "missing"
 
 
 def stage_runs(params: Params) -> list[tuple[str, str | None, str | None]]:

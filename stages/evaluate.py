@@ -18,16 +18,23 @@ def main(params, dataset, combination):
     settings.json), metrics/{dataset}/{combination}/curves.csv and .../evaluate.json."""
     from kmx_eval.data import load_prepared
     from kmx_eval.device import resolve_device
-    from kmx_eval.explain import EXPLAINERS, build_explainer, quantus_explain_func
+    from kmx_eval.explain import EXPLAINERS, build_explainer, explainer_names, quantus_explain_func
     from kmx_eval.metrics.evaluation import EvaluationTables
     from kmx_eval.metrics.inputs import evaluate_seed, explained_name, load_explained
     from kmx_eval.metrics.quantus import QuantusSettings
+    from kmx_eval.models.architectures import get_architecture
     from kmx_eval.seeding import seed_everything
 
     params.dataset(dataset)
     name = explained_name(combination, list(params.combinations))
     ev, features = params.evaluate, params.features
-    device = resolve_device(params.backbone_for(dataset).device)
+    backbone_cfg = params.backbone_for(dataset)
+    device = resolve_device(backbone_cfg.device)
+    # CNN explainers that cannot explain this architecture (CAM without GAP + linear): their reason.
+    arch = get_architecture(backbone_cfg.architecture)
+    not_applicable = {m: why for m in explainer_names(params.explain.explainers, "cnn")
+                      if (why := EXPLAINERS.get(m).not_applicable(arch)) is not None
+                      } if name == paths.BASELINES else {}
     settings = QuantusSettings(softmax=ev.softmax, top_k_fraction=ev.top_k_fraction, **ev.faithfulness.model_dump(),
                                sanity_images=ev.sanity.n_images, stability_samples=ev.sanity.nr_samples)
     test = load_prepared(paths.prepared(dataset))["test"]
@@ -44,7 +51,8 @@ def main(params, dataset, combination):
 
         maps_path = paths.maps_file(dataset, name, seed)
         n_images = evaluate_seed(tables, seed, explained, io.load_npz(maps_path), test, list(ev.quantus),
-                                 settings, ev.purity_m, str(device), explain_func, source=str(maps_path))
+                                 settings, ev.purity_m, str(device), explain_func, source=str(maps_path),
+                                 not_applicable=not_applicable)
     for key, seconds in sorted(tables.seconds.items(), key=lambda kv: -kv[1]):
         log.info("time %-28s %7.1f s", key, seconds)
     metrics, samples, curves = tables.frames()
@@ -52,7 +60,7 @@ def main(params, dataset, combination):
         "n_images": n_images, "seeds": list(params.seeds), "softmax": ev.softmax,
         "bootstrap": ev.bootstrap.model_dump(), "faithfulness": ev.faithfulness.model_dump(),
         "top_k_fraction": ev.top_k_fraction,
-        "normalisation": "none (z_4, the CNN's own space)" if name == paths.BASELINES else features.normalisation,
+        "normalisation": "none (z of the deepest block, the CNN's own space)" if name == paths.BASELINES else features.normalisation,
         "head_labels": params.head.labels, "shared_results": dict(sorted(tables.shared.items())),
         **tables.settings}
     with io.atomic_path(paths.evaluation(dataset, name)) as folder:

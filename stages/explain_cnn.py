@@ -23,15 +23,24 @@ def main(params, dataset):
     maps/{dataset}/cnn/seed{s}.npz."""
     from kmx_eval.data import load_batch, load_prepared
     from kmx_eval.device import resolve_device
-    from kmx_eval.explain import build_explainer, evaluation_subset, explainer_names
+    from kmx_eval.explain import EXPLAINERS, build_explainer, evaluation_subset, explainer_names
     from kmx_eval.explain.controls import explain_with_controls
+    from kmx_eval.models.architectures import get_architecture
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.seeding import seed_everything
 
     ds_cfg = params.dataset(dataset)
     cfg = params.explain
-    names = explainer_names(cfg.explainers, "cnn")
-    device = resolve_device(params.backbone_for(dataset).device)
+    backbone_cfg = params.backbone_for(dataset)
+    arch = get_architecture(backbone_cfg.architecture)
+    names = []
+    for name in explainer_names(cfg.explainers, "cnn"):
+        why = EXPLAINERS.get(name).not_applicable(arch)
+        if why is None:
+            names.append(name)
+        else:  # the evaluate stage reports the reason in place of scores
+            log.info("%s: %s skipped (%s)", dataset, name, why)
+    device = resolve_device(backbone_cfg.device)
 
     test = load_prepared(paths.prepared(dataset))["test"]
     indices = evaluation_subset(len(test), cfg.n_images, ds_cfg.seed)  # same images as every combination

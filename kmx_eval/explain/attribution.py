@@ -13,7 +13,7 @@ prototype ``p`` of the explained class and the nearest prototype ``p'`` of the r
     e_ij = <f_ij, p - p'> + <z, p - p'> + ||p'||^2 - ||p||^2,
 
 which is complete (its mean is the margin), signed, and needs no gradient. The linear head's CAM,
-``<w_c, a_ij> + b_c`` on block B4, is complete in the same sense: its mean is the logit.
+``<w_c, a_ij> + b_c`` on the last block B_n (where the classifier is GAP + one linear layer), is complete in the same sense: its mean is the logit.
 
 Every function here takes and returns tensors, so the identities are testable on plain numbers;
 the explainers in :mod:`kmx_eval.explain.kmeans` and :mod:`kmx_eval.explain.baselines` wire them
@@ -189,7 +189,7 @@ def cam_map(
 ) -> torch.Tensor:
     """Class activation map of a linear head, ``cam_ij = <w_c, a_ij> + b_c``, c the target class.
 
-    With ``A4`` the last block's output and ``(W, b)`` the CNN's ``fc`` (which sees the mean of
+    With ``A4`` the last block's output and ``(W, b)`` the CNN's linear classifier (which sees the mean of
     ``a_ij``), ``mean_ij cam_ij = <w_c, mean_ij a_ij> + b_c`` is exactly the logit of class c.
 
     Parameters

@@ -1,8 +1,12 @@
 """Post-hoc baselines on the original CNN (docs/METHOD.md, section 3): what a user would pick instead.
 
-The model is the torchvision ResNet under explanation (``layer4`` is block B4, ``fc`` its linear
-head, which sees ``mean_ij a_ij``). Gradient methods come from captum; ``random`` is the control.
-captum is imported when a gradient explainer runs, so loading params does not pay for it.
+The model is the CNN under explanation, of any registered architecture
+(:mod:`kmx_eval.models.architectures`): CAM and Grad-CAM read its ``cam_layer`` (a ResNet's
+``layer4``, a VGG's last convolution) through torchvision's feature extraction. CAM needs a
+classifier that is global average pooling + one linear layer and says why it does not apply
+otherwise (:meth:`Explainer.not_applicable`). Integrated Gradients and saliency come from captum;
+``random`` is the control. captum is imported when one of them runs, so loading params does not
+pay for it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 
 from kmx_eval.errors import KmxError
+from kmx_eval.models.architectures import Architecture, architecture_of
 from kmx_eval.seeding import rng
 
 from .attribution import cam_map
@@ -22,38 +27,50 @@ __all__ = ["CAMExplainer", "GradCAMExplainer", "IntegratedGradientsExplainer", "
            "RandomExplainer"]
 
 
-def _check_resnet(model: torch.nn.Module, name: str) -> None:
-    if not (hasattr(model, "layer4") and isinstance(getattr(model, "fc", None), torch.nn.Linear)):
-        raise KmxError(
-            f"explainer {name!r} explains the original CNN and needs a torchvision ResNet with "
-            f"'layer4' and a linear 'fc'; got a {type(model).__name__}"
-        )
+def _tap(model: torch.nn.Module, arch: Architecture, logits: bool):
+    """The model as an FX graph returning the CAM layer's output (and the logits)."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    nodes = {arch.cam_layer: "A"}
+    if logits:
+        nodes[arch.classifier] = "logits"
+    # Traced from the model given (shares its parameters), so a randomised copy is honoured.
+    return create_feature_extractor(model, nodes)
 
 
 @register
 class CAMExplainer(Explainer):
-    """Class activation map ``<w_c, a_ij> + b_c`` of the CNN's fc on block B4.
+    """Class activation map ``<w_c, a_ij> + b_c`` of the CNN's linear classifier on its last block.
 
-    Complete: ``mean_ij`` of the map is the CNN's logit of class c.
+    Complete: ``mean_ij`` of the map is the CNN's logit of class c. Applies only where the
+    classifier is global average pooling + one linear layer.
     """
 
     name = "cam"
     explains = "cnn"
 
-    def attribute(self, model, x, target):
-        from torchvision.models.feature_extraction import create_feature_extractor
+    @classmethod
+    def not_applicable(cls, architecture: Architecture) -> str | None:
+        reason = architecture.not_gap_linear_reason()
+        return None if reason is None else f"not applicable: CAM needs GAP + one linear layer; {reason}"
 
-        _check_resnet(model, self.name)
-        # Traced from the model given (shares its parameters), so a randomised copy is honoured.
-        A4 = create_feature_extractor(model, {"layer4": "A4"})(x)["A4"]
-        return cam_map(A4, model.fc.weight, model.fc.bias, target)
+    def attribute(self, model, x, target):
+        arch = architecture_of(model)
+        reason = self.not_applicable(arch)
+        if reason is not None:
+            raise KmxError(f"explainer 'cam': {reason}")
+        A = _tap(model, arch, logits=False)(x)["A"]
+        classifier = arch.classifier_of(model)
+        return cam_map(A, classifier.weight, classifier.bias, target)
 
 
 @register
 class GradCAMExplainer(Explainer):
-    """Grad-CAM on block B4: ``ReLU(sum_k alpha_k a_k)``, ``alpha_k = mean_ij d logit_c / d a_kij``.
+    """Grad-CAM on the CNN's CAM layer ``A``: ``ReLU(sum_k alpha_k a_k)``, ``alpha_k = mean_ij d logit_c / d a_kij``.
 
-    On a ResNet whose head is global average pooling then ``fc``, ``alpha_k = w_ck / (h w)``, so
+    The gradient is taken through the FX graph that returns both ``A`` and the logits, so any
+    node (also a functional one, such as DenseNet's final ``relu``) can be the layer. Where the
+    head is global average pooling then one linear layer, ``alpha_k = w_ck / (h w)``, so
     Grad-CAM ``= ReLU(CAM - b_c) / (h w)``: CAM up to a positive affine change, clipped at 0 where CAM
     falls below the bias. Where no location is clipped the two maps are affine-equivalent and the
     evaluation scores them once (``kmx_eval.metrics.evaluation``); they differ only by the clipping."""
@@ -63,11 +80,12 @@ class GradCAMExplainer(Explainer):
     needs_gradient = True
 
     def attribute(self, model, x, target):
-        from captum.attr import LayerGradCam
-
-        _check_resnet(model, self.name)
-        maps = LayerGradCam(model, model.layer4).attribute(x, target=target, relu_attributions=True)
-        return maps[:, 0]
+        out = _tap(model, architecture_of(model), logits=True)(x)
+        A, logits = out["A"], out["logits"]
+        chosen = logits.gather(1, target.reshape(-1, 1).to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(chosen, A)
+        alpha = grad.mean(dim=(2, 3), keepdim=True)
+        return torch.relu((alpha * A).sum(dim=1))
 
 
 @register

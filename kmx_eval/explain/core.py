@@ -2,8 +2,8 @@
 
 An explainer (OpenXAI-style) is a class registered in :data:`EXPLAINERS` under its params name, with
 two class attributes, ``name`` and ``explains`` (``"kmeans"``: the model is a
-:class:`~kmx_eval.heads.module.KMeansHeadModule`; ``"cnn"``: the model is the original torchvision
-ResNet), settings given to its constructor, and one method::
+:class:`~kmx_eval.heads.module.KMeansHeadModule`; ``"cnn"``: the model is the original CNN, a
+torchvision model of a registered architecture), settings given to its constructor, and one method::
 
     explain(model, x, target) -> np.ndarray (n, H, W) float32, at the input resolution of x
 
@@ -103,6 +103,15 @@ class Explainer:
     def settings_from(cls, explain_cfg: Any, seed: int) -> dict[str, Any]:
         """Constructor settings taken from ``params.explain`` and the repetition's seed."""
         return {}
+
+    @classmethod
+    def not_applicable(cls, architecture: Any) -> str | None:
+        """Why this explainer cannot explain a CNN of ``architecture`` (``None``: it can).
+
+        The note starts with ``"not applicable: "``; the explain stage then skips the explainer
+        and the evaluate stage writes that note instead of scores.
+        """
+        return None
 
     def attribute(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attribution maps ``(n, h, w)`` on the explainer's own grid."""

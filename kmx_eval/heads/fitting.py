@@ -189,14 +189,14 @@ def fit_heads(
 def cnn_linear_head(fc, z_test: np.ndarray, cnn_logits_test: np.ndarray, source: str) -> LinearSEM:
     """The CNN's own linear layer as a :class:`LinearSEM`, checked against the embedding cache.
 
-    The cache and the backbone must belong together: the fc on the cached ``z_4`` (no
+    The cache and the backbone must belong together: the classifier on the cached ``z_n`` (no
     normalisation) has to reproduce at least 99% of the cached CNN predictions, or the linear
     prototypes would describe another model. Raises :class:`DataError` naming ``source``.
     """
     linear = LinearSEM.from_linear(fc)
     same = float(np.mean(linear.predict(z_test) == np.asarray(cnn_logits_test).argmax(axis=1)))
     if same < 0.99:
-        raise DataError(f"{source}: the backbone's fc on the cached B4 embeddings reproduces only "
+        raise DataError(f"{source}: the backbone's classifier on the cached deepest-block embeddings reproduces only "
                         f"{same:.1%} of the cached CNN predictions; rerun the embed stage")
     return linear
 
@@ -231,20 +231,25 @@ def fit_combination(cache, backbone, train_split, combination, *, normalisation:
 
     ``cache`` is the embedding cache (:mod:`kmx_eval.models.embeddings`), ``backbone`` the trained
     CNN, ``train_split`` the prepared training split. The k-means head and the probe are fitted on
-    ``z_S`` (:func:`fit_heads`; the CNN's fc is the linear head only on ``B4`` without
-    normalisation, :func:`cnn_linear_head`); then one concept model per scope on the combined maps
+    ``z_S`` (:func:`fit_heads`; the CNN's classifier is the linear head only where it is GAP + one
+    linear layer, on the deepest block without normalisation, :func:`cnn_linear_head`); then one concept model per scope on the combined maps
     F_S of a seeded subset of training images
     (:func:`kmx_eval.explain.concepts.fit_concepts`), which also measures each block's share of
     F_S's variance. Settings are the ``head``, ``features`` and ``explain.concepts`` params.
     """
     from kmx_eval.explain.concepts import concept_subset, fit_concepts, split_features
     from kmx_eval.heads.module import KMeansHeadModule
+    from kmx_eval.models.architectures import architecture_of
     from kmx_eval.models.blocks import BlockExtractor, BlockStats
     from kmx_eval.models.embeddings import combination_embeddings
 
     z = {s: combination_embeddings(cache, s, combination, normalisation) for s in ("train", "test")}
-    linear = (cnn_linear_head(backbone.fc, z["test"], cache["test/logits"], source)
-              if combination.blocks == (4,) and normalisation == "none" else None)
+    # A classifier that is GAP + one linear layer maps z_n (deepest block, no normalisation) to the
+    # logits: only there are its rows w_c prototypes in the space of z_S.
+    arch = architecture_of(backbone)
+    cnn_space = arch.gap_linear and combination.blocks == (arch.n_blocks,) and normalisation == "none"
+    linear = (cnn_linear_head(arch.classifier_of(backbone), z["test"], cache["test/logits"], source)
+              if cnn_space else None)
     heads = fit_heads(z["train"], z["test"], cache["train/labels"], cache["test/labels"],
                       cache["train/logits"], cache["test/logits"], labels=labels,
                       n_prototypes=n_prototypes, n_init=n_init, max_iter=max_iter, probe_C=probe_C,

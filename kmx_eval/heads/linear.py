@@ -76,7 +76,7 @@ class _LinearPrototypes:
 class LinearSEM(_LinearPrototypes):
     """The CNN's own linear layer as a self-explainable model with prototypes ``w_c``.
 
-    ``decision_function(z) = W z + b`` (the CNN's logits on ``z = z_4``); ``prototypes_ = W`` and
+    ``decision_function(z) = W z + b`` (the CNN's logits on ``z = z_n``, the pooled deepest block, where its classifier is GAP + linear); ``prototypes_ = W`` and
     ``offsets_ = b + 1/2 ||w_c||^2``, so that
     ``<w_c, z> + b_c = -1/2 ||z - w_c||^2 + offsets_c + 1/2 ||z||^2``.
 

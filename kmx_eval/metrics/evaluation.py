@@ -211,6 +211,18 @@ class EvaluationTables:
                       metric="decision_agreement", higher_is_better=True,
                       note=prefix + "nearest prototype without offsets versus the head's decision")
 
+    def add_not_applicable(self, seed: int, kind: str, method: str,
+                           metrics: Mapping[str, tuple[str, bool]], note: str) -> None:
+        """Rows with no value and ``note`` (which says why) for ``{metric: (category, higher_is_better)}``.
+
+        For what does not exist for this model (the linear prototypes of a classifier that is not
+        GAP + one linear layer, CAM there): the table shows the reason instead of a number
+        computed for something else under the same name.
+        """
+        for metric, (category, higher) in metrics.items():
+            self.rows.append(tidy.row(**self._keys(seed), kind=kind, method=method, category=category,
+                                      metric=metric, value=None, higher_is_better=higher, note=note))
+
     # ------------------------------------------------------------------ explainers
     def add_explainer(self, seed: int, method: str, model, x: np.ndarray, y: np.ndarray, a: np.ndarray,
                       masks: np.ndarray | None, metrics: list[str], settings: QuantusSettings, device,

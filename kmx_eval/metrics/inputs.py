@@ -8,7 +8,7 @@ CNN) with its heads' test decisions and prototype sets; :func:`evaluate_seed` ru
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from kmx_eval import io, paths
 from kmx_eval.errors import DataError, ParamsError
 
-from .evaluation import EvaluationTables, PrototypeSet, kmeans_prototype_set
+from .evaluation import FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet, kmeans_prototype_set
 from .quantus import QuantusSettings
 
 log = logging.getLogger("kmx_eval")
@@ -36,6 +36,7 @@ class Explained:
     predictions : dict head name -> (n_test,) test decisions (``kmeans``, ``probe`` or ``cnn``)
     prototype_sets : dict name -> PrototypeSet, all in the same space z_S
     z_train, y_train, z_test : embeddings for prototype fidelity
+    prototype_notes : dict name -> why a prototype set does not exist ("not applicable: ...")
     """
 
     model: Any
@@ -47,6 +48,7 @@ class Explained:
     z_train: np.ndarray
     y_train: np.ndarray
     z_test: np.ndarray
+    prototype_notes: dict[str, str] = field(default_factory=dict)
 
 
 def explained_name(combination: str, combinations: list[str]) -> str:
@@ -72,11 +74,14 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
     ``block_weighting`` applies to a combination written without a weighting suffix
     (``features.block_weighting``).
 
-    The CNN's own fc rows ``w_c`` are prototypes in the space of ``z_4`` without normalisation,
-    whatever ``normalisation`` the combinations use (docs/METHOD.md, section 2).
+    Where the CNN's classifier is global average pooling + one linear layer, its rows ``w_c`` are
+    prototypes in the space of ``z_n`` (deepest block) without normalisation, whatever
+    ``normalisation`` the combinations use (docs/METHOD.md, section 2); elsewhere (VGG's three
+    linear layers) there are no such prototypes and ``prototype_notes`` says why.
     """
     from kmx_eval.heads import (KMeansHeadModule, LinearSEM, check_fitted_with, load_kmeans_head,
                                 load_linear_sem, load_probe)
+    from kmx_eval.models.architectures import architecture_of
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.models.blocks import BlockExtractor, BlockStats
     from kmx_eval.models.combination import parse_combination
@@ -87,8 +92,16 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
     backbone, meta = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
     n_classes = int(meta["n_classes"])
     if combination == paths.BASELINES:
-        z_train, z_test = (combination_embeddings(cache, s, "B4", "none") for s in ("train", "test"))
-        linear = LinearSEM.from_linear(backbone.fc)
+        arch = architecture_of(backbone)
+        if not arch.gap_linear:
+            why = f"not applicable: {arch.not_gap_linear_reason()}, so it has no prototypes w_c"
+            none = np.zeros((0, 0), np.float32)
+            return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, {}, none,
+                             cache["train/labels"], none,
+                             prototype_notes={"linear": why, f"linear{FAVOURABLE}": why})
+        deepest = f"B{arch.n_blocks}"
+        z_train, z_test = (combination_embeddings(cache, s, deepest, "none") for s in ("train", "test"))
+        linear = LinearSEM.from_linear(arch.classifier_of(backbone))
         sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test), linear=True)}
         return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, sets, z_train,
                          cache["train/labels"], z_test)
@@ -102,7 +115,7 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
     sets = {"kmeans": kmeans_prototype_set(head.prototypes_, head.n_prototypes_per_class_, k_pred,
                                            classes=head.classes_),
             "probe": PrototypeSet(probe.prototypes_, probe.classes_, p_pred, linear=True)}
-    if (head_dir / "linear.npz").exists():  # B4 without normalisation: the CNN's own fc
+    if (head_dir / "linear.npz").exists():  # B_n without normalisation: the CNN's own classifier
         linear = load_linear_sem(head_dir)
         sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
                                       linear=True)
@@ -114,12 +127,17 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
 
 def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
-                  explain_func_for: Callable[[str], Callable | None], source: str = "maps") -> int:
+                  explain_func_for: Callable[[str], Callable | None], source: str = "maps",
+                  not_applicable: Mapping[str, str] | None = None) -> int:
     """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts.
 
     ``explain_func_for(method)`` gives the Quantus ``explain_func`` of an explainer (None for a
-    map without one). Returns the number of evaluated images.
+    map without one). ``not_applicable`` maps an explainer that cannot explain this model (CAM on
+    a classifier that is not GAP + linear) to the reason, written in place of its scores. Returns
+    the number of evaluated images.
     """
+    from .quantus import QUANTUS_METRICS
+
     from kmx_eval.data import load_batch
     from kmx_eval.explain import EXPLAINERS, MAP_KEYS
 
@@ -128,13 +146,21 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     x = x.numpy()
     test_ids = np.arange(len(explained.labels))
     tables.add_heads(seed, explained.predictions, explained.labels, explained.cnn_predictions, test_ids)
-    tables.add_prototypes(seed, explained.prototype_sets, explained.z_train, explained.y_train,
-                          explained.z_test, purity_m)
-    from kmx_eval.explain import MAP_KEYS
+    if explained.prototype_sets:
+        tables.add_prototypes(seed, explained.prototype_sets, explained.z_train, explained.y_train,
+                              explained.z_test, purity_m)
+    for name, why in explained.prototype_notes.items():
+        tables.add_not_applicable(seed, "prototypes", name,
+                                  {m: ("prototype_fidelity", h) for m, h in PROTOTYPE_METRICS.items()}, why)
+    for method, why in sorted((not_applicable or {}).items()):
+        specs = {m: QUANTUS_METRICS.get(m, where="evaluate.quantus") for m in metrics}
+        tables.add_not_applicable(seed, "explainer", method,
+                                  {m: (spec.category.value, spec.higher_is_better) for m, spec in specs.items()},
+                                  why)
     from kmx_eval.explain.concepts import is_concept_key
 
     methods = sorted(k for k in maps if k not in MAP_KEYS and not is_concept_key(k))
-    if not methods:
+    if not methods and not not_applicable:
         raise DataError(f"{source} holds no attribution maps; rerun the explain stage")
     for method in methods:
         tables.add_explainer(seed, method, explained.model, x, targets, maps[method], masks, metrics, settings,

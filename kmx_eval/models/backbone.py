@@ -1,23 +1,29 @@
-"""The CNN under explanation: a torchvision ResNet whose ``fc`` is replaced by a ``n_classes`` head.
+"""The CNN under explanation: a registered architecture whose classifier has ``n_classes`` outputs.
 
-The original CNN is the linear head on the pooled output of block B4 (docs/METHOD.md, section 2):
-``logit_c = <w_c, z_4> + b_c`` with ``z_4 = mean_ij A_4(x)[:, i, j]`` (torchvision's ``avgpool``).
+The original CNN's classifier reads the deepest block B_n (docs/METHOD.md, section 2); where it is
+global average pooling followed by one linear layer (``Architecture.gap_linear``),
+``logit_c = <w_c, z_n> + b_c`` with ``z_n = mean_ij A_n(x)[:, i, j]``.
 
-- :data:`ARCHITECTURES`: registry from the params name (``backbone.architecture``) to the
-  torchvision builder; adding an architecture with the same ``layer1..layer4`` / ``fc`` layout is
-  one ``ARCHITECTURES.register`` line.
+- :data:`ARCHITECTURES` (from :mod:`kmx_eval.models.architectures`): params name -> description.
 - :func:`build_backbone`, :func:`train_backbone`, :func:`evaluate_backbone`.
+- :func:`load_checkpoint`: the user's own trained weights (safetensors, or a PyTorch file read
+  with ``weights_only=True``), checked against the architecture and the number of classes;
+  :func:`checkpoint_sha256` identifies the file.
 - :func:`save_backbone` / :func:`load_backbone`: ``backbone.safetensors`` (state dict) and
   ``backbone.json`` (the metadata that rebuilds the module). Nothing is pickled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
+import pickle
+import re
 import time
 import urllib.error
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -29,15 +35,13 @@ from tqdm.auto import tqdm
 from kmx_eval import io
 from kmx_eval.device import autocast
 from kmx_eval.errors import DataError, ParamsError, UnavailableError
-from kmx_eval.registry import Registry
+from kmx_eval.models.architectures import ARCHITECTURES, architecture_of, get_architecture
 
 log = logging.getLogger("kmx_eval")
 
-#: ``backbone.architecture`` -> torchvision builder ``f(weights=...) -> ResNet``.
-ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("backbone architecture")
-ARCHITECTURES.register("resnet18")(torchvision.models.resnet18)
-ARCHITECTURES.register("resnet34")(torchvision.models.resnet34)
-ARCHITECTURES.register("resnet50")(torchvision.models.resnet50)
+__all__ = ["ARCHITECTURES", "WEIGHTS", "build_backbone", "load_checkpoint", "checkpoint_sha256",
+           "classifier_of", "architecture_of", "train_backbone", "evaluate_backbone",
+           "save_backbone", "load_backbone"]
 
 #: ``backbone.weights`` -> the torchvision weights name (``None``: random initialisation).
 WEIGHTS = {"none": None, "imagenet": "IMAGENET1K_V1"}
@@ -49,17 +53,17 @@ REQUIRED_META = ("architecture", "n_classes")
 
 
 def build_backbone(architecture: str, n_classes: int, weights: str = "none") -> nn.Module:
-    """Build a torchvision ResNet whose ``fc`` is a fresh ``Linear(C_4, n_classes)``.
+    """Build a registered torchvision architecture whose classifier is a fresh ``Linear(., n_classes)``.
 
     Parameters
     ----------
     architecture : str
-        A key of :data:`ARCHITECTURES` (``resnet18``, ``resnet34``, ``resnet50``).
+        A key of :data:`ARCHITECTURES` (``resnet18``, ``vgg16_bn``, ``densenet121``...).
     n_classes : int
-        Number of classes of the new linear head (at least 2).
+        Number of classes of the new linear classifier (at least 2).
     weights : {"none", "imagenet"}
         ``none`` initialises at random (from torch's global RNG: seed it first);
-        ``imagenet`` loads torchvision's ``IMAGENET1K_V1`` weights for every layer but ``fc``.
+        ``imagenet`` loads torchvision's ``IMAGENET1K_V1`` weights for every layer but the classifier.
 
     Raises
     ------
@@ -68,27 +72,169 @@ def build_backbone(architecture: str, n_classes: int, weights: str = "none") -> 
     UnavailableError
         ImageNet weights requested but neither downloadable nor in the torch hub cache.
     """
-    builder = ARCHITECTURES.get(architecture, where="backbone.architecture")
+    arch = get_architecture(architecture)
     if weights not in WEIGHTS:
         raise ParamsError(f"backbone.weights: unknown value {weights!r}; valid: {', '.join(WEIGHTS)}")
     if int(n_classes) < 2:
         raise ParamsError(f"a backbone needs at least 2 classes, got n_classes={n_classes}")
     if WEIGHTS[weights] is None:
-        model = builder(weights=None)
-    else:
+        return arch.build(int(n_classes))
+    try:
+        return arch.build(int(n_classes), weights=WEIGHTS[weights])
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        # URLError is an OSError; RuntimeError covers a truncated or corrupt download.
+        reason = str(getattr(exc, "reason", "") or exc.__class__.__name__).rstrip(".")
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        url = torchvision.models.get_model_weights(arch.builder)[WEIGHTS[weights]].url
+        raise UnavailableError(
+            f"the ImageNet weights of {architecture} could not be downloaded ({reason}); "
+            f"put {url.rsplit('/', 1)[-1]} (from {url}) in {cache} or use backbone.weights: none"
+        ) from None
+
+
+def classifier_of(model: nn.Module) -> nn.Linear:
+    """The final linear layer of a backbone (``fc`` of a ResNet, ``classifier.6`` of a VGG...)."""
+    return architecture_of(model).classifier_of(model)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def checkpoint_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a checkpoint file's bytes (what the report and DVC's resolved settings record)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _convert_hint(path: Path) -> str:
+    return (f"convert it once, in a Python session you trust: import torch; from safetensors.torch "
+            f"import save_file; m = torch.load('{path}', weights_only=False); "
+            f"save_file({{k: v.contiguous() for k, v in (m.state_dict() if hasattr(m, 'state_dict') "
+            f"else m).items()}}, '{path.with_suffix('.safetensors')}')")
+
+
+def _read_state(path: Path, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors or ``weights_only`` PyTorch file (never arbitrary pickle)."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
-            model = builder(weights=WEIGHTS[weights])
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
-            # URLError is an OSError; RuntimeError covers a truncated or corrupt download.
-            reason = str(getattr(exc, "reason", "") or exc.__class__.__name__).rstrip(".")
-            cache = Path(torch.hub.get_dir()) / "checkpoints"
-            url = torchvision.models.get_model_weights(builder)[WEIGHTS[weights]].url
-            raise UnavailableError(
-                f"the ImageNet weights of {architecture} could not be downloaded ({reason}); "
-                f"put {url.rsplit('/', 1)[-1]} (from {url}) in {cache} or use backbone.weights: none"
-            ) from None
-    model.fc = nn.Linear(model.fc.in_features, int(n_classes))
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise DataError(f"{where}: {path} is not a readable safetensors file "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:  # not a pickle of tensors and classes at all
+            raise DataError(f"{where}: {path} is neither a safetensors file nor a PyTorch file "
+                            f"(torch.load with weights_only=True cannot parse it)") from None
+        raise DataError(f"{where}: {path} needs arbitrary pickle to load (it holds a "
+                        f"{found.group(1)}, not only tensors), which the suite never runs; "
+                        f"{_convert_hint(path)}") from None
+    except Exception as exc:  # torch raises KeyError, RuntimeError... on a file that is not its own
+        raise DataError(f"{where}: {path} is neither a safetensors file nor a PyTorch file "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                        ) from None
+    # Training scripts often save {"state_dict": ..., "epoch": ...}; DataParallel prefixes "module.".
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(f"{where}: {path} holds a {type(obj).__name__}, not a state dict (a mapping "
+                        f"from parameter names to tensors)")
+    if obj and all(str(k).startswith("module.") for k in obj):
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return {str(k): v for k, v in obj.items()}
+
+
+def load_checkpoint(path: str | Path, architecture: str, n_classes: int,
+                    where: str = "backbone.checkpoint") -> nn.Module:
+    """The user's trained model: ``architecture`` with ``n_classes`` outputs and the state dict at ``path``.
+
+    Every tensor of the file is copied into the module and every tensor of the module comes from
+    the file (strict): the returned model equals the checkpoint tensor for tensor.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.safetensors`` file, or a PyTorch file (``torch.save(model.state_dict(), ...)``) read
+        with ``torch.load(..., weights_only=True)``.
+    architecture : str
+        A key of :data:`ARCHITECTURES`.
+    n_classes : int
+        The dataset's number of classes; the checkpoint's classifier must have as many outputs.
+    where : str
+        The params key named in error messages.
+
+    Raises
+    ------
+    DataError
+        The file is missing, needs pickle, is not a state dict of ``architecture`` (the first
+        missing or unexpected key is named), or its classifier has another number of classes.
+    """
+    path = Path(path)
+    arch = get_architecture(architecture)
+    if not path.is_file():
+        raise DataError(f"{where}: checkpoint {path} does not exist")
+    state = _read_state(path, where)
+    expected = _meta_state(arch, int(n_classes))
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        first = (f"key {missing[0]!r} is missing" if missing else f"key {unexpected[0]!r} is unexpected")
+        counts = f"{len(missing)} missing, {len(unexpected)} unexpected"
+        match = _matching_architecture(state, arch)
+        hint = f"; its keys match {match}" if match else ""
+        raise DataError(f"{where}: {path} is not a state dict of {arch.name}: {first} ({counts}{hint})")
+    weight_key = f"{arch.classifier}.weight"
+    if state[weight_key].shape[0] != int(n_classes):
+        raise DataError(f"{where}: the classifier ({arch.classifier}) of {path} has "
+                        f"{state[weight_key].shape[0]} outputs but the dataset has {int(n_classes)} classes")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise DataError(f"{where}: tensor {key!r} of {path} has shape {tuple(state[key].shape)}, "
+                            f"{arch.name} expects {tuple(tensor.shape)}")
+    return _assigned(arch.name, int(n_classes), state).eval()
+
+
+def _meta_state(arch, n_classes: int) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        return arch.build(n_classes).state_dict()
+
+
+def _assigned(architecture: str, n_classes: int, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``architecture`` holding exactly the tensors of ``state`` (strict).
+
+    The module is built on the ``meta`` device and the state dict's tensors are assigned to it, so
+    no random initialisation is computed only to be overwritten (seconds for a VGG16's 138M
+    parameters). A module with tensors outside its state dict falls back to a normal build.
+    """
+    arch = get_architecture(architecture)
+    with torch.device("meta"):
+        model = arch.build(n_classes)
+    # assign keeps the file's dtype: convert (e.g. a float16 checkpoint) to the module's own first.
+    dtypes = {k: t.dtype for k, t in model.state_dict().items()}
+    state = {k: (v.to(dtypes[k]) if k in dtypes and v.dtype != dtypes[k] else v) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        model = arch.build(n_classes)
+        model.load_state_dict(state, strict=True)
     return model
+
+
+def _matching_architecture(state: Mapping[str, torch.Tensor], tried) -> str | None:
+    """The registered architecture whose parameter names equal the state dict's, if any."""
+    from kmx_eval.models.architectures import _meta_model
+
+    keys = set(state)
+    for name in ARCHITECTURES.names():
+        arch = ARCHITECTURES.get(name)
+        if arch is not tried and set(_meta_model(arch).state_dict()) == keys:
+            return name
+    return None
 
 
 def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device, *,
@@ -239,18 +385,20 @@ def save_backbone(model: nn.Module, folder: str | Path, meta: Mapping[str, Any])
 def load_backbone(folder: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the backbone saved by :func:`save_backbone`; returns ``(model.eval(), meta)``.
 
-    The module is rebuilt from ``meta`` with random initialisation (never downloading anything:
-    the saved state dict holds every weight) and the state dict is loaded strictly.
+    The module is rebuilt from ``meta`` (never downloading anything: the saved state dict holds
+    every weight) and the state dict is loaded strictly (:func:`_assigned`).
     """
     folder = Path(folder)
     meta = io.read_json(folder / META_FILE)
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise DataError(f"{folder / META_FILE} lacks {', '.join(missing)}; rerun the train stage")
-    model = build_backbone(meta["architecture"], int(meta["n_classes"]), weights="none")
+    get_architecture(meta["architecture"])
+    if int(meta["n_classes"]) < 2:
+        raise DataError(f"{folder / META_FILE}: n_classes {meta['n_classes']} is below 2; rerun the train stage")
     state = io.load_tensors(folder / WEIGHTS_FILE)
     try:
-        model.load_state_dict(state, strict=True)
+        model = _assigned(meta["architecture"], int(meta["n_classes"]), state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise DataError(

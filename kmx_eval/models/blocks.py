@@ -1,6 +1,7 @@
-"""Blocks B1..B4 of a ResNet, block combinations F_S and pooled embeddings z_S (docs/METHOD.md, section 1).
+"""Blocks B1..Bn of a CNN, block combinations F_S and pooled embeddings z_S (docs/METHOD.md, section 1).
 
-For an image ``x``, block ``b`` (torchvision's ``layer{b}``) gives ``A_b(x)`` of shape
+For an image ``x``, block ``b`` (the node its architecture names, e.g. a ResNet's ``layer{b}``:
+:mod:`kmx_eval.models.architectures`) gives ``A_b(x)`` of shape
 ``(C_b, H_b, W_b)``. For a block combination ``S`` with shallowest block ``s``:
 
     F_S(x) = concat_{b in S, increasing} resize(norm_b(A_b(x)), (H_s, W_s))   (sum_b C_b, H_s, W_s)
@@ -21,13 +22,16 @@ split, so that every block of S brings the same total variance to F_S, z_S, the 
 ``resize`` is bilinear (``align_corners=False``) or nearest. Both are linear maps whose weights sum
 to one, so ``resize`` commutes with the affine ``standardize`` and with the mean; the embedding
 cache relies on that (:mod:`kmx_eval.models.embeddings`). For ``S = {4}`` and ``none``, ``z_S`` is
-exactly the input of the CNN's own linear layer.
+(``n`` the deepest block) exactly the input of the CNN's own linear layer where the classifier is
+global average pooling + one linear layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
+
+import re
 
 import numpy as np
 import torch
@@ -36,7 +40,8 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from kmx_eval.errors import DataError, ParamsError
-from kmx_eval.models.combination import BLOCK_NODES, BLOCKS, WEIGHTINGS, Combination, parse_combination
+from kmx_eval.models.architectures import Architecture, architecture_of
+from kmx_eval.models.combination import WEIGHTINGS, Combination, parse_combination
 
 NORMALISATIONS = ("none", "l2", "standardize")
 RESIZES = ("bilinear", "nearest")
@@ -46,63 +51,62 @@ L2_EPS = 1e-12
 #: (a dead ReLU channel): standardisation only centres it (sigma := 1) instead of dividing by ~0.
 MIN_STD = 1e-6
 LOGITS = "logits"
+_STATS_KEY = re.compile(r"^stats/B(\d+)/(mean|std)$")
 
 
-def _check_blocks(blocks: Iterable[int]) -> tuple[int, ...]:
+def _check_blocks(blocks: Iterable[int], arch: Architecture) -> tuple[int, ...]:
     out = tuple(sorted(set(int(b) for b in blocks)))
-    if not out or any(b not in BLOCKS for b in out):
-        raise ParamsError(f"blocks {tuple(blocks)!r}: expected a non-empty subset of {BLOCKS}")
+    if not out or any(b not in arch.block_numbers for b in out):
+        raise ParamsError(f"blocks {tuple(blocks)!r}: expected a non-empty subset of "
+                          f"{arch.block_numbers} (the blocks of {arch.name})")
     return out
 
 
 def block_channels(backbone: nn.Module) -> dict[int, int]:
-    """``{b: C_b}``: output channels of ``layer1..layer4`` (64..512 for ResNet18/34, 256..2048 for 50).
+    """``{b: C_b}``: output channels of every block of the backbone's architecture.
 
-    Read from the last BatchNorm of each layer, which normalises the block's output in both
-    BasicBlock and Bottleneck designs (their downsample branch has the same width).
+    From the architecture's meta-device dry forward (64..512 for ResNet18/34, 256..2048 for 50).
     """
-    out = {}
-    for b, node in BLOCK_NODES.items():
-        norms = [m for m in getattr(backbone, node).modules() if isinstance(m, nn.BatchNorm2d)]
-        out[b] = norms[-1].num_features
-    return out
+    return architecture_of(backbone).channels
 
 
 class BlockExtractor(nn.Module):
     """The backbone with taps on its blocks: ``x -> {b: A_b(x) for b in blocks, "logits": f(x)}``.
 
     Built with torchvision's :func:`~torchvision.models.feature_extraction.create_feature_extractor`
-    (an FX graph of the backbone returning the outputs of ``layer{b}`` and ``fc``), so one forward
+    (an FX graph of the backbone returning the outputs of the block nodes and the classifier), so one forward
     pass gives every block and the CNN's own logits, and the parameters are the backbone's own
     (shared, not copied: loading weights into the backbone changes the extractor).
 
     Parameters
     ----------
     backbone : nn.Module
-        A torchvision ResNet (``layer1..layer4``, ``fc``).
-    blocks : iterable of int
-        Blocks to tap, a non-empty subset of {1, 2, 3, 4}.
+        A model of a registered architecture (:func:`~kmx_eval.models.architectures.architecture_of`).
+    blocks : iterable of int, optional
+        Blocks to tap, a non-empty subset of the architecture's (default: all of them).
     logits : bool
-        Also return the CNN's logits under ``"logits"`` (the graph then runs to ``fc``; without it
-        the graph stops after the deepest tapped block).
+        Also return the CNN's logits under ``"logits"`` (the graph then runs to the classifier;
+        without it the graph stops after the deepest tapped block).
 
     Attributes
     ----------
     blocks : tuple of int
     channels : dict[int, int]
         ``C_b`` for every tapped block.
+    architecture : Architecture
     backbone : nn.Module
-        The wrapped model (e.g. for its ``fc``: the linear head).
+        The wrapped model (e.g. for its classifier).
     """
 
-    def __init__(self, backbone: nn.Module, blocks: Iterable[int] = BLOCKS, logits: bool = True):
+    def __init__(self, backbone: nn.Module, blocks: Iterable[int] | None = None, logits: bool = True):
         super().__init__()
-        self.blocks = _check_blocks(blocks)
+        self.architecture = arch = architecture_of(backbone)
+        self.blocks = _check_blocks(arch.block_numbers if blocks is None else blocks, arch)
         self.returns_logits = bool(logits)
-        self.channels = {b: c for b, c in block_channels(backbone).items() if b in self.blocks}
-        return_nodes = {BLOCK_NODES[b]: str(b) for b in self.blocks}
+        self.channels = {b: c for b, c in arch.channels.items() if b in self.blocks}
+        return_nodes = {arch.node(b): str(b) for b in self.blocks}
         if logits:
-            return_nodes["fc"] = LOGITS
+            return_nodes[arch.classifier] = LOGITS
         self.backbone = backbone
         self.body = create_feature_extractor(backbone, return_nodes=return_nodes)
         # A new Module is in training mode; take the backbone's mode instead, so that restoring
@@ -170,7 +174,8 @@ class BlockStats:
     def from_dict(cls, arrays: Mapping[str, np.ndarray]) -> "BlockStats":
         """Read the ``stats/B{b}/...`` keys of ``arrays`` (other keys, e.g. a whole cache, are ignored)."""
         mean, std = {}, {}
-        for b in BLOCKS:
+        found = sorted({int(m.group(1)) for k in arrays if (m := _STATS_KEY.match(str(k)))})
+        for b in found:
             m, s = arrays.get(f"stats/B{b}/mean"), arrays.get(f"stats/B{b}/std")
             if m is None and s is None:
                 continue

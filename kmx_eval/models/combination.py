@@ -1,7 +1,9 @@
 """Block combinations S, written by their digits: ``B4``, ``B34``, ``B234``, ``B1234``, ``B24``...
 
-A combination is a non-empty subset of the ResNet blocks {1, 2, 3, 4} (torchvision's ``layer1`` ..
-``layer4``). The digits must be strictly increasing, so every subset has exactly one name.
+A combination is a non-empty subset of the blocks B1..Bn of the CNN's architecture (n is at most 9;
+a ResNet has B1..B4, a VGG16 B1..B5: :mod:`kmx_eval.models.architectures`). The digits must be
+strictly increasing, so every subset has exactly one name. :func:`parse_combination` checks the
+spelling; which blocks exist is the architecture's business (``Architecture.check_blocks``).
 
 A name may end with a block weighting, ``B234_balanced`` or ``B234_channels`` (docs/METHOD.md,
 section 6): how much each block weighs in ``F_S`` (:data:`WEIGHTINGS`). Without a suffix the
@@ -17,18 +19,12 @@ from dataclasses import dataclass, field
 
 from kmx_eval.errors import ParamsError
 
-BLOCKS = (1, 2, 3, 4)
-#: torchvision ResNet node that holds block b's output.
-BLOCK_NODES = {1: "layer1", 2: "layer2", 3: "layer3", 4: "layer4"}
-#: Stride of block b's grid relative to the input (ResNet: stem /4, then /2 per stage).
-BLOCK_STRIDES = {1: 4, 2: 8, 3: 16, 4: 32}
-
 #: Block weightings of F_S: ``channels`` concatenates the (normalised) blocks as they are, so a block
 #: weighs in proportion to its channel count; ``balanced`` scales each block to the same total
 #: variance (:func:`kmx_eval.models.blocks.block_scales`).
 WEIGHTINGS = ("channels", "balanced")
 
-_PATTERN = re.compile(r"^B([1-4]+)(?:_([a-z]+))?$")
+_PATTERN = re.compile(r"^B([1-9]+)(?:_([a-z]+))?$")
 
 
 @dataclass(frozen=True, order=True)
@@ -53,11 +49,6 @@ class Combination:
     def shallowest(self) -> int:
         return self.blocks[0]
 
-    @property
-    def stride(self) -> int:
-        """Input pixels per cell of F_S's grid."""
-        return BLOCK_STRIDES[self.shallowest]
-
     def __str__(self) -> str:
         return self.name
 
@@ -67,21 +58,22 @@ def parse_combination(name: str, where: str = "combinations", weighting: str = "
     ``Combination((2, 3, 4), "balanced", spelled=True)``.
 
     ``weighting`` is the block weighting of a name without suffix (``features.block_weighting``).
-    Raises :class:`~kmx_eval.errors.ParamsError` naming ``where`` for an unknown block (``B5``), digits
-    out of order or repeated (``B43``, ``B44``), an empty combination (``B``) or an unknown weighting
+    Raises :class:`~kmx_eval.errors.ParamsError` naming ``where`` for a character that is not a block
+    digit (``B0``; whether the architecture has the blocks is ``Architecture.check_blocks``'s
+    business), digits out of order or repeated (``B43``, ``B44``), an empty combination (``B``) or an unknown weighting
     suffix (``B234_equal``).
     """
     text = str(name).strip()
     if weighting not in WEIGHTINGS:
         raise ParamsError(f"features.block_weighting: unknown value {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
-    valid = ("a 'B' followed by strictly increasing block digits from 1-4, such as B4, B34, B234, B1234, "
+    valid = ("a 'B' followed by strictly increasing block digits from 1-9, such as B4, B34, B234, B1234, "
              f"optionally with a block weighting suffix ({', '.join('_' + w for w in WEIGHTINGS)})")
     if text in ("", "B"):
         raise ParamsError(f"{where}: empty block combination {name!r}; expected {valid}")
     m = _PATTERN.match(text)
     if not m:
-        bad = [c for c in text[1:].split("_")[0] if c not in "1234"] if text.startswith("B") else []
-        hint = f" (unknown block B{bad[0]}; blocks are B1..B4)" if bad else ""
+        bad = [c for c in text[1:].split("_")[0] if c not in "123456789"] if text.startswith("B") else []
+        hint = f" ({bad[0]!r} is not a block digit)" if bad else ""
         raise ParamsError(f"{where}: invalid block combination {name!r}{hint}; expected {valid}")
     digits = tuple(int(c) for c in m.group(1))
     suffix = m.group(2)

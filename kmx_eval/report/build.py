@@ -246,7 +246,11 @@ def build(settings: ReportSettings) -> None:
         class_names = list(dd["train"].features["label"].names)
         cfg = settings.datasets[ds]
         overview.append({"dataset": ds, "source": cfg["source"],
-                         "backbone": f"{cfg['architecture']} (weights: {cfg['weights']})",
+                         # What was explained: the architecture, and the checkpoint the train stage
+                         # recorded (file name and sha256) when the CNN is the user's own.
+                         "backbone": summary.backbone_provenance(
+                             cfg["architecture"], cfg["weights"],
+                             io.read_json(paths.backbone_meta(ds, settings.seeds[0])).get("checkpoint")),
                          "image_size": f"{cfg['image_size']} px", "classes": len(class_names),
                          "combinations": ", ".join(combos), "seeds": ", ".join(map(str, settings.seeds))})
         runs += _runs(settings, ds)

@@ -149,6 +149,22 @@ def _paired(paired: pd.DataFrame | None, dataset: str, method: str, metric: str,
     return None
 
 
+def backbone_provenance(architecture: str, weights: str, checkpoint: dict | None) -> str:
+    """The summary's backbone cell: the architecture and where its weights came from.
+
+    ``checkpoint`` is the ``checkpoint`` entry the train stage writes into ``backbone.json``
+    (``{"file": name, "sha256": hex}``) or ``None`` when the suite trained the CNN itself.
+
+    >>> backbone_provenance("vgg16_bn", "none", {"file": "birds.safetensors", "sha256": "ab12"})
+    'vgg16_bn, checkpoint birds.safetensors (sha256 ab12)'
+    >>> backbone_provenance("resnet34", "none", None)
+    'resnet34 (weights: none)'
+    """
+    if checkpoint:
+        return f"{architecture}, checkpoint {checkpoint['file']} (sha256 {checkpoint['sha256']})"
+    return f"{architecture} (weights: {weights})"
+
+
 def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str],
               fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
               uninformative: dict | None = None) -> dict[str, str]:

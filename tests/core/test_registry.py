@@ -21,7 +21,7 @@ def test_parse_combination(name, blocks):
     assert c.blocks == blocks and c.name == name and c.shallowest == blocks[0]
 
 
-@pytest.mark.parametrize("bad,words", [("B5", "unknown block B5"), ("B43", "'B34'"), ("B44", "strictly increasing"), ("B", "empty"), ("", "empty"), ("4", "invalid"), ("b4", "invalid")])
+@pytest.mark.parametrize("bad,words", [("B0", "'0' is not a block digit"), ("B43", "'B34'"), ("B44", "strictly increasing"), ("B", "empty"), ("", "empty"), ("4", "invalid"), ("b4", "invalid")])
 def test_parse_combination_rejects(bad, words):
     with pytest.raises(ParamsError, match=words):
         parse_combination(bad)

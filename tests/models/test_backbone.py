@@ -25,8 +25,9 @@ CFG = BackboneConfig(architecture="resnet18", image_size=32, epochs=2, batch_siz
                      device="cpu")
 
 
-def test_registry_lists_the_three_resnets():
-    assert ARCHITECTURES.names() == ["resnet18", "resnet34", "resnet50"]
+def test_registry_lists_the_resnets_vgg_densenet_and_efficientnet():
+    assert ARCHITECTURES.names() == ["densenet121", "efficientnet_b0", "resnet18", "resnet34",
+                                     "resnet50", "vgg16_bn"]
 
 
 @pytest.mark.parametrize("arch, c4", [("resnet18", 512), ("resnet50", 2048)])
@@ -39,7 +40,7 @@ def test_fc_is_replaced_by_an_n_classes_linear_layer(arch, c4):
 
 
 def test_unknown_architecture_names_the_valid_ones():
-    with pytest.raises(ParamsError, match="resnet18, resnet34, resnet50") as err:
+    with pytest.raises(ParamsError, match="resnet18, resnet34, resnet50, vgg16_bn") as err:
         build_backbone("resnet35", 3)
     assert "'resnet35'" in str(err.value) and "did you mean" in str(err.value)
 
