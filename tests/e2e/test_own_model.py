@@ -18,10 +18,10 @@ import torch
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from kmx_eval.config import parse_params
+from kmx_eval.validation import parse_params
 from kmx_eval.seeding import seed_everything
 
-from test_pipeline import REPO, dvc, run, write_params
+from test_pipeline import REPO, dvc, run, stale_stages, write_params
 
 pytestmark = pytest.mark.e2e
 
@@ -41,12 +41,14 @@ STUDY = {
     "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
     # The explainers and metrics that touch the architecture; the rest is the tiny study's business.
     "explain": {"n_images": 3, "batch_size": 4, "explainers": ["margin", "cam", "gradcam", "random"],
-                "concepts": {"n_concepts": 2, "n_images": 6, "locations_per_image": 4, "batch_size": 16}},
+                "concepts": {"n_concepts": 2, "scope": ["global"], "n_images": 18, "locations_per_image": 4,
+                             "batch_size": 16}},
     "evaluate": {"quantus": ["RelevanceMassAccuracy", "FaithfulnessCorrelation"],
                  "faithfulness": {"nr_runs": 2, "n_steps": 2, "nr_samples": 1, "regions_evaluation": 2},
                  "bootstrap": {"n_resamples": 20}, "compare": []},
     "report": {"gallery_images": 1},
 }
+parse_params(STUDY)  # a typo here is a failed collection, not minutes of pipeline
 
 
 def own_model() -> torch.nn.Module:
@@ -70,13 +72,14 @@ def study(tmp_path_factory) -> Path:
     shutil.copy(REPO / ".gitignore", root)
     (root / "inputs").mkdir()
     save_file(own_model().state_dict(), str(root / CHECKPOINT))
-    write_params(root, parse_params(STUDY).to_full_dict())
+    write_params(root, STUDY)
     run(["git", "init", "-q"], cwd=root)
     dvc("init", "-q", cwd=root)
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "own model"], cwd=root)
     start = time.perf_counter()
-    dvc("repro", cwd=root, timeout=1800)
+    # About 3 minutes on an idle 2-core machine (17 stage processes), several times that when shared.
+    dvc("repro", cwd=root, timeout=2400)
     print(f"own-model pipeline: {time.perf_counter() - start:.0f} s")
     return root
 
@@ -140,3 +143,18 @@ def test_densenet_cam_and_linear_prototypes_are_computed(study):
     assert cnn[cnn["method"] == "cam"]["value"].notna().any()
     linear = cnn[(cnn["method"] == "linear") & (cnn["metric"] == "purity")]
     assert linear["value"].notna().all()
+
+
+def test_replacing_the_checkpoint_file_reruns_its_training_only(study):
+    """DVC tracks the checkpoint's content (its sha256 in train's resolved settings), not its path."""
+    original = (study / CHECKPOINT).read_bytes()
+    try:
+        model = own_model()
+        with torch.no_grad():
+            model.classifier.bias.add_(1.0)
+        save_file(model.state_dict(), str(study / CHECKPOINT))
+        stale = stale_stages(study)
+        assert "train@own" in stale and not any("@vgg" in name for name in stale), stale
+    finally:
+        (study / CHECKPOINT).write_bytes(original)
+    assert "train@own" not in stale_stages(study)

@@ -84,7 +84,7 @@ def test_block_combinations_are_validated_against_the_architecture():
 
 
 def test_params_accept_b5_for_vgg_and_refuse_it_for_a_resnet_dataset():
-    from kmx_eval.config import parse_params
+    from kmx_eval.validation import parse_params
 
     base = {"datasets": {"a": {"source": "synthetic", "backbone": {"architecture": "vgg16_bn"}}},
             "combinations": ["B5", "B45"], "evaluate": {"compare": [["B5", "B45"]]}}
@@ -96,7 +96,7 @@ def test_params_accept_b5_for_vgg_and_refuse_it_for_a_resnet_dataset():
 
 
 def test_image_size_floor_comes_from_the_deepest_stride():
-    from kmx_eval.config import parse_params
+    from kmx_eval.validation import parse_params
 
     with pytest.raises(ParamsError, match=r"backbone.image_size: 16 px is too small for vgg16_bn: "
                                           r"its deepest block B5 has stride 32"):
