@@ -53,7 +53,7 @@ BAD = [
     ("datasets.shapes.source", "imagenet", ["datasets.shapes.source", "imagenet", "synthetic", "digits"]),
     ("datasets.shapes.n_clases", 4, ["datasets.shapes.n_clases", "n_classes"]),
     ("backbone.architecture", "resnet35", ["architecture", "resnet35", "resnet34"]),
-    ("combinations", ["B4", "B5"], ["combinations[1]", "B5", "resnet34", "B1, B2, B3, B4"]),
+    ("combinations", ["B4", "B5"], ["combinations[1]", "B5", "does not have", "B1, B2, B3, B4"]),
     ("combinations", ["B43"], ["combinations[0]", "B43", "B34"]),
     ("combinations", ["B"], ["combinations[0]", "empty"]),
     ("combinations", [], ["combinations", "at least one"]),
