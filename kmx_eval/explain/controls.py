@@ -43,14 +43,18 @@ def oracle_maps(masks: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 def explained_grid(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """The grid of the maps that explain ``model``: ``F_S``'s for a k-means head module (it has
-    ``features``), block B4's (``layer4``) for the CNN."""
+    ``features``), the CAM layer's for the CNN (its architecture's ``cam_layer``: a ResNet's
+    ``layer4``, a VGG's last convolution)."""
     with torch.no_grad(), eval_mode(model):
         if hasattr(model, "features") and hasattr(model, "scores_from_features"):
             return tuple(int(v) for v in model.features(x[:1]).shape[-2:])
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        a4 = create_feature_extractor(model, {"layer4": "A4"})(x[:1])["A4"]
-        return tuple(int(v) for v in a4.shape[-2:])
+        from kmx_eval.models.architectures import architecture_of
+
+        layer = architecture_of(model).cam_layer
+        a = create_feature_extractor(model, {layer: "A"})(x[:1])["A"]
+        return tuple(int(v) for v in a.shape[-2:])
 
 
 def explained_classes(model: torch.nn.Module, x, labels: np.ndarray, target: str, batch_size: int = 32) -> np.ndarray:
