@@ -2,13 +2,14 @@
 destroyed; a map that ignores the model does not."""
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 
 from kmx_eval.explain import build_explainer, quantus_explain_func
 from kmx_eval.config import ExplainConfig
 from kmx_eval.metrics import quantus as qm
-from kmx_eval.metrics.quantus.sanity import block_modules, randomised_cascade, spearman_rows
+from kmx_eval.metrics.quantus.sanity import block_groups, randomised_cascade, spearman_rows
 
 SETTINGS = qm.QuantusSettings(sanity_images=3, stability_samples=2)
 
@@ -23,17 +24,40 @@ def _data(n=4):
     return x, np.array([0, 1, 2, 0][:n])
 
 
+def _changed_layers(model, before) -> set[str]:
+    """Top-level modules of a torchvision ResNet whose weights differ from ``before``."""
+    return {k.split(".")[0] for k, v in model.state_dict().items()
+            if v.is_floating_point() and not torch.equal(v, before[k])}
+
+
 def test_the_cascade_reinitialises_blocks_top_down_and_leaves_the_original_alone():
     model = _resnet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    steps = []
-    for name, randomised in randomised_cascade(model, seed=0):
-        changed = {b for b, m in block_modules(randomised).items()
-                   if not all(torch.equal(p, before[f"{b}.{k}"]) for k, p in m.state_dict().items())}
-        steps.append((name, changed))
-    assert [s[0] for s in steps] == ["layer4", "layer3", "layer2", "layer1"]
-    assert steps[0][1] == {"layer4"} and steps[-1][1] == {"layer1", "layer2", "layer3", "layer4"}
+    steps = [(name, _changed_layers(randomised, before))
+             for name, randomised in randomised_cascade(model, seed=0)]
+    assert [s[0] for s in steps] == ["B4", "B3", "B2", "B1"]
+    assert steps[0][1] == {"layer4"}
+    # B1 owns the stem too; the classifier belongs to no block.
+    # (a fresh BatchNorm is already at its reset values, so bn1 may look unchanged)
+    assert {"conv1", "layer1", "layer2", "layer3", "layer4"} <= steps[-1][1] and "fc" not in steps[-1][1]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name, n_blocks", [("vgg16_bn", 5), ("densenet121", 4)])
+def test_the_cascade_follows_the_architecture_s_blocks(name, n_blocks):
+    from kmx_eval.models.architectures import ARCHITECTURES
+
+    arch = ARCHITECTURES.get(name)
+    torch.manual_seed(0)
+    model = arch.build(3).eval()
+    groups = block_groups(model, arch.blocks, arch.classifier)
+    assert [g for g, _ in groups] == [f"B{b}" for b in range(1, n_blocks + 1)]
+    assert all(modules for _, modules in groups)  # every block has weights to reset
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        y = model(x)
+        outs = [randomised(x) for _, randomised in randomised_cascade(model, seed=0)]
+    assert len(outs) == n_blocks and not torch.allclose(outs[0], y)
 
 
 def test_mprt_separates_a_model_dependent_map_from_one_that_ignores_the_model():

@@ -246,9 +246,9 @@ register(QuantusSpec(
 # ----------------------------------------------------------------------------- sanity and stability
 def _build_mprt(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
                 seed: int = 0) -> Built:
-    from .sanity import BLOCKS_TOP_DOWN, BlockMPRT
+    from .sanity import BlockMPRT
 
-    return Built(BlockMPRT(seed=seed), {"randomised": "blocks " + ", ".join(BLOCKS_TOP_DOWN) + " (cumulative)",
+    return Built(BlockMPRT(seed=seed), {"randomised": "the architecture's blocks, deepest first (cumulative)",
                                         "similarity": "Spearman, mean over the cascade"}, plain)
 
 

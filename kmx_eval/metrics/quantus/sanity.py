@@ -26,39 +26,69 @@ backward passes per image), not one forward pass.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
 
 import numpy as np
 
-#: The backbone's blocks, top-down (torchvision ResNet module names).
-BLOCKS_TOP_DOWN = ("layer4", "layer3", "layer2", "layer1")
+def explained_backbone(model):
+    """``(architecture, backbone)`` of a model under explanation: the CNN itself, or the backbone a
+    k-means head module reads through its block extractor."""
+    for module in model.modules():
+        arch = getattr(module, "architecture", None)
+        if arch is not None and hasattr(module, "backbone"):
+            return arch, module.backbone
+    from kmx_eval.models.architectures import architecture_of
+
+    return architecture_of(model), model
 
 
-def block_modules(model) -> dict[str, Any]:
-    """The modules of ``model`` named like a ResNet block (``...layer4``), by block name.
+def block_groups(backbone, blocks: Sequence[str], classifier: str | None = None) -> list[tuple[str, list]]:
+    """The resettable modules of each block B1..Bn of ``backbone``, in order.
 
-    Works for the CNN (``layer4``) and for a k-means head module, whose feature extractor keeps the
-    backbone's names (``extractor.body.layer4``, ...).
+    Block b owns every module after block b-1's node and up to the end of its own node (the node's
+    submodules included), so the stem belongs to B1 and a VGG block's convolutions belong to the
+    block whose pooling node ends them. A node that is not a module (DenseNet's final ``relu``) ends
+    where the classifier starts. The classifier belongs to no block: MPRT asks whether the maps
+    depend on the features.
     """
-    found: dict[str, Any] = {}
-    for name, module in model.named_modules():
-        last = name.rsplit(".", 1)[-1]
-        if last in BLOCKS_TOP_DOWN and last not in found:
-            found[last] = module
-    return found
+    named = list(backbone.named_modules())
+
+    def inside(name: str, node: str) -> bool:
+        return name == node or name.startswith(node + ".")
+
+    in_classifier = [bool(classifier) and inside(n, classifier) for n, _ in named]
+    ends = []
+    for node in blocks:
+        idx = [i for i, (n, _) in enumerate(named) if inside(n, node)]
+        if idx:
+            ends.append(idx[-1])
+        else:  # a functional node: everything before the classifier
+            ends.append(max(i for i, c in enumerate(in_classifier) if not c))
+    groups, start = [], 0
+    for b, end in enumerate(ends, start=1):
+        mods = [m for i, (n, m) in enumerate(named[start:end + 1], start=start)
+                if not in_classifier[i] and hasattr(m, "reset_parameters") and not list(m.children())]
+        groups.append((f"B{b}", mods))
+        start = end + 1
+    return groups
 
 
 def randomised_cascade(model, seed: int):
-    """Yield ``(block, copy of model with every block from B4 down to ``block`` re-initialised)``."""
+    """Yield ``(block, copy of model with every block from the deepest down to ``block`` re-initialised)``.
+
+    The blocks come from the model's registered architecture (:mod:`kmx_eval.models.architectures`),
+    so the cascade is B4, B3, B2, B1 for a ResNet and B5..B1 for a VGG.
+    """
     import torch
 
     randomised = copy.deepcopy(model)
-    blocks = block_modules(randomised)
-    for k, name in enumerate(b for b in BLOCKS_TOP_DOWN if b in blocks):
+    arch, backbone = explained_backbone(randomised)
+    groups = block_groups(backbone, arch.blocks, arch.classifier)
+    for k, (name, modules) in enumerate(reversed(groups)):
         torch.manual_seed(seed + k)
-        for sub in blocks[name].modules():
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
+        for module in modules:
+            module.reset_parameters()
         randomised.eval()
         yield name, randomised
 
@@ -92,5 +122,5 @@ class BlockMPRT:
             sims.append(spearman_rows(original, np.asarray(maps, dtype=np.float64).reshape(len(x_batch), -1)))
             self.steps.append(name)
         if not sims:
-            raise ValueError("the model has no ResNet block (layer1..layer4) to randomise")
+            raise ValueError("the model's architecture has no block to randomise")
         return np.mean(np.stack(sims, axis=1), axis=1)
