@@ -60,7 +60,7 @@ class BackboneConfig(Strict):
     def _known_architecture(cls, v: str, info: ValidationInfo) -> str:
         architectures = _registry(info, "architectures")
         if architectures is not None:
-            architectures.get(v, where="architecture")
+            architectures.get(v, where="backbone.architecture")
         return v
 
     @field_validator("image_size")
