@@ -1,6 +1,5 @@
-"""The tiny two-dataset study of tests/e2e/test_pipeline.py (the same OVERRIDES, kept in step by
-hand until that module imports them from here), and helpers to run it with DVC. Used by
-tests/launch (the study as parallel jobs): one synthetic dataset with masks and one image folder
+"""The tiny two-dataset study of tests/e2e/test_pipeline.py, and helpers to run it with DVC. Used by
+tests/e2e and tests/launch (the study as parallel jobs): one synthetic dataset with masks and one image folder
 without, resnet18 at 64/32 px, three block combinations.
 """
 

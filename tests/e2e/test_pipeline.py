@@ -20,38 +20,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from kmx_eval.validation import parse_params
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-OVERRIDES = {
-    "seeds": [0],
-    "datasets": {
-        "tiny": {"source": "synthetic", "n_classes": 3, "train_per_class": 24, "test_per_class": 8,
-                 "clutter": 2},
-        # A folder of images without masks: localisation must be marked not applicable.
-        "folder": {"source": "imagefolder", "path": "inputs/folder", "test_fraction": 0.25,
-                   "backbone": {"image_size": 32}},
-    },
-    "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
-                 "lr": 0.003},
-    "combinations": ["B4", "B34", "B34_balanced"],
-    "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
-    "explain": {"n_images": 6, "ig_steps": 4, "batch_size": 8,
-                "concepts": {"n_concepts": 3, "n_images": 12, "locations_per_image": 8, "batch_size": 64}},
-    "evaluate": {"faithfulness": {"nr_runs": 3, "n_steps": 4, "nr_samples": 1, "regions_evaluation": 3},
-                 "bootstrap": {"n_resamples": 50}, "compare": [["B4", "B34"]]},
-    "report": {"gallery_images": 2},
-}
-
-
-# Written as a user writes it: only what differs from the defaults (whole sections such as
-# `features` and keys such as `datasets.<name>.seed` are left out). DVC must run it all the same.
-TINY = OVERRIDES
-parse_params(TINY)  # a typo here is a failed collection, not minutes of pipeline
+# The tiny study, written as a user writes it: only what differs from the defaults (whole
+# sections such as `features` and keys such as `datasets.<name>.seed` are left out).
+from tiny_study import OVERRIDES, TINY  # noqa: E402  (shared with tests/launch)
 
 
 def _env() -> dict:
