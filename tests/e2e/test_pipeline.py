@@ -6,7 +6,6 @@ it to check DVC's incremental behaviour, determinism and recovery from a SIGKILL
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -18,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 
 pytestmark = pytest.mark.e2e
@@ -28,48 +26,9 @@ BIN = Path(sys.executable).parent
 
 # The tiny study, written as a user writes it: only what differs from the defaults (whole
 # sections such as `features` and keys such as `datasets.<name>.seed` are left out).
-from tiny_study import OVERRIDES, TINY  # noqa: E402  (shared with tests/launch)
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", HF_DATASETS_OFFLINE="1",
-               DVC_NO_ANALYTICS="1", TQDM_DISABLE="1",
-               # One thread: tiny forwards on a loaded 2-core machine wait on a descheduled
-               # second thread (measured 40x slower in benchmarks/bench_quantus.py).
-               OMP_NUM_THREADS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    return env
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def dvc(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return run([str(BIN / "dvc"), *args], cwd=cwd, **kw)
-
-
-def make_image_folder(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    for cls, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
-        (root / cls).mkdir(parents=True)
-        for i in range(12):
-            img = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)
-            x, y = rng.integers(0, 20, 2)
-            img[y:y + 16, x:x + 16] = colour
-            Image.fromarray(img).save(root / cls / f"{i}.png")
-
-
-def write_params(repo: Path, params: dict) -> None:
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def digest(paths: list[Path]) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+from tiny_study import (OVERRIDES, TINY, digest, dvc, make_image_folder, metric_files,  # noqa: E402,F401
+                        run, write_params)
+from tiny_study import env as _env  # noqa: E402
 
 
 def stale_stages(repo: Path) -> set[str]:
@@ -84,10 +43,6 @@ def ran_stages(proc: subprocess.CompletedProcess) -> set[str]:
     import re
 
     return set(re.findall(r"Running stage '([^']+)'", proc.stdout)) - {"resolve"}
-
-
-def metric_files(repo: Path) -> list[Path]:
-    return sorted(p for p in (repo / "metrics").rglob("*") if p.is_file() and p.suffix in (".json", ".csv"))
 
 
 @pytest.fixture(scope="module")
