@@ -52,6 +52,10 @@ class BackboneConfig(Strict):
     weight_decay: float = Field(0.05, ge=0)
     augment: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Training's weight gradients are float sums split per thread, so the trained model's bytes
+    # depend on the thread count: a fixed count (not the machine's core count) keeps a committed
+    # baseline reproducible on another machine. null: torch's default (every core).
+    threads: int | None = Field(2, ge=1)
     num_workers: int = Field(0, ge=0)
     mixed_precision: bool = False
 

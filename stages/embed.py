@@ -25,7 +25,7 @@ def main(params, dataset):
 
     params.dataset(dataset)
     cfg = params.backbone_for(dataset)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.threads)
     dd = load_prepared(paths.prepared(dataset))
     names = class_names(dd)
     size = dd["train"][0]["image"].size[0]

@@ -29,7 +29,7 @@ def main(params, dataset, combination):
     name = explained_name(combination, list(params.combinations))
     ev, features = params.evaluate, params.features
     backbone_cfg = params.backbone_for(dataset)
-    device = resolve_device(backbone_cfg.device)
+    device = resolve_device(backbone_cfg.device, backbone_cfg.threads)
     # CNN explainers that cannot explain this architecture (CAM without GAP + linear): their reason.
     arch = get_architecture(backbone_cfg.architecture)
     not_applicable = {m: why for m in explainer_names(params.explain.explainers, "cnn")

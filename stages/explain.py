@@ -46,7 +46,8 @@ def main(params, dataset, combination):
     comb = params.combination(combination)
     cfg = params.explain
     names = explainer_names(cfg.explainers, "kmeans")
-    device = resolve_device(params.backbone_for(dataset).device)
+    backbone_cfg = params.backbone_for(dataset)
+    device = resolve_device(backbone_cfg.device, backbone_cfg.threads)
 
     test = load_prepared(paths.prepared(dataset))["test"]
     # The dataset's seed, not the training seed: every seed, combination and the CNN explain the

@@ -40,7 +40,7 @@ def main(params, dataset):
             names.append(name)
         else:  # the evaluate stage reports the reason in place of scores
             log.info("%s: %s skipped (%s)", dataset, name, why)
-    device = resolve_device(backbone_cfg.device)
+    device = resolve_device(backbone_cfg.device, backbone_cfg.threads)
 
     test = load_prepared(paths.prepared(dataset))["test"]
     indices = evaluation_subset(len(test), cfg.n_images, ds_cfg.seed)  # same images as every combination

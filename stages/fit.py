@@ -24,7 +24,8 @@ def main(params, dataset, combination):
 
     params.dataset(dataset)
     comb, head, cc, feat = params.combination(combination), params.head, params.explain.concepts, params.features
-    device = resolve_device(params.backbone_for(dataset).device)
+    backbone_cfg = params.backbone_for(dataset)
+    device = resolve_device(backbone_cfg.device, backbone_cfg.threads)
     train_split = load_prepared(paths.prepared(dataset))["train"]
     metrics = {}
     with io.atomic_path(paths.heads(dataset, comb.name)) as folder:

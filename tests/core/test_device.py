@@ -20,3 +20,15 @@ def test_auto_falls_back_to_cpu_and_cuda_without_gpu_is_one_sentence(monkeypatch
     with pytest.raises(UnavailableError) as info:
         resolve_device("cuda")
     assert "no CUDA GPU" in str(info.value) and "device: auto" in str(info.value)
+
+
+def test_pin_threads_sets_torch_and_blas_pools():
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    try:
+        resolve_device("cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    finally:
+        torch.set_num_threads(before)
