@@ -43,8 +43,12 @@ chromium:
 	      || echo "chromium could not be installed; the browser test will be skipped"; \
 	  else echo "chromium missing and not root; the browser test will be skipped"; fi; }
 
+# Two workers, one per core of the reference machine: the end-to-end studies run their DVC stages on
+# one thread each, so a second worker uses the core a serial run leaves idle. A test module stays on
+# one worker (--dist loadfile): its module-scoped pipeline run is built once.
+TEST_WORKERS ?= 2
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done

@@ -30,8 +30,9 @@ OVERRIDES = {
         "folder": {"source": "imagefolder", "path": "inputs/folder", "test_fraction": 0.25,
                    "backbone": {"image_size": 32}},
     },
+    # One thread: tiny forwards on a loaded 2-core machine wait on a descheduled second thread.
     "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
-                 "lr": 0.003},
+                 "lr": 0.003, "threads": 1},
     "combinations": ["B4", "B34", "B34_balanced"],
     "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
     "explain": {"n_images": 6, "ig_steps": 4, "batch_size": 8,

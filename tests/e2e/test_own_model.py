@@ -36,7 +36,7 @@ STUDY = {
                 "clutter": 2, "seed": 1, "backbone": {"architecture": "vgg16_bn", "epochs": 1}},
     },
     "backbone": {"architecture": "resnet18", "image_size": 32, "epochs": 1, "batch_size": 8,
-                 "lr": 0.001, "device": "cpu"},
+                 "lr": 0.001, "device": "cpu", "threads": 1},
     "combinations": ["B4"],
     "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
     # The explainers and metrics that touch the architecture; the rest is the tiny study's business.
