@@ -9,7 +9,8 @@ difference is in percentage points of the k-means heads' test accuracy,
     delta = 100 * (accuracy_best - accuracy_other),
 
 and the sentence says "at a cost of", "and gains" or "at the same accuracy" from the sign of the
-formatted difference, whichever way the numbers come out. Every number goes through
+formatted difference, whichever way the numbers come out, or "at an accuracy within the noise" when
+the paired interval of the difference (the same test images under both heads) includes 0. Every number goes through
 :func:`kmx_eval.report.tables.fmt` (accuracies as percentages ``fmt(100 * a)``), the same format
 as the tables, from the same aggregated frame.
 """
@@ -121,13 +122,19 @@ def headline(
         delta = 100.0 * (float(a_best["value"]) - float(a_other["value"]))
         shown = fmt(abs(delta))
         unit = "accuracy point" if shown == "1" else "accuracy points"
-        pair = f"({percent(a_best['value'])} vs {percent(a_other['value'])})"
+        acc_diff = _paired(paired, dataset, "kmeans", "accuracy", best, other)
+        pair = f"{percent(a_best['value'])} vs {percent(a_other['value'])}"
+        if acc_diff is not None:
+            pair += (f"; paired difference {fmt(100.0 * acc_diff['difference'])} "
+                     f"[{fmt(100.0 * acc_diff['ci_low'])}, {fmt(100.0 * acc_diff['ci_high'])}] points")
         if shown == "0":
-            text += f" at the same accuracy {pair}"
+            text += f" at the same accuracy ({pair})"
+        elif acc_diff is not None and acc_diff["ci_low"] <= 0 <= acc_diff["ci_high"]:
+            text += f" at an accuracy within the noise of {other}'s ({pair})"
         elif delta < 0:
-            text += f" at a cost of {shown} {unit} {pair}"
+            text += f" at a cost of {shown} {unit} ({pair})"
         else:
-            text += f" and gains {shown} {unit} {pair}"
+            text += f" and gains {shown} {unit} ({pair})"
     else:
         text += f"; {acc_clause}"
     if uninformative:

@@ -71,6 +71,25 @@ def test_reference_best_and_gain_and_noise_are_said_as_measured():
     assert "at the same accuracy (95% vs 95%)" in summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
 
 
+def test_accuracy_difference_within_its_paired_interval_is_called_noise():
+    import pandas as pd
+
+    agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
+    fid = _paired("B4", "B234", 0.19, 0.1, 0.28)
+
+    def acc(low, high):
+        return pd.concat([fid, pd.DataFrame([dict(
+            dataset="d", a="B4", b="B234", method="kmeans", metric="accuracy", n=300, n_seeds=1,
+            mean_a=0.971, mean_b=0.95, difference=-0.021, ci_low=low, ci_high=high)])])
+
+    noisy = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=acc(-0.05, 0.004))
+    assert ("at an accuracy within the noise of B4's (95% vs 97.1%; paired difference -2.1 [-5, 0.4] "
+            "points)") in noisy
+    assert "cost" not in noisy
+    clear = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=acc(-0.04, -0.01))
+    assert "at a cost of 2.1 accuracy points (95% vs 97.1%; paired difference -2.1 [-4, -1] points)" in clear
+
+
 def test_lower_is_better_metric_picks_the_minimum():
     rows = []
     for comb, v in zip(COMBOS, (0.3, 0.1, 0.2)):
