@@ -28,11 +28,13 @@ from kmx_eval.errors import DataError, KmxError
 from .attribution import upsample
 from .core import is_concept_key, model_device  # noqa: F401  (is_concept_key: re-exported)
 
-__all__ = ["ConceptModel", "SCOPES", "sample_locations", "concept_maps", "concept_key", "is_concept_key",
-           "concept_subset", "FittedConcepts", "fit_concepts", "split_features", "save_concepts",
-           "load_concepts", "variance_shares"]
+__all__ = ["ConceptModel", "SCOPES", "MAX_CONCEPT_ID", "sample_locations", "concept_maps",
+           "stored_concept_ids", "concept_key", "is_concept_key", "concept_subset", "FittedConcepts",
+           "fit_concepts", "split_features", "save_concepts", "load_concepts", "variance_shares"]
 
 SCOPES = ("global", "class")
+#: Concept ids are stored as int16 in the maps file (docs/ARCHITECTURE.md, "Maps").
+MAX_CONCEPT_ID = np.iinfo(np.int16).max
 
 
 def concept_key(scope: str) -> str:
@@ -348,6 +350,21 @@ def concept_maps(model: torch.nn.Module, concepts: ConceptModel, x: Any, labels:
             up = upsample(torch.from_numpy(ids).double(), tuple(xb.shape[-2:]), mode="nearest")
             out.append(up.round().long().numpy())
     return np.concatenate(out, axis=0)
+
+
+def stored_concept_ids(ids: np.ndarray) -> np.ndarray:
+    """Concept maps ``(n, H, W)`` as the maps file stores them: int16 (docs/ARCHITECTURE.md, "Maps").
+
+    The largest id (``C * K - 1`` with class-scoped concepts, K per class) must fit in int16, or
+    the cast would wrap it round to another concept's id without a word. Raises
+    :class:`DataError` naming ``explain.concepts.n_concepts`` when one does not.
+    """
+    if ids.max(initial=0) > MAX_CONCEPT_ID:
+        raise DataError(
+            f"concept id {ids.max()} does not fit the maps file's int16 (at most "
+            f"{MAX_CONCEPT_ID}); lower explain.concepts.n_concepts"
+        )
+    return ids.astype(np.int16)
 
 
 # ---------------------------------------------------------------------------------- fitting (fit stage)

@@ -31,6 +31,7 @@ from kmx_eval.heads.kmeans import KMeansHead, SmallClassWarning, softmax, square
 from kmx_eval.heads.linear import LinearProbe, LinearSEM, linear_offsets
 from kmx_eval.heads.persist import (
     check_fitted_with,
+    load_checked_kmeans_head,
     load_kmeans_head,
     load_linear_sem,
     load_probe,
@@ -43,7 +44,7 @@ from kmx_eval.heads.persist import (
 __all__ = [
     "KMeansHead", "SmallClassWarning", "KMeansHeadModule", "LinearSEM", "LinearProbe",
     "save_kmeans_head", "load_kmeans_head", "save_probe", "load_probe",
-    "save_linear_sem", "load_linear_sem", "read_head_meta", "check_fitted_with",
+    "save_linear_sem", "load_linear_sem", "read_head_meta", "check_fitted_with", "load_checked_kmeans_head",
     "squared_distances", "softmax", "prototype_scores", "linear_offsets",
 ]
 

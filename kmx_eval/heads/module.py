@@ -113,6 +113,22 @@ class KMeansHeadModule(nn.Module):
         """Build the module from a fitted :class:`~kmx_eval.heads.KMeansHead`."""
         return cls(extractor, combination, normalisation, stats, head.prototypes_, resize)
 
+    @classmethod
+    def from_backbone(cls, head, backbone: nn.Module, combination, normalisation: str, stats,
+                      resize: str = "bilinear") -> "KMeansHeadModule":
+        """Build the module of a fitted ``head`` on a trained backbone.
+
+        The extractor taps only the blocks of ``combination`` (a Combination or ``"B234"``...) and
+        not the logits: the class scores come from the prototypes, so the CNN's own classifier
+        is never run.
+        """
+        from kmx_eval.models.blocks import BlockExtractor
+
+        if not isinstance(combination, Combination):
+            combination = parse_combination(combination, where="combination")
+        extractor = BlockExtractor(backbone, blocks=combination.blocks, logits=False)
+        return cls(extractor, combination, normalisation, stats, head.prototypes_, resize)
+
     @property
     def n_classes(self) -> int:
         return int(self.prototypes.shape[0])

@@ -24,7 +24,7 @@ __all__ = [
     "save_kmeans_head", "load_kmeans_head",
     "save_probe", "load_probe",
     "save_linear_sem", "load_linear_sem",
-    "read_head_meta", "check_fitted_with",
+    "read_head_meta", "check_fitted_with", "load_checked_kmeans_head",
 ]
 
 FORMAT_VERSION = 1
@@ -135,6 +135,27 @@ def load_kmeans_head(folder: str | Path, name: str = "kmeans") -> KMeansHead:
     head.inertia_ = arrays["inertia"].astype(np.float64, copy=False)
     head.n_iter_ = arrays.get("n_iter", np.zeros(len(head.classes_))).astype(np.int64, copy=False)
     head.n_features_in_ = int(head.prototypes_.shape[2])
+    return head
+
+
+def load_checked_kmeans_head(folder: str | Path, *, normalisation: str, resize: str,
+                             block_weighting: str) -> KMeansHead:
+    """The k-means head of ``folder``, checked against the features settings it is explained with.
+
+    The head must have been fitted with the same ``features.normalisation``, ``features.resize``
+    and block weighting (:func:`check_fitted_with`): prototypes live in the space of ``z_S`` they
+    were fitted in, and a head fitted under other settings would be explained in another space.
+    Its classes must be ``0..C-1``: row c of ``prototypes_`` is then class c, the class index
+    that targets, labels and the module's score columns use. Raises :class:`DataError` naming
+    the folder otherwise (the fit stage must run again).
+    """
+    head = load_kmeans_head(folder)
+    check_fitted_with(folder, "kmeans", {"features.normalisation": normalisation,
+                                         "features.resize": resize,
+                                         "features.block_weighting": block_weighting})
+    n_classes = head.prototypes_.shape[0]
+    if not np.array_equal(np.asarray(head.classes_), np.arange(n_classes)):
+        raise DataError(f"{folder}: head classes {head.classes_} are not 0..{n_classes - 1}")
     return head
 
 

@@ -27,7 +27,7 @@ _EXPORTS = {
     "BlockExtractor": "blocks", "BlockStats": "blocks", "BlockStatsAccumulator": "blocks",
     "combine": "blocks", "pool": "blocks", "normalise_block": "blocks", "resize_to": "blocks",
     "extract_embedding_cache": "embeddings", "combination_embeddings": "embeddings",
-    "pooling_weights": "embeddings",
+    "pooling_weights": "embeddings", "load_block_stats": "embeddings",
 }
 
 __all__ = sorted(_EXPORTS)

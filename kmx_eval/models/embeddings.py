@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.errors import DataError, KmxError, ParamsError
 from kmx_eval.models.blocks import (
     L2_EPS,
     LOGITS,
@@ -166,6 +166,23 @@ def extract_embedding_cache(extractor: BlockExtractor, train_dataset: Dataset, t
 def cache_blocks(cache) -> tuple[int, ...]:
     """Blocks whose pooled parts the cache holds (those with statistics)."""
     return BlockStats.from_dict(cache).blocks
+
+
+def load_block_stats(path) -> BlockStats:
+    """The training-split :class:`BlockStats` of the embedding cache file at ``path``.
+
+    Only the ``stats/B{b}/...`` arrays are read: an ``.npz`` member is loaded when it is accessed,
+    and the pooled parts of every block at every grid, most of the file, are not needed to
+    rebuild a head's ``standardize`` normalisation. Raises :class:`KmxError` when the file is
+    missing (the embed stage has not run).
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise KmxError(f"{path} does not exist; run the embed stage first (dvc repro)")
+    with np.load(path, allow_pickle=False) as cache:
+        return BlockStats.from_dict({k: cache[k] for k in cache.files if k.startswith("stats/")})
 
 
 def combination_embeddings(cache, split: str, combination, normalisation: str = "none") -> np.ndarray:

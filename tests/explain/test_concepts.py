@@ -138,3 +138,16 @@ def test_concept_maps_at_input_resolution(kmeans_module, images):
     stride = 64 // F.shape[-1]
     # Nearest upsampling: every pixel of a grid cell carries the cell's concept id.
     np.testing.assert_array_equal(maps[:, ::stride, ::stride], grid)
+
+
+def test_concept_ids_are_stored_as_int16_or_refused():
+    from kmx_eval.explain.concepts import MAX_CONCEPT_ID, stored_concept_ids
+
+    ids = np.array([[[0, 5], [MAX_CONCEPT_ID, 7]]], dtype=np.int64)
+    stored = stored_concept_ids(ids)
+    assert stored.dtype == np.int16
+    np.testing.assert_array_equal(stored, ids)
+    assert stored_concept_ids(np.zeros((0, 2, 2), np.int64)).dtype == np.int16  # no image: nothing to check
+    # One id more would wrap round to -32768, another concept's id: refused, naming the setting.
+    with pytest.raises(DataError, match="explain.concepts.n_concepts"):
+        stored_concept_ids(ids + 1)

@@ -127,3 +127,15 @@ def test_forward_gradient_equals_the_combined_map_gradient(setup):
         scores(x)[:, 0].sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4 * float(grads[1].abs().max()))
+
+
+def test_module_from_backbone_taps_only_the_combinations_blocks(setup):
+    extractor, stats, x_train, y_train, x_test, acts = setup
+    with torch.no_grad():
+        z = pool(combine(acts, "B34", "standardize", stats)).numpy()
+    head = KMeansHead(n_prototypes=2, random_state=0).fit(z, y_train)
+    module = KMeansHeadModule.from_backbone(head, extractor.backbone, "B34", "standardize", stats)
+    assert module.extractor.blocks == (3, 4) and not module.extractor.returns_logits
+    reference = KMeansHeadModule.from_head(head, extractor, "B34", "standardize", stats)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x_test), reference(x_test), rtol=0, atol=0)

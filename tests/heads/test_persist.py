@@ -128,3 +128,25 @@ def test_reserved_meta_keys_are_refused(tmp_path):
     Z, y = data()
     with pytest.raises(ValueError, match="reserved"):
         save_kmeans_head(KMeansHead(n_prototypes=2).fit(Z, y), tmp_path, meta={"kind": "x"})
+
+
+def test_checked_head_is_refused_when_fitted_with_other_features_or_classes(tmp_path):
+    from kmx_eval.heads import load_checked_kmeans_head
+
+    X, y = data()
+    settings = {"normalisation": "standardize", "resize": "bilinear", "block_weighting": "channels"}
+    head = KMeansHead(n_prototypes=2, random_state=0).fit(X, y)
+    save_kmeans_head(head, tmp_path / "ok", meta=settings)
+    loaded = load_checked_kmeans_head(tmp_path / "ok", **settings)
+    np.testing.assert_array_equal(loaded.prototypes_, head.prototypes_)
+    # A head fitted before a setting existed (no key in its metadata) passes for that key.
+    save_kmeans_head(head, tmp_path / "old", meta={"normalisation": "standardize"})
+    load_checked_kmeans_head(tmp_path / "old", **settings)
+    for key, other in (("normalisation", "l2"), ("resize", "nearest"), ("block_weighting", "balanced")):
+        with pytest.raises(DataError, match=f"fitted with {key} .* but features.{key} is '{other}'"):
+            load_checked_kmeans_head(tmp_path / "ok", **{**settings, key: other})
+    # Row c of the prototypes must be class c: labels 1..3 are not 0..2.
+    save_kmeans_head(KMeansHead(n_prototypes=2, random_state=0).fit(X, y + 1), tmp_path / "shifted",
+                     meta=settings)
+    with pytest.raises(DataError, match=r"shifted: head classes \[1 2 3\] are not 0..2"):
+        load_checked_kmeans_head(tmp_path / "shifted", **settings)

@@ -169,3 +169,22 @@ def test_balanced_cache_equals_pooled_live_balanced_maps(live, cache, normalisat
     np.testing.assert_allclose(cached, z, rtol=1e-4, atol=1e-5)
     plain = combination_embeddings(arrays, "train", "B234", normalisation)
     assert not np.allclose(plain, cached)
+
+
+def test_block_stats_are_read_from_the_cache_file_alone(tmp_path):
+    from kmx_eval import io
+    from kmx_eval.errors import KmxError
+    from kmx_eval.models.embeddings import load_block_stats
+
+    rng = np.random.default_rng(0)
+    cache = {"train/labels": np.arange(4), "train/none/B4@B4": rng.random((4, 8), dtype=np.float32),
+             "stats/B3/mean": rng.random(4, dtype=np.float32), "stats/B3/std": rng.random(4, dtype=np.float32),
+             "stats/B4/mean": rng.random(8, dtype=np.float32), "stats/B4/std": rng.random(8, dtype=np.float32)}
+    io.save_npz(tmp_path / "seed0.npz", cache)
+    stats = load_block_stats(tmp_path / "seed0.npz")
+    assert stats.blocks == (3, 4)
+    for b in (3, 4):
+        np.testing.assert_array_equal(stats.mean[b], cache[f"stats/B{b}/mean"])
+        np.testing.assert_array_equal(stats.std[b], cache[f"stats/B{b}/std"])
+    with pytest.raises(KmxError, match="seed1.npz does not exist; run the embed stage"):
+        load_block_stats(tmp_path / "seed1.npz")
