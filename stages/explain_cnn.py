@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 from kmx_eval import io, paths
 from kmx_eval.cli import stage
 
 log = logging.getLogger("kmx_eval")
-
-#: The pseudo-combination under which everything about the original CNN is filed
-#: (docs/ARCHITECTURE.md; dvc.yaml declares maps/{dataset}/cnn).
-CNN = "cnn"
 
 
 @stage
@@ -21,10 +15,11 @@ def main(params, dataset):
     """Compute the CNN explainers of params.explain.explainers (cam, gradcam, integrated_gradients,
     saliency, random) for every seed on the fixed evaluation subset of the test split; write
     maps/{dataset}/cnn/seed{s}.npz."""
-    from kmx_eval.data import load_batch, load_prepared
+    from kmx_eval.data import load_prepared
     from kmx_eval.device import resolve_device
-    from kmx_eval.explain import EXPLAINERS, build_explainer, evaluation_subset, explainer_names
+    from kmx_eval.explain import applicable_explainers, build_explainer, explainer_names
     from kmx_eval.explain.controls import explain_with_controls
+    from kmx_eval.explain.maps import evaluation_images
     from kmx_eval.models.architectures import get_architecture
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.seeding import seed_everything
@@ -33,22 +28,16 @@ def main(params, dataset):
     cfg = params.explain
     backbone_cfg = params.backbone_for(dataset)
     arch = get_architecture(backbone_cfg.architecture)
-    names = []
-    for name in explainer_names(cfg.explainers, "cnn"):
-        why = EXPLAINERS.get(name).not_applicable(arch)
-        if why is None:
-            names.append(name)
-        else:  # the evaluate stage reports the reason in place of scores
-            log.info("%s: %s skipped (%s)", dataset, name, why)
+    names, skipped = applicable_explainers(explainer_names(cfg.explainers, "cnn"), arch)
+    for name, why in skipped.items():  # the evaluate stage reports the reason in place of scores
+        log.info("%s: %s skipped (%s)", dataset, name, why)
     device = resolve_device(backbone_cfg.device, backbone_cfg.threads)
-
-    test = load_prepared(paths.prepared(dataset))["test"]
-    indices = evaluation_subset(len(test), cfg.n_images, ds_cfg.seed)  # same images as every combination
-    x, labels, masks, _ = load_batch(test, indices)
-    labels = np.asarray(labels, dtype=np.int64)
+    # Same images as every combination (the dataset's seed).
+    indices, x, labels, masks = evaluation_images(load_prepared(paths.prepared(dataset))["test"], cfg.n_images,
+                                                  ds_cfg.seed)
     log.info("%s CNN: %d images, explainers %s", dataset, len(indices), names)
 
-    with io.atomic_path(paths.maps(dataset, CNN)) as folder:
+    with io.atomic_path(paths.maps(dataset, paths.BASELINES)) as folder:
         folder.mkdir()
         for seed in params.seeds:
             seed_everything(seed)
@@ -57,7 +46,7 @@ def main(params, dataset):
             # CAM and Grad-CAM live on B4's grid (oracle), pixel-level maps on the pixels (oracle_pixel)
             arrays = explain_with_controls(backbone, explainers, x, labels, masks, indices, cfg.target,
                                            cfg.batch_size, pixel_oracle=True)
-            io.save_npz(folder / paths.maps_file(dataset, CNN, seed).name, arrays)
+            io.save_npz(folder / paths.maps_file(dataset, paths.BASELINES, seed).name, arrays)
             log.info("seed %d: CNN accuracy %.3f on the evaluation subset", seed,
                      float((arrays["predictions"] == labels).mean()))
 

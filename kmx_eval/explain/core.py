@@ -38,6 +38,7 @@ __all__ = [
     "register",
     "build_explainer",
     "explainer_names",
+    "applicable_explainers",
     "explain",
     "explain_subset",
     "predict",
@@ -171,6 +172,24 @@ def explainer_names(names: Sequence[str], explains: str) -> list[str]:
     if explains not in KINDS:
         raise ValueError(f"explains must be one of {KINDS}, got {explains!r}")
     return [n for n in names if EXPLAINERS.get(n, where="explain.explainers").explains in (explains, ANY)]
+
+
+def applicable_explainers(names: Sequence[str], architecture: Any) -> tuple[list[str], dict[str, str]]:
+    """Split explainer ``names`` into those that can explain a CNN of ``architecture`` and the rest.
+
+    Returns the applicable names (order kept) and, for each other name, why it is not applicable
+    (:meth:`Explainer.not_applicable`, e.g. CAM on a classifier that is not GAP + one linear
+    layer): the explain stage skips those explainers and the evaluate stage writes the reason
+    in place of their scores, so both must agree on the same split.
+    """
+    applicable, reasons = [], {}
+    for name in names:
+        why = EXPLAINERS.get(name).not_applicable(architecture)
+        if why is None:
+            applicable.append(name)
+        else:
+            reasons[name] = why
+    return applicable, reasons
 
 
 def explain(

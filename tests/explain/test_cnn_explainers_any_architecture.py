@@ -57,6 +57,16 @@ def test_cam_says_why_it_does_not_apply_to_vgg(x):
         build_explainer("cam", CFG, 0).explain(_model("vgg16_bn"), x, [0, 1])
 
 
+def test_applicable_explainers_keep_params_order_and_say_why_not():
+    from kmx_eval.explain import applicable_explainers
+
+    names = ["random", "cam", "integrated_gradients", "gradcam"]
+    assert applicable_explainers(names, ARCHITECTURES.get("resnet18")) == (names, {})
+    applicable, reasons = applicable_explainers(names, ARCHITECTURES.get("vgg16_bn"))
+    assert applicable == ["random", "integrated_gradients", "gradcam"]
+    assert list(reasons) == ["cam"] and reasons["cam"].startswith("not applicable: CAM needs GAP")
+
+
 @pytest.mark.parametrize("name, grid", [("vgg16_bn", 4), ("densenet121", 2)])
 def test_gradcam_reads_the_described_layer(name, grid, x):
     """Grad-CAM's grid is the CAM layer's (VGG: the last convolution at stride 16, before the last
