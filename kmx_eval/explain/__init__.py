@@ -27,6 +27,7 @@ from .core import (
     model_device,
     predict,
     quantus_explain_func,
+    quantus_explain_funcs,
     register,
 )
 from . import kmeans as _kmeans  # noqa: F401  (registers margin, margin_centred, distance)
@@ -48,5 +49,6 @@ __all__ = [
     "model_device",
     "predict",
     "quantus_explain_func",
+    "quantus_explain_funcs",
     "register",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "explain_subset",
     "predict",
     "quantus_explain_func",
+    "quantus_explain_funcs",
     "evaluation_subset",
     "model_device",
     "eval_mode",
@@ -274,6 +275,21 @@ def quantus_explain_func(explainer: Explainer) -> Callable[..., np.ndarray]:
     explain_func.__name__ = f"explain_{explainer.name}"
     explain_func.__qualname__ = explain_func.__name__
     return explain_func
+
+
+def quantus_explain_funcs(explain_cfg: Any, seed: int) -> Callable[[str], Callable[..., np.ndarray] | None]:
+    """``method -> explain_func``: the Quantus ``explain_func`` of each explainer of one seed.
+
+    The explainer is built at the call, from ``params.explain`` and the seed that explained the
+    maps (:func:`build_explainer`), so that the metrics which re-explain (RandomLogit, MPRT,
+    MaxSensitivity) explain as the explain stage did. A map without an explainer (the ``oracle``
+    controls) gets ``None``.
+    """
+
+    def explain_func_for(method: str) -> Callable[..., np.ndarray] | None:
+        return quantus_explain_func(build_explainer(method, explain_cfg, seed)) if method in EXPLAINERS else None
+
+    return explain_func_for
 
 
 def evaluation_subset(n_test: int, n_images: int, seed: int) -> np.ndarray:

@@ -79,6 +79,14 @@ def kmeans_prototype_set(prototypes: np.ndarray, n_distinct: np.ndarray | None, 
     return PrototypeSet(np.concatenate(rows), np.asarray(proto_classes), np.asarray(decisions))
 
 
+def summary_metrics(fidelity_metric: str, computed: list[str]) -> tuple[str, ...]:
+    """The explainer metrics of the DVC metrics file ``evaluate.json`` (:meth:`EvaluationTables.summary`):
+    the report's ``fidelity_metric`` (docs/METHOD.md, section 5, the trade-off's y axis), then
+    FaithfulnessCorrelation and PixelFlipping, each only where ``computed`` (``evaluate.quantus``)
+    has it."""
+    return tuple(m for m in (fidelity_metric, "FaithfulnessCorrelation", "PixelFlipping") if m in computed)
+
+
 @dataclass
 class EvaluationTables:
     """Rows of ``metrics.csv``, ``samples.csv`` and ``curves.csv`` for one dataset x combination.
@@ -344,9 +352,37 @@ class EvaluationTables:
         self.seconds["concepts"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ outputs
+    def log_seconds(self) -> None:
+        """Log where the time went, slowest first (the log only: timings are never in a file, whose
+        bytes must not change between runs of the same params)."""
+        for key, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
+            log.info("time %-28s %7.1f s", key, seconds)
+
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """``(metrics, samples, curves)`` DataFrames, sorted and with their fixed columns."""
         return (tidy.frame(self.rows), tidy.samples_frame(self.samples), tidy.curves_frame(self.curves))
+
+    def settings_file(self, evaluate: Any, seeds: list[int], n_images: int | None, normalisation: str,
+                      head_labels: str) -> dict[str, Any]:
+        """The contents of ``settings.json``: what every number of the tables was computed with.
+
+        ``evaluate`` is ``params.evaluate`` (its softmax, bootstrap, faithfulness and top-k
+        settings), ``n_images`` the evaluation subset's size, ``normalisation`` the features'
+        (the CNN's baselines, :data:`kmx_eval.paths.BASELINES`, always read the deepest block's
+        ``z`` without one), ``head_labels`` ``params.head.labels``; then the settings the tables
+        recorded while computing (the Quantus arguments each metric used, ``purity_m``...) and
+        which explainers share another's results (:meth:`add_explainer`).
+        """
+        from kmx_eval.paths import BASELINES
+
+        return {
+            "n_images": n_images, "seeds": list(seeds), "softmax": evaluate.softmax,
+            "bootstrap": evaluate.bootstrap.model_dump(), "faithfulness": evaluate.faithfulness.model_dump(),
+            "top_k_fraction": evaluate.top_k_fraction,
+            "normalisation": ("none (z of the deepest block, the CNN's own space)"
+                              if self.combination == BASELINES else normalisation),
+            "head_labels": head_labels, "shared_results": dict(sorted(self.shared.items())),
+            **self.settings}
 
     def summary(self, explainer_metrics: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
         """Key numbers per seed for the DVC metrics file: ``{"seed0": {"kmeans/accuracy": ...}}``.

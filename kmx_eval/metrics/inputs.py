@@ -67,6 +67,23 @@ def explained_name(combination: str, combinations: list[str]) -> str:
     return name
 
 
+def not_applicable_baselines(combination: str, explainers: list[str], architecture: str) -> dict[str, str]:
+    """For the CNN's baselines (``paths.BASELINES``), each CNN explainer of ``explainers``
+    (``explain.explainers``) that cannot explain a CNN of ``architecture`` (``backbone.architecture``),
+    with the reason: the explain stage skipped it (:func:`kmx_eval.explain.applicable_explainers`)
+    and :func:`evaluate_seed` writes the reason in place of its scores. None for a block combination.
+
+    Raises ParamsError for an architecture that is not registered, whatever the combination.
+    """
+    from kmx_eval.explain import applicable_explainers, explainer_names
+    from kmx_eval.models.architectures import get_architecture
+
+    arch = get_architecture(architecture)
+    if combination != paths.BASELINES:
+        return {}
+    return applicable_explainers(explainer_names(explainers, "cnn"), arch)[1]
+
+
 def load_explained(dataset: str, combination: str, seed: int, normalisation: str, resize: str,
                    device, block_weighting: str = "channels") -> Explained:
     """The explained model of ``combination`` (or the CNN, ``paths.BASELINES``) for ``seed``.

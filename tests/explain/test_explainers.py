@@ -160,6 +160,19 @@ def test_quantus_metric_runs_with_the_adapter(resnet18, images):
     assert len(scores) == 4 and np.isfinite(scores).all()
 
 
+def test_quantus_explain_funcs_build_the_seeds_explainer_at_the_call(resnet18, images):
+    from kmx_eval.explain import quantus_explain_funcs
+
+    funcs = quantus_explain_funcs(CFG, 3)
+    assert funcs("oracle") is None and funcs("oracle_pixel") is None  # maps without an explainer
+    # random is seeded: the function of seed 3 gives what the explain stage's explainer of seed 3
+    # gave, and each call starts a fresh explainer (the same maps every time).
+    expected = build_explainer("random", CFG, 3).explain(resnet18, images, TARGETS)[:, None]
+    np.testing.assert_array_equal(funcs("random")(resnet18, images, TARGETS), expected)
+    np.testing.assert_array_equal(funcs("random")(resnet18, images, TARGETS), expected)
+    assert not np.array_equal(quantus_explain_funcs(CFG, 4)("random")(resnet18, images, TARGETS), expected)
+
+
 def test_evaluation_subset_is_fixed_sorted_and_unique():
     a = evaluation_subset(100, 10, seed=0)
     np.testing.assert_array_equal(a, evaluation_subset(100, 10, seed=0))

@@ -159,3 +159,65 @@ def test_summary_keeps_key_numbers_per_seed():
     labels = np.array([0, 1])
     t.add_heads(3, {"kmeans": labels}, labels, labels, np.arange(2))
     assert t.summary() == {"seed3": {"kmeans/accuracy": 1.0, "kmeans/agreement": 1.0}}
+
+
+def test_summary_metrics_are_the_fidelity_metric_and_faithfulness_where_computed():
+    from kmx_eval.metrics.evaluation import summary_metrics
+
+    computed = ["AUC", "PixelFlipping", "RelevanceRankAccuracy", "FaithfulnessCorrelation"]
+    assert summary_metrics("RelevanceRankAccuracy", computed) == (
+        "RelevanceRankAccuracy", "FaithfulnessCorrelation", "PixelFlipping")
+    assert summary_metrics("RelevanceMassAccuracy", ["AUC", "PixelFlipping"]) == ("PixelFlipping",)
+
+
+def test_settings_file_records_the_settings_and_what_the_tables_used():
+    from kmx_eval.config import EvaluateConfig
+
+    ev = EvaluateConfig(softmax=True, top_k_fraction=0.2, bootstrap={"n_resamples": 50})
+    t = _tables()
+    t.settings["purity_m"] = 3
+    t.settings["softmax"] = "recorded"  # what the tables recorded wins over the params' copy
+    t.shared.update(margin_centred="margin", b="a")
+    out = t.settings_file(ev, [2, 0], 6, "standardize", "cnn")
+    assert out["n_images"] == 6 and out["seeds"] == [2, 0] and out["top_k_fraction"] == 0.2
+    assert out["bootstrap"] == {"n_resamples": 50, "confidence": 0.95}
+    assert out["faithfulness"] == ev.faithfulness.model_dump()
+    assert out["normalisation"] == "standardize" and out["head_labels"] == "cnn"
+    assert list(out["shared_results"]) == ["b", "margin_centred"]
+    assert out["purity_m"] == 3 and out["softmax"] == "recorded"
+    # The CNN's baselines read the deepest block's z without normalisation, whatever the params say.
+    cnn = EvaluationTables("toy", "cnn", n_resamples=100, confidence=0.9)
+    assert cnn.settings_file(ev, [0], 6, "standardize", "cnn")["normalisation"].startswith("none (z of the deepest")
+
+
+def test_time_is_logged_slowest_first(caplog):
+    t = _tables()
+    t.seconds.update({"AUC": 1.0, "PixelFlipping": 5.0, "concepts": 2.5})
+    with caplog.at_level("INFO", logger="kmx_eval"):
+        t.log_seconds()
+    assert [r.getMessage().split()[1] for r in caplog.records] == ["PixelFlipping", "concepts", "AUC"]
+
+
+def test_quantus_settings_from_the_evaluate_section():
+    from kmx_eval.config import EvaluateConfig
+
+    ev = EvaluateConfig(softmax=True, top_k_fraction=0.3, faithfulness={"n_steps": 4, "nr_runs": 5},
+                        sanity={"n_images": 3, "nr_samples": 7})
+    s = QuantusSettings.from_config(ev)
+    assert (s.softmax, s.top_k_fraction, s.n_steps, s.nr_runs) == (True, 0.3, 4, 5)
+    assert (s.sanity_images, s.stability_samples) == (3, 7)
+    assert s.perturb_baseline == ev.faithfulness.perturb_baseline
+    assert QuantusSettings.from_config(EvaluateConfig()) == QuantusSettings()  # the same defaults
+
+
+def test_not_applicable_baselines_only_for_the_cnn():
+    from kmx_eval.errors import ParamsError
+    from kmx_eval.metrics.inputs import not_applicable_baselines
+
+    explainers = ["margin", "cam", "gradcam", "random"]
+    assert not_applicable_baselines("B234", explainers, "vgg16_bn") == {}
+    assert not_applicable_baselines("cnn", explainers, "resnet18") == {}
+    reasons = not_applicable_baselines("cnn", explainers, "vgg16_bn")
+    assert list(reasons) == ["cam"] and reasons["cam"].startswith("not applicable: ")
+    with pytest.raises(ParamsError, match="backbone.architecture"):
+        not_applicable_baselines("B234", explainers, "resnet7")

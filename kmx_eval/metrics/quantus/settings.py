@@ -1,6 +1,6 @@
 """Plain settings of the Quantus metrics and the arithmetic that turns them into Quantus arguments.
 
-:class:`QuantusSettings` holds what ``params.evaluate`` says (the stage builds it); the functions
+:class:`QuantusSettings` holds what ``params.evaluate`` says (:meth:`~QuantusSettings.from_config`); the functions
 below derive the per-image-size arguments, recorded with every result (``settings.json``):
 
 - PixelFlipping and MonotonicityCorrelation perturb ``features_in_step`` of the ``C*H*W`` values
@@ -41,6 +41,15 @@ class QuantusSettings:
     regions_evaluation: int = 8
     sanity_images: int = 8
     stability_samples: int = 2
+
+    @classmethod
+    def from_config(cls, evaluate: Any) -> "QuantusSettings":
+        """The settings of ``params.evaluate`` (an ``EvaluateConfig``): its ``softmax`` and
+        ``top_k_fraction``, every key of ``faithfulness``, and ``sanity.n_images`` and
+        ``sanity.nr_samples`` as ``sanity_images`` and ``stability_samples``."""
+        return cls(softmax=evaluate.softmax, top_k_fraction=evaluate.top_k_fraction,
+                   **evaluate.faithfulness.model_dump(), sanity_images=evaluate.sanity.n_images,
+                   stability_samples=evaluate.sanity.nr_samples)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
