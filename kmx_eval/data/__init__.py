@@ -20,6 +20,7 @@ Adding a source is one module with one registered class, imported below.
 
 from kmx_eval.data.base import SOURCES, stratified_split
 from kmx_eval.data.prepared import (
+    check_image_size,
     class_counts,
     class_names,
     has_masks,
@@ -38,6 +39,7 @@ __all__ = [
     "MEAN",
     "STD",
     "ImageDataset",
+    "check_image_size",
     "class_counts",
     "class_names",
     "decode_column",

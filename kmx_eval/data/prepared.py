@@ -65,6 +65,22 @@ def validate_prepared(dd, image_size: int | None, where: str) -> None:
                 raise DataError(f"{where}: {split} {col} must be mode L at {size[0]}x{size[1]}")
 
 
+def check_image_size(split, image_size: int, where) -> int:
+    """The side of a prepared split's square images, checked against ``backbone.image_size``.
+
+    The prepare stage writes images at the backbone's input size, and ``backbone.json`` records
+    that size; a folder prepared for another size (params changed since prepare ran) would
+    train the backbone on images other than those it claims. Only the first image is decoded
+    (every writer builds them uniformly). Raises :class:`DataError` naming ``where`` (the
+    prepared folder) and both sizes.
+    """
+    size = split[0]["image"].size[0]
+    if size != image_size:
+        raise DataError(f"{where} holds {size} px images but the backbone's "
+                        f"image_size is {image_size}; rerun the prepare stage (dvc repro)")
+    return size
+
+
 def prepare_dataset(cfg: DatasetConfig, image_size: int, name: str | None = None):
     """Build the train/test ``DatasetDict`` of a dataset entry through its source (``SOURCES``).
 

@@ -318,6 +318,8 @@ def build(settings: ReportSettings) -> None:
         for name, data in figure_files.items():
             io.write_bytes(folder / name, data)
     io.write_json(paths.REPORT_DIR / "metrics.json", numbers)
+    io.write_text(paths.REPORT_DIR / "summary.md",
+                  summary.summary_markdown(settings.title, sentences, claims, context.commit))
     io.write_text(paths.REPORT_DIR / "index.html", page)
     log.info("report: %s (%d tables, %d figures)", paths.REPORT_DIR / "index.html", len(result_tables),
              len(figure_files))

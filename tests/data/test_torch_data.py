@@ -163,3 +163,13 @@ def test_load_prepared_missing_is_one_line(tmp_path):
 
         load_prepared(tmp_path / "data" / "shapes")
     assert "prepare@shapes" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_prepared_images_must_have_the_backbones_size(synthetic_dd, size):
+    from kmx_eval.data import check_image_size
+    from kmx_eval.errors import DataError
+
+    assert check_image_size(synthetic_dd["train"], size, "data/toy") == size
+    with pytest.raises(DataError, match=f"data/toy holds {size} px images but the backbone's image_size "
+                                        f"is {size + 16}; rerun the prepare stage"):
+        check_image_size(synthetic_dd["train"], size + 16, "data/toy")

@@ -8,6 +8,7 @@ in the HTML, the CSV tables and metrics.json agree; and stale outputs of removed
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import math
 import os
@@ -114,6 +115,12 @@ def test_outputs_exist_and_are_self_contained(built, page):
     for name in TABLES:
         for suffix in (".csv", "_long.csv", ".md", ".tex"):
             assert (reports / "tables" / f"{name}{suffix}").exists()
+    # The generated sentences, as the HTML shows them, for results folders that quote them.
+    sentences = (reports / "summary.md").read_text(encoding="utf-8")
+    for ds in DATASETS:
+        assert f"## {ds}" in sentences
+        headline = sentences.split(f"## {ds}\n\n", 1)[1].split("\n", 1)[0]
+        assert headline.startswith(f"On {ds}, ") and headline in html_lib.unescape(html)
     # Sections in the order the report promises.
     order = [html.index(f'<section id="{s}">') for s in
              ("summary", "tradeoff", "prototypes", "galleries", "curves", "tables", "params")]
