@@ -75,7 +75,16 @@ def prototype_distances(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tens
 
 
 def class_scores(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """k-means head class scores ``s_c(z) = -min_h ||z - p_ch||^2``: ``(N, D) -> (N, C)``."""
+    """k-means head class scores ``s_c(z) = -min_h ||z - p_ch||^2``: ``(N, D) -> (N, C)``.
+
+    The explicit-difference form (:func:`prototype_distances`), the one :func:`select_prototypes`
+    ranks prototypes with. The same score has two more implementations, in the expanded form
+    ``||z||^2 - 2 <z, p> + ||p||^2``: :meth:`kmx_eval.heads.KMeansHead.class_scores` (numpy; the
+    scikit-learn estimator imports no torch) and :func:`kmx_eval.heads.module.prototype_scores`
+    (torch, differentiable, one matrix product for every batch Quantus perturbs). The three agree
+    to float64 rounding, not bit for bit: merging them could change which prototype wins a
+    near-tie and the bytes of maps and metrics.
+    """
     return -prototype_distances(z, prototypes).min(dim=2).values
 
 
