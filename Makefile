@@ -11,12 +11,13 @@ export PYTHONHASHSEED := 0
 # dvc.yaml's commands call `python`: the one in .venv, where kmx_eval is installed.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test setup chromium bench clean-outputs help
+.PHONY: repro test setup chromium bench results clean-outputs help
 
 help:
 	@echo "make repro  - set up .venv and run the whole pipeline (dvc repro); prints where the report is"
 	@echo "make test   - set up .venv and run the test suite (includes an end-to-end dvc repro)"
 	@echo "make bench  - run the benchmark scripts in benchmarks/"
+	@echo "make results DEST=docs/results/<name> - copy a finished study's sentences, tables and metrics"
 
 setup: $(STAMP)
 
@@ -52,6 +53,19 @@ test: $(STAMP) chromium
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# A finished study's results without its cached data: the report's generated sentences, tables and
+# trade-off figures, the DVC metrics files (not the per-image samples), params.yaml and dvc.lock
+# (which pins the commit's code and every output's hash). docs/results/thorough/ was made this way.
+results:
+	@test -n "$(DEST)" || { echo "usage: make results DEST=docs/results/<name>"; exit 2; }
+	@test -f reports/summary.md || { echo "no finished study in $(CURDIR): run make repro first"; exit 2; }
+	rm -rf "$(DEST)" && mkdir -p "$(DEST)/figures"
+	cp reports/summary.md reports/metrics.json params.yaml dvc.lock "$(DEST)/"
+	cp -r reports/tables "$(DEST)/tables"
+	cp reports/figures/tradeoff_*.png "$(DEST)/figures/"
+	find metrics \( -name '*.json' -o -name metrics.csv \) -exec cp --parents {} "$(DEST)/" \;
+	@echo "results of $$(git rev-parse --short HEAD) in $(DEST)"
 
 clean-outputs:
 	rm -rf data models features heads maps metrics reports/index.html reports/tables reports/figures
