@@ -49,3 +49,14 @@ def test_key_table_merges_interval_keys_into_one_cell():
     assert table["header"] == ["number", "B4", "cnn"]
     rows = {r[0]["text"]: [c["text"] for c in r[1:]] for r in table["rows"]}
     assert rows == {"accuracy": ["0.95 [0.9, 0.97]", "0.971"], "M": ["n/a", "–"], "M_cam": ["–", "0.2"]}
+
+
+def test_the_interval_note_says_whether_seeds_are_resampled():
+    def page(seeds):
+        return html.render_report(html.ReportContext(
+            title="t", overview=[], combinations=["B4"], seeds=seeds, fidelity_metric="M", explainer="margin",
+            sections=[], tables=[], settings_text="", params_text="", versions={}, commit=None, device="cpu"))
+
+    one, three = page([0]), page([0, 1, 2])
+    assert "one training seed, so\nthey do not cover the spread between trainings" in one
+    assert "clusters across the\n3 training seeds" in three and "one training seed" not in three
