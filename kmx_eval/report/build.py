@@ -297,7 +297,7 @@ def build(settings: ReportSettings) -> None:
         settings_text="# params.yaml\n" + yaml.safe_dump(shown, sort_keys=False) + "\n"
                       + _recorded_settings(settings),
         params_text=yaml.safe_dump(dumped, sort_keys=False),
-        versions=html.package_versions(), commit=html.git_commit(),
+        versions=html.package_versions(),
         device=f"training: {', '.join(trained_on) or 'unknown'}; report: "
                f"{settings.device}",
         runs=runs,
@@ -319,7 +319,7 @@ def build(settings: ReportSettings) -> None:
             io.write_bytes(folder / name, data)
     io.write_json(paths.REPORT_DIR / "metrics.json", numbers)
     io.write_text(paths.REPORT_DIR / "summary.md",
-                  summary.summary_markdown(settings.title, sentences, claims, context.commit))
+                  summary.summary_markdown(settings.title, sentences, claims))
     io.write_text(paths.REPORT_DIR / "index.html", page)
     log.info("report: %s (%d tables, %d figures)", paths.REPORT_DIR / "index.html", len(result_tables),
              len(figure_files))

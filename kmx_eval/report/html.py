@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,20 +45,6 @@ def package_versions(packages: Sequence[str] = VERSION_PACKAGES) -> dict[str, st
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of ``cwd`` (with ``-dirty`` when tracked files changed), or None."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 @dataclass
@@ -147,7 +132,6 @@ class ReportContext:
     settings_text: str
     params_text: str
     versions: Mapping[str, str]
-    commit: str | None
     device: str
     runs: list[dict[str, Any]] = field(default_factory=list)
 

@@ -26,7 +26,7 @@ def test_external_references_are_found():
 def test_render_refuses_a_page_that_would_fetch(monkeypatch):
     ctx = html.ReportContext(title="t", overview=[], combinations=["B4"], seeds=[0], fidelity_metric="M",
                              explainer="margin", sections=[], tables=[], settings_text="",
-                             params_text="", versions={}, commit=None, device="cpu")
+                             params_text="", versions={}, device="cpu")
     page = html.render_report(ctx)
     assert page.startswith("<!DOCTYPE html>") and html.external_references(page) == []
     bad = html.Figure(uri="https://example.org/x.png", alt="x")
@@ -35,10 +35,9 @@ def test_render_refuses_a_page_that_would_fetch(monkeypatch):
         html.render_report(ctx)
 
 
-def test_versions_and_commit():
+def test_versions():
     versions = html.package_versions(("numpy", "no-such-distribution-kmx"))
     assert versions["numpy"][0].isdigit() and versions["no-such-distribution-kmx"] == "not installed"
-    assert html.git_commit("/") is None  # not a git checkout
 
 
 def test_key_table_merges_interval_keys_into_one_cell():
@@ -55,7 +54,7 @@ def test_the_interval_note_says_whether_seeds_are_resampled():
     def page(seeds):
         return html.render_report(html.ReportContext(
             title="t", overview=[], combinations=["B4"], seeds=seeds, fidelity_metric="M", explainer="margin",
-            sections=[], tables=[], settings_text="", params_text="", versions={}, commit=None, device="cpu"))
+            sections=[], tables=[], settings_text="", params_text="", versions={}, device="cpu"))
 
     one, three = page([0]), page([0, 1, 2])
     assert "one training seed, so\nthey do not cover the spread between trainings" in one

@@ -155,7 +155,7 @@ def test_stale_outputs_of_removed_entries_are_ignored(built, page):
     agg = pd.read_csv(built / "reports" / "tables" / "aggregated.csv")
     assert set(agg["combination"]) == set(COMBINATIONS) | {CNN}
     assert agg["n_seeds"].max() == len(PARAMS["seeds"])  # seed 7's rows were dropped
-    assert "seeds 0, 1 " in html
+    assert "seeds 0, 1</p>" in html
 
 
 def _cell(table: dict, index: dict, column: str) -> dict:
