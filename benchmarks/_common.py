@@ -117,11 +117,9 @@ def setup_threads(threads: int | None) -> None:
     ``None`` or 0 keeps the libraries' defaults.
     """
     if threads:
-        import torch
-        from threadpoolctl import threadpool_limits
+        from kmx_eval.device import pin_threads  # the same pinning as the stages' backbone.threads
 
-        torch.set_num_threads(int(threads))
-        threadpool_limits(limits=int(threads))  # stays in force: the returned object is not used
+        pin_threads(int(threads))
 
 
 def environment() -> dict[str, Any]:
