@@ -94,6 +94,7 @@ def make_repository(root: Path, params_text: str, copies: list[Path], env: dict)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     (root / "params.yaml").write_text(params_text, encoding="utf-8")
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
+                ["cp", str(common.REPO / ".dvcignore"), "."],  # after init: __pycache__ is no code dep
                 [str(BIN / "dvc"), "config", "core.analytics", "false"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "benchmark study"]):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True)

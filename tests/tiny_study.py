@@ -108,6 +108,7 @@ def make_study_repo(root: Path, params: dict | None = None) -> Path:
     write_params(root, TINY if params is None else params)
     run(["git", "init", "-q"], cwd=root)
     dvc("init", "-q", cwd=root)
+    shutil.copy(REPO / ".dvcignore", root)  # after init, which writes its own: __pycache__ is no code dep
     dvc("config", "core.analytics", "false", cwd=root)
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "tiny study"], cwd=root)

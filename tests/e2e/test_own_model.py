@@ -75,6 +75,7 @@ def study(tmp_path_factory) -> Path:
     write_params(root, STUDY)
     run(["git", "init", "-q"], cwd=root)
     dvc("init", "-q", cwd=root)
+    shutil.copy(REPO / ".dvcignore", root)  # after init, which writes its own: __pycache__ is no code dep
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "own model"], cwd=root)
     start = time.perf_counter()
