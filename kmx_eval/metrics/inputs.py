@@ -96,11 +96,11 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
     ``normalisation`` the combinations use (docs/METHOD.md, section 2); elsewhere (VGG's three
     linear layers) there are no such prototypes and ``prototype_notes`` says why.
     """
-    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, check_fitted_with, load_kmeans_head,
-                                load_linear_sem, load_probe)
+    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_linear_sem,
+                                load_probe)
     from kmx_eval.models.architectures import architecture_of
     from kmx_eval.models.backbone import load_backbone
-    from kmx_eval.models.blocks import BlockExtractor, BlockStats
+    from kmx_eval.models.blocks import BlockStats
     from kmx_eval.models.combination import parse_combination
     from kmx_eval.models.embeddings import combination_embeddings
 
@@ -124,9 +124,10 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
                          cache["train/labels"], z_test)
     comb = parse_combination(combination, where="combination", weighting=block_weighting)
     head_dir = paths.head_dir(dataset, comb.name, seed)
-    check_fitted_with(head_dir, "kmeans", {"features.normalisation": normalisation,
-                                           "features.block_weighting": comb.weighting})
-    head, probe = load_kmeans_head(head_dir), load_probe(head_dir)
+    # The explain stage's checks: the same settings as the fit, classes 0..C-1.
+    head = load_checked_kmeans_head(head_dir, normalisation=normalisation, resize=resize,
+                                    block_weighting=comb.weighting)
+    probe = load_probe(head_dir)
     z_train, z_test = (combination_embeddings(cache, s, comb, normalisation) for s in ("train", "test"))
     k_pred, p_pred = head.predict(z_test), probe.predict(z_test)
     sets = {"kmeans": kmeans_prototype_set(head.prototypes_, head.n_prototypes_per_class_, k_pred,
@@ -136,8 +137,8 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
         linear = load_linear_sem(head_dir)
         sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
                                       linear=True)
-    model = KMeansHeadModule(BlockExtractor(backbone, blocks=comb.blocks, logits=False), comb, normalisation,
-                             BlockStats.from_dict(cache), head.prototypes_, resize).to(device)
+    model = KMeansHeadModule.from_backbone(head, backbone, comb, normalisation, BlockStats.from_dict(cache),
+                                           resize).to(device)
     return Explained(model, n_classes, labels, cnn_pred, {"kmeans": k_pred, "probe": p_pred}, sets,
                      z_train, cache["train/labels"], z_test)
 
