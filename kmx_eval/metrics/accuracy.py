@@ -2,7 +2,9 @@
 
 Top-1 accuracy of a head is ``1/n sum_i [yhat_i = y_i]`` and its agreement with the original CNN
 (post-hoc fidelity) is ``1/n sum_i [yhat_i = yhat_i^CNN]``. Both are returned per sample, so that
-the mean is the metric and :func:`~kmx_eval.metrics.bootstrap.bootstrap_ci` gives its interval.
+the mean is the metric, a proportion with a Wilson interval
+(:func:`~kmx_eval.metrics.bootstrap.wilson_interval`; across seeds
+:func:`~kmx_eval.metrics.bootstrap.proportion_ci`, docs/METHOD.md, section 6).
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@
 The stage (``stages/evaluate.py``) loads files and builds models; everything it computes goes
 through :class:`EvaluationTables`, whose methods take arrays and append tidy rows
 (:mod:`~kmx_eval.metrics.tidy`), per-sample scores and pixel-flipping curves. Each per-sample
-vector gets its mean and a seeded percentile bootstrap interval
-(:func:`~kmx_eval.metrics.bootstrap.bootstrap_ci`); per-prototype vectors are bootstrapped over
-prototypes. Nothing is silently zero: a value that cannot be computed is NaN with a note.
+vector gets its mean and an interval over the samples of its seed (docs/METHOD.md, section 6,
+"Intervals"): a seeded percentile bootstrap (:func:`~kmx_eval.metrics.bootstrap.bootstrap_ci`,
+seeded by the training seed), or for a proportion (:func:`is_proportion`: accuracy, agreement,
+decision agreement, purity, PointingGame) the Wilson interval, which does not collapse to [1, 1]
+at 100%. Per-prototype vectors (proximity, purity, diversity) are summarised over prototypes.
+Nothing is silently zero: a value that cannot be computed is NaN with a note.
 """
 
 from __future__ import annotations
@@ -36,6 +39,25 @@ PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": T
 FAVOURABLE = "_favourable"
 CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")
                         for score in ("purity", "ari", "nmi"))
+#: (kind, metric) of the rows whose values are proportions (Wilson intervals): 0/1 outcomes per
+#: sample, and purity@m (a share k_j / m per prototype). Quantus metrics declare it in their spec
+#: (``QuantusSpec.proportion``).
+PROPORTION_METRICS = frozenset({("head", "accuracy"), ("head", "agreement"),
+                                ("prototypes", "purity"), ("prototypes", "decision_agreement")})
+
+
+def is_proportion(kind: str, metric: str) -> bool:
+    """True when the rows of ``kind``/``metric`` are proportions and get Wilson intervals.
+
+    Accuracy, agreement, decision agreement and purity (:data:`PROPORTION_METRICS`), and an
+    explainer metric whose :class:`~kmx_eval.metrics.quantus.QuantusSpec` declares
+    ``proportion=True`` (PointingGame). Used for the per-seed rows
+    (:func:`~kmx_eval.metrics.tidy.summary_row`) and across seeds by the report
+    (:func:`kmx_eval.report.tables.aggregate_seeds`).
+    """
+    if (kind, metric) in PROPORTION_METRICS:
+        return True
+    return kind == "explainer" and metric in QUANTUS_METRICS and QUANTUS_METRICS.get(metric).proportion
 
 
 @dataclass
@@ -117,8 +139,11 @@ class EvaluationTables:
         return {"dataset": self.dataset, "seed": int(seed), "combination": self.combination}
 
     def _summary(self, seed: int, values, reasons=None, **keys) -> dict:
+        """Append the :func:`~kmx_eval.metrics.tidy.summary_row` of ``values``: a Wilson interval
+        where :func:`is_proportion` says so, else the bootstrap seeded by the training seed."""
         row = tidy.summary_row(values, reasons=reasons, n_resamples=self.n_resamples,
                                confidence=self.confidence, bootstrap_seed=seed,
+                               proportion=is_proportion(keys["kind"], keys["metric"]),
                                **self._keys(seed), **keys)
         self.rows.append(row)
         return row
@@ -133,8 +158,9 @@ class EvaluationTables:
                   cnn_predictions: np.ndarray | None, sample_ids: np.ndarray) -> None:
         """Accuracy ``[yhat_i = y_i]`` of each head and its agreement ``[yhat_i = yhat_i^CNN]``.
 
-        ``predictions`` maps a head name (``kmeans``, ``probe``, ``cnn``) to its test-split
-        decisions; agreement is skipped for ``cnn`` itself or when ``cnn_predictions`` is None.
+        Both are proportions with Wilson intervals (:func:`is_proportion`). ``predictions`` maps a
+        head name (``kmeans``, ``probe``, ``cnn``) to its test-split decisions; agreement is skipped
+        for ``cnn`` itself or when ``cnn_predictions`` is None.
         """
         for method, pred in predictions.items():
             acc = accuracy(pred, labels)
@@ -150,13 +176,19 @@ class EvaluationTables:
 
     # ------------------------------------------------------------------ prototypes
     def add_prototypes(self, seed: int, sets: Mapping[str, PrototypeSet], z_train: np.ndarray,
-                       y_train: np.ndarray, z_test: np.ndarray, purity_m: int) -> None:
+                       y_train: np.ndarray, z_test: np.ndarray, purity_m: int,
+                       sample_ids: np.ndarray | None = None) -> None:
         """Prototype fidelity (docs/METHOD.md, sections 4 and 6) of each prototype set in z_S.
 
-        Proximity, purity@m and diversity are bootstrapped over prototypes, decision agreement
-        over test samples. Purity is measured against the ground-truth labels ``y_train`` for
-        every head, and its chance column is ``mean_p share_{c(p)}`` (``share_c`` = share of class
-        c in the training split): the purity of prototypes whose neighbourhoods ignore the classes.
+        Proximity and diversity are bootstrapped over prototypes; purity@m, a share ``k_j / m`` per
+        prototype, gets the Wilson interval at the number of prototypes (conservative, see
+        :func:`~kmx_eval.metrics.tidy.summary_row`); decision agreement, 0/1 per test sample, the
+        Wilson interval over test samples, and its per-sample values go to ``samples.csv`` under
+        ``sample_ids`` (positions of ``z_test`` in the test split; default ``0..n_test-1``) so
+        that the report can resample images across seeds. Purity is measured against the
+        ground-truth labels ``y_train`` for every head, and its chance column is
+        ``mean_p share_{c(p)}`` (``share_c`` = share of class c in the training split): the purity
+        of prototypes whose neighbourhoods ignore the classes.
 
         A linear set (``PrototypeSet.linear``, the rows ``w_c`` of a linear head) is reported twice:
         under its own name at the stored ``alpha = 1, v = 0`` (proximity and decision agreement of
@@ -168,6 +200,7 @@ class EvaluationTables:
         and its diversity is scale and shift invariant, so both are the same in the two readings.
         """
         m = int(min(purity_m, len(z_train)))
+        ids = np.arange(len(z_test)) if sample_ids is None else np.asarray(sample_ids)
         share = np.bincount(np.asarray(y_train), minlength=1) / len(y_train)
         self.settings["purity_m"] = m
         for method, ps in sets.items():
@@ -178,13 +211,13 @@ class EvaluationTables:
             if not ps.linear:
                 purity = pf.class_purities(ps.prototypes, ps.classes, z_train, y_train, m)
                 self._prototype_rows(seed, method, ps.prototypes, ps, purity, z_train, z_test, chance,
-                                     proto_note, f"m = {m} nearest training embeddings", "")
+                                     proto_note, f"m = {m} nearest training embeddings", "", ids)
                 self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
                 continue
             purity = pf.linear_class_purities(ps.prototypes, z_train, y_train, m, classes=ps.classes)
             ranked = f"m = {m} training embeddings with the highest centred logit <w_c - wbar, z>"
             self._prototype_rows(seed, method, ps.prototypes, ps, purity, z_train, z_test, chance,
-                                 proto_note, ranked, "reading alpha = 1, v = 0 (as stored)")
+                                 proto_note, ranked, "reading alpha = 1, v = 0 (as stored)", ids)
             best = pf.favourable_linear_reading(ps.prototypes, z_train, y_train, classes=ps.classes)
             self.settings.setdefault("linear_readings", {})[method] = {
                 "alpha": best.alpha, "alpha_least_squares": best.alpha_ls,
@@ -194,11 +227,11 @@ class EvaluationTables:
             self._prototype_rows(seed, f"{method}_favourable", best.prototypes, ps, purity, z_train,
                                  z_test, chance, proto_note, ranked,
                                  "most favourable equivalent reading u + alpha (W - wbar)/||W - wbar|| "
-                                 f"(alpha = {best.alpha:.4g}, ||u|| = {np.linalg.norm(best.shift):.4g})")
+                                 f"(alpha = {best.alpha:.4g}, ||u|| = {np.linalg.norm(best.shift):.4g})", ids)
             self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
 
     def _prototype_rows(self, seed, method, prototypes, ps, purity, z_train, z_test, chance,
-                        proto_note, purity_note, reading) -> None:
+                        proto_note, purity_note, reading, sample_ids) -> None:
         prefix = f"{reading}; " if reading else ""
         values = {
             "proximity": pf.proximity_ratios(prototypes, z_train, "euclidean"),
@@ -218,6 +251,7 @@ class EvaluationTables:
         self._summary(seed, agree, kind="prototypes", method=method, category="prototype_fidelity",
                       metric="decision_agreement", higher_is_better=True,
                       note=prefix + "nearest prototype without offsets versus the head's decision")
+        self._samples(seed, method, "decision_agreement", agree, None, sample_ids)
 
     def add_not_applicable(self, seed: int, kind: str, method: str,
                            metrics: Mapping[str, tuple[str, bool]], note: str) -> None:

@@ -1,9 +1,10 @@
 """Tidy tables of metric values: one row per value, fixed columns, byte-stable files.
 
 Every number of the ``evaluate`` stages goes through :func:`row` (or :func:`summary_row`, which
-adds the bootstrap interval of a per-sample vector) and :func:`frame`. Columns are in the order
-of :data:`TIDY_COLUMNS` and rows are sorted by their identifying columns, so the same results
-always give the same bytes and DVC does not see a change where there is none.
+adds the interval of a per-sample vector: percentile bootstrap, or Wilson for a proportion) and
+:func:`frame`. Columns are in the order of :data:`TIDY_COLUMNS` and rows are sorted by their
+identifying columns, so the same results always give the same bytes and DVC does not see a change
+where there is none.
 
 The per-sample scores (``samples.csv``, :data:`SAMPLE_COLUMNS`) keep what a paired comparison
 needs, and the pixel-flipping curves (``curves.csv``, :data:`CURVE_COLUMNS`) feed the DVC plots.
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kmx_eval.metrics.bootstrap import bootstrap_ci
+from kmx_eval.metrics.bootstrap import bootstrap_ci, wilson_interval
 
 #: Columns of ``metrics.csv`` (docs/ARCHITECTURE.md, "Tidy metrics"), in file order.
 TIDY_COLUMNS: tuple[str, ...] = (
@@ -128,20 +129,43 @@ def summary_row(
     confidence: float,
     bootstrap_seed: int,
     note: str = "",
+    proportion: bool = False,
     **keys: Any,
 ) -> dict[str, Any]:
-    """A tidy row for a per-sample vector: its NaN-ignoring mean with a percentile bootstrap CI.
+    """A tidy row for a per-sample vector: its NaN-ignoring mean with an interval of one seed.
 
-    ``value = mean_i v_i`` over the non-missing samples, ``(ci_low, ci_high)`` from
-    :func:`~kmx_eval.metrics.bootstrap.bootstrap_ci`, ``n`` the number of scored samples and
-    ``n_missing`` the number of NaNs. The note joins ``note`` with :func:`missing_note` of
-    ``reasons`` (or ``"N missing"`` when no reasons are given). ``keys`` are the identifying
-    columns passed to :func:`row`.
+    ``value = mean_i v_i`` over the ``n`` non-missing samples, ``n`` the number of scored samples
+    and ``n_missing`` the number of NaNs. The interval (docs/METHOD.md, section 6, "Intervals"):
+
+    - real-valued scores: the percentile bootstrap over samples,
+      :func:`~kmx_eval.metrics.bootstrap.bootstrap_ci` with ``n_resamples``, ``confidence`` and
+      ``bootstrap_seed`` (the evaluate stage passes the training seed);
+    - ``proportion=True``: the Wilson score interval
+      ``wilson_interval(value * n, n, confidence)``, which does not collapse to [1, 1] when every
+      value is 1. For 0/1 values (accuracy, agreement, decision agreement, PointingGame) this is the
+      Wilson interval of a binomial proportion. For per-prototype shares ``k_j / m`` (purity@m) it
+      is Wilson at ``n`` = the number of prototypes, which is conservative: the ``m`` neighbours
+      of a prototype are one cluster, not ``m`` independent draws, so only the prototypes count.
+      Values must lie in [0, 1].
+
+    The note joins ``note`` with :func:`missing_note` of ``reasons`` (or ``"N missing"`` when no
+    reasons are given). ``keys`` are the identifying columns passed to :func:`row`.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     missing = np.isnan(v)
-    mean, low, high = bootstrap_ci(v, n_resamples=n_resamples, confidence=confidence,
-                                   seed=bootstrap_seed)
+    if proportion:
+        present = v[~missing]
+        if np.any((present < 0.0) | (present > 1.0)):
+            raise ValueError("summary_row: a proportion needs values in [0, 1]")
+        n = int(present.size)
+        if n:
+            mean = float(present.mean())
+            low, high = wilson_interval(min(max(mean * n, 0.0), float(n)), n, confidence)
+        else:
+            mean = low = high = math.nan
+    else:
+        mean, low, high = bootstrap_ci(v, n_resamples=n_resamples, confidence=confidence,
+                                       seed=bootstrap_seed)
     why = missing_note(reasons) if reasons is not None else ""
     if not why and missing.any():
         why = f"{int(missing.sum())} missing"

@@ -221,3 +221,56 @@ def test_not_applicable_baselines_only_for_the_cnn():
     assert list(reasons) == ["cam"] and reasons["cam"].startswith("not applicable: ")
     with pytest.raises(ParamsError, match="backbone.architecture"):
         not_applicable_baselines("B234", explainers, "resnet7")
+
+
+# ------------------------------------------------------------------ proportions (issue 12)
+def test_proportions_are_declared_once_and_pointing_game_is_one():
+    from kmx_eval.metrics.evaluation import is_proportion
+    from kmx_eval.metrics.quantus import QUANTUS_METRICS
+
+    assert QUANTUS_METRICS.get("PointingGame").proportion
+    assert [n for n in QUANTUS_METRICS if QUANTUS_METRICS.get(n).proportion] == ["PointingGame"]
+    assert is_proportion("explainer", "PointingGame") and not is_proportion("explainer", "AUC")
+    for kind, metric in (("head", "accuracy"), ("head", "agreement"), ("prototypes", "purity"),
+                         ("prototypes", "decision_agreement")):
+        assert is_proportion(kind, metric)
+    for kind, metric in (("prototypes", "proximity"), ("prototypes", "diversity"),
+                         ("concepts", "concept_purity_object"), ("explainer", "NoSuchMetric")):
+        assert not is_proportion(kind, metric)
+
+
+def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
+    from kmx_eval.metrics import prototype_fidelity as pf
+    from kmx_eval.metrics.bootstrap import bootstrap_ci, wilson_interval
+
+    t = _tables()
+    labels = np.arange(48) % 3
+    t.add_heads(2, {"kmeans": labels}, labels, labels, np.arange(48))
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 10
+    z = np.concatenate([c + rng.normal(size=(16, 8)) for c in centres])
+    y = np.repeat(np.arange(3), 16)
+    protos = np.concatenate([centres, centres + 1.0])
+    ps = PrototypeSet(protos, np.r_[np.arange(3), np.arange(3)], y)
+    t.add_prototypes(2, {"kmeans": ps}, z, y, z, purity_m=5, sample_ids=np.arange(48) * 2)
+    df, samples, _ = t.frames()
+    rows = df.set_index(["method", "metric"])
+    low = wilson_interval(48, 48, 0.9)[0]
+    for key in (("kmeans", "accuracy"), ("kmeans", "agreement"), ("kmeans", "decision_agreement")):
+        assert rows.loc[key, "value"] == 1.0 and rows.loc[key, "ci_high"] == 1.0
+        assert rows.loc[key, "ci_low"] == pytest.approx(low) and low < 1
+    purity = pf.class_purities(protos, ps.classes, z, y, 5)
+    assert (rows.loc[("kmeans", "purity"), "ci_low"], rows.loc[("kmeans", "purity"), "ci_high"]) == \
+        wilson_interval(purity.mean() * 6, 6, 0.9)
+    # Other rows: byte-identical to the percentile bootstrap seeded by the training seed.
+    for metric, v in (("proximity", pf.proximity_ratios(protos, z, "euclidean")),
+                      ("diversity", pf.diversity_per_prototype(protos))):
+        r = rows.loc[("kmeans", metric)]
+        assert (r["value"], r["ci_low"], r["ci_high"]) == bootstrap_ci(v, 100, 0.9, seed=2)
+    # Decision agreement's per-sample values are written, under the given sample ids.
+    agree = samples[samples.metric == "decision_agreement"]
+    assert list(agree["sample"]) == list(np.arange(48) * 2) and set(agree["value"]) == {1.0}
+    # Without sample ids: positions 0..n_test-1 (as the heads' rows).
+    t2 = _tables()
+    t2.add_prototypes(0, {"kmeans": ps}, z, y, z, purity_m=5)
+    assert list(t2.frames()[1]["sample"]) == list(range(48))

@@ -76,3 +76,41 @@ def test_samples_and_curves_frames_have_their_columns():
     c = tidy.curves_frame(tidy.curve_rows([0.0, 0.5, 1.0], [3.0, 2.0, 1.0], dataset="d", seed=0,
                                           combination="B4", method="m"))
     assert list(c.columns) == list(tidy.CURVE_COLUMNS) and len(c) == 3
+
+
+# ------------------------------------------------------------------ intervals of proportions (issue 12)
+BOOT = dict(n_resamples=200, confidence=0.95, bootstrap_seed=3)
+HEAD = dict(dataset="d", seed=3, combination="B4", kind="head", method="kmeans", category="accuracy",
+            metric="accuracy")
+
+
+def test_a_proportion_at_100_percent_gets_a_wilson_interval_below_1():
+    from kmx_eval.metrics.bootstrap import bootstrap_ci, wilson_interval
+
+    ones = np.ones(48)
+    old = tidy.summary_row(ones, **BOOT, **HEAD)
+    assert (old["ci_low"], old["ci_high"]) == (1.0, 1.0)  # the percentile bootstrap collapses
+    r = tidy.summary_row(ones, **BOOT, **HEAD, proportion=True)
+    assert r["value"] == 1.0 and r["ci_high"] == 1.0
+    assert r["ci_low"] == pytest.approx(0.9259, abs=1e-4) and r["ci_low"] < 1
+    # Wilson at n = the non-missing values; the value is the same mean as before.
+    v = np.r_[np.ones(30), np.zeros(10), np.full(5, np.nan)]
+    r = tidy.summary_row(v, **BOOT, **HEAD, proportion=True)
+    assert (r["ci_low"], r["ci_high"]) == wilson_interval(30, 40, 0.95)
+    assert r["value"] == bootstrap_ci(v, seed=3)[0] and r["n"] == 40 and r["n_missing"] == 5
+    # A share per prototype (purity k_j / m): Wilson at the number of prototypes.
+    purity = np.array([1.0, 0.8, 0.6, 1.0])
+    r = tidy.summary_row(purity, **BOOT, **HEAD, proportion=True)
+    assert (r["ci_low"], r["ci_high"]) == wilson_interval(purity.mean() * 4, 4, 0.95)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tidy.summary_row(np.array([0.5, 2.0]), **BOOT, **HEAD, proportion=True)
+    nothing = tidy.summary_row(np.full(3, np.nan), **BOOT, **HEAD, proportion=True)
+    assert np.isnan(nothing["value"]) and np.isnan(nothing["ci_low"]) and nothing["note"] == "3 missing"
+
+
+def test_a_real_valued_row_keeps_its_percentile_bootstrap():
+    from kmx_eval.metrics.bootstrap import bootstrap_ci
+
+    v = np.random.default_rng(0).random(30)
+    r = tidy.summary_row(v, **BOOT, **HEAD)
+    assert (r["value"], r["ci_low"], r["ci_high"]) == bootstrap_ci(v, 200, 0.95, seed=3)

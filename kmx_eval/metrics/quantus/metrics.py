@@ -52,7 +52,7 @@ def _fixed(name: str, **kwargs) -> Callable[..., Built]:
 register(QuantusSpec(
     "PointingGame", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
     invariances=MAP_AFFINE | NO_MODEL, scaling="rank", build=_fixed("PointingGame"), chance=mask_share,
-    description="hit if the map's maximum falls inside the object mask"))
+    proportion=True, description="hit if the map's maximum falls inside the object mask"))
 
 register(QuantusSpec(
     "AttributionLocalisation", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,

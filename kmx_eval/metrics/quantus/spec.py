@@ -109,6 +109,11 @@ class QuantusSpec:
         perturbed input ("both").
     subset : bool
         Costly re-explanations: scored on the first ``QuantusSettings.sanity_images`` images only.
+    proportion : bool
+        Each per-sample score is a 0/1 outcome (PointingGame's hit), so the mean is a proportion
+        and gets a Wilson interval instead of a percentile bootstrap, which collapses to [1, 1]
+        when every sample scores 1 (docs/METHOD.md, section 6, "Intervals";
+        :func:`kmx_eval.metrics.evaluation.is_proportion`).
     description : str
         One sentence for the report.
     """
@@ -126,6 +131,7 @@ class QuantusSpec:
     chance_without_masks: float | None = None
     needs_reference: bool | str = False
     subset: bool = False
+    proportion: bool = False
     description: str = ""
 
     @property
