@@ -208,7 +208,10 @@ def build(settings: ReportSettings) -> None:
         raise ParamsError(f"report.explainer {explainer!r} does not explain the k-means head; choose one of "
                           f"{', '.join(explainer_names(settings.explainers, 'kmeans'))}")
     metrics, samples, curves = read_evaluations(settings)
-    agg = tables.aggregate_seeds(metrics)
+    # Intervals across seeds from the per-sample scores (images as clusters across seeds), with the
+    # bootstrap settings of the per-seed rows (docs/METHOD.md, section 6, "Intervals").
+    agg = tables.aggregate_seeds(metrics, samples, n_resamples=settings.n_resamples,
+                                 confidence=settings.confidence)
     for ds in datasets:
         for comb in combos:
             if tables.lookup(agg, dataset=ds, combination=comb, method="kmeans", category="accuracy").empty:

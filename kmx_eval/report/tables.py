@@ -13,15 +13,29 @@ A :class:`Table` keeps three aligned views of the same numbers:
   as ``{name}.csv``, Markdown and LaTeX (booktabs) and shown in the HTML report;
 - ``best``: where a cell holds the best value of its column within its dataset.
 
-Seed aggregation (``S`` seeds with a finite value ``v_s`` and bootstrap bounds ``l_s, h_s``)::
+Seed aggregation (docs/METHOD.md, section 6, "Intervals"; ``S`` seeds with a finite value ``v_s``
+and per-seed bounds ``l_s, h_s``)::
 
     value   = (1/S) sum_s v_s
-    ci_low  = (1/S) sum_s l_s,     ci_high = (1/S) sum_s h_s
-    seed_sd = sqrt( 1/(S-1) sum_s (v_s - value)^2 )        (only when S > 1)
+    seed_sd = sqrt( 1/(S-1) sum_s (m_s - mean_s m_s)^2 )   (only when S > 1; m_s = seed s's mean)
 
-The interval is therefore the sampling uncertainty of one repetition (bootstrap over evaluation
-samples, averaged over repetitions) and ``seed_sd`` is the spread across repetitions; the report
-shows both rather than mixing them.
+and the interval, by what exists for the key (the ``interval`` column says which):
+
+- ``wilson`` / ``cluster_bootstrap``: the per-sample scores (``samples.csv``) of the key, as a
+  matrix ``v_si`` (seeds x images, aligned by sample id, NaN where missing): images are resampled
+  as clusters across seeds (an image's results under every seed move together;
+  :func:`~kmx_eval.metrics.bootstrap.cluster_bootstrap_ci`), and a proportion (0/1 values:
+  accuracy, agreement, decision agreement, PointingGame) gets the Wilson interval at the cluster
+  design's effective number of images (:func:`~kmx_eval.metrics.bootstrap.proportion_ci`). With one
+  seed both reproduce the per-seed row's interval;
+- ``mean_of_seed_bounds``: keys without per-sample scores (prototype proximity, purity and
+  diversity, which are per prototype and whose prototypes differ between seeds) keep
+  ``ci_low = (1/S) sum_s l_s``, ``ci_high = (1/S) sum_s h_s``, the sampling uncertainty of one
+  repetition.
+
+``seed_sd`` is the spread across repetitions; the report shows it beside the interval rather than
+mixing it in. Paired comparisons (:func:`paired_comparisons`, :func:`control_differences`) resample
+images as clusters across seeds too (:func:`~kmx_eval.metrics.bootstrap.paired_cluster_bootstrap`).
 """
 
 from __future__ import annotations
@@ -131,34 +145,85 @@ def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> No
 
 
 # ------------------------------------------------------------------------------------ aggregation
-def aggregate_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
+#: Values of the aggregated frame's ``interval`` column: how ``ci_low``/``ci_high`` were computed.
+INTERVALS = ("wilson", "cluster_bootstrap", "mean_of_seed_bounds")
+#: Columns of :func:`aggregate_seeds`'s frame.
+AGGREGATED_COLUMNS = KEYS + ["value", "ci_low", "ci_high", "seed_sd", "n_seeds", "n", "n_missing", "chance",
+                             "higher_is_better", "note", "interval"]
+_SAMPLE_KEYS = ["dataset", "combination", "method", "metric"]
+
+
+def seed_matrix(samples: pd.DataFrame, seeds: Sequence[int] | None = None) -> np.ndarray:
+    """Per-sample values of one key as a (n_seeds, n_images) matrix aligned by sample id.
+
+    Rows are the seeds in increasing order (only ``seeds`` when given), columns the sample ids in
+    increasing order (the order of the evaluation subset and of ``samples.csv``); NaN where a
+    seed has no score for an image. ``samples`` holds the rows of one dataset, combination, method
+    and metric (columns ``seed, sample, value``).
+    """
+    frame = samples[["seed", "sample", "value"]].copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    if seeds is not None:
+        frame = frame[frame["seed"].isin(list(seeds))]
+    if frame.empty:
+        return np.empty((0, 0))
+    wide = frame.pivot(index="seed", columns="sample", values="value").sort_index(axis=0).sort_index(axis=1)
+    return wide.to_numpy(dtype=float)
+
+
+def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, *, n_resamples: int = 1000,
+                    confidence: float = 0.95, bootstrap_seed: int | None = None,
+                    proportion=None) -> pd.DataFrame:
     """Reduce the tidy metrics of all seeds to one row per dataset, combination, method and metric.
 
-    Implements the equations of the module docstring (mean value, mean bootstrap bounds, standard
-    deviation across seeds with ``ddof=1``). Missing values (NaN) are left out of every mean;
-    ``n_seeds`` counts the seeds with a finite value and ``note`` keeps the reasons given for
-    missing ones. Numbers are rounded to :data:`STORED_DIGITS` significant digits.
+    Implements the equations of the module docstring: the mean value over seeds; the interval from
+    the per-sample scores where ``samples`` has them for the key (images resampled as clusters
+    across seeds, Wilson for proportions, ``seed_sd`` from
+    :func:`~kmx_eval.metrics.bootstrap.seed_spread` of the per-seed means), else the mean of the
+    per-seed bounds and the standard deviation of the per-seed values (``ddof=1``). Missing values
+    (NaN) are left out of every mean; ``n_seeds`` counts the seeds with a finite value and ``note``
+    keeps the reasons given for missing ones. Numbers are rounded to :data:`STORED_DIGITS`
+    significant digits.
 
     Parameters
     ----------
     metrics : DataFrame
         Tidy metrics (columns :data:`METRIC_COLUMNS`) of any datasets, combinations and seeds.
+    samples : DataFrame, optional
+        Per-sample scores (columns :data:`SAMPLE_COLUMNS`, ``samples.csv``) of the same seeds.
+        Without it every interval is the mean of the per-seed bounds.
+    n_resamples, confidence : bootstrap settings of the per-seed rows (``params.evaluate.bootstrap``).
+    bootstrap_seed : int, optional
+        Seed of the cluster bootstrap; by default the smallest seed of the key, which is the seed
+        the evaluate stage gives the per-seed row's bootstrap, so one seed reproduces that row.
+    proportion : callable ``(kind, metric) -> bool``, optional
+        Which keys are proportions; default :func:`kmx_eval.metrics.evaluation.is_proportion`.
 
     Returns
     -------
     DataFrame
-        Columns ``KEYS + [value, ci_low, ci_high, seed_sd, n_seeds, n, n_missing, chance,
-        higher_is_better, note]`` in the order the rows first appear in ``metrics``.
+        Columns :data:`AGGREGATED_COLUMNS` (``KEYS + [value, ci_low, ci_high, seed_sd, n_seeds, n,
+        n_missing, chance, higher_is_better, note, interval]``) in the order the rows first appear
+        in ``metrics``; ``interval`` is one of :data:`INTERVALS`, empty without a finite bound.
 
     Raises
     ------
     DataError
-        When a column is missing or one metric is declared with both score directions.
+        When a column is missing, one metric is declared with both score directions, or the
+        per-sample scores of a proportion are not 0/1.
     """
+    from kmx_eval.metrics.bootstrap import cluster_bootstrap_ci, proportion_ci, seed_spread
+
     check_columns(metrics, METRIC_COLUMNS, "the tidy metrics frame")
     frame = metrics.copy()
     for col in ("value", "ci_low", "ci_high", "n", "n_missing", "chance"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    by_key: dict = {}
+    if samples is not None and len(samples):
+        check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
+        by_key = {key: group for key, group in samples.groupby(_SAMPLE_KEYS, sort=False)}
+        if proportion is None:
+            from kmx_eval.metrics.evaluation import is_proportion as proportion
     rows = []
     for key, group in frame.groupby(KEYS, sort=False, dropna=False):
         finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
@@ -171,27 +236,62 @@ def aggregate_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
         notes = sorted({str(n) for n in group["note"] if isinstance(n, str) and n.strip()})
         n_seeds = int(finite["seed"].nunique()) if len(finite) else 0
         values = finite.groupby("seed")["value"].mean()
+        low = float(finite["ci_low"].mean()) if finite["ci_low"].notna().any() else np.nan
+        high = float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan
+        sd = float(values.std(ddof=1)) if n_seeds > 1 else np.nan
+        interval = "mean_of_seed_bounds"
+        sample_key = tuple(key[i] for i in (0, 1, 3, 5))  # dataset, combination, method, metric
+        if sample_key in by_key:
+            seeds = sorted(int(x) for x in group["seed"].unique())
+            matrix = seed_matrix(by_key[sample_key], seeds)
+            if matrix.size:
+                boot_seed = min(seeds) if bootstrap_seed is None else int(bootstrap_seed)
+                if proportion(key[2], key[5]):
+                    present = matrix[~np.isnan(matrix)]
+                    if np.any((present != 0.0) & (present != 1.0)):
+                        raise DataError(f"the per-sample scores of {key[5]!r} ({key[0]}/{key[1]}/{key[3]}) "
+                                        "are declared a proportion but are not 0/1; rerun evaluate")
+                    _, low, high = proportion_ci(matrix, confidence)
+                    interval = "wilson"
+                elif (n_seeds == 1 and int((~np.isnan(matrix)).any(axis=1).sum()) == 1
+                      and int(finite["seed"].iloc[0]) == boot_seed
+                      and finite_bounds(finite["ci_low"].iloc[0], finite["ci_high"].iloc[0])):
+                    # One seed: the cluster bootstrap is the per-seed row's bootstrap (same indices,
+                    # same arithmetic; tested), which metrics.csv keeps at full precision while
+                    # samples.csv rounds the scores to 10 significant digits.
+                    low, high = float(finite["ci_low"].iloc[0]), float(finite["ci_high"].iloc[0])
+                    interval = "cluster_bootstrap"
+                else:
+                    _, low, high = cluster_bootstrap_ci(matrix, n_resamples=n_resamples, confidence=confidence,
+                                                        seed=boot_seed)
+                    interval = "cluster_bootstrap"
+                sd = seed_spread(matrix)[0]
         rows.append(dict(
             zip(KEYS, key),
             value=float(values.mean()) if n_seeds else np.nan,
-            ci_low=float(finite["ci_low"].mean()) if finite["ci_low"].notna().any() else np.nan,
-            ci_high=float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan,
-            seed_sd=float(values.std(ddof=1)) if n_seeds > 1 else np.nan,
+            ci_low=low,
+            ci_high=high,
+            seed_sd=sd,
             n_seeds=n_seeds,
             n=float(finite["n"].mean()) if finite["n"].notna().any() else np.nan,
             n_missing=float(group["n_missing"].sum()) if group["n_missing"].notna().any() else np.nan,
             chance=float(group["chance"].mean()) if group["chance"].notna().any() else np.nan,
             higher_is_better=next(iter(directions)) if directions else None,
             note="; ".join(notes),
+            interval=interval if finite_bounds(low, high) else "",
         ))
-    out = pd.DataFrame(rows, columns=KEYS + ["value", "ci_low", "ci_high", "seed_sd", "n_seeds", "n",
-                                             "n_missing", "chance", "higher_is_better", "note"])
+    out = pd.DataFrame(rows, columns=AGGREGATED_COLUMNS)
     for col in ("value", "ci_low", "ci_high", "seed_sd", "chance", "n"):
         out[col] = out[col].map(round_significant)
     # True / False / None (a metric without a direction): object dtype keeps None distinct.
     out["higher_is_better"] = pd.Series([direction(d) for d in out["higher_is_better"]], index=out.index,
                                         dtype=object)
     return out
+
+
+def finite_bounds(low, high) -> bool:
+    """True when both bounds of an interval are finite."""
+    return finite(low) and finite(high)
 
 
 def first_row(agg: pd.DataFrame, **where) -> pd.Series | None:
@@ -409,9 +509,11 @@ def _assemble(name, title, caption, index, numbers, columns, text=None) -> Table
 def _seeds_phrase(agg: pd.DataFrame) -> str:
     n = int(agg["n_seeds"].max()) if len(agg) else 0
     if n > 1:
-        return (f" Values are means over {n} seeds: [low, high] is the mean of the per-seed bootstrap "
-                "intervals and ± the standard deviation across seeds.")
-    return " [low, high] is the bootstrap interval over evaluation samples."
+        return (f" Values are means over {n} seeds: [low, high] resamples evaluation images as clusters "
+                "across seeds (Wilson intervals for proportions; for per-prototype metrics, the mean of "
+                "the per-seed intervals) and ± is the standard deviation of the per-seed means.")
+    return (" [low, high] is the bootstrap interval over evaluation samples (Wilson intervals for "
+            "proportions).")
 
 
 def report_tables(
@@ -527,12 +629,17 @@ def paired_comparisons(
 
     For a pair ``(A, B)`` (e.g. ``("B4", "B234")``) and each explainer and metric present in both,
     the evaluation samples of every seed are matched by ``(seed, sample)`` (the evaluation subset
-    is the same for every combination, so the comparison is paired) and the difference
+    is the same for every combination, so the comparison is paired) into aligned (seed x image)
+    matrices, NaN where a seed lacks the pair, and the difference
 
-        d = (1/n) sum_i (s_B,i - s_A,i)
+        d = (1/S) sum_s mean_{i matched under s} (s_B,si - s_A,si)
 
-    is reported with the percentile interval of :func:`kmx_eval.metrics.bootstrap.paired_bootstrap`
-    over the ``n`` matched pairs (pooled over seeds). Positive ``difference`` means B scores higher.
+    is reported with the percentile interval of
+    :func:`kmx_eval.metrics.bootstrap.paired_cluster_bootstrap`, which resamples images as clusters
+    across seeds (an image's pairs under every seed move together; docs/METHOD.md, section 6,
+    "Intervals"). With one seed this is the paired bootstrap of the ``n`` matched pairs in sample
+    order. ``mean_a`` and ``mean_b`` are the same mean over seeds of per-seed means. Positive
+    ``difference`` means B scores higher.
 
     Parameters
     ----------
@@ -542,14 +649,14 @@ def paired_comparisons(
     pairs : sequence of (str, str)
         Combinations to compare, ``(A, B)``.
     n_resamples, confidence, seed
-        Passed to ``paired_bootstrap``.
+        Passed to ``paired_cluster_bootstrap``.
 
     Returns
     -------
     DataFrame
         ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high``.
     """
-    from kmx_eval.metrics.bootstrap import paired_bootstrap
+    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap
 
     check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
     cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
@@ -569,18 +676,35 @@ def paired_comparisons(
                 joined = joined.sort_values(["seed", "sample"], kind="stable")
                 if len(joined) < 2:
                     continue
-                va = joined["value_a"].to_numpy(dtype=float)
-                vb = joined["value_b"].to_numpy(dtype=float)
-                diff, low, high = paired_bootstrap(vb, va, n_resamples=n_resamples,
-                                                   confidence=confidence, seed=seed)
+                va, vb = _paired_matrices(joined, "value_a", "value_b")
+                diff, low, high = paired_cluster_bootstrap(vb, va, n_resamples=n_resamples,
+                                                           confidence=confidence, seed=seed)
                 rows.append(dict(dataset=dataset, a=a, b=b, method=method, metric=metric,
                                  n=len(joined), n_seeds=int(joined["seed"].nunique()),
-                                 mean_a=float(va.mean()), mean_b=float(vb.mean()),
+                                 mean_a=_mean_of_seed_means(va), mean_b=_mean_of_seed_means(vb),
                                  difference=float(diff), ci_low=float(low), ci_high=float(high)))
     out = pd.DataFrame(rows, columns=cols)
     for col in ("mean_a", "mean_b", "difference", "ci_low", "ci_high"):
         out[col] = out[col].map(round_significant)
     return out
+
+
+def _paired_matrices(joined: pd.DataFrame, left: str, right: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two aligned (seed x image) matrices of matched pairs (``joined``: one row per ``seed, sample``
+    with columns ``left`` and ``right``); seeds and sample ids increasing, NaN where a seed lacks the
+    pair. With one seed the row holds the pairs in sample order."""
+    wide = joined.pivot(index="seed", columns="sample", values=[left, right])
+    wide = wide.sort_index(axis=0)
+    a = wide[left].sort_index(axis=1).to_numpy(dtype=float)
+    b = wide[right].sort_index(axis=1).to_numpy(dtype=float)
+    return a, b
+
+
+def _mean_of_seed_means(matrix: np.ndarray) -> float:
+    """Mean over seeds of each seed's NaN-ignoring mean (the point estimate of the cluster bootstrap)."""
+    present = ~np.isnan(matrix)
+    per_seed = [float(row[ok].mean()) for row, ok in zip(matrix, present) if ok.any()]
+    return float(np.mean(per_seed)) if per_seed else float("nan")
 
 
 def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
@@ -631,8 +755,9 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
             return r["text"]
         return format_cell(r["value"], r["ci_low"], r["ci_high"])
 
-    caption = (f"Paired differences B − A over the same evaluation images (pooled over seeds), with "
-               f"{confidence:.0%} paired-bootstrap intervals. Bold: the interval excludes zero.")
+    caption = (f"Paired differences B − A over the same evaluation images (mean over seeds), with "
+               f"{confidence:.0%} paired-bootstrap intervals that resample images as clusters across seeds. "
+               "Bold: the interval excludes zero.")
     table = _assemble("comparisons", "Paired comparisons of block combinations", caption, index, numbers,
                       ["mean A", "mean B", "B − A", "pairs", "favours"], text=text)
     table.numbers = numbers.drop(columns=["text"])
@@ -707,6 +832,12 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resampl
                         seed: int) -> pd.DataFrame:
     """Oracle minus random on the same model, per dataset, combination and metric (paired bootstrap).
 
+    The (seed, sample) pairs form aligned (seed x image) matrices and the interval is
+    :func:`kmx_eval.metrics.bootstrap.paired_cluster_bootstrap` of oracle − random (images resampled
+    as clusters across seeds, docs/METHOD.md, section 6, "Intervals"); with one seed, the paired
+    bootstrap of the pairs in sample order. ``random``, ``oracle`` and ``difference`` are means over
+    seeds of per-seed means; ``n`` counts the pairs.
+
     The oracle is the ``oracle`` map of the same model and grid (B4's grid for the CNN). A
     localisation metric (higher is better) is informative on a model when the interval lies above 0;
     one whose interval includes 0, or lies below it (the oracle scores worse than chance, as
@@ -714,7 +845,7 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resampl
 
     Returns ``dataset, combination, metric, n, random, oracle, difference, ci_low, ci_high, informative``.
     """
-    from kmx_eval.metrics.bootstrap import paired_bootstrap
+    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap
 
     cols = ["dataset", "combination", "metric", "n", "random", "oracle", "difference", "ci_low", "ci_high",
             "informative"]
@@ -728,10 +859,11 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resampl
         joined = joined.sort_values(["seed", "sample"], kind="stable")
         if len(joined) < 2:
             continue
-        vr, vo = joined["value_r"].to_numpy(float), joined["value_o"].to_numpy(float)
-        diff, low, high = paired_bootstrap(vo, vr, n_resamples=n_resamples, confidence=confidence, seed=seed)
-        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=float(vr.mean()),
-                         oracle=float(vo.mean()), difference=float(diff), ci_low=float(low),
+        vr, vo = _paired_matrices(joined, "value_r", "value_o")
+        diff, low, high = paired_cluster_bootstrap(vo, vr, n_resamples=n_resamples, confidence=confidence,
+                                                   seed=seed)
+        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=_mean_of_seed_means(vr),
+                         oracle=_mean_of_seed_means(vo), difference=float(diff), ci_low=float(low),
                          ci_high=float(high), informative=bool(low > 0)))
     return pd.DataFrame(rows, columns=cols)
 
@@ -767,7 +899,8 @@ def controls_table(controls: pd.DataFrame, confidence: float = 0.95) -> Table:
         return r["text"] if isinstance(r["text"], str) else format_cell(r["value"], r["ci_low"], r["ci_high"])
 
     caption = (f"Can each localisation metric tell the oracle (the mask on the map's grid) from the random "
-               f"map on the same model? Paired {confidence:.0%} bootstrap interval of oracle − random; a "
+               f"map on the same model? Paired {confidence:.0%} bootstrap interval of oracle − random (images "
+               "resampled as clusters across seeds); a "
                "metric whose interval includes 0 on some model of a dataset is uninformative there and "
                "is left out of the ranking.")
     return _assemble("controls", "Floor and ceiling of every localisation metric", caption, index, numbers,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kmx_eval.metrics import tidy
+from kmx_eval.metrics.evaluation import is_proportion
 
 DATASETS = ("shapes", "digits")
 COMBINATIONS = ("B4", "B34", "B234")
@@ -64,7 +65,9 @@ def synthetic_frames(datasets=DATASETS, combinations=COMBINATIONS, seeds=SEEDS):
                 boot = dict(n_resamples=50, confidence=0.95, bootstrap_seed=seed)
 
                 def add(values, sample_method=None, **k):
-                    rows.append(tidy.summary_row(values, **boot, **keys, **k))
+                    # Proportions get Wilson intervals, as in the evaluate stage.
+                    rows.append(tidy.summary_row(values, **boot, **keys, **k,
+                                                 proportion=is_proportion(k["kind"], k["metric"])))
                     if sample_method:
                         samples.extend(tidy.sample_rows(values, [None] * len(values),
                                                         np.arange(len(values)) * 2, **keys,
@@ -108,6 +111,8 @@ def synthetic_frames(datasets=DATASETS, combinations=COMBINATIONS, seeds=SEEDS):
                         v = np.clip(strength + gen.normal(0, 0.03, N_EVAL), 0, 1)
                         if metric == "PixelFlipping":
                             v = 1 - v
+                        if metric == "PointingGame":  # a hit: 0/1 per image
+                            v = (v > 0.3).astype(float)
                         add(v, sample_method=method, chance=0.2 if category == "localisation" else None,
                             **ek)
                     fractions = np.linspace(0, 1, 5)
