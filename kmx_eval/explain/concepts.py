@@ -28,6 +28,10 @@ from kmx_eval.errors import DataError, KmxError
 from .attribution import upsample
 from .core import is_concept_key, model_device  # noqa: F401  (is_concept_key: re-exported)
 
+#: torch.cdist summing squared differences pair by pair, as kmx_eval.metrics.prototype_fidelity does:
+#: a BLAS product may sum in another order from run to run (the same study gave other bits).
+EXACT_CDIST = "donot_use_mm_for_euclid_dist"
+
 __all__ = ["ConceptModel", "SCOPES", "MAX_CONCEPT_ID", "sample_locations", "concept_maps",
            "stored_concept_ids", "concept_key", "is_concept_key", "concept_subset", "FittedConcepts",
            "fit_concepts", "split_features", "save_concepts", "load_concepts", "variance_shares"]
@@ -232,7 +236,8 @@ class ConceptModel:
         vectors = F.detach().float().reshape(n, d, h * w).permute(0, 2, 1)          # (N, HW, D)
         centres = torch.as_tensor(self.centres_, device=vectors.device)
         if self.scope == "global":
-            ids = torch.cdist(vectors.reshape(-1, d), centres).argmin(-1)
+            # Exact differences: a location between two concepts gets the same id on every run.
+            ids = torch.cdist(vectors.reshape(-1, d), centres, compute_mode=EXACT_CDIST).argmin(-1)
             return ids.reshape(n, h, w).cpu().numpy().astype(np.int64)
         if labels_or_pred is None:
             raise KmxError("class-scoped concepts need the class of each image (labels_or_pred)")
@@ -251,7 +256,8 @@ class ConceptModel:
             rows = np.flatnonzero(labels == c)
             rows_t = torch.as_tensor(rows, device=vectors.device)
             own = centres[c * k:(c + 1) * k]
-            local = torch.cdist(vectors[rows_t].reshape(-1, d), own).argmin(-1).reshape(len(rows), -1)
+            local = torch.cdist(vectors[rows_t].reshape(-1, d), own,
+                                compute_mode=EXACT_CDIST).argmin(-1).reshape(len(rows), -1)
             out[rows] = local.cpu().numpy() + c * k
         return out.reshape(n, h, w)
 

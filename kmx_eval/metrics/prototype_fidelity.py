@@ -7,7 +7,12 @@ linear prototypes ``w_c`` (rows of a linear head seen as a nearest-prototype rul
 
 Distances are computed with :func:`torch.cdist` in float64, in blocks of rows, so that a
 nearest-neighbour search over N training embeddings never materialises an N x N x D array
-(PITFALLS.md: a numpy broadcast over 1,500 x 1,500 x 512 takes gigabytes).
+(a numpy broadcast over 1,500 x 1,500 x 512 takes gigabytes). They are computed from the
+differences, never through the matrix product ``||a||^2 - 2<a, b> + ||b||^2``
+(:data:`EXACT_CDIST`): a multi-threaded BLAS product may sum in another order from one run to the
+next, and the prototypes' neighbour distances then differed in the 10th digit between two clean
+runs of the same study; the difference form gives every pair the same bits on every run, and
+without cancellation.
 
 Metrics (each also available per prototype, so that intervals can be bootstrapped):
 
@@ -66,13 +71,19 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"distance metric {metric!r} is not one of {', '.join(METRICS)}")
 
 
+#: torch.cdist's mode that sums squared differences pair by pair (no BLAS product): the same bits
+#: on every run and any thread count (module docstring).
+EXACT_CDIST = "donot_use_mm_for_euclid_dist"
+
+
 def _distance_block(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
     """Distances between rows of ``a`` and ``b``: Euclidean ``||a-b||`` or cosine ``1 - cos``."""
     if metric == "euclidean":
-        return torch.cdist(a, b)
+        return torch.cdist(a, b, compute_mode=EXACT_CDIST)
+    # 1 - cos(a, b) = ||a/|a| - b/|b|||^2 / 2: the exact difference form again, not a product.
     an = torch.nn.functional.normalize(a, dim=1, eps=1e-12)
     bn = torch.nn.functional.normalize(b, dim=1, eps=1e-12)
-    return (1.0 - an @ bn.T).clamp_min(0.0)
+    return (torch.cdist(an, bn, compute_mode=EXACT_CDIST) ** 2 / 2.0).clamp(0.0, 2.0)
 
 
 def nearest_neighbours(
@@ -228,7 +239,7 @@ def diversity_per_prototype(prototypes) -> np.ndarray:
     n = p.shape[0]
     if n < 3:
         return np.full(n, np.nan)
-    d2 = torch.cdist(p, p) ** 2
+    d2 = torch.cdist(p, p, compute_mode=EXACT_CDIST) ** 2
     off = ~torch.eye(n, dtype=torch.bool)
     others = d2[off].reshape(n, n - 1)
     # torch.median returns the lower of the two middle values; use the mean of both, as numpy

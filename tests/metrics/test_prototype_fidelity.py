@@ -60,6 +60,30 @@ def test_nearest_neighbours_in_blocks_equal_brute_force(monkeypatch):
     assert np.all(i[:, 0] != np.arange(len(x)))
 
 
+def test_distances_are_exact_differences_not_a_cancelling_product():
+    # Points 1e-3 apart, 1e6 from the origin, in 64 dimensions: ||a||^2 - 2<a, b> + ||b||^2 (the
+    # BLAS product path) loses every digit to cancellation, and a multi-threaded product may sum in
+    # another order on the next run. The difference form gives the exact distance, the same bits on
+    # every call and with any number of threads.
+    import torch
+
+    rng = np.random.default_rng(0)
+    base = np.full((1, 64), 1e6)
+    reference = base + rng.normal(scale=1e-3, size=(300, 64))
+    queries = base + rng.normal(scale=1e-3, size=(40, 64))
+    exact = np.sqrt(((queries[:, None, :] - reference[None, :, :]) ** 2).sum(-1))
+    dist, idx = pf.nearest_neighbours(queries, reference, k=3)
+    np.testing.assert_array_equal(idx[:, 0], exact.argmin(1))
+    np.testing.assert_allclose(dist, np.sort(exact, axis=1)[:, :3], rtol=1e-9)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        again = pf.nearest_neighbours(queries, reference, k=3)[0]
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(dist, again)
+
+
 def test_decision_agreement_detects_decisions_that_need_offsets():
     x, y, _ = _blobs()
     means = np.stack([x[y == c].mean(0) for c in range(3)])
