@@ -166,6 +166,13 @@ def _mean_over_seeds(per_seed: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
+def seed_mean(values) -> float:
+    """The point estimate of :func:`cluster_bootstrap_ci`: the mean over seeds of the per-seed means
+    ``1/S sum_s mean_{i present} v_si`` of ``values`` (n_seeds, n_images) or (n_images,), NaN =
+    missing; NaN when no value is present."""
+    return _mean_over_seeds(_per_seed_means(_as_seed_matrix(values)))
+
+
 def seed_spread(values) -> tuple[float, int]:
     """Standard deviation across seeds of the per-seed means, and the number of seeds with a value.
 

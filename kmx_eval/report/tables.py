@@ -656,7 +656,7 @@ def paired_comparisons(
     DataFrame
         ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high``.
     """
-    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap
+    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean
 
     check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
     cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
@@ -681,7 +681,7 @@ def paired_comparisons(
                                                            confidence=confidence, seed=seed)
                 rows.append(dict(dataset=dataset, a=a, b=b, method=method, metric=metric,
                                  n=len(joined), n_seeds=int(joined["seed"].nunique()),
-                                 mean_a=_mean_of_seed_means(va), mean_b=_mean_of_seed_means(vb),
+                                 mean_a=seed_mean(va), mean_b=seed_mean(vb),
                                  difference=float(diff), ci_low=float(low), ci_high=float(high)))
     out = pd.DataFrame(rows, columns=cols)
     for col in ("mean_a", "mean_b", "difference", "ci_low", "ci_high"):
@@ -690,21 +690,11 @@ def paired_comparisons(
 
 
 def _paired_matrices(joined: pd.DataFrame, left: str, right: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two aligned (seed x image) matrices of matched pairs (``joined``: one row per ``seed, sample``
-    with columns ``left`` and ``right``); seeds and sample ids increasing, NaN where a seed lacks the
-    pair. With one seed the row holds the pairs in sample order."""
-    wide = joined.pivot(index="seed", columns="sample", values=[left, right])
-    wide = wide.sort_index(axis=0)
-    a = wide[left].sort_index(axis=1).to_numpy(dtype=float)
-    b = wide[right].sort_index(axis=1).to_numpy(dtype=float)
-    return a, b
-
-
-def _mean_of_seed_means(matrix: np.ndarray) -> float:
-    """Mean over seeds of each seed's NaN-ignoring mean (the point estimate of the cluster bootstrap)."""
-    present = ~np.isnan(matrix)
-    per_seed = [float(row[ok].mean()) for row, ok in zip(matrix, present) if ok.any()]
-    return float(np.mean(per_seed)) if per_seed else float("nan")
+    """Two aligned :func:`seed_matrix` matrices of matched pairs (``joined``: one row per ``seed,
+    sample`` with columns ``left`` and ``right``). With one seed the row holds the pairs in sample
+    order."""
+    return tuple(seed_matrix(joined[["seed", "sample", col]].rename(columns={col: "value"}))
+                 for col in (left, right))
 
 
 def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
@@ -845,7 +835,7 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resampl
 
     Returns ``dataset, combination, metric, n, random, oracle, difference, ci_low, ci_high, informative``.
     """
-    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap
+    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean
 
     cols = ["dataset", "combination", "metric", "n", "random", "oracle", "difference", "ci_low", "ci_high",
             "informative"]
@@ -862,8 +852,8 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resampl
         vr, vo = _paired_matrices(joined, "value_r", "value_o")
         diff, low, high = paired_cluster_bootstrap(vo, vr, n_resamples=n_resamples, confidence=confidence,
                                                    seed=seed)
-        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=_mean_of_seed_means(vr),
-                         oracle=_mean_of_seed_means(vo), difference=float(diff), ci_low=float(low),
+        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=seed_mean(vr),
+                         oracle=seed_mean(vo), difference=float(diff), ci_low=float(low),
                          ci_high=float(high), informative=bool(low > 0)))
     return pd.DataFrame(rows, columns=cols)
 

@@ -184,3 +184,13 @@ def test_wilson_is_a_mirror_image_under_complement(n, data, confidence):
     clow, chigh = wilson_interval(n - k, n, confidence)
     assert 0.0 <= low <= k / n <= high <= 1.0
     assert low == pytest.approx(1.0 - chigh, abs=1e-12) and high == pytest.approx(1.0 - clow, abs=1e-12)
+
+
+def test_seed_mean_is_the_cluster_bootstrap_point_estimate():
+    from kmx_eval.metrics import bootstrap
+
+    v = np.array([[1.0, 2.0, np.nan, 4.0], [0.0, np.nan, np.nan, 2.0], [np.nan] * 4])
+    # Seed 0: 7/3, seed 1: 1, seed 2: no value (left out).
+    assert bootstrap.seed_mean(v) == pytest.approx((7 / 3 + 1.0) / 2)
+    assert bootstrap.seed_mean(v) == bootstrap.cluster_bootstrap_ci(v, n_resamples=50)[0]
+    assert np.isnan(bootstrap.seed_mean(np.full((2, 3), np.nan)))
