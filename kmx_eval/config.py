@@ -21,7 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from kmx_eval.errors import ParamsError, did_you_mean
-from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict
+from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict, check_seed
 from kmx_eval.models.combination import Combination, parse_combination
 
 
@@ -209,15 +209,31 @@ class EvaluateConfig(Strict):
         for i, name in enumerate(v):
             if metrics is not None:
                 metrics.get(name, where=f"evaluate.quantus[{i}]")
+        _refuse_repeats(v, "metric")
         return v
 
     @field_validator("compare")
     @classmethod
     def _valid_pairs(cls, v):
-        for i, pair in enumerate(v):
-            for name in pair:
+        seen: dict[frozenset, int] = {}
+        for i, (a, b) in enumerate(v):
+            for name in (a, b):
                 parse_combination(name, where=f"evaluate.compare[{i}]")
+            if a == b:
+                raise ParamsError(f"evaluate.compare[{i}]: compares {a} with itself (a paired "
+                                  f"difference of zero); pair two different combinations, such as [B4, B234]")
+            if frozenset((a, b)) in seen:  # [A, B] and [B, A] are one comparison, its sign flipped
+                raise ParamsError(f"evaluate.compare[{i}]: the pair {a}, {b} is already "
+                                  f"evaluate.compare[{seen[frozenset((a, b))]}]; list each pair once")
+            seen[frozenset((a, b))] = i
         return v
+
+
+def _refuse_repeats(values: list[str], what: str) -> None:
+    """A name listed twice would be computed twice and counted twice in every table."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"lists the {what} {', '.join(repeated)} twice; list each once")
 
 
 class ReportConfig(Strict):
@@ -246,6 +262,8 @@ class Params(Strict):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("needs at least one seed, such as [0]")
+        for i, seed in enumerate(v):
+            check_seed(seed, f"seeds[{i}]")
         if len(set(v)) != len(v):
             raise ValueError("lists a seed twice")
         return v
@@ -259,12 +277,21 @@ class Params(Strict):
             # Entries cannot be parsed without their source's Config: the registry is needed.
             from kmx_eval.data import SOURCES
 
+        if isinstance(v, list):  # `- shapes: {...}` items: DVC's matrix needs names as keys
+            raise ParamsError("datasets: is a list; write it as a mapping from names to entries, "
+                              "without the '- ', such as datasets: {shapes: {source: synthetic}}")
         if not isinstance(v, dict) or not v:
             raise ValueError("needs at least one named dataset entry, such as shapes: {source: synthetic}")
         out = {}
+        folded: dict[str, str] = {}
         for name, entry in v.items():
             if not isinstance(name, str) or not name.replace("_", "").isalnum():
                 raise ValueError(f"dataset name {name!r} must be letters, digits and underscores")
+            if name.casefold() in folded:  # data/Digits and data/digits are one folder on macOS, Windows
+                raise ParamsError(f"datasets: {folded[name.casefold()]!r} and {name!r} differ only in "
+                                  f"case, and their output folders (data/<name>, models/<name>...) "
+                                  f"collide on a case-insensitive file system; rename one")
+            folded[name.casefold()] = name
             if isinstance(entry, DatasetConfig):
                 out[name] = entry
                 continue
@@ -323,6 +350,15 @@ class Params(Strict):
                 f"report.explainer: {self.report.explainer!r} is not in explain.explainers "
                 f"({', '.join(self.explain.explainers)})"
             )
+        explainers = _registry(info, "explainers")
+        if explainers is not None:  # the report's trade-off and gallery show a k-means map
+            kmeans = [n for n in self.explain.explainers if explainers.get(n).explains == "kmeans"]
+            if self.report.explainer not in kmeans:
+                explains = explainers.get(self.report.explainer).explains
+                raise ParamsError(
+                    f"report.explainer: {self.report.explainer!r} explains "
+                    f"{'the CNN' if explains == 'cnn' else 'any model (a control)'}, not the k-means "
+                    f"head; pick a k-means explainer of explain.explainers: {', '.join(kmeans) or 'none listed'}")
         if self.report.fidelity_metric not in self.evaluate.quantus:
             raise ParamsError(
                 f"report.fidelity_metric: {self.report.fidelity_metric!r} is not computed; "
@@ -421,6 +457,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "", root: type[B
         got = err.get("input")
         if err["type"] not in ("missing",) and not isinstance(got, (dict, list)):
             msg += f" (got {got!r})"
+        if err["type"] == "list_type" and isinstance(got, (str, int, float)):
+            msg += f"; write a list, such as [{got}]"
         lines.append(f"{key}: {msg}")
     return "; ".join(lines)
 
@@ -436,8 +474,12 @@ def parse_params(raw: Any, source: str = "params.yaml", registries: dict | None 
     the registries that names are checked against; a name whose registry is not given is checked
     where it is used. :func:`kmx_eval.validation.parse_params` passes all of them.
     """
+    if raw is None:
+        raise ParamsError(f"{source} is empty; it needs at least a 'datasets' mapping, such as "
+                          f"datasets: {{shapes: {{source: synthetic}}}} (every other section has defaults)")
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+        raise ParamsError(f"{source}: expected a mapping of sections (seeds:, datasets:, backbone: ...), "
+                          f"got a {type(raw).__name__}")
     try:
         return Params.model_validate(raw, context=registries or {})
     except ValidationError as exc:

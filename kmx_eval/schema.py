@@ -11,6 +11,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kmx_eval.errors import ParamsError
+
+#: The largest seed: numpy's and scikit-learn's random states take 32-bit unsigned seeds.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, where: str) -> int:
+    """``seed`` when numpy and scikit-learn accept it; else one line naming ``where``."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ParamsError(f"{where}: {seed} is not a valid seed; seeds are integers from 0 to "
+                          f"{MAX_SEED} (2**32 - 1, what numpy and scikit-learn accept)")
+    return seed
+
 
 class Strict(BaseModel):
     """Base of every section: unknown keys are errors, values are immutable once loaded."""
@@ -36,5 +49,5 @@ class DatasetConfig(Strict):
     """Fields every dataset entry has; each source subclasses it with its own fields."""
 
     source: str
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # what numpy and scikit-learn accept
     backbone: BackboneOverride = BackboneOverride()

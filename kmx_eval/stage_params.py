@@ -5,8 +5,9 @@ DVC reruns a stage when something it depends on changes. Tracking single params 
 the stage, and a key a stage reads but ``dvc.yaml`` forgot leaves results stale. So:
 
 - :data:`STAGE_SECTIONS` lists, per stage, the params it reads (``dataset`` is the stage's own
-  entry under ``datasets``, ``backbone`` that dataset's backbone with its overrides applied,
-  ``combination`` the stage's own block combination; ``head.labels`` one key of a section);
+  entry under ``datasets``, ``backbone`` that dataset's backbone with its overrides applied and
+  ``backbone.image_size`` one key of it, ``combination`` the stage's own block combination;
+  ``head.labels`` one key of a section);
 - the ``resolve`` stage writes, for every stage, dataset and combination, those settings *with
   every default filled in* to ``resolved/<dataset>/<stage>[-<combination>].json``
   (:func:`resolved_settings`), and ``dvc.yaml`` lists that file as the stage's dependency: DVC
@@ -28,7 +29,7 @@ from kmx_eval.paths import BASELINES
 #: Params of each stage (its script name in ``stages/``). ``*`` is everything (the report
 #: prints every parameter).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("dataset", "backbone"),
+    "prepare": ("dataset", "backbone.image_size"),
     "train": ("seeds", "dataset", "backbone"),
     "embed": ("seeds", "dataset", "backbone", "features"),
     "fit": ("seeds", "dataset", "backbone", "combination", "features", "head", "explain.concepts"),
@@ -147,6 +148,9 @@ class StageParams:
 
     def backbone_for(self, name: str):
         self._own_dataset(name, f"backbone_for({name!r})")
+        keys = {d.split(".", 1)[1] for d in self._declared if d.startswith("backbone.")}
+        if keys and "backbone" not in self._declared:  # a stage that reads some keys (prepare)
+            return _Section(self._stage, "backbone", self._params.backbone_for(name), keys)
         self._need("backbone", f"backbone_for({name!r})")
         return self._params.backbone_for(name)
 
@@ -178,7 +182,11 @@ def resolved_settings(params: Params, stage: str, dataset: str | None = None,
         section, _, key = item.partition(".")
         if section == "dataset":
             entry = params.dataset(dataset).model_dump(mode="json", exclude_none=True)
+            if "backbone" not in declared:  # its overrides reach the stage as backbone.<key> only
+                entry.pop("backbone", None)
             out["dataset"] = {"name": dataset, **entry}
+        elif section == "backbone" and key:  # one key of the dataset's backbone, overrides applied
+            out.setdefault("backbone", {})[key] = getattr(params.backbone_for(dataset), key)
         elif section == "backbone":
             out["backbone"] = params.backbone_for(dataset).model_dump(mode="json")
             if stage == "train" and out["backbone"].get("checkpoint"):
@@ -201,7 +209,8 @@ def _file_sha256(path: str) -> str:
     """The checkpoint's sha256, or ``"missing"`` (the train stage then stops with one line)."""
     from kmx_eval.models.backbone import checkpoint_sha256
 
-    return checkpoint_sha256(path) if Path(path).is_file() else "missing"
+    file = Path(path).expanduser()
+    return checkpoint_sha256(file) if file.is_file() else "missing"
 
 
 def stage_runs(params: Params) -> list[tuple[str, str | None, str | None]]:

@@ -72,6 +72,31 @@ def _list_files(root: Path) -> dict[str, "object"]:
         shutil.rmtree(cache, ignore_errors=True)
 
 
+#: Folder names that ``datasets``' imagefolder builder reads as splits (root/train/<class>/...).
+SPLIT_FOLDERS = {"train", "training", "test", "testing", "eval", "evaluation", "valid", "validation",
+                 "val", "dev"}
+
+
+def check_layout(root: Path) -> None:
+    """Refuse images that sit deeper than ``root/<class>/`` (or ``root/<split>/<class>/``).
+
+    The builder takes each image's parent folder as its class, so ``cat/photos/1.png`` and
+    ``dog/photos/2.png`` would make one class ``photos`` (or, with other sub-folder names, classes
+    named after them): the class folders must hold their images directly.
+    """
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+            continue
+        parts = path.relative_to(root).parts
+        depth = 3 if parts[0].lower() in SPLIT_FOLDERS else 2
+        if len(parts) > depth:
+            class_dir = root.joinpath(*parts[:depth - 1])
+            raise DataError(
+                f"{root}: image {path.relative_to(root)} sits in a sub-folder of its class folder "
+                f"{class_dir.name}/; each class folder must hold its images directly "
+                f"(<path>/<class>/<image> or <path>/train/<class>/<image>): move them up a level")
+
+
 def find_mask(masks: Path, relative: Path) -> Path | None:
     """The mask of the image at ``relative``: ``masks/relative`` with any image extension.
 
@@ -125,14 +150,17 @@ class ImageFolder:
 
     @classmethod
     def build(cls, cfg: "ImageFolder.Config", image_size: int):
-        root = Path(cfg.path).expanduser()
+        # resolve(): the listing gives the files' real paths, so a path through a symlink must be
+        # resolved too for each image's path relative to it (its mask's path) to exist.
+        root = Path(cfg.path).expanduser().resolve()
         if not root.is_dir():
             raise DataError(f"imagefolder path {cfg.path} does not exist or is not a folder")
         masks = None
         if cfg.masks is not None:
-            masks = Path(cfg.masks).expanduser()
+            masks = Path(cfg.masks).expanduser().resolve()
             if not masks.is_dir():
                 raise DataError(f"imagefolder masks folder {cfg.masks} does not exist or is not a folder")
+        check_layout(root)
         listed = _list_files(root)
         names = listed[next(iter(listed))][2]
         where = f"imagefolder {root}"

@@ -104,15 +104,23 @@ def binary_mask(img: Image.Image, where: str) -> np.ndarray:
         arr = np.asarray(img)
     elif img.mode in ("I", "I;16"):
         arr = np.asarray(img, dtype=np.int64)
+    elif img.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(img.convert("RGB"))
+        colours = np.unique(rgb.reshape(-1, 3), axis=0)
+        if (colours != colours[:, :1]).any():  # not grey: luminance would mix the colours
+            shown = ", ".join(str(tuple(c)) for c in colours[:4].tolist()) + (", ..." if len(colours) > 4 else "")
+            raise DataError(
+                f"{where}: mask is an {img.mode} image with colours {shown}; masks are one channel: "
+                f"save it as a grey (L) PNG with 0 for background and 255 (or 1) for the object"
+            )
+        arr = rgb[..., 0]
     else:
         arr = np.asarray(img.convert("L"))
     values = np.unique(arr)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
         shown = ", ".join(str(v) for v in values[:6]) + (", ..." if values.size > 6 else "")
-        raise DataError(
-            f"{where}: mask values must be {{0, 1}} or {{0, 255}}, found {shown} (a JPEG mask "
-            f"blurs edges; save masks as PNG)"
-        )
+        jpeg = " (a JPEG mask blurs edges; save masks as PNG)" if where.lower().endswith((".jpg", ".jpeg")) else ""
+        raise DataError(f"{where}: mask values must be {{0, 1}} or {{0, 255}}, found {shown}{jpeg}")
     return arr > 0
 
 

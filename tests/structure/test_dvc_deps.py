@@ -79,8 +79,10 @@ def test_each_stage_depends_on_its_resolved_settings_and_tracks_no_single_key(na
     assert "params" not in stage, f"{name} tracks params keys; DVC refuses them when a user omits one"
 
 
-def test_the_resolve_stage_runs_first_every_time_and_tracks_the_whole_file():
+def test_the_resolve_stage_runs_when_params_or_code_change_and_tracks_the_whole_file():
+    """Not always_changed: a no-op dvc repro starts no Python (issue 21's 2 s); make repro runs it first."""
     stage = dvc_stages()["resolve"]
-    assert stage["always_changed"] is True
+    assert "always_changed" not in stage
+    assert {"stages/resolve.py", "kmx_eval"} <= set(_deps(stage))
     assert stage["params"] == [{"params.yaml": None}]
     assert stage["outs"] == [{"resolved": {"cache": False}}]
