@@ -4,7 +4,10 @@ Everything here takes frames and arrays (the tidy metrics of the ``evaluate`` st
 and returns frames, figures, strings or bytes; ``stages/report.py`` reads the files and writes
 ``reports/``.
 
-- :mod:`~kmx_eval.report.tables`   seed aggregation, result tables (CSV, Markdown, LaTeX), paired comparisons
+- :mod:`~kmx_eval.report.numbers`  the one number format (significant digits, intervals, missing values)
+- :mod:`~kmx_eval.report.stats`    statistics across seeds: aggregation, paired comparisons, controls, ranking
+- :mod:`~kmx_eval.report.table`    the Table model and its renderings (CSV, Markdown, LaTeX)
+- :mod:`~kmx_eval.report.tables`   the report's tables: their contents, order and captions
 - :mod:`~kmx_eval.report.figures`  trade-off figure, prototype fidelity, galleries, pixel-flipping curves
 - :mod:`~kmx_eval.report.summary`  headline sentences and the key numbers of ``reports/metrics.json``
 - :mod:`~kmx_eval.report.html`     the jinja2 page with embedded figures and sortable tables

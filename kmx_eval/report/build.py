@@ -2,7 +2,7 @@
 assembled from every evaluate output and the plain :class:`ReportSettings`.
 
 Beside the standard tables: the floor and ceiling of every localisation metric on every model
-(:func:`~kmx_eval.report.tables.control_differences`; a metric that cannot tell the oracle from
+(:func:`~kmx_eval.report.stats.control_differences`; a metric that cannot tell the oracle from
 the random map on a dataset is flagged and left out of the ranking there), the ranking across
 metrics with their agreement (Kendall's tau), and headline sentences that say when a difference
 between two combinations is within the noise (its paired interval includes 0).
@@ -23,7 +23,10 @@ from tqdm.auto import tqdm
 from kmx_eval import io, paths
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
-from kmx_eval.report import figures, html, summary, tables
+from kmx_eval.metrics.tidy import CURVE_COLUMNS, SAMPLE_COLUMNS
+from kmx_eval.report import figures, html, stats, summary, tables
+from kmx_eval.report.numbers import fmt
+from kmx_eval.report.table import to_csv_frames, to_latex, to_markdown
 
 log = logging.getLogger("kmx_eval")
 
@@ -62,7 +65,7 @@ def _read_frame(path: Path, columns, ds: str, comb: str, seeds, required: bool) 
             raise DataError(f"{path} does not exist; run evaluate for {ds}/{comb} (dvc repro)")
         return pd.DataFrame(columns=list(columns))
     frame = pd.read_csv(path, keep_default_na=True)
-    tables.check_columns(frame, columns, str(path))
+    stats.check_columns(frame, columns, str(path))
     # Old rows of removed seeds (DVC leaves outputs of removed params behind) are ignored.
     return frame[(frame["dataset"] == ds) & (frame["combination"] == comb) & frame["seed"].isin(seeds)]
 
@@ -74,14 +77,14 @@ def read_evaluations(settings: "ReportSettings") -> tuple[pd.DataFrame, pd.DataF
     for ds in tqdm(settings.datasets, desc="report: read evaluations", leave=False):
         for comb in list(settings.combinations) + [paths.BASELINES]:
             folder = paths.evaluation(ds, comb)
-            m = _read_frame(folder / "metrics.csv", tables.METRIC_COLUMNS, ds, comb, seeds, True)
+            m = _read_frame(folder / "metrics.csv", stats.METRIC_COLUMNS, ds, comb, seeds, True)
             missing = sorted(set(seeds) - set(m["seed"]))
             if missing:
                 raise DataError(f"{folder / 'metrics.csv'} has no rows for seed(s) "
                                 f"{', '.join(map(str, missing))} of params seeds; rerun evaluate (dvc repro)")
             metrics.append(m)
-            samples.append(_read_frame(folder / "samples.csv", tables.SAMPLE_COLUMNS, ds, comb, seeds, False))
-            curves.append(_read_frame(paths.curves(ds, comb), tables.CURVE_COLUMNS, ds, comb, seeds, False))
+            samples.append(_read_frame(folder / "samples.csv", SAMPLE_COLUMNS, ds, comb, seeds, False))
+            curves.append(_read_frame(paths.curves(ds, comb), CURVE_COLUMNS, ds, comb, seeds, False))
     return (pd.concat(metrics, ignore_index=True), pd.concat(samples, ignore_index=True),
             pd.concat(curves, ignore_index=True))
 
@@ -173,7 +176,7 @@ def _runs(settings: "ReportSettings", ds: str) -> list[dict]:
         rows.append({"dataset": ds, "seed": seed, "architecture": meta.get("architecture", ""),
                      "weights": meta.get("weights", ""), "image size": meta.get("image_size", ""),
                      "epochs": meta.get("epochs", ""),
-                     "CNN test accuracy": tables.fmt(numbers.get("test_accuracy", meta.get("test_accuracy"))),
+                     "CNN test accuracy": fmt(numbers.get("test_accuracy", meta.get("test_accuracy"))),
                      "device": meta.get("device", "")})
     return rows
 
@@ -210,25 +213,25 @@ def build(settings: ReportSettings) -> None:
     metrics, samples, curves = read_evaluations(settings)
     # Intervals across seeds from the per-sample scores (images as clusters across seeds), with the
     # bootstrap settings of the per-seed rows (docs/METHOD.md, section 6, "Intervals").
-    agg = tables.aggregate_seeds(metrics, samples, n_resamples=settings.n_resamples,
+    agg = stats.aggregate_seeds(metrics, samples, n_resamples=settings.n_resamples,
                                  confidence=settings.confidence)
     for ds in datasets:
         for comb in combos:
-            if tables.lookup(agg, dataset=ds, combination=comb, method="kmeans", category="accuracy").empty:
+            if stats.lookup(agg, dataset=ds, combination=comb, method="kmeans", category="accuracy").empty:
                 raise DataError(f"{paths.evaluation(ds, comb) / 'metrics.csv'} has no k-means accuracy; "
                                 "rerun evaluate (dvc repro)")
 
     result_tables = tables.report_tables(agg, datasets, all_combos, settings.explainers,
                                          settings.metrics)
-    cmp = tables.paired_comparisons(samples, [tuple(p) for p in settings.compare],
+    cmp = stats.paired_comparisons(samples, [tuple(p) for p in settings.compare],
                                     settings.n_resamples,
                                     settings.confidence, seed=settings.seeds[0])
     comparison = tables.comparison_table(cmp, agg, settings.confidence)
     localisation = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "localisation"]
-    controls = tables.control_differences(samples, localisation, settings.n_resamples, settings.confidence,
+    controls = stats.control_differences(samples, localisation, settings.n_resamples, settings.confidence,
                                           seed=settings.seeds[0])
-    skip = tables.uninformative(controls)
-    ranking, agreement = tables.metric_ranking(agg, skip)
+    skip = stats.uninformative(controls)
+    ranking, agreement = stats.metric_ranking(agg, skip)
     fits = {(ds, c): io.read_json(paths.fit_metrics(ds, c)) for ds in datasets for c in combos
             if paths.fit_metrics(ds, c).exists()}
     result_tables += [comparison, tables.variance_share_table(fits, datasets, combos),
@@ -240,7 +243,7 @@ def build(settings: ReportSettings) -> None:
     # accuracy of the k-means head.
     fid_samples = samples[((samples["metric"] == metric_name) & (samples["method"] == explainer))
                           | ((samples["metric"] == "accuracy") & (samples["method"] == "kmeans"))]
-    paired = tables.paired_comparisons(fid_samples, every_pair, settings.n_resamples, settings.confidence,
+    paired = stats.paired_comparisons(fid_samples, every_pair, settings.n_resamples, settings.confidence,
                                        seed=settings.seeds[0])
     sentences = summary.headlines(agg, datasets, combos, metric_name, explainer, paired, skip)
     claims = summary.prototype_claims(agg, datasets, combos)
@@ -310,11 +313,11 @@ def build(settings: ReportSettings) -> None:
     with io.atomic_path(paths.REPORT_DIR / "tables") as folder:
         folder.mkdir()
         for table in result_tables:
-            display, long = tables.to_csv_frames(table)
+            display, long = to_csv_frames(table)
             io.write_csv(folder / f"{table.name}.csv", display)
             io.write_csv(folder / f"{table.name}_long.csv", long)
-            io.write_text(folder / f"{table.name}.md", tables.to_markdown(table))
-            io.write_text(folder / f"{table.name}.tex", tables.to_latex(table))
+            io.write_text(folder / f"{table.name}.md", to_markdown(table))
+            io.write_text(folder / f"{table.name}.tex", to_latex(table))
         io.write_csv(folder / "aggregated.csv", agg)
     with io.atomic_path(paths.REPORT_DIR / "figures") as folder:
         folder.mkdir()

@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 
 from kmx_eval.paths import BASELINES
-from kmx_eval.report.tables import direction, first_row, fmt, lookup
+from kmx_eval.report.numbers import direction, fmt
+from kmx_eval.report.stats import first_row
 
 #: Resolution of the PNG files (the HTML embeds the PNG).
 DPI = 110

@@ -3,7 +3,7 @@
 One file that opens offline and forever: figures are embedded as base64 PNG ``data:`` URIs, styles
 and the small table-sorting script are inline, and nothing refers to an external URL (no CDN, font
 or script). The page is assembled from the same frames as the CSV tables and ``metrics.json``
-(:mod:`kmx_eval.report.tables` formats every number), so the HTML never disagrees with them.
+(:mod:`kmx_eval.report.numbers` formats every number), so the HTML never disagrees with them.
 
 Sections, in order: summary, trade-off, prototype fidelity, explanation galleries, faithfulness
 curves, full tables (sortable) with the metric settings, params and versions.
@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import jinja2
 
-from kmx_eval.report.tables import NOT_MEASURED, Table, fmt, format_cell
+from kmx_eval.report.numbers import NOT_MEASURED, fmt, format_cell
+from kmx_eval.report.table import Table
 
 TEMPLATE = "report.html.j2"
 TEMPLATES = Path(__file__).parent / "templates"

@@ -11,19 +11,19 @@ difference is in percentage points of the k-means heads' test accuracy,
 and the sentence says "at a cost of", "and gains" or "at the same accuracy" from the sign of the
 formatted difference, whichever way the numbers come out, or "at an accuracy within the noise" when
 the paired interval of the difference (the same test images under both heads) includes 0. Every number goes through
-:func:`kmx_eval.report.tables.fmt` (accuracies as percentages ``fmt(100 * a)``), the same format
+:func:`kmx_eval.report.numbers.fmt` (accuracies as percentages ``fmt(100 * a)``), the same format
 as the tables, from the same aggregated frame.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import pandas as pd
 
 from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
-from kmx_eval.report.tables import direction, finite, first_row, fmt, lookup
+from kmx_eval.report.numbers import direction, finite, fmt
+from kmx_eval.report.stats import first_row
 
 
 def percent(x: float) -> str:
@@ -52,7 +52,7 @@ def headline(
 ) -> str:
     """One sentence on the accuracy / semantic-fidelity trade-off of ``dataset``.
 
-    ``paired`` holds :func:`~kmx_eval.report.tables.paired_comparisons` of the combinations; when
+    ``paired`` holds :func:`~kmx_eval.report.stats.paired_comparisons` of the combinations; when
     the paired interval of the two compared combinations includes 0 the sentence says the
     difference is within the noise instead of naming a winner. ``uninformative``: the metric could
     not tell the oracle from the random map on this dataset, and the sentence says so.
@@ -60,7 +60,7 @@ def headline(
     Parameters
     ----------
     agg : DataFrame
-        Output of :func:`kmx_eval.report.tables.aggregate_seeds`.
+        Output of :func:`kmx_eval.report.stats.aggregate_seeds`.
     combinations : sequence of str
         Block combinations in params order (without the CNN's pseudo-combination); the first is
         the reference.

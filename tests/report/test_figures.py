@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from report_fixtures import COMBINATIONS, N_EVAL, synthetic_images, synthetic_maps
 
-from kmx_eval.report import figures, tables
+from kmx_eval.report import figures, stats
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -22,19 +22,19 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_tradeoff_points_read_kmeans_accuracy_and_margin_fidelity(frames):
-    agg = tables.aggregate_seeds(frames[0])
+    agg = stats.aggregate_seeds(frames[0])
     points = figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), "RelevanceMassAccuracy")
     combos = points[points["group"] == "combination"].set_index("label")
     for comb in COMBINATIONS:
-        acc = tables.lookup(agg, dataset="shapes", combination=comb, method="kmeans", metric="accuracy")
-        fid = tables.lookup(agg, dataset="shapes", combination=comb, method="margin",
+        acc = stats.lookup(agg, dataset="shapes", combination=comb, method="kmeans", metric="accuracy")
+        fid = stats.lookup(agg, dataset="shapes", combination=comb, method="margin",
                             metric="RelevanceMassAccuracy")
         assert combos.loc[comb, "x"] == acc["value"].iloc[0]
         assert combos.loc[comb, "y"] == fid["value"].iloc[0]
         assert combos.loc[comb, "y_low"] == fid["ci_low"].iloc[0]
     baselines = points[points["group"] == "baseline"]
     assert set(baselines["method"]) == {"cam", "gradcam", "integrated_gradients", "random"}
-    cnn = tables.lookup(agg, dataset="shapes", combination="cnn", method="cnn", metric="accuracy")
+    cnn = stats.lookup(agg, dataset="shapes", combination="cnn", method="cnn", metric="accuracy")
     assert (baselines["x"] == cnn["value"].iloc[0]).all()
     # Without masks the fidelity is missing and the note says why.
     digits = figures.tradeoff_points(agg, "digits", list(COMBINATIONS), "RelevanceMassAccuracy")
@@ -53,7 +53,7 @@ def test_scaled_maps_share_a_symmetric_scale_when_signed():
 
 
 def _build_figures(frames):
-    agg = tables.aggregate_seeds(frames[0])
+    agg = stats.aggregate_seeds(frames[0])
     images, masks, _ = synthetic_images(N_EVAL, 2)
     maps = {f"{c} margin": synthetic_maps(np.arange(3), masks, c, ["margin"], 0, True)["margin"]
             for c in COMBINATIONS}

@@ -25,7 +25,7 @@ import pytest
 from stage_loader import load_stage_module
 from report_fixtures import COMBINATIONS, DATASETS, PARAMS, load_params, write_workspace
 
-from kmx_eval.report.tables import fmt
+from kmx_eval.report.numbers import fmt
 
 CNN = "cnn"
 TABLES = ("accuracy", "prototype_fidelity", "localisation", "faithfulness", "concept_fidelity",

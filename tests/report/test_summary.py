@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from kmx_eval.metrics import tidy
-from kmx_eval.report import summary, tables
-from kmx_eval.report.tables import fmt
+from kmx_eval.report import stats, summary
+from kmx_eval.report.numbers import fmt
 
 COMBOS = ["B4", "B34", "B234"]
 
@@ -28,7 +28,7 @@ def _agg(acc: dict, fid: dict, cnn_acc=0.97, with_masks=True):
                          category="accuracy", metric="accuracy", value=cnn_acc))
     rows.append(tidy.row(dataset="d", seed=0, combination="cnn", kind="explainer", method="cam",
                          category="localisation", metric="RelevanceMassAccuracy", value=0.15))
-    return tables.aggregate_seeds(tidy.frame(rows))
+    return stats.aggregate_seeds(tidy.frame(rows))
 
 
 def test_deeper_combination_localises_better_at_a_cost():
@@ -98,7 +98,7 @@ def test_lower_is_better_metric_picks_the_minimum():
         rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method="margin",
                              category="faithfulness", metric="PixelFlipping", value=v,
                              higher_is_better=False))
-    agg = tables.aggregate_seeds(tidy.frame(rows))
+    agg = stats.aggregate_seeds(tidy.frame(rows))
     text = summary.headline(agg, "d", COMBOS, "PixelFlipping")
     assert text.startswith("On d, B34 scores best on PixelFlipping (PixelFlipping of the margin map 0.1 vs 0.3 for B4)")
 
@@ -136,7 +136,7 @@ def _proto_agg(fav: float, km: float, spread: float = 0.1):
         rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="prototypes", method=method,
                              category="prototype_fidelity", metric="proximity", value=value,
                              ci_low=value - spread, ci_high=value + spread, higher_is_better=False))
-    return tables.aggregate_seeds(tidy.frame(rows))
+    return stats.aggregate_seeds(tidy.frame(rows))
 
 
 @pytest.mark.parametrize("fav, km, spread, verdict", [

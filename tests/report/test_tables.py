@@ -10,8 +10,8 @@ from kmx_eval.errors import DataError
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.bootstrap import (cluster_bootstrap_ci, paired_bootstrap, paired_cluster_bootstrap,
                                         proportion_ci, seed_spread)
-from kmx_eval.report import tables
-from kmx_eval.report.tables import fmt
+from kmx_eval.report import numbers, stats, table, tables
+from kmx_eval.report.numbers import fmt
 
 from report_fixtures import COMBINATIONS, DATASETS, SEEDS
 
@@ -30,16 +30,16 @@ def test_fmt_is_four_significant_digits_and_marks_missing():
     assert fmt(1.0) == "1"
     assert fmt(-0.0) == "0"
     assert fmt(float("nan")) == fmt(None) == "n/a"
-    assert tables.format_cell(0.5, 0.4, 0.6) == "0.5 [0.4, 0.6]"
-    assert tables.format_cell(0.5, 0.4, 0.6, 0.01) == "0.5 [0.4, 0.6] ± 0.01"
-    assert tables.format_cell(np.nan, 0.4, 0.6) == "n/a"
+    assert numbers.format_cell(0.5, 0.4, 0.6) == "0.5 [0.4, 0.6]"
+    assert numbers.format_cell(0.5, 0.4, 0.6, 0.01) == "0.5 [0.4, 0.6] ± 0.01"
+    assert numbers.format_cell(np.nan, 0.4, 0.6) == "n/a"
 
 
 def test_aggregate_seeds_implements_mean_bounds_and_sd():
     rows = [_row(seed=0, value=0.2, ci_low=0.1, ci_high=0.3, chance=0.1),
             _row(seed=1, value=0.6, ci_low=0.5, ci_high=0.8, chance=0.3),
             _row(seed=2, value=None, ci_low=None, ci_high=None, note="constant map")]
-    agg = tables.aggregate_seeds(tidy.frame(rows))
+    agg = stats.aggregate_seeds(tidy.frame(rows))
     assert len(agg) == 1
     r = agg.iloc[0]
     assert r["value"] == pytest.approx(0.4)
@@ -53,10 +53,10 @@ def test_aggregate_seeds_implements_mean_bounds_and_sd():
 
 def test_aggregate_single_seed_has_no_spread_and_keeps_order(frames):
     metrics, _, _ = frames
-    one = tables.aggregate_seeds(metrics[metrics["seed"] == SEEDS[0]])
+    one = stats.aggregate_seeds(metrics[metrics["seed"] == SEEDS[0]])
     assert one["seed_sd"].isna().all()
     assert set(one["n_seeds"]) <= {0, 1}
-    both = tables.aggregate_seeds(metrics)
+    both = stats.aggregate_seeds(metrics)
     assert both["n_seeds"].max() == len(SEEDS)
     # Same keys whatever the number of seeds.
     assert len(one) == len(both)
@@ -65,12 +65,12 @@ def test_aggregate_single_seed_has_no_spread_and_keeps_order(frames):
 def test_aggregate_refuses_contradictory_directions():
     rows = [_row(seed=0, higher_is_better=True), _row(seed=1, higher_is_better=False)]
     with pytest.raises(DataError, match="both higher- and lower-is-better"):
-        tables.aggregate_seeds(tidy.frame(rows))
+        stats.aggregate_seeds(tidy.frame(rows))
 
 
 def test_missing_column_is_named():
     with pytest.raises(DataError, match="higher_is_better"):
-        tables.aggregate_seeds(tidy.frame([_row()]).drop(columns=["higher_is_better"]))
+        stats.aggregate_seeds(tidy.frame([_row()]).drop(columns=["higher_is_better"]))
 
 
 @pytest.mark.parametrize("higher", [True, False])
@@ -79,7 +79,7 @@ def test_best_marking_respects_direction_per_dataset(higher):
     for ds, values in (("d1", (0.2, 0.5, 0.9)), ("d2", (0.7, 0.3, 0.3))):
         for comb, v in zip(COMBINATIONS, values):
             rows.append(_row(dataset=ds, combination=comb, value=v, higher_is_better=higher))
-    agg = tables.aggregate_seeds(tidy.frame(rows))
+    agg = stats.aggregate_seeds(tidy.frame(rows))
     t = tables.metric_table(agg, name="t", title="t", caption="", categories=["localisation"],
                             datasets=["d1", "d2"], combinations=list(COMBINATIONS), with_chance=True)
     best = t.best["M"]
@@ -97,7 +97,7 @@ def test_best_marking_respects_direction_per_dataset(higher):
 
 
 def test_no_best_without_direction_or_competitor():
-    agg = tables.aggregate_seeds(tidy.frame([_row(dataset="d1")]))
+    agg = stats.aggregate_seeds(tidy.frame([_row(dataset="d1")]))
     t = tables.metric_table(agg, name="t", title="t", caption="", categories=["localisation"])
     assert not t.best.to_numpy().any()
     agg["higher_is_better"] = pd.Series([None] * len(agg), index=agg.index, dtype=object)
@@ -108,7 +108,7 @@ def test_no_best_without_direction_or_competitor():
 
 def test_report_tables_hold_every_dataset_and_combination(frames):
     metrics, _, _ = frames
-    agg = tables.aggregate_seeds(metrics)
+    agg = stats.aggregate_seeds(metrics)
     combos = list(COMBINATIONS) + ["cnn"]
     by_name = {t.name: t for t in tables.report_tables(agg, DATASETS, combos)}
     acc = by_name["accuracy"]
@@ -131,10 +131,10 @@ def test_report_tables_hold_every_dataset_and_combination(frames):
 
 def test_markdown_and_latex_mark_best(frames):
     metrics, _, _ = frames
-    agg = tables.aggregate_seeds(metrics)
+    agg = stats.aggregate_seeds(metrics)
     t = tables.report_tables(agg, DATASETS, list(COMBINATIONS) + ["cnn"])[2]  # localisation
-    md = tables.to_markdown(t)
-    tex = tables.to_latex(t)
+    md = table.to_markdown(t)
+    tex = table.to_latex(t)
     n_best = int(t.best.to_numpy().sum())
     assert n_best >= 2
     assert md.count("| **") + md.count(" **") >= n_best
@@ -149,7 +149,7 @@ def test_markdown_and_latex_mark_best(frames):
 
 def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):
     _, samples, _ = frames
-    out = tables.paired_comparisons(samples, [("B4", "B234")], n_resamples=200, confidence=0.9, seed=3)
+    out = stats.paired_comparisons(samples, [("B4", "B234")], n_resamples=200, confidence=0.9, seed=3)
     row = out[(out["dataset"] == "shapes") & (out["method"] == "margin")
               & (out["metric"] == "RelevanceMassAccuracy")].iloc[0]
     sel = samples[(samples["dataset"] == "shapes") & (samples["method"] == "margin")
@@ -167,7 +167,7 @@ def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):
     # Missing per-sample values (no masks) give no comparison rather than a fake one.
     assert out[(out["dataset"] == "digits") & (out["metric"] == "RelevanceMassAccuracy")].empty
     # Display: bold exactly where the interval excludes zero; direction-aware "favours".
-    t = tables.comparison_table(out, tables.aggregate_seeds(frames[0]))
+    t = tables.comparison_table(out, stats.aggregate_seeds(frames[0]))
     excl = (out["ci_low"] > 0) | (out["ci_high"] < 0)
     assert int(t.best["B − A"].sum()) == int(excl.sum())
     pf = t.cells.loc[("shapes", "B234 − B4", "margin", "PixelFlipping")]
@@ -176,8 +176,8 @@ def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):
 
 def test_paired_comparisons_are_deterministic(frames):
     _, samples, _ = frames
-    one = tables.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
-    two = tables.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
+    one = stats.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
+    two = stats.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
     pd.testing.assert_frame_equal(one, two)
 
 
@@ -196,8 +196,7 @@ def test_controls_flag_a_metric_that_cannot_tell_oracle_from_random_and_ranking_
     import pandas as pd
 
     from kmx_eval.metrics import tidy as td
-    from kmx_eval.report import tables as tb
-
+    
     rng = np.random.default_rng(0)
     rows = []
     for i in range(30):
@@ -206,11 +205,11 @@ def test_controls_flag_a_metric_that_cannot_tell_oracle_from_random_and_ranking_
                              value=good + 0.05 * rng.normal(), reason=""))
             rows.append(dict(dataset="d", seed=0, combination="B4", method=method, metric="Flat", sample=i,
                              value=flat + 0.05 * rng.normal(), reason=""))
-    controls = tb.control_differences(pd.DataFrame(rows), ["Good", "Flat"], 200, 0.95, seed=0)
+    controls = stats.control_differences(pd.DataFrame(rows), ["Good", "Flat"], 200, 0.95, seed=0)
     flags = controls.set_index("metric")["informative"]
     assert bool(flags["Good"]) and not bool(flags["Flat"])
-    assert tb.uninformative(controls) == {"d": {"Flat"}}
-    assert tb.controls_table(controls).cells.shape == (2, 4)
+    assert stats.uninformative(controls) == {"d": {"Flat"}}
+    assert tables.controls_table(controls).cells.shape == (2, 4)
 
     agg_rows = []
     for comb, method, good, flat, pf in (("B4", "margin", 0.6, 0.1, 0.3), ("B234", "margin", 0.8, 0.9, 0.2),
@@ -219,14 +218,14 @@ def test_controls_flag_a_metric_that_cannot_tell_oracle_from_random_and_ranking_
                                         ("PixelFlipping", pf, "faithfulness", False)):
             agg_rows.append(td.row(dataset="d", seed=0, combination=comb, kind="explainer", method=method,
                                    category=cat, metric=metric, value=value, higher_is_better=hib))
-    agg = tb.aggregate_seeds(td.frame(agg_rows))
-    ranking, agreement = tb.metric_ranking(agg, tb.uninformative(controls))
+    agg = stats.aggregate_seeds(td.frame(agg_rows))
+    ranking, agreement = stats.metric_ranking(agg, stats.uninformative(controls))
     assert "random" not in set(ranking["method"])  # controls are floors, never ranked
     assert "Flat" not in ranking.columns and ranking.iloc[0]["combination"] == "B234"
     assert ranking.set_index("combination").loc["B234", "median_rank"] == 1.0
     assert list(agreement.columns) == ["dataset", "metric_a", "metric_b", "tau", "n"]
     # Bold never goes to a control row, even when it has the best value
-    table = tb.metric_table(agg, name="t", title="t", caption="", categories=["localisation"], kinds=["explainer"])
+    table = tables.metric_table(agg, name="t", title="t", caption="", categories=["localisation"], kinds=["explainer"])
     assert not table.best.loc[("d", "B4", "random")].any()
 
 
@@ -257,7 +256,7 @@ def test_100_percent_accuracy_keeps_an_interval_below_1_across_seeds():
     metrics, samples = _study({0: np.ones(48), 1: np.ones(48)}, metric="accuracy", kind="head",
                               category="accuracy", method="kmeans", proportion=True)
     assert (metrics["ci_low"] < 1).all()  # per seed: Wilson
-    r = tables.aggregate_seeds(metrics, samples).iloc[0]
+    r = stats.aggregate_seeds(metrics, samples).iloc[0]
     assert r["value"] == 1.0 and r["ci_high"] == 1.0 and r["ci_low"] < 1
     assert r["ci_low"] == pytest.approx(proportion_ci(np.ones((2, 48)))[1], rel=1e-9)
     assert r["interval"] == "wilson" and r["seed_sd"] == 0.0
@@ -268,7 +267,7 @@ def test_aggregated_interval_of_a_real_metric_is_the_cluster_bootstrap_of_the_se
     v0, v1 = rng.random(20), rng.random(20)
     v1[[2, 5]] = np.nan  # an image missing under one seed counts for the other
     metrics, samples = _study({0: v0, 1: v1})
-    r = tables.aggregate_seeds(metrics, samples, n_resamples=200, confidence=0.95).iloc[0]
+    r = stats.aggregate_seeds(metrics, samples, n_resamples=200, confidence=0.95).iloc[0]
     matrix = np.vstack([v0, v1])
     _, low, high = cluster_bootstrap_ci(matrix, n_resamples=200, confidence=0.95, seed=0)
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((low, high), rel=1e-9)
@@ -276,9 +275,9 @@ def test_aggregated_interval_of_a_real_metric_is_the_cluster_bootstrap_of_the_se
     assert r["value"] == pytest.approx((np.mean(v0) + np.nanmean(v1)) / 2, rel=1e-9)
     assert r["interval"] == "cluster_bootstrap" and r["n_seeds"] == 2
     # A bootstrap seed can be given; the seeds' order in the frame does not matter.
-    shuffled = tables.aggregate_seeds(metrics.iloc[::-1], samples.iloc[::-1], n_resamples=200).iloc[0]
+    shuffled = stats.aggregate_seeds(metrics.iloc[::-1], samples.iloc[::-1], n_resamples=200).iloc[0]
     assert (shuffled["ci_low"], shuffled["ci_high"]) == (r["ci_low"], r["ci_high"])
-    other = tables.aggregate_seeds(metrics, samples, n_resamples=200, bootstrap_seed=5).iloc[0]
+    other = stats.aggregate_seeds(metrics, samples, n_resamples=200, bootstrap_seed=5).iloc[0]
     assert (other["ci_low"], other["ci_high"]) == pytest.approx(
         cluster_bootstrap_ci(matrix, 200, 0.95, seed=5)[1:], rel=1e-9)
 
@@ -292,27 +291,27 @@ def test_one_seed_reproduces_the_per_seed_row(proportion):
     metrics, samples = _study({7: v}, proportion=proportion, n_resamples=300, confidence=0.9, **kw)
     row = metrics.iloc[0]
     # The interval of the (1 x n) seed matrix is the per-seed row's, exactly.
-    matrix = tables.seed_matrix(samples)
+    matrix = stats.seed_matrix(samples)
     assert matrix.shape == (1, 30)
     across = proportion_ci(matrix, 0.9) if proportion else cluster_bootstrap_ci(matrix, 300, 0.9, seed=7)
     assert across == (row["value"], row["ci_low"], row["ci_high"])
     # And so is the aggregated row, also from the files (samples.csv keeps 10 significant digits).
     for m, smp in ((metrics, samples), (_csv(metrics), _csv(samples))):
-        r = tables.aggregate_seeds(m, smp, n_resamples=300, confidence=0.9).iloc[0]
+        r = stats.aggregate_seeds(m, smp, n_resamples=300, confidence=0.9).iloc[0]
         assert r["interval"] == ("wilson" if proportion else "cluster_bootstrap")
         for col in ("value", "ci_low", "ci_high"):
-            assert r[col] == tables.round_significant(row[col])
+            assert r[col] == numbers.round_significant(row[col])
     # Without samples the same bounds, as the mean of one seed's bounds.
-    plain = tables.aggregate_seeds(metrics).iloc[0]
+    plain = stats.aggregate_seeds(metrics).iloc[0]
     assert (plain["ci_low"], plain["ci_high"]) == (r["ci_low"], r["ci_high"])
     assert plain["interval"] == "mean_of_seed_bounds"
 
 
 def test_keys_without_samples_keep_the_mean_of_per_seed_bounds(frames):
     metrics, samples, _ = frames
-    agg = tables.aggregate_seeds(metrics, samples, n_resamples=50)
-    plain = tables.aggregate_seeds(metrics)
-    assert list(agg.columns) == tables.AGGREGATED_COLUMNS and set(agg["interval"]) <= {*tables.INTERVALS, ""}
+    agg = stats.aggregate_seeds(metrics, samples, n_resamples=50)
+    plain = stats.aggregate_seeds(metrics)
+    assert list(agg.columns) == stats.AGGREGATED_COLUMNS and set(agg["interval"]) <= {*stats.INTERVALS, ""}
     proto = (agg["kind"] == "prototypes").to_numpy()
     pd.testing.assert_frame_equal(agg[proto], plain[proto])
     assert set(agg.loc[proto, "interval"]) == {"mean_of_seed_bounds"}
@@ -328,7 +327,7 @@ def test_a_proportion_whose_samples_are_not_0_1_is_refused():
     metrics, samples = _study({0: np.array([0.2, 0.9, 1.0])}, metric="accuracy", kind="head",
                               category="accuracy", method="kmeans")
     with pytest.raises(DataError, match="not 0/1"):
-        tables.aggregate_seeds(metrics, samples)
+        stats.aggregate_seeds(metrics, samples)
 
 
 def _pairs(seeds, n=12, methods=("margin",), combos=("B4", "B234"), metric="M"):
@@ -355,18 +354,18 @@ def _old_pooled(samples, a_filter, b_filter, seed, n_resamples=150, confidence=0
 def test_paired_comparison_with_one_seed_equals_the_old_pooled_numbers():
     samples = _pairs([3])
     samples.loc[5, "value"] = np.nan  # a missing score drops its pair
-    out = tables.paired_comparisons(samples, [("B4", "B234")], 150, 0.9, seed=3).iloc[0]
+    out = stats.paired_comparisons(samples, [("B4", "B234")], 150, 0.9, seed=3).iloc[0]
     ok = np.isfinite(samples["value"])
     mean_a, mean_b, (diff, low, high) = _old_pooled(
         samples[ok], samples[ok]["combination"] == "B4", samples[ok]["combination"] == "B234", seed=3)
     got = (out["mean_a"], out["mean_b"], out["difference"], out["ci_low"], out["ci_high"])
-    assert got == tuple(tables.round_significant(x) for x in (mean_a, mean_b, diff, low, high))
+    assert got == tuple(numbers.round_significant(x) for x in (mean_a, mean_b, diff, low, high))
     assert out["n"] == 11
 
 
 def test_paired_comparison_with_two_seeds_resamples_images_as_clusters():
     samples = _pairs([0, 1])
-    out = tables.paired_comparisons(samples, [("B4", "B234")], 150, 0.9, seed=0).iloc[0]
+    out = stats.paired_comparisons(samples, [("B4", "B234")], 150, 0.9, seed=0).iloc[0]
     wide = {c: samples[samples["combination"] == c].pivot(index="seed", columns="sample", values="value")
             .to_numpy() for c in ("B4", "B234")}
     diff, low, high = paired_cluster_bootstrap(wide["B234"], wide["B4"], 150, 0.9, seed=0)
@@ -379,7 +378,7 @@ def test_paired_comparison_with_two_seeds_resamples_images_as_clusters():
 def test_control_differences_resample_images_as_clusters_and_equal_the_old_numbers_for_one_seed():
     for seeds in ([2], [0, 1]):
         samples = _pairs(seeds, methods=("random", "oracle"), combos=("B4",), metric="Good")
-        out = tables.control_differences(samples, ["Good"], 150, 0.9, seed=seeds[0]).iloc[0]
+        out = stats.control_differences(samples, ["Good"], 150, 0.9, seed=seeds[0]).iloc[0]
         wide = {m: samples[samples["method"] == m].pivot(index="seed", columns="sample", values="value")
                 .to_numpy() for m in ("random", "oracle")}
         diff, low, high = paired_cluster_bootstrap(wide["oracle"], wide["random"], 150, 0.9, seed=seeds[0])

@@ -1,0 +1,404 @@
+"""Statistics across seeds: the aggregated frame, paired comparisons, controls and the ranking.
+
+Every number in the report comes from one frame: :func:`aggregate_seeds` reduces the tidy rows that
+the ``evaluate`` stages wrote (``kmx_eval.metrics.tidy.TIDY_COLUMNS``) to one row per dataset,
+combination, method and metric; the tables, the figures, the headline sentences and
+``reports/metrics.json`` all read that frame.
+
+Seed aggregation (docs/METHOD.md, section 6, "Intervals"; ``S`` seeds with a finite value ``v_s``
+and per-seed bounds ``l_s, h_s``)::
+
+    value   = (1/S) sum_s v_s
+    seed_sd = sqrt( 1/(S-1) sum_s (m_s - mean_s m_s)^2 )   (only when S > 1; m_s = seed s's mean)
+
+and the interval, by what exists for the key (the ``interval`` column says which):
+
+- ``wilson`` / ``cluster_bootstrap``: the per-sample scores (``samples.csv``) of the key, as a
+  matrix ``v_si`` (seeds x images, aligned by sample id, NaN where missing): images are resampled
+  as clusters across seeds (an image's results under every seed move together;
+  :func:`~kmx_eval.metrics.bootstrap.cluster_bootstrap_ci`), and a proportion (0/1 values:
+  accuracy, agreement, decision agreement, PointingGame) gets the Wilson interval at the cluster
+  design's effective number of images (:func:`~kmx_eval.metrics.bootstrap.proportion_ci`). With one
+  seed both reproduce the per-seed row's interval;
+- ``mean_of_seed_bounds``: keys without per-sample scores (prototype proximity, purity and
+  diversity, which are per prototype and whose prototypes differ between seeds) keep
+  ``ci_low = (1/S) sum_s l_s``, ``ci_high = (1/S) sum_s h_s``, the sampling uncertainty of one
+  repetition.
+
+``seed_sd`` is the spread across repetitions; the report shows it beside the interval rather than
+mixing it in. Paired comparisons (:func:`paired_comparisons`, :func:`control_differences`) resample
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from kmx_eval.errors import DataError
+# The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
+# lists are the contract.
+from kmx_eval.metrics.tidy import SAMPLE_COLUMNS, TIDY_COLUMNS
+from kmx_eval.report.numbers import direction, finite, finite_bounds, round_significant
+
+#: Columns of the tidy metrics frame that the report reads (the contract of ``metrics.csv``).
+METRIC_COLUMNS = TIDY_COLUMNS
+
+#: What identifies one aggregated value.
+KEYS = ["dataset", "combination", "kind", "method", "category", "metric"]
+#: Control maps (kmx_eval.explain.controls): shown beside the explainers, never ranked or bolded.
+CONTROLS = ("random", "oracle", "oracle_pixel")
+
+
+def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:
+    """Raise :class:`DataError` naming the missing columns of ``what``."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{what} lacks column(s) {', '.join(missing)}; expected {', '.join(required)}")
+
+
+
+#: Values of the aggregated frame's ``interval`` column: how ``ci_low``/``ci_high`` were computed.
+INTERVALS = ("wilson", "cluster_bootstrap", "mean_of_seed_bounds")
+#: Columns of :func:`aggregate_seeds`'s frame.
+AGGREGATED_COLUMNS = KEYS + ["value", "ci_low", "ci_high", "seed_sd", "n_seeds", "n", "n_missing", "chance",
+                             "higher_is_better", "note", "interval"]
+_SAMPLE_KEYS = ["dataset", "combination", "method", "metric"]
+
+
+def seed_matrix(samples: pd.DataFrame, seeds: Sequence[int] | None = None) -> np.ndarray:
+    """Per-sample values of one key as a (n_seeds, n_images) matrix aligned by sample id.
+
+    Rows are the seeds in increasing order (only ``seeds`` when given), columns the sample ids in
+    increasing order (the order of the evaluation subset and of ``samples.csv``); NaN where a
+    seed has no score for an image. ``samples`` holds the rows of one dataset, combination, method
+    and metric (columns ``seed, sample, value``).
+    """
+    frame = samples[["seed", "sample", "value"]].copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    if seeds is not None:
+        frame = frame[frame["seed"].isin(list(seeds))]
+    if frame.empty:
+        return np.empty((0, 0))
+    wide = frame.pivot(index="seed", columns="sample", values="value").sort_index(axis=0).sort_index(axis=1)
+    return wide.to_numpy(dtype=float)
+
+
+def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, *, n_resamples: int = 1000,
+                    confidence: float = 0.95, bootstrap_seed: int | None = None,
+                    proportion=None) -> pd.DataFrame:
+    """Reduce the tidy metrics of all seeds to one row per dataset, combination, method and metric.
+
+    Implements the equations of the module docstring: the mean value over seeds; the interval from
+    the per-sample scores where ``samples`` has them for the key (images resampled as clusters
+    across seeds, Wilson for proportions, ``seed_sd`` from
+    :func:`~kmx_eval.metrics.bootstrap.seed_spread` of the per-seed means), else the mean of the
+    per-seed bounds and the standard deviation of the per-seed values (``ddof=1``). Missing values
+    (NaN) are left out of every mean; ``n_seeds`` counts the seeds with a finite value and ``note``
+    keeps the reasons given for missing ones. Numbers are rounded to :data:`STORED_DIGITS`
+    significant digits.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        Tidy metrics (columns :data:`METRIC_COLUMNS`) of any datasets, combinations and seeds.
+    samples : DataFrame, optional
+        Per-sample scores (columns :data:`SAMPLE_COLUMNS`, ``samples.csv``) of the same seeds.
+        Without it every interval is the mean of the per-seed bounds.
+    n_resamples, confidence : bootstrap settings of the per-seed rows (``params.evaluate.bootstrap``).
+    bootstrap_seed : int, optional
+        Seed of the cluster bootstrap; by default the smallest seed of the key, which is the seed
+        the evaluate stage gives the per-seed row's bootstrap, so one seed reproduces that row.
+    proportion : callable ``(kind, metric) -> bool``, optional
+        Which keys are proportions; default :func:`kmx_eval.metrics.evaluation.is_proportion`.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`AGGREGATED_COLUMNS` (``KEYS + [value, ci_low, ci_high, seed_sd, n_seeds, n,
+        n_missing, chance, higher_is_better, note, interval]``) in the order the rows first appear
+        in ``metrics``; ``interval`` is one of :data:`INTERVALS`, empty without a finite bound.
+
+    Raises
+    ------
+    DataError
+        When a column is missing, one metric is declared with both score directions, or the
+        per-sample scores of a proportion are not 0/1.
+    """
+    from kmx_eval.metrics.bootstrap import cluster_bootstrap_ci, proportion_ci, seed_spread
+
+    check_columns(metrics, METRIC_COLUMNS, "the tidy metrics frame")
+    frame = metrics.copy()
+    for col in ("value", "ci_low", "ci_high", "n", "n_missing", "chance"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    by_key: dict = {}
+    if samples is not None and len(samples):
+        check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
+        by_key = {key: group for key, group in samples.groupby(_SAMPLE_KEYS, sort=False)}
+        if proportion is None:
+            from kmx_eval.metrics.evaluation import is_proportion as proportion
+    rows = []
+    for key, group in frame.groupby(KEYS, sort=False, dropna=False):
+        finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
+        directions = {direction(d) for d in group["higher_is_better"]} - {None}
+        if len(directions) > 1:
+            raise DataError(
+                f"metric {key[-1]!r} of {key[0]}/{key[1]}/{key[3]} is declared both higher- and "
+                "lower-is-better across seeds; rerun the evaluate stages with one version of the code"
+            )
+        notes = sorted({str(n) for n in group["note"] if isinstance(n, str) and n.strip()})
+        n_seeds = int(finite["seed"].nunique()) if len(finite) else 0
+        values = finite.groupby("seed")["value"].mean()
+        low = float(finite["ci_low"].mean()) if finite["ci_low"].notna().any() else np.nan
+        high = float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan
+        sd = float(values.std(ddof=1)) if n_seeds > 1 else np.nan
+        interval = "mean_of_seed_bounds"
+        sample_key = tuple(key[i] for i in (0, 1, 3, 5))  # dataset, combination, method, metric
+        if sample_key in by_key:
+            seeds = sorted(int(x) for x in group["seed"].unique())
+            matrix = seed_matrix(by_key[sample_key], seeds)
+            if matrix.size:
+                boot_seed = min(seeds) if bootstrap_seed is None else int(bootstrap_seed)
+                if proportion(key[2], key[5]):
+                    present = matrix[~np.isnan(matrix)]
+                    if np.any((present != 0.0) & (present != 1.0)):
+                        raise DataError(f"the per-sample scores of {key[5]!r} ({key[0]}/{key[1]}/{key[3]}) "
+                                        "are declared a proportion but are not 0/1; rerun evaluate")
+                    _, low, high = proportion_ci(matrix, confidence)
+                    interval = "wilson"
+                elif (n_seeds == 1 and int((~np.isnan(matrix)).any(axis=1).sum()) == 1
+                      and int(finite["seed"].iloc[0]) == boot_seed
+                      and finite_bounds(finite["ci_low"].iloc[0], finite["ci_high"].iloc[0])):
+                    # One seed: the cluster bootstrap is the per-seed row's bootstrap (same indices,
+                    # same arithmetic; tested), which metrics.csv keeps at full precision while
+                    # samples.csv rounds the scores to 10 significant digits.
+                    low, high = float(finite["ci_low"].iloc[0]), float(finite["ci_high"].iloc[0])
+                    interval = "cluster_bootstrap"
+                else:
+                    _, low, high = cluster_bootstrap_ci(matrix, n_resamples=n_resamples, confidence=confidence,
+                                                        seed=boot_seed)
+                    interval = "cluster_bootstrap"
+                sd = seed_spread(matrix)[0]
+        rows.append(dict(
+            zip(KEYS, key),
+            value=float(values.mean()) if n_seeds else np.nan,
+            ci_low=low,
+            ci_high=high,
+            seed_sd=sd,
+            n_seeds=n_seeds,
+            n=float(finite["n"].mean()) if finite["n"].notna().any() else np.nan,
+            n_missing=float(group["n_missing"].sum()) if group["n_missing"].notna().any() else np.nan,
+            chance=float(group["chance"].mean()) if group["chance"].notna().any() else np.nan,
+            higher_is_better=next(iter(directions)) if directions else None,
+            note="; ".join(notes),
+            interval=interval if finite_bounds(low, high) else "",
+        ))
+    out = pd.DataFrame(rows, columns=AGGREGATED_COLUMNS)
+    for col in ("value", "ci_low", "ci_high", "seed_sd", "chance", "n"):
+        out[col] = out[col].map(round_significant)
+    # True / False / None (a metric without a direction): object dtype keeps None distinct.
+    out["higher_is_better"] = pd.Series([direction(d) for d in out["higher_is_better"]], index=out.index,
+                                        dtype=object)
+    return out
+
+
+
+def first_row(agg: pd.DataFrame, **where) -> pd.Series | None:
+    """The first row of :func:`lookup` (None when nothing matches)."""
+    rows = lookup(agg, **where)
+    return rows.iloc[0] if len(rows) else None
+
+
+def lookup(agg: pd.DataFrame, **where) -> pd.DataFrame:
+    """Rows of the aggregated frame matching every ``column=value`` of ``where``."""
+    mask = np.ones(len(agg), dtype=bool)
+    for col, value in where.items():
+        mask &= (agg[col] == value).to_numpy()
+    return agg[mask]
+
+
+
+def paired_comparisons(
+    samples: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Paired bootstrap differences between two combinations, per dataset, explainer and metric.
+
+    For a pair ``(A, B)`` (e.g. ``("B4", "B234")``) and each explainer and metric present in both,
+    the evaluation samples of every seed are matched by ``(seed, sample)`` (the evaluation subset
+    is the same for every combination, so the comparison is paired) into aligned (seed x image)
+    matrices, NaN where a seed lacks the pair, and the difference
+
+        d = (1/S) sum_s mean_{i matched under s} (s_B,si - s_A,si)
+
+    is reported with the percentile interval of
+    :func:`kmx_eval.metrics.bootstrap.paired_cluster_bootstrap`, which resamples images as clusters
+    across seeds (an image's pairs under every seed move together; docs/METHOD.md, section 6,
+    "Intervals"). With one seed this is the paired bootstrap of the ``n`` matched pairs in sample
+    order. ``mean_a`` and ``mean_b`` are the same mean over seeds of per-seed means. Positive
+    ``difference`` means B scores higher.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        Per-sample scores (columns :data:`SAMPLE_COLUMNS`); rows with a non-finite value (a reason
+        in ``reason``) are left out, and so is their partner.
+    pairs : sequence of (str, str)
+        Combinations to compare, ``(A, B)``.
+    n_resamples, confidence, seed
+        Passed to ``paired_cluster_bootstrap``.
+
+    Returns
+    -------
+    DataFrame
+        ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high``.
+    """
+    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean
+
+    check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
+    cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
+            "ci_low", "ci_high"]
+    frame = samples.copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    rows = []
+    for dataset in dict.fromkeys(frame["dataset"]):
+        ds = frame[frame["dataset"] == dataset]
+        for a, b in pairs:
+            left = ds[ds["combination"] == a]
+            right = ds[ds["combination"] == b]
+            for (method, metric), la in left.groupby(["method", "metric"], sort=False):
+                rb = right[(right["method"] == method) & (right["metric"] == metric)]
+                joined = la.merge(rb, on=["seed", "sample"], suffixes=("_a", "_b"))
+                joined = joined.sort_values(["seed", "sample"], kind="stable")
+                if len(joined) < 2:
+                    continue
+                va, vb = _paired_matrices(joined, "value_a", "value_b")
+                diff, low, high = paired_cluster_bootstrap(vb, va, n_resamples=n_resamples,
+                                                           confidence=confidence, seed=seed)
+                rows.append(dict(dataset=dataset, a=a, b=b, method=method, metric=metric,
+                                 n=len(joined), n_seeds=int(joined["seed"].nunique()),
+                                 mean_a=seed_mean(va), mean_b=seed_mean(vb),
+                                 difference=float(diff), ci_low=float(low), ci_high=float(high)))
+    out = pd.DataFrame(rows, columns=cols)
+    for col in ("mean_a", "mean_b", "difference", "ci_low", "ci_high"):
+        out[col] = out[col].map(round_significant)
+    return out
+
+
+def _paired_matrices(joined: pd.DataFrame, left: str, right: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two aligned :func:`seed_matrix` matrices of matched pairs (``joined``: one row per ``seed,
+    sample`` with columns ``left`` and ``right``). With one seed the row holds the pairs in sample
+    order."""
+    return tuple(seed_matrix(joined[["seed", "sample", col]].rename(columns={col: "value"}))
+                 for col in (left, right))
+
+
+
+def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resamples: int, confidence: float,
+                        seed: int) -> pd.DataFrame:
+    """Oracle minus random on the same model, per dataset, combination and metric (paired bootstrap).
+
+    The (seed, sample) pairs form aligned (seed x image) matrices and the interval is
+    :func:`kmx_eval.metrics.bootstrap.paired_cluster_bootstrap` of oracle − random (images resampled
+    as clusters across seeds, docs/METHOD.md, section 6, "Intervals"); with one seed, the paired
+    bootstrap of the pairs in sample order. ``random``, ``oracle`` and ``difference`` are means over
+    seeds of per-seed means; ``n`` counts the pairs.
+
+    The oracle is the ``oracle`` map of the same model and grid (B4's grid for the CNN). A
+    localisation metric (higher is better) is informative on a model when the interval lies above 0;
+    one whose interval includes 0, or lies below it (the oracle scores worse than chance, as
+    TopKIntersection can on a 2 x 2 grid), cannot tell the ceiling from the floor there.
+
+    Returns ``dataset, combination, metric, n, random, oracle, difference, ci_low, ci_high, informative``.
+    """
+    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean
+
+    cols = ["dataset", "combination", "metric", "n", "random", "oracle", "difference", "ci_low", "ci_high",
+            "informative"]
+    frame = samples[samples["metric"].isin(list(metrics)) & samples["method"].isin(["random", "oracle"])].copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    rows = []
+    for (ds, comb, metric), group in frame.groupby(["dataset", "combination", "metric"], sort=False):
+        joined = group[group["method"] == "random"].merge(group[group["method"] == "oracle"],
+                                                           on=["seed", "sample"], suffixes=("_r", "_o"))
+        joined = joined.sort_values(["seed", "sample"], kind="stable")
+        if len(joined) < 2:
+            continue
+        vr, vo = _paired_matrices(joined, "value_r", "value_o")
+        diff, low, high = paired_cluster_bootstrap(vo, vr, n_resamples=n_resamples, confidence=confidence,
+                                                   seed=seed)
+        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=seed_mean(vr),
+                         oracle=seed_mean(vo), difference=float(diff), ci_low=float(low),
+                         ci_high=float(high), informative=bool(low > 0)))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def uninformative(controls: pd.DataFrame) -> dict[str, set[str]]:
+    """Per dataset, the metrics whose oracle-minus-random interval includes 0 on some model."""
+    out: dict[str, set[str]] = {}
+    for r in controls.itertuples(index=False):
+        if not r.informative:
+            out.setdefault(r.dataset, set()).add(r.metric)
+    return out
+
+
+
+def metric_ranking(agg: pd.DataFrame, skip: Mapping[str, set[str]] | None = None,
+                   categories: Sequence[str] = ("localisation", "faithfulness", "randomisation", "robustness"),
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rank every explainer x combination per metric, then take the median rank, per dataset.
+
+    Per dataset and metric (``categories``, minus the metrics in ``skip[dataset]``), explainer maps
+    (controls excluded) are ranked 1 = best respecting the metric's direction (ties share the mean
+    rank); the overall rank is the median over metrics. Agreement between metrics is Kendall's tau
+    (``scipy.stats.kendalltau``) between every pair of metric rankings; its mean is reported.
+    Ranks are invariant to any increasing change of a metric, so they can be compared across metrics.
+
+    Returns ``(ranking, agreement)``: ranking ``dataset, combination, method, median_rank, n_metrics``
+    plus one column per metric; agreement ``dataset, metric_a, metric_b, tau, n``.
+    """
+    from scipy.stats import kendalltau
+
+    skip = skip or {}
+    sel = agg[(agg["kind"] == "explainer") & agg["category"].isin(list(categories))
+              & ~agg["method"].isin(CONTROLS)]
+    ranking, agreement = [], []
+    for ds, group in sel.groupby("dataset", sort=False):
+        ranks = {}
+        for metric, g in group.groupby("metric", sort=False):
+            if metric in skip.get(ds, set()):
+                continue
+            g = g[np.isfinite(g["value"].to_numpy(dtype=float))]
+            hib = direction(g["higher_is_better"].iloc[0]) if len(g) else None
+            if len(g) < 2 or hib is None:
+                continue
+            values = g.set_index(["combination", "method"])["value"].astype(float)
+            ranks[metric] = (-values if hib else values).rank(method="average")
+        if not ranks:
+            continue
+        table = pd.DataFrame(ranks)
+        med = table.median(axis=1, skipna=True)
+        for (comb, method), r in table.iterrows():
+            ranking.append({"dataset": ds, "combination": comb, "method": method,
+                            "median_rank": float(med[(comb, method)]), "n_metrics": int(r.notna().sum()),
+                            **{m: float(v) for m, v in r.items()}})
+        names = list(table.columns)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                both = table[[a, b]].dropna()
+                if len(both) >= 3:
+                    tau = kendalltau(both[a], both[b]).statistic
+                    agreement.append({"dataset": ds, "metric_a": a, "metric_b": b, "tau": float(tau),
+                                      "n": len(both)})
+    rank_frame = pd.DataFrame(ranking)
+    if len(rank_frame):
+        rank_frame = rank_frame.sort_values(["dataset", "median_rank", "combination", "method"], kind="stable")
+    return rank_frame.reset_index(drop=True), pd.DataFrame(agreement, columns=["dataset", "metric_a", "metric_b",
+                                                                               "tau", "n"])
+
