@@ -101,7 +101,7 @@ def classifier_of(model: nn.Module) -> nn.Linear:
 def checkpoint_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a checkpoint file's bytes (what the report and DVC's resolved settings record)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(Path(path).expanduser(), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -175,8 +175,11 @@ def load_checkpoint(path: str | Path, architecture: str, n_classes: int,
         The file is missing, needs pickle, is not a state dict of ``architecture`` (the first
         missing or unexpected key is named), or its classifier has another number of classes.
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # as dataset paths are: ~/model.pt is the user's home
     arch = get_architecture(architecture)
+    if path.is_dir():
+        raise DataError(f"{where}: {path} is a folder; give the file of the model's state dict "
+                        f"(.safetensors, or a .pt/.pth saved with torch.save)")
     if not path.is_file():
         raise DataError(f"{where}: checkpoint {path} does not exist")
     state = _read_state(path, where)

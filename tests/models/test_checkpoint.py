@@ -65,6 +65,18 @@ def test_missing_checkpoint(tmp_path):
     assert _one_line(err) == f"backbone.checkpoint: checkpoint {tmp_path / 'nope.safetensors'} does not exist"
 
 
+def test_a_checkpoint_under_home_is_found_and_a_folder_is_named_as_one(tmp_path, own_resnet18, monkeypatch):
+    """~ is expanded as in dataset paths; a folder is not reported as missing (issue 26, case 6)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_file(own_resnet18.state_dict(), str(tmp_path / "mine.safetensors"))
+    model = load_checkpoint("~/mine.safetensors", "resnet18", 3)
+    assert torch.equal(model.state_dict()["fc.weight"], own_resnet18.state_dict()["fc.weight"])
+    assert checkpoint_sha256("~/mine.safetensors") == checkpoint_sha256(tmp_path / "mine.safetensors")
+    with pytest.raises(DataError) as err:
+        load_checkpoint(tmp_path, "resnet18", 3)
+    assert _one_line(err).startswith(f"backbone.checkpoint: {tmp_path} is a folder; give the file")
+
+
 def test_state_dict_of_another_architecture_names_the_first_missing_key(tmp_path, own_resnet18):
     path = tmp_path / "mine.safetensors"
     save_file(own_resnet18.state_dict(), str(path))
