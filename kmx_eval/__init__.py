@@ -11,3 +11,10 @@ The package is the library; the DVC stages in ``stages/`` only wire files to its
 """
 
 __version__ = "0.1.0"
+
+# A stage process (``python stages/<name>.py``) pins its CPU kernels to backbone.numerics here,
+# before any module imports numpy or torch: each library picks its kernels once, when it loads.
+# Any other process (tests, benchmarks) is left as it is. See kmx_eval/numerics.py.
+from kmx_eval import numerics as _numerics  # noqa: E402  (imports neither numpy nor torch)
+
+_numerics.pin_stage_process()

@@ -22,7 +22,7 @@ import sys
 import warnings
 from typing import Callable
 
-from kmx_eval import io
+from kmx_eval import io, numerics, paths
 from kmx_eval.config import load_params
 from kmx_eval.data import SOURCES
 from kmx_eval.errors import KmxError
@@ -36,6 +36,20 @@ log = logging.getLogger("kmx_eval")
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
     # Library warnings (sklearn, quantus) are kept but shown as one readable line each.
     print(f"kmx-eval: warning: {message}", file=file or sys.stderr)
+
+
+def write_platform_record(params, prog: str, dataset: str | None, combination: str | None) -> None:
+    """Write where this stage run's numbers were made to ``metrics/platform/`` (the report's
+    ``reports/platform.json``): see :func:`kmx_eval.paths.platform_record`. The resolve stage
+    computes nothing and writes none."""
+    if prog == "resolve":
+        return
+    from kmx_eval.device import resolve_device  # here: imports torch, which must load after the pins
+
+    cfg = params.backbone_for(dataset) if dataset else params.backbone
+    record = numerics.platform_record(mode=cfg.numerics, device=resolve_device(cfg.device),
+                                      threads=cfg.threads)
+    io.write_json(paths.platform_record(prog, dataset, combination), record)
 
 
 def stage(fn: Callable[..., None] | None = None, *,
@@ -65,11 +79,13 @@ def stage(fn: Callable[..., None] | None = None, *,
             # by the resolve stage and where they are used.
             params = load_params(args.params,
                                  registries=registries() if registries else {"sources": SOURCES})
+            numerics.check_pinned(params.backbone.numerics)
             values = {n: getattr(args, n) for n in names}
             view = StageParams(params, prog, values.get("dataset"), values.get("combination"))
             # A stage writes only under the output folders of the repository it runs in.
             with io.guard_outputs(os.getcwd()):
                 fn(view, *values.values())
+                write_platform_record(params, prog, values.get("dataset"), values.get("combination"))
         except KmxError as exc:
             print(f"kmx-eval {prog}: error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR

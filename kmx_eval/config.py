@@ -58,6 +58,10 @@ class BackboneConfig(Strict):
     threads: int | None = Field(2, ge=1)
     num_workers: int = Field(0, ge=0)
     mixed_precision: bool = False
+    # CPU kernels (kmx_eval/numerics.py): portable pins every library to AVX2, so the same params
+    # give the same bytes on any x86-64 CPU with AVX2; native takes this CPU's fastest kernels.
+    # One value for the whole study (a process's kernels are chosen once): no per-dataset override.
+    numerics: Literal["native", "portable"] = "portable"
 
     @field_validator("architecture")
     @classmethod

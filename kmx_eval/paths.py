@@ -88,3 +88,15 @@ REPORT_DIR = Path("reports")
 def curves(dataset: str, combination: str) -> Path:
     """Pixel-flipping curves (CSV), declared as DVC plots, beside the evaluate folder."""
     return Path("metrics") / dataset / combination / "curves.csv"
+
+
+def platform_record(stage: str, dataset: str | None = None, combination: str | None = None) -> Path:
+    """Where a stage run records its platform (kmx_eval/numerics.py): ``metrics/platform/`` beside
+    the metrics, git-tracked with them and read by the report through its ``metrics`` dependency;
+    the report's own in ``reports/platform.json`` (writing into its own dependency would make DVC
+    rerun it every time). Not a DVC output: its bytes name the CPU, and as an output they would
+    change dvc.lock on another CPU although no number changed."""
+    if stage == "report":
+        return Path("reports") / "platform.json"
+    name = stage if dataset is None else f"{stage}@{dataset}" + (f"-{combination}" if combination else "")
+    return Path("metrics") / "platform" / f"{name}.json"
