@@ -11,13 +11,14 @@ export PYTHONHASHSEED := 0
 # dvc.yaml's commands call `python`: the one in .venv, where kmx_eval is installed.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test setup chromium bench results clean-outputs help
+.PHONY: repro digests test setup chromium bench results clean-outputs help
 
 help:
 	@echo "make repro  - set up .venv and run the whole pipeline (dvc repro); prints where the report is"
 	@echo "make test   - set up .venv and run the test suite (includes an end-to-end dvc repro)"
 	@echo "make bench  - run the benchmark scripts in benchmarks/"
 	@echo "make results DEST=docs/results/<name> - copy a finished study's sentences, tables and metrics"
+	@echo "make digests - write digests.json (SHA-256 of every output) of a finished study, to commit with it"
 
 setup: $(STAMP)
 
@@ -41,6 +42,7 @@ repro: $(STAMP)
 	$(BIN)/python stages/resolve.py
 	$(BIN)/dvc repro
 	@echo
+	@$(BIN)/python -m kmx_eval.digests compare
 	@echo "Report: $(CURDIR)/reports/index.html"
 	@echo "Tables: $(CURDIR)/reports/tables/   Figures: $(CURDIR)/reports/figures/"
 
@@ -70,11 +72,17 @@ results:
 	@test -n "$(DEST)" || { echo "usage: make results DEST=docs/results/<name>"; exit 2; }
 	@test -f reports/summary.md || { echo "no finished study in $(CURDIR): run make repro first"; exit 2; }
 	rm -rf "$(DEST)" && mkdir -p "$(DEST)/figures"
-	cp reports/summary.md reports/metrics.json params.yaml dvc.lock "$(DEST)/"
+	cp reports/summary.md reports/metrics.json reports/platform.json params.yaml dvc.lock "$(DEST)/"
 	cp -r reports/tables "$(DEST)/tables"
 	cp reports/figures/tradeoff_*.png "$(DEST)/figures/"
 	find metrics \( -name '*.json' -o -name metrics.csv \) -exec cp --parents {} "$(DEST)/" \;
 	@echo "results of $$(git rev-parse --short HEAD) in $(DEST)"
 
+# The SHA-256 of every output of a finished study, its headline intervals and platform records
+# (kmx_eval/digests.py): committed with the default study, so that `make repro` elsewhere can say
+# whether it reproduced the committed bytes, and if not, whether the headline numbers moved.
+digests: $(STAMP)
+	$(BIN)/python -m kmx_eval.digests write
+
 clean-outputs:
-	rm -rf data models features heads maps metrics reports/index.html reports/tables reports/figures
+	rm -rf data models features heads maps metrics reports/index.html reports/tables reports/figures reports/platform.json
