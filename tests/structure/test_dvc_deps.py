@@ -85,4 +85,4 @@ def test_the_resolve_stage_runs_when_params_or_code_change_and_tracks_the_whole_
     assert "always_changed" not in stage
     assert {"stages/resolve.py", "kmx_eval"} <= set(_deps(stage))
     assert stage["params"] == [{"params.yaml": None}]
-    assert stage["outs"] == [{"resolved": {"cache": False}}]
+    assert stage["outs"] == [{"resolved": {"cache": False, "persist": True}}]  # kept when resolve refuses
