@@ -27,6 +27,8 @@ from kmx_eval.models.backbone import ARCHITECTURES
 
 log = logging.getLogger("kmx_eval")
 
+#: Environment variable: "1" where the stages will run on other machines than this one.
+OTHER_MACHINE = "KMX_EVAL_OTHER_MACHINE"
 #: Bytes of one float32 value: training, embedding and explaining run in float32.
 FLOAT32 = 4
 GIB = 2**30
@@ -74,22 +76,30 @@ def check_machine(params: config.Params, machine: Machine | None = None) -> None
       without CUDA it is a warning (the same params run mixed precision on a GPU machine);
     - each dataset's checkpoint: an existing file (``~`` expanded), not a folder;
     - memory: :func:`batch_memory` of every batch size against the device's memory.
+
+    Where the stages run on other machines (``kmx-eval launch``'s jobs), the submitting node sets
+    ``KMX_EVAL_OTHER_MACHINE=1``: the checks of CUDA and memory are then left to each job's own
+    resolve run, and only the files are checked here.
     """
-    machine = machine or Machine.this()
+    files_only = os.environ.get(OTHER_MACHINE) == "1"
+    machine = machine or (None if files_only else Machine.this())
     bb = params.backbone
-    if bb.device == "cuda" and not machine.cuda:
-        raise UnavailableError("backbone.device is 'cuda' but torch sees no CUDA GPU on this machine; "
-                               "use device: auto (CUDA when present) or cpu")
-    if bb.mixed_precision and bb.device == "cpu":
-        raise ParamsError("backbone.mixed_precision: bfloat16 autocast runs on CUDA only, so with "
-                          "device: cpu it would be ignored; set mixed_precision: false, or device: auto")
-    if bb.mixed_precision and not machine.cuda:
-        log.warning("backbone.mixed_precision is ignored on this machine (no CUDA GPU): the study runs "
-                    "in float32, and its numbers differ from a GPU run's")
     for name in params.datasets:
         cfg = params.backbone_for(name)
         if cfg.checkpoint is not None:
             check_checkpoint_file(cfg.checkpoint, _backbone_key(params, name, "checkpoint"))
+    if bb.mixed_precision and bb.device == "cpu":
+        raise ParamsError("backbone.mixed_precision: bfloat16 autocast runs on CUDA only, so with "
+                          "device: cpu it would be ignored; set mixed_precision: false, or device: auto")
+    if machine is None:
+        return
+    if bb.device == "cuda" and not machine.cuda:
+        raise UnavailableError("backbone.device is 'cuda' but torch sees no CUDA GPU on this machine; "
+                               "use device: auto (CUDA when present) or cpu")
+    if bb.mixed_precision and not machine.cuda:
+        log.warning("backbone.mixed_precision is ignored on this machine (no CUDA GPU): the study runs "
+                    "in float32, and its numbers differ from a GPU run's")
+    for name in params.datasets:
         batch_memory(params, name, machine.memory_bytes)
 
 

@@ -229,6 +229,18 @@ def test_mixed_precision_with_device_auto_on_a_machine_without_cuda_is_a_warning
     assert "backbone.mixed_precision is ignored on this machine" in caplog.text
 
 
+def test_device_cuda_passes_where_the_stages_run_on_other_machines(study, monkeypatch):
+    """13: kmx-eval launch submits from a node that may have no GPU; each job checks its own."""
+    import torch
+
+    root, _ = study
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("KMX_EVAL_OTHER_MACHINE", "1")
+    (root / "params.yaml").write_text(yaml.safe_dump(_set("backbone.device", "cuda")(
+        copy.deepcopy(STUDY)), sort_keys=False))
+    assert load_stage("resolve")([]) == 0
+
+
 def test_a_dataset_path_through_a_symlink_is_prepared(study, capsys):
     """1: ``path`` and ``masks`` through symlinks (the listing gives real paths)."""
     root, _ = study
