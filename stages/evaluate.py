@@ -20,7 +20,8 @@ def main(params, dataset, combination):
     from kmx_eval.device import resolve_device
     from kmx_eval.explain import quantus_explain_funcs
     from kmx_eval.metrics.evaluation import EvaluationTables, summary_metrics
-    from kmx_eval.metrics.inputs import evaluate_seed, explained_name, load_explained, not_applicable_baselines
+    from kmx_eval.pipeline.evaluate import (described_normalisation, evaluate_seed, explained_name, load_explained,
+                                            not_applicable_baselines)
     from kmx_eval.metrics.quantus import QuantusSettings
     from kmx_eval.seeding import seed_everything
 
@@ -48,8 +49,9 @@ def main(params, dataset, combination):
         folder.mkdir()
         io.write_csv(folder / "metrics.csv", metrics)
         io.write_csv(folder / "samples.csv", samples)
-        io.write_json(folder / "settings.json", tables.settings_file(ev, params.seeds, n_images,
-                                                                     features.normalisation, params.head.labels))
+        normalisation = described_normalisation(name, features.normalisation)
+        io.write_json(folder / "settings.json", tables.settings_file(ev, params.seeds, n_images, normalisation,
+                                                                     params.head.labels))
     io.write_csv(paths.curves(dataset, name), curves)  # beside the folder: DVC plots need its own path
     key_metrics = summary_metrics(params.report.fidelity_metric, list(ev.quantus))
     io.write_json(paths.evaluation_summary(dataset, name), tables.summary(key_metrics))

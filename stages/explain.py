@@ -19,7 +19,7 @@ def main(params, dataset, combination):
     from kmx_eval.device import resolve_device
     from kmx_eval.explain import build_explainer, explainer_names
     from kmx_eval.explain.concepts import load_concepts
-    from kmx_eval.explain.maps import evaluation_images, kmeans_head_maps
+    from kmx_eval.pipeline.explain import evaluation_images, kmeans_head_maps
     from kmx_eval.heads import KMeansHeadModule, load_checked_kmeans_head
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.models.embeddings import load_block_stats

@@ -19,7 +19,7 @@ def main(params, dataset):
     from kmx_eval.device import resolve_device
     from kmx_eval.explain import applicable_explainers, build_explainer, explainer_names
     from kmx_eval.explain.controls import explain_with_controls
-    from kmx_eval.explain.maps import evaluation_images
+    from kmx_eval.pipeline.explain import evaluation_images
     from kmx_eval.models.architectures import get_architecture
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.seeding import seed_everything

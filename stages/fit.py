@@ -18,7 +18,7 @@ def main(params, dataset, combination):
     metrics/{dataset}/{combination}/fit.json (accuracies, agreement, each block's variance share)."""
     from kmx_eval.data import load_prepared
     from kmx_eval.device import resolve_device
-    from kmx_eval.heads.fitting import fit_combination, save_fitted_combination
+    from kmx_eval.pipeline.fit import fit_combination, save_fitted_combination
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.seeding import seed_everything
 

@@ -19,7 +19,7 @@ def main(params, dataset):
     from kmx_eval.data import ImageDataset, check_image_size, class_names, load_prepared
     from kmx_eval.device import resolve_device
     from kmx_eval.models.backbone import save_backbone
-    from kmx_eval.models.training import train_seed_backbone, user_checkpoint
+    from kmx_eval.pipeline.train import train_seed_backbone, user_checkpoint
     from kmx_eval.seeding import seed_everything
 
     own = params.dataset(dataset).backbone.checkpoint  # a name not in params.yaml is a one-line error

@@ -8,8 +8,6 @@
   ``b_c + 1/2 ||w_c||^2``; :class:`LinearProbe` - logistic regression on z_S.
 - :func:`save_kmeans_head` / :func:`load_kmeans_head`, :func:`save_probe` / :func:`load_probe`,
   :func:`save_linear_sem` / :func:`load_linear_sem` - ``.npz`` + ``.json``, no pickle.
-- :mod:`kmx_eval.heads.fitting` - :func:`~kmx_eval.heads.fitting.fit_heads`, the ``fit`` stage's
-  work on arrays: both heads, their test accuracy, agreement with the CNN, prototype neighbours.
 
 Fit a head on your own features in three lines, without DVC (any embeddings work, e.g. the
 penultimate layer of your own network; here synthetic ones)::

@@ -401,20 +401,18 @@ class EvaluationTables:
         """The contents of ``settings.json``: what every number of the tables was computed with.
 
         ``evaluate`` is ``params.evaluate`` (its softmax, bootstrap, faithfulness and top-k
-        settings), ``n_images`` the evaluation subset's size, ``normalisation`` the features'
-        (the CNN's baselines, :data:`kmx_eval.paths.BASELINES`, always read the deepest block's
-        ``z`` without one), ``head_labels`` ``params.head.labels``; then the settings the tables
-        recorded while computing (the Quantus arguments each metric used, ``purity_m``...) and
-        which explainers share another's results (:meth:`add_explainer`).
+        settings), ``n_images`` the evaluation subset's size, ``normalisation`` the features' as
+        the caller describes it (the CNN's baselines always read the deepest block's ``z`` without
+        one: :func:`kmx_eval.pipeline.evaluate.described_normalisation`), ``head_labels``
+        ``params.head.labels``; then the settings the tables recorded while computing (the Quantus
+        arguments each metric used, ``purity_m``...) and which explainers share another's results
+        (:meth:`add_explainer`).
         """
-        from kmx_eval.paths import BASELINES
-
         return {
             "n_images": n_images, "seeds": list(seeds), "softmax": evaluate.softmax,
             "bootstrap": evaluate.bootstrap.model_dump(), "faithfulness": evaluate.faithfulness.model_dump(),
             "top_k_fraction": evaluate.top_k_fraction,
-            "normalisation": ("none (z of the deepest block, the CNN's own space)"
-                              if self.combination == BASELINES else normalisation),
+            "normalisation": normalisation,
             "head_labels": head_labels, "shared_results": dict(sorted(self.shared.items())),
             **self.settings}
 

@@ -23,7 +23,7 @@ from kmx_eval.explain import (
 )
 from kmx_eval.explain.attribution import class_scores, pool
 
-N_CLASSES, SIZE = 3, 64  # as in conftest.py
+N_CLASSES, SIZE = 3, 64  # as in tests/tiny_models.py
 
 CFG = ExplainConfig(ig_steps=4, batch_size=4)
 TARGETS = np.array([0, 1, 2, 1])

@@ -186,8 +186,10 @@ def test_settings_file_records_the_settings_and_what_the_tables_used():
     assert list(out["shared_results"]) == ["b", "margin_centred"]
     assert out["purity_m"] == 3 and out["softmax"] == "recorded"
     # The CNN's baselines read the deepest block's z without normalisation, whatever the params say.
-    cnn = EvaluationTables("toy", "cnn", n_resamples=100, confidence=0.9)
-    assert cnn.settings_file(ev, [0], 6, "standardize", "cnn")["normalisation"].startswith("none (z of the deepest")
+    from kmx_eval.pipeline.evaluate import described_normalisation
+
+    assert described_normalisation("cnn", "standardize").startswith("none (z of the deepest")
+    assert described_normalisation("B34", "standardize") == "standardize"
 
 
 def test_time_is_logged_slowest_first(caplog):
@@ -212,7 +214,7 @@ def test_quantus_settings_from_the_evaluate_section():
 
 def test_not_applicable_baselines_only_for_the_cnn():
     from kmx_eval.errors import ParamsError
-    from kmx_eval.metrics.inputs import not_applicable_baselines
+    from kmx_eval.pipeline.evaluate import not_applicable_baselines
 
     explainers = ["margin", "cam", "gradcam", "random"]
     assert not_applicable_baselines("B234", explainers, "vgg16_bn") == {}

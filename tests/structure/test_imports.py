@@ -44,3 +44,69 @@ def test_the_params_schema_imports_no_data_source():
     loaded = out.stdout.strip().split(",")
     assert "kmx_eval.config" in loaded
     assert not [m for m in loaded if m.startswith("kmx_eval.data")], loaded
+
+
+# The layer rule of docs/ARCHITECTURE.md: a module imports only from its own layer or below.
+LAYERS = {
+    0: {"errors", "registry", "io", "seeding", "device", "schema", "imports", "paths"},
+    1: {"data", "models"},
+    2: {"heads"},
+    3: {"explain"},
+    4: {"metrics"},
+    5: {"pipeline", "report"},
+    6: {"config", "validation", "stage_params", "cli", "launch"},
+}
+LAYER_OF = {part: layer for layer, parts in LAYERS.items() for part in parts}
+# The domain packages take arrays, objects and folders: a dataset's name never reaches them, so the
+# table from names to files (paths) is not theirs to import.
+DOMAIN = {"data", "models", "heads", "explain", "metrics"}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "kmx_eval"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every edge of ``graph`` that runs up a layer, or from a domain package to ``paths``."""
+    bad = []
+    for importer, imported in sorted(graph.items()):
+        src = _part(importer)
+        if src == "kmx_eval":
+            continue  # the package's own __init__ re-exports nothing that runs a layer
+        for target in sorted(imported):
+            dst = _part(target)
+            if dst in ("kmx_eval", src):
+                continue
+            if src not in LAYER_OF or dst not in LAYER_OF:
+                bad.append(f"{importer} -> {target}: a module outside the layer table")
+            elif LAYER_OF[dst] > LAYER_OF[src]:
+                bad.append(f"{importer} -> {target}: layer {LAYER_OF[src]} imports layer {LAYER_OF[dst]}")
+            elif src in DOMAIN and dst == "paths":
+                bad.append(f"{importer} -> {target}: a domain package turns names into files")
+    return bad
+
+
+def test_every_module_of_the_package_is_in_the_layer_table():
+    parts = {_part(m) for m in import_graph(PACKAGE)} - {"kmx_eval"}
+    assert parts <= set(LAYER_OF), sorted(parts - set(LAYER_OF))
+
+
+def test_no_import_runs_up_a_layer_even_inside_a_function():
+    assert layer_violations(import_graph(PACKAGE)) == []
+
+
+def test_an_arrow_back_up_hidden_in_a_function_is_caught(tmp_path):
+    pkg = tmp_path / "kmx_eval"
+    (pkg / "heads").mkdir(parents=True)
+    (pkg / "metrics").mkdir()
+    for f in ("__init__.py", "heads/__init__.py", "metrics/__init__.py", "paths.py"):
+        (pkg / f).write_text("")
+    (pkg / "metrics" / "accuracy.py").write_text("from kmx_eval.heads import x\n")
+    (pkg / "heads" / "fitting.py").write_text("def f():\n    from kmx_eval.metrics import accuracy\n")
+    (pkg / "heads" / "named.py").write_text("from kmx_eval import paths\n")
+    assert layer_violations(import_graph(pkg)) == [
+        "kmx_eval.heads.fitting -> kmx_eval.metrics: layer 2 imports layer 4",
+        "kmx_eval.heads.fitting -> kmx_eval.metrics.accuracy: layer 2 imports layer 4",
+        "kmx_eval.heads.named -> kmx_eval.paths: a domain package turns names into files",
+    ]

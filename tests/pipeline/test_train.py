@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from kmx_eval.config import BackboneConfig
 from kmx_eval.errors import DataError
 from kmx_eval.models.backbone import checkpoint_sha256
-from kmx_eval.models.training import train_seed_backbone, user_checkpoint
+from kmx_eval.pipeline.train import train_seed_backbone, user_checkpoint
 from kmx_eval.seeding import seed_everything
 
 NAMES = ["a", "b", "c"]

@@ -16,8 +16,8 @@ import numpy as np
 from kmx_eval import io, paths
 from kmx_eval.errors import DataError, ParamsError
 
-from .evaluation import FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet, kmeans_prototype_set
-from .quantus import QuantusSettings
+from kmx_eval.metrics.evaluation import FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet, kmeans_prototype_set
+from kmx_eval.metrics.quantus import QuantusSettings
 
 log = logging.getLogger("kmx_eval")
 
@@ -65,6 +65,13 @@ def explained_name(combination: str, combinations: list[str]) -> str:
         raise ParamsError(f"combination {name!r} is neither {paths.BASELINES!r} nor in params "
                           f"combinations ({', '.join(combinations)})")
     return name
+
+
+def described_normalisation(combination: str, normalisation: str) -> str:
+    """The features' normalisation as ``settings.json`` records it: ``normalisation``
+    (``features.normalisation``) for a block combination; for the CNN's baselines
+    (``paths.BASELINES``), which always read the deepest block's ``z`` without one, that instead."""
+    return "none (z of the deepest block, the CNN's own space)" if combination == paths.BASELINES else normalisation
 
 
 def not_applicable_baselines(combination: str, explainers: list[str], architecture: str) -> dict[str, str]:
@@ -154,7 +161,7 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     a classifier that is not GAP + linear) to the reason, written in place of its scores. Returns
     the number of evaluated images.
     """
-    from .quantus import QUANTUS_METRICS
+    from kmx_eval.metrics.quantus import QUANTUS_METRICS
 
     from kmx_eval.data import load_batch
     from kmx_eval.explain import EXPLAINERS, MAP_KEYS

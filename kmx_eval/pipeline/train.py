@@ -3,7 +3,7 @@ stage's library part).
 
 - :func:`user_checkpoint`: the user's trained model (``backbone.checkpoint``), checked, and the
   record of the file (name and sha256) that goes into every seed's ``backbone.json``.
-- :func:`train_seed_backbone`: the backbone of one seed, trained (:func:`~.backbone.train_backbone`),
+- :func:`train_seed_backbone`: the backbone of one seed, trained (:func:`~kmx_eval.models.backbone.train_backbone`),
   with the metadata of ``backbone.json`` and the numbers of ``metrics/{dataset}/train.json``.
 
 The caller seeds torch first (:func:`kmx_eval.seeding.seed_everything`): a backbone built from
@@ -67,7 +67,7 @@ def train_seed_backbone(cfg, class_names: Sequence[str], train: Dataset, test: D
     Starts from a copy of ``start`` (the user's checkpoint, :func:`user_checkpoint`; each seed
     fine-tunes its own copy and ``cfg.epochs: 0`` keeps it as it is) or, without one, from
     :func:`~.backbone.build_backbone` with ``cfg.weights``; then minimises the cross-entropy of
-    :func:`~.backbone.train_backbone` with the seed's shuffling order.
+    :func:`~kmx_eval.models.backbone.train_backbone` with the seed's shuffling order.
 
     Parameters
     ----------

@@ -8,7 +8,7 @@ import torch
 from kmx_eval.config import ExplainConfig
 from kmx_eval.explain import build_explainer, evaluation_subset
 from kmx_eval.explain.concepts import ConceptModel, concept_maps
-from kmx_eval.explain.maps import evaluation_images, kmeans_head_maps
+from kmx_eval.pipeline.explain import evaluation_images, kmeans_head_maps
 
 N_CLASSES = 3  # as in conftest.py
 

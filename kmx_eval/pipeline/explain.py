@@ -17,9 +17,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .concepts import ConceptModel, concept_key, concept_maps, stored_concept_ids
-from .controls import explain_with_controls
-from .core import Explainer, evaluation_subset
+from kmx_eval.explain.concepts import ConceptModel, concept_key, concept_maps, stored_concept_ids
+from kmx_eval.explain.controls import explain_with_controls
+from kmx_eval.explain.core import Explainer, evaluation_subset
 
 __all__ = ["evaluation_images", "kmeans_head_maps"]
 

@@ -5,7 +5,7 @@ import pytest
 
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.heads import LinearSEM
-from kmx_eval.heads.fitting import fit_heads, prototype_neighbours, training_labels
+from kmx_eval.pipeline.fit import fit_heads, prototype_neighbours, training_labels
 
 
 def problem(n_classes=3, dim=6, seed=0):
