@@ -3,7 +3,7 @@
 Torch (ATen), oneDNN, MKL, OpenBLAS and numpy each pick their kernels for the CPU at hand when
 they load: AVX-512 on one machine, AVX2 on another. The kernels sum in another order, so the same
 params and seed give other bytes on another CPU, and training amplifies the first difference into
-other weights, accuracies and verdicts (docs/METHOD.md, "Numerics and platforms").
+other weights, accuracies and verdicts (docs/METHOD.md, section 7).
 
 ``backbone.numerics`` chooses:
 

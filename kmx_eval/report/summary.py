@@ -45,6 +45,7 @@ def headline(
     agg: pd.DataFrame,
     dataset: str,
     combinations: Sequence[str],
+    *,
     fidelity_metric: str,
     explainer: str = TRADEOFF_EXPLAINER,
     paired: pd.DataFrame | None = None,
@@ -73,9 +74,9 @@ def headline(
     cost of 2.1 accuracy points (95% vs 97.1%)."
     """
     acc = {c: first_row(agg, dataset=dataset, combination=c, kind="head", method="kmeans",
-                   category="accuracy", metric="accuracy") for c in combinations}
+                        category="accuracy", metric="accuracy") for c in combinations}
     fid = {c: first_row(agg, dataset=dataset, combination=c, kind="explainer", method=explainer,
-                   metric=fidelity_metric) for c in combinations}
+                        metric=fidelity_metric) for c in combinations}
     cnn = cnn_accuracy(agg, dataset)
     cnn_clause = f"; the CNN itself reaches {percent(cnn['value'])}" if cnn is not None else ""
     accs = [f"{percent(acc[c]['value'])} ({c})" for c in combinations if acc[c] is not None]
@@ -87,6 +88,26 @@ def headline(
         why = f" ({notes[0]})" if notes else ""
         return (f"On {dataset}, {fidelity_metric} of the {explainer} map cannot be measured{why}; "
                 f"{acc_clause}{cnn_clause}.")
+    best, other = _best_and_other(fid, scored, combinations)
+    if other is None:
+        return (f"On {dataset}, {best} is the only combination with a {fidelity_metric} value "
+                f"({fmt(fid[best]['value'])}{_interval(fid[best])}); {acc_clause}{cnn_clause}.")
+    diff = _paired(paired, dataset, method=explainer, metric=fidelity_metric, best=best, other=other)
+    text = f"On {dataset}, " + _fidelity_clause(fid, best, other, fidelity_metric=fidelity_metric,
+                                                explainer=explainer, diff=diff)
+    acc_diff = _paired(paired, dataset, method="kmeans", metric="accuracy", best=best, other=other)
+    accuracy = _accuracy_clause(acc.get(best), acc.get(other), other=other, acc_diff=acc_diff)
+    text += accuracy if accuracy is not None else f"; {acc_clause}"
+    if uninformative:
+        text += (f"; {fidelity_metric} cannot tell the oracle from the random map on {dataset}, "
+                 "so this comparison says little")
+    return text + cnn_clause + "."
+
+
+def _best_and_other(fid: dict, scored: list[str], combinations: Sequence[str]) -> tuple[str, str | None]:
+    """The combination whose map scores best and the one it is compared with: the reference (the
+    first of ``combinations``) or, when the best is the reference, the runner-up (None when no other
+    combination has a value)."""
     dirs = {direction(fid[c]["higher_is_better"]) for c in scored} - {None}
     higher = dirs.pop() if len(dirs) == 1 else True
     sign = 1.0 if higher else -1.0
@@ -98,52 +119,47 @@ def headline(
     reference = combinations[0]
     if best == reference:
         others = [c for c in scored if c != best]
-        if not others:
-            return (f"On {dataset}, {best} is the only combination with a {fidelity_metric} value "
-                    f"({fmt(fid[best]['value'])}{_interval(fid[best])}); {acc_clause}{cnn_clause}.")
-        other = max(others, key=rank)
-    else:
-        other = reference if reference in scored else [c for c in scored if c != best][0]
-    verb = ("localises best" if fid[best]["category"] == "localisation"
-            else f"scores best on {fidelity_metric}")
-    diff = _paired(paired, dataset, explainer, fidelity_metric, best, other)
-    noise = diff is not None and not (diff["ci_low"] > 0 or diff["ci_high"] < 0)
-    if noise:
-        text = (f"On {dataset}, {best} and {other} localise alike within the noise ({fidelity_metric} of the "
+        return best, (max(others, key=rank) if others else None)
+    return best, (reference if reference in scored else [c for c in scored if c != best][0])
+
+
+def _fidelity_clause(fid: dict, best: str, other: str, *, fidelity_metric: str, explainer: str, diff) -> str:
+    """The headline's fidelity half: which combination's map scores best, or that the two are alike
+    within the noise (``diff``, their paired difference, includes 0)."""
+    if diff is not None and not (diff["ci_low"] > 0 or diff["ci_high"] < 0):
+        return (f"{best} and {other} localise alike within the noise ({fidelity_metric} of the "
                 f"{explainer} map {fmt(fid[best]['value'])} vs {fmt(fid[other]['value'])}; paired difference "
                 f"{fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] includes 0)")
-    else:
-        text = (f"On {dataset}, {best} {verb} ({fidelity_metric} of the {explainer} map "
-                f"{fmt(fid[best]['value'])}{_interval(fid[best])} vs {fmt(fid[other]['value'])} for {other}")
-        text += (f"; paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}])"
-                 if diff is not None else ")")
-    a_best, a_other = acc.get(best), acc.get(other)
-    if a_best is not None and a_other is not None and finite(a_best["value"]) and finite(a_other["value"]):
-        delta = 100.0 * (float(a_best["value"]) - float(a_other["value"]))
-        shown = fmt(abs(delta))
-        unit = "accuracy point" if shown == "1" else "accuracy points"
-        acc_diff = _paired(paired, dataset, "kmeans", "accuracy", best, other)
-        pair = f"{percent(a_best['value'])} vs {percent(a_other['value'])}"
-        if acc_diff is not None:
-            pair += (f"; paired difference {fmt(100.0 * acc_diff['difference'])} "
-                     f"[{fmt(100.0 * acc_diff['ci_low'])}, {fmt(100.0 * acc_diff['ci_high'])}] points")
-        if shown == "0":
-            text += f" at the same accuracy ({pair})"
-        elif acc_diff is not None and acc_diff["ci_low"] <= 0 <= acc_diff["ci_high"]:
-            text += f" at an accuracy within the noise of {other}'s ({pair})"
-        elif delta < 0:
-            text += f" at a cost of {shown} {unit} ({pair})"
-        else:
-            text += f" and gains {shown} {unit} ({pair})"
-    else:
-        text += f"; {acc_clause}"
-    if uninformative:
-        text += (f"; {fidelity_metric} cannot tell the oracle from the random map on {dataset}, "
-                 "so this comparison says little")
-    return text + cnn_clause + "."
+    verb = ("localises best" if fid[best]["category"] == "localisation"
+            else f"scores best on {fidelity_metric}")
+    text = (f"{best} {verb} ({fidelity_metric} of the {explainer} map "
+            f"{fmt(fid[best]['value'])}{_interval(fid[best])} vs {fmt(fid[other]['value'])} for {other}")
+    return text + (f"; paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}])"
+                   if diff is not None else ")")
 
 
-def _paired(paired: pd.DataFrame | None, dataset: str, method: str, metric: str, best: str, other: str):
+def _accuracy_clause(a_best: pd.Series | None, a_other: pd.Series | None, *, other: str, acc_diff) -> str | None:
+    """The headline's accuracy half, in percentage points of the k-means heads' accuracy (None
+    without both accuracies): a cost, a gain, the same, or within the noise of ``acc_diff``."""
+    if a_best is None or a_other is None or not finite(a_best["value"]) or not finite(a_other["value"]):
+        return None
+    delta = 100.0 * (float(a_best["value"]) - float(a_other["value"]))
+    shown = fmt(abs(delta))
+    unit = "accuracy point" if shown == "1" else "accuracy points"
+    pair = f"{percent(a_best['value'])} vs {percent(a_other['value'])}"
+    if acc_diff is not None:
+        pair += (f"; paired difference {fmt(100.0 * acc_diff['difference'])} "
+                 f"[{fmt(100.0 * acc_diff['ci_low'])}, {fmt(100.0 * acc_diff['ci_high'])}] points")
+    if shown == "0":
+        return f" at the same accuracy ({pair})"
+    if acc_diff is not None and acc_diff["ci_low"] <= 0 <= acc_diff["ci_high"]:
+        return f" at an accuracy within the noise of {other}'s ({pair})"
+    if delta < 0:
+        return f" at a cost of {shown} {unit} ({pair})"
+    return f" and gains {shown} {unit} ({pair})"
+
+
+def _paired(paired: pd.DataFrame | None, dataset: str, *, method: str, metric: str, best: str, other: str):
     """``best - other`` from the paired comparisons (sign flipped if stored as other - best), or None."""
     if paired is None or not len(paired):
         return None
@@ -172,18 +188,20 @@ def backbone_provenance(architecture: str, weights: str, checkpoint: dict | None
     return f"{architecture} (weights: {weights})"
 
 
-def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str],
+def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str], *,
               fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
               uninformative: dict | None = None) -> dict[str, str]:
     """:func:`headline` of every dataset, in the given order."""
-    return {ds: headline(agg, ds, list(combinations), fidelity_metric, explainer, paired,
-                         fidelity_metric in (uninformative or {}).get(ds, set())) for ds in datasets}
+    return {ds: headline(agg, ds, list(combinations), fidelity_metric=fidelity_metric, explainer=explainer,
+                         paired=paired, uninformative=fidelity_metric in (uninformative or {}).get(ds, set()))
+            for ds in datasets}
 
 
 def key_numbers(
     agg: pd.DataFrame,
     datasets: Sequence[str],
     combinations: Sequence[str],
+    *,
     fidelity_metric: str,
     explainer: str = TRADEOFF_EXPLAINER,
     baseline: str | None = None,
@@ -259,7 +277,7 @@ def _above(a: pd.Series, b: pd.Series) -> bool | None:
     return False if hi_a < lo_b else None
 
 
-def prototype_claim(agg: pd.DataFrame, dataset: str, combinations: Sequence[str],
+def prototype_claim(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *,
                     cnn: str = "cnn") -> str:
     """One sentence: does "linear prototypes do not represent the data" hold at their most
     favourable reading (docs/METHOD.md, section 6)?
@@ -305,8 +323,8 @@ def prototype_claims(agg: pd.DataFrame, datasets: Sequence[str], combinations: S
     return {ds: prototype_claim(agg, ds, list(combinations)) for ds in datasets}
 
 
-#: What a one-seed study's intervals leave out, said beside its sentences (docs/METHOD.md, "Numerics
-#: and platforms": another seed, or another CPU's kernels in native mode, trains other weights).
+#: What a one-seed study's intervals leave out, said beside its sentences (docs/METHOD.md, section 7:
+#: another seed, or another CPU's kernels in native mode, trains other weights).
 ONE_SEED_NOTE = ("One training seed: the intervals above resample the test images only and leave training "
                  "variation out, so another seed (or another CPU's kernels) can move these verdicts; the "
                  "thorough profile resamples three seeds.")
