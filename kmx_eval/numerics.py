@@ -191,7 +191,7 @@ def platform_record(*, mode: str, device: Any, threads: int | None) -> dict[str,
     device and numerics mode.
 
     Nothing in it changes from run to run on one machine (no time, host name or process id), so
-    two runs on the same machine write the same bytes (docs/ARCHITECTURE.md, "Platform records").
+    two runs on the same machine write the same bytes (docs/ARCHITECTURE.md, "Numerics and platform records").
     """
     import torch  # here: this module is imported before torch loads (see the module docstring)
 
