@@ -7,7 +7,7 @@ vector gets its mean and an interval over the samples of its seed (docs/METHOD.m
 "Intervals"): a seeded percentile bootstrap (:func:`~kmx_eval.metrics.bootstrap.bootstrap_ci`,
 seeded by the training seed), or for a proportion (:func:`is_proportion`: accuracy, agreement,
 decision agreement, purity, PointingGame) the Wilson interval, which does not collapse to [1, 1]
-at 100%. Per-prototype vectors (proximity, purity, diversity) are summarised over prototypes.
+at 100%. Per-prototype vectors (proximity, purity, both diversities) are summarised over prototypes.
 Nothing is silently zero: a value that cannot be computed is NaN with a note.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -33,8 +33,12 @@ from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Invariance, Qua
 log = logging.getLogger("kmx_eval")
 
 NO_PARTS = "not applicable: dataset has no part maps or masks"
-#: Prototype-fidelity metrics: name -> higher_is_better.
-PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": True, "diversity": True}
+#: Prototype-fidelity metrics: name -> higher_is_better. Two diversities (docs/METHOD.md, section 4): ``diversity_scaled``, scale-free, compared across heads in
+#: different spaces; ``diversity_kmex``, KMEx's formula, which depends on the scale of the space.
+PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": True, "diversity_scaled": True,
+                     "diversity_kmex": True}
+#: Method name of the KMEx reference head (:func:`kmex_reference_set`).
+KMEX_REFERENCE = "kmeans_kmex"
 #: Suffix of the method name of a linear head's most favourable reading (``linear_favourable``).
 FAVOURABLE = "_favourable"
 CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")
@@ -73,12 +77,20 @@ class PrototypeSet:
     linear : bool
         The rows ``w_c`` of a linear head (the CNN's fc, a probe): read also at the most favourable
         equivalent ``alpha (w_c + v)`` (:meth:`EvaluationTables.add_prototypes`).
+    space : (z_train, z_test) arrays, optional
+        The embeddings of the space these prototypes live in, when it is not the table's z_S (the
+        KMEx reference head lives in the raw pooled embeddings of the deepest block); proximity,
+        purity and decision agreement are then measured there.
+    space_note : str
+        Says which space that is, in the rows' notes.
     """
 
     prototypes: np.ndarray
     classes: np.ndarray
     decisions: np.ndarray
     linear: bool = False
+    space: tuple[np.ndarray, np.ndarray] | None = None
+    space_note: str = ""
 
 
 def kmeans_prototype_set(prototypes: np.ndarray, n_distinct: np.ndarray | None, decisions,
@@ -99,6 +111,19 @@ def kmeans_prototype_set(prototypes: np.ndarray, n_distinct: np.ndarray | None, 
         rows.append(protos[c, : keep[c]])
         proto_classes.extend([labels[c]] * int(keep[c]))
     return PrototypeSet(np.concatenate(rows), np.asarray(proto_classes), np.asarray(decisions))
+
+
+def kmex_reference_set(head, z_train: np.ndarray, z_test: np.ndarray) -> PrototypeSet:
+    """The prototypes of KMEx's reference head (:mod:`kmx_eval.heads.kmex`) with their own space.
+
+    ``z_train``, ``z_test`` are the raw pooled embeddings of the deepest block, which that head was
+    fitted on; its proximity, purity and decision agreement are measured there, not in the table's
+    z_S (docs/METHOD.md, section 4). Its decisions are the head's own on ``z_test``.
+    """
+    ps = kmeans_prototype_set(head.prototypes_, head.n_prototypes_per_class_, head.predict(z_test),
+                              classes=head.classes_)
+    return replace(ps, space=(np.asarray(z_train), np.asarray(z_test)),
+                   space_note="the raw pooled embeddings of the deepest block (KMEx's space)")
 
 
 def summary_metrics(fidelity_metric: str, computed: list[str]) -> tuple[str, ...]:
@@ -180,7 +205,7 @@ class EvaluationTables:
                        sample_ids: np.ndarray | None = None) -> None:
         """Prototype fidelity (docs/METHOD.md, sections 4 and 6) of each prototype set in z_S.
 
-        Proximity and diversity are bootstrapped over prototypes; purity@m, a share ``k_j / m`` per
+        Proximity and the two diversities are bootstrapped over prototypes; purity@m, a share ``k_j / m`` per
         prototype, gets the Wilson interval at the number of prototypes (conservative, see
         :func:`~kmx_eval.metrics.tidy.summary_row`); decision agreement, 0/1 per test sample, the
         Wilson interval over test samples, and its per-sample values go to ``samples.csv`` under
@@ -197,7 +222,11 @@ class EvaluationTables:
         (:func:`~kmx_eval.metrics.prototype_fidelity.favourable_linear_reading`), every number of
         which is invariant to the head's ``alpha`` and ``v``. Its purity ranks training embeddings
         by the centred logit (:func:`~kmx_eval.metrics.prototype_fidelity.linear_class_purities`)
-        and its diversity is scale and shift invariant, so both are the same in the two readings.
+        and its ``diversity_scaled`` is scale and shift invariant, so both are the same in the two
+        readings; its ``diversity_kmex`` depends on the scale, so it differs between them.
+
+        Each set is measured in the embeddings of its own space: ``z_train``/``z_test`` (z_S),
+        or ``PrototypeSet.space`` where given (the KMEx reference head, :func:`kmex_reference_set`).
         """
         m = int(min(purity_m, len(z_train)))
         ids = np.arange(len(z_test)) if sample_ids is None else np.asarray(sample_ids)
@@ -206,26 +235,27 @@ class EvaluationTables:
         for method, ps in sets.items():
             t0 = time.perf_counter()
             n_protos = len(ps.prototypes)
-            proto_note = f"{n_protos} prototypes"
+            proto_note = f"{n_protos} prototypes" + (f" in {ps.space_note}" if ps.space_note else "")
+            zt, zs = ps.space if ps.space is not None else (z_train, z_test)
             chance = float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)]))
             if not ps.linear:
-                purity = pf.class_purities(ps.prototypes, ps.classes, z_train, y_train, m)
-                self._prototype_rows(seed, method, ps.prototypes, ps, purity, z_train, z_test, chance,
+                purity = pf.class_purities(ps.prototypes, ps.classes, zt, y_train, m)
+                self._prototype_rows(seed, method, ps.prototypes, ps, purity, zt, zs, chance,
                                      proto_note, f"m = {m} nearest training embeddings", "", ids)
                 self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
                 continue
-            purity = pf.linear_class_purities(ps.prototypes, z_train, y_train, m, classes=ps.classes)
+            purity = pf.linear_class_purities(ps.prototypes, zt, y_train, m, classes=ps.classes)
             ranked = f"m = {m} training embeddings with the highest centred logit <w_c - wbar, z>"
-            self._prototype_rows(seed, method, ps.prototypes, ps, purity, z_train, z_test, chance,
+            self._prototype_rows(seed, method, ps.prototypes, ps, purity, zt, zs, chance,
                                  proto_note, ranked, "reading alpha = 1, v = 0 (as stored)", ids)
-            best = pf.favourable_linear_reading(ps.prototypes, z_train, y_train, classes=ps.classes)
+            best = pf.favourable_linear_reading(ps.prototypes, zt, y_train, classes=ps.classes)
             self.settings.setdefault("linear_readings", {})[method] = {
                 "alpha": best.alpha, "alpha_least_squares": best.alpha_ls,
                 "shift_norm": float(np.linalg.norm(best.shift)), "proximity": best.proximity,
                 "stored_weight_norm": float(np.linalg.norm(ps.prototypes)),
             }
-            self._prototype_rows(seed, f"{method}_favourable", best.prototypes, ps, purity, z_train,
-                                 z_test, chance, proto_note, ranked,
+            self._prototype_rows(seed, f"{method}_favourable", best.prototypes, ps, purity, zt,
+                                 zs, chance, proto_note, ranked,
                                  "most favourable equivalent reading u + alpha (W - wbar)/||W - wbar|| "
                                  f"(alpha = {best.alpha:.4g}, ||u|| = {np.linalg.norm(best.shift):.4g})", ids)
             self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
@@ -236,11 +266,15 @@ class EvaluationTables:
         values = {
             "proximity": pf.proximity_ratios(prototypes, z_train, "euclidean"),
             "purity": purity,
-            "diversity": pf.diversity_per_prototype(prototypes),
+            "diversity_scaled": pf.diversity_scaled_per_prototype(prototypes),
+            "diversity_kmex": pf.diversity_kmex_per_prototype(prototypes),
         }
         notes = {"proximity": prefix + proto_note,
                  "purity": f"{proto_note}; {purity_note}",
-                 "diversity": proto_note if len(prototypes) >= 3 else "undefined for fewer than 3 prototypes"}
+                 "diversity_scaled": (f"{proto_note}; scale-free" if len(prototypes) >= 3
+                                      else "undefined for fewer than 3 prototypes"),
+                 "diversity_kmex": (f"{prefix}{proto_note}; KMEx's formula (utils/evaluation.py, diversity) "
+                                    "on exact distances: depends on the scale of the space")}
         if np.isnan(values["proximity"]).all():
             notes["proximity"] = "undefined: the median nearest-neighbour distance among training embeddings is 0"
         for metric, v in values.items():
@@ -419,13 +453,14 @@ class EvaluationTables:
     def summary(self, explainer_metrics: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
         """Key numbers per seed for the DVC metrics file: ``{"seed0": {"kmeans/accuracy": ...}}``.
 
-        Heads' accuracy and agreement, prototype proximity, purity and diversity, concept scores,
+        Heads' accuracy and agreement, prototype proximity, purity and both diversities, concept scores,
         and for each explainer the metrics named in ``explainer_metrics``.
         """
         out: dict[str, dict[str, float]] = {}
         for r in self.rows:
             keep = (r["kind"] in ("head", "concepts")
-                    or (r["kind"] == "prototypes" and r["metric"] in ("proximity", "purity", "diversity"))
+                    or (r["kind"] == "prototypes" and r["metric"] in ("proximity", "purity", "diversity_scaled",
+                                                                      "diversity_kmex"))
                     or (r["kind"] == "explainer" and r["metric"] in explainer_metrics))
             if keep:
                 out.setdefault(f"seed{r['seed']}", {})[f"{r['method']}/{r['metric']}"] = r["value"]

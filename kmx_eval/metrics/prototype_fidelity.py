@@ -27,8 +27,11 @@ Metrics (each also available per prototype, so that intervals can be bootstrappe
 - decision agreement: per test sample, ``[class of the nearest prototype (no offsets) = head's
   decision]``; 1 for the k-means head by construction, and for a linear head the share of
   decisions that do not depend on the offsets ``1/2 ||w_c||^2 + b_c``;
-- diversity: normalised entropy of a softmax over pairwise prototype similarities (see
-  :func:`diversity_per_prototype`).
+- diversity, under two names (docs/METHOD.md, section 4): ``diversity_kmex``, KMEx's own formula
+  (:func:`diversity_kmex_per_prototype`; it depends on the scale of the space, so it is compared
+  only between prototype sets in the same space), and ``diversity_scaled``, the suite's scale-free
+  normalised entropy (:func:`diversity_scaled_per_prototype`), the one compared across heads in
+  different spaces.
 
 Linear prototypes are only defined up to a decision-preserving change (docs/METHOD.md, section 6):
 ``w_c -> alpha (w_c + v)`` with ``alpha > 0`` and ``v`` shared by all classes (and ``b_c -> alpha
@@ -215,21 +218,29 @@ def decision_agreement(embeddings, prototypes, prototype_classes, decisions) -> 
     return (nearest == decisions).astype(np.float64)
 
 
-def diversity_per_prototype(prototypes) -> np.ndarray:
-    """Normalised entropy of each prototype's softmax over its similarities to the others.
+def diversity_scaled_per_prototype(prototypes) -> np.ndarray:
+    """The suite's scale-free diversity of each prototype (docs/METHOD.md, section 4).
 
-    With ``d_ij = ||p_i - p_j||^2`` and prototype ``i``'s own scale
-    ``tau_i = median_{j != i} d_ij``, prototype ``i`` spreads its similarity over the others as
-    ``q_ij = exp(-d_ij / tau_i) / sum_{k != i} exp(-d_ik / tau_i)`` (``j != i``) and scores
-    ``H_i / log(P - 1)`` with ``H_i = -sum_{j != i} q_ij log q_ij``.
+    A normalised entropy of each prototype's softmax over its similarities to the *other*
+    prototypes, each measured in units of that prototype's own median squared distance. With
+    ``d_ij = ||p_i - p_j||^2`` and ``tau_i = median_{j != i} d_ij``, prototype ``i`` spreads its
+    similarity over the others as ``q_ij = exp(-d_ij / tau_i) / sum_{k != i} exp(-d_ik / tau_i)``
+    (``j != i``) and scores ``H_i / log(P - 1)`` with ``H_i = -sum_{j != i} q_ij log q_ij``.
 
-    A score of 1 means prototype ``i`` is equally far from every other prototype (evenly
-    spread, as in a regular simplex); lower scores mean it has a few companions much closer than
-    its median neighbour (prototypes bunch into groups). When at least half of the other
-    prototypes coincide with ``p_i`` (``tau_i = 0``, collapse) its score is 0. The per-prototype
-    median makes the score invariant to the scale of the space, so linear prototypes ``w_c`` and
-    k-means prototypes can be compared. With fewer than 3 prototypes ``log(P - 1) = 0`` and the
-    scores are NaN (undefined).
+    This is not KMEx's diversity (:func:`diversity_kmex_per_prototype`): it leaves out the
+    diagonal, divides the distances by ``tau_i``, and normalises by ``log(P - 1)``.
+
+    A score of 1 means prototype ``i`` is equally far from every other prototype (evenly spread,
+    as in a regular simplex); lower scores mean it has a few companions much closer than its
+    median neighbour (prototypes bunch into groups). When at least half of the other prototypes
+    coincide with ``p_i`` (``tau_i = 0``, collapse) its score is 0. With fewer than 3 prototypes
+    ``log(P - 1) = 0`` and the scores are NaN (undefined).
+
+    Invariance: ``d_ij / tau_i`` does not change when every prototype is mapped by
+    ``p -> s Q p + t`` (a common rescaling ``s > 0``, a rotation or reflection ``Q`` and a shift
+    ``t``), so neither does the score (tested). That is why it, and not KMEx's formula, is the
+    diversity compared between heads in different spaces (standardised and raw embeddings, linear
+    rows ``w_c`` at any equivalent ``alpha (w_c + v)``).
 
     Returns
     -------
@@ -253,9 +264,71 @@ def diversity_per_prototype(prototypes) -> np.ndarray:
     return score.numpy()
 
 
-def diversity(prototypes) -> float:
-    """KMEx-style diversity: mean of :func:`diversity_per_prototype`, in [0, 1] (NaN for P < 3)."""
-    return float(np.mean(diversity_per_prototype(prototypes)))
+def diversity_scaled(prototypes) -> float:
+    """Mean of :func:`diversity_scaled_per_prototype`, in [0, 1] (NaN for P < 3); scale-free."""
+    return float(np.mean(diversity_scaled_per_prototype(prototypes)))
+
+
+#: KMEx's similarity offsets: ``log(d + 1) - log(d + eps)`` with ``eps = 1e-4`` (KMEx's
+#: utils/evaluation.py, ``diversity``, the ``kim`` line).
+KMEX_SIMILARITY_EPS = 1e-4
+
+
+def diversity_kmex_per_prototype(prototypes) -> np.ndarray:
+    """KMEx's diversity of each prototype, exactly as KMEx computes it, on exact distances.
+
+    Source: github.com/SrishtiGautam/KMEx, utils/evaluation.py, function ``diversity`` (the
+    ``kim`` / ``ksx`` / ``ke`` lines for the k-means prototypes). With the Euclidean distances
+    ``d_ij = ||p_i - p_j||`` between all ``P`` prototypes, *the prototype itself included*
+    (``d_ii = 0``),
+
+    .. math::
+
+        s_{ij} = \\log(d_{ij} + 1) - \\log(d_{ij} + 10^{-4}), \\qquad
+        q_{ij} = \\frac{e^{s_{ij}}}{\\sum_{k=1}^{P} e^{s_{ik}}}, \\qquad
+        e_i = -\\frac{\\sum_{j=1}^{P} q_{ij} \\log q_{ij}}{\\log P},
+
+    and an ``e_i`` that is NaN counts as 1 (KMEx's ``torch.nan_to_num(ke, 1)``; on finite
+    prototypes that happens only for ``P = 1``, where ``log P = 0``: ``s_ij`` lies in
+    ``(0, log 1e4]``, so no ``q_ij`` underflows to 0). KMEx's number is the mean
+    of ``e_i`` over prototypes (:func:`diversity_kmex`). ``P`` here is the number of prototypes
+    passed; KMEx divides by its ``NB_PRT``, the same count for its K x H prototypes.
+
+    **Not scale-free.** ``s_ij`` compares ``d_ij`` with the fixed constants 1 and 1e-4, so the
+    score depends on the scale of the space: for ``np.random.default_rng(0).normal(size=(50, 8))``
+    it is 0.0158, for the same prototypes times 0.01 it is 0.2156. The diagonal ``s_ii = log(1e4)
+    = 9.21`` dominates every row unless the distances between prototypes are well below 1
+    (``s_ij`` is about ``1 / d_ij`` for ``d_ij >> 1``), so on embeddings whose distances are in the
+    tens the score is near 0 whatever the prototypes' arrangement. It is unchanged by a common
+    shift, rotation or reflection of the prototypes, but not by a common rescaling. Compare
+    it only between prototype sets in the same space at the same scale (KMEx's own tables); across
+    spaces use :func:`diversity_scaled`.
+
+    **Exact distances.** KMEx calls ``torch.cdist`` on float32 prototypes with its default mode,
+    whose matrix-product path (``||a||^2 - 2<a, b> + ||b||^2``) leaves the diagonal at about 1e-3
+    instead of 0 by cancellation; since ``s_ii`` is steep near 0, that alone moves the value above
+    from 0.0158 to 0.0302. Here the distances are float64 differences (:data:`EXACT_CDIST`), so
+    ``d_ii = 0`` exactly and the value is the formula's.
+
+    Returns
+    -------
+    array (P,), values in [0, 1]
+    """
+    p = _as_tensor("prototypes", prototypes, 2)
+    n = p.shape[0]
+    if n < 2:  # log P = 0: KMEx's 0 / 0, read as 1
+        return np.ones(n)
+    d = torch.cdist(p, p, compute_mode=EXACT_CDIST)
+    s = torch.log(d + 1.0) - torch.log(d + KMEX_SIMILARITY_EPS)
+    q = torch.softmax(s, dim=-1)
+    # KMEx's own expression, NaN read as 1 as KMEx does (no q underflows here: s lies in (0, 9.22]).
+    e = -(torch.log(q) * q).sum(dim=-1) / math.log(n)
+    return torch.nan_to_num(e, nan=1.0).numpy()
+
+
+def diversity_kmex(prototypes) -> float:
+    """KMEx's diversity: mean of :func:`diversity_kmex_per_prototype`, in [0, 1]; depends on the scale."""
+    return float(np.mean(diversity_kmex_per_prototype(prototypes)))
 
 
 # ---------------------------------------------------------------------------------- linear heads

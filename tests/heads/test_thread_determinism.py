@@ -40,8 +40,8 @@ def _fit_and_measure(z, y):
     probe = LinearProbe(C=1.0, max_iter=2000, random_state=0).fit(z, y)
     head = KMeansHead(n_prototypes=5, n_init=2, random_state=0).fit(z, y)
     protos = head.prototypes_.reshape(-1, z.shape[1])
-    metrics = np.array([pf.proximity_ratio(probe.prototypes_, z), pf.diversity(probe.prototypes_),
-                        pf.proximity_ratio(protos, z), pf.diversity(protos)])
+    metrics = np.array([pf.proximity_ratio(probe.prototypes_, z), pf.diversity_scaled(probe.prototypes_),
+                        pf.proximity_ratio(protos, z), pf.diversity_scaled(protos), pf.diversity_kmex(protos)])
     return _digest(probe.coef_, probe.intercept_), _digest(head.prototypes_), metrics
 
 

@@ -105,7 +105,8 @@ def test_combination_tables(workdir):
     protos = metrics[metrics.kind == "prototypes"]
     # no linear: standardize is not the CNN's space; the probe's rows are read twice
     assert set(protos.method) == {"kmeans", "probe", "probe_favourable"}
-    assert set(protos.metric) == {"proximity", "purity", "decision_agreement", "diversity"}
+    assert set(protos.metric) == {"proximity", "purity", "decision_agreement", "diversity_scaled",
+                                  "diversity_kmex"}
     k_agree = protos.set_index(["method", "metric"]).loc[("kmeans", "decision_agreement"), "value"]
     assert k_agree == 1.0  # the k-means head is its own nearest-prototype rule
     expl = metrics[metrics.kind == "explainer"]
@@ -146,7 +147,7 @@ def test_baseline_tables(workdir):
     heads = metrics[metrics.kind == "head"]
     assert list(heads.method) == ["cnn"] and list(heads.metric) == ["accuracy"]
     protos = metrics[metrics.kind == "prototypes"]
-    assert set(protos.method) == {"linear", "linear_favourable"} and len(protos) == 8
+    assert set(protos.method) == {"linear", "linear_favourable"} and len(protos) == 10
     assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random", "oracle", "oracle_pixel"}
     assert "concepts" not in set(metrics.kind)
 

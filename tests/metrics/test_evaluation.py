@@ -6,9 +6,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kmx_eval.heads.kmex import fit_kmex_reference
+from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import tidy
-from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet,
-                                         kmeans_prototype_set)
+from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet, kmeans_prototype_set,
+                                         kmex_reference_set)
 from kmx_eval.metrics.quantus import NO_MASKS, QuantusSettings
 
 H = 32
@@ -56,7 +58,28 @@ def test_prototype_rows_separate_on_data_from_off_data_prototypes():
     assert df.loc[("kmeans", "purity"), "chance"] == pytest.approx(1 / 3)
     assert df.loc[("kmeans", "decision_agreement"), "value"] == 1.0
     assert not df.loc[("kmeans", "proximity"), "higher_is_better"]
-    assert df.loc[("kmeans", "diversity"), "n"] == 3
+    assert df.loc[("kmeans", "diversity_scaled"), "n"] == 3
+    assert df.loc[("kmeans", "diversity_kmex"), "n"] == 3
+    assert "depends on the scale" in df.loc[("kmeans", "diversity_kmex"), "note"]
+
+
+def test_a_prototype_set_with_its_own_space_is_measured_there():
+    """The KMEx reference head lives in raw embeddings: its proximity is read against those, not z_S."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 10
+    z = np.concatenate([c + rng.normal(size=(20, 8)) for c in centres])
+    y = np.repeat(np.arange(3), 20)
+    raw = 50.0 * z + 7.0  # another space: rescaled and shifted
+    head = fit_kmex_reference(raw, y, n_prototypes=2, seed=0)
+    t = _tables()
+    t.add_prototypes(0, {"kmeans_kmex": kmex_reference_set(head, raw, raw)}, z, y, z, purity_m=5)
+    df = t.frames()[0].set_index(["method", "metric"])
+    assert df.loc[("kmeans_kmex", "proximity"), "value"] < 1.5
+    assert df.loc[("kmeans_kmex", "purity"), "value"] == 1.0
+    assert df.loc[("kmeans_kmex", "decision_agreement"), "value"] == 1.0
+    assert "deepest block" in df.loc[("kmeans_kmex", "proximity"), "note"]
+    # measured in z_S instead, the same prototypes would sit far off the data
+    assert pf.proximity_ratio(head.prototypes_.reshape(6, 8), z) > 10
 
 
 def _linear_rows(W, z, y, decisions):
@@ -70,7 +93,8 @@ def _linear_rows(W, z, y, decisions):
 @given(seed=st.integers(0, 1000), log_alpha=st.floats(-2, 2), shift=st.floats(-20, 20))
 def test_every_invariant_linear_prototype_number_is_the_same_for_an_equivalent_head(seed, log_alpha, shift):
     """Invariance (docs/METHOD.md, section 6): a head alpha (w_c + v) with the same decisions gives the
-    same favourable reading, purity and diversity; only the rows labelled alpha = 1, v = 0 move."""
+    same favourable reading, purity and scale-free diversity; only the rows labelled alpha = 1, v = 0
+    (and KMEx's diversity, which depends on the scale) move."""
     rng = np.random.default_rng(seed)
     centres = np.abs(rng.normal(size=(3, 6))) * 4
     z = np.concatenate([c + np.abs(rng.normal(size=(20, 6))) for c in centres])
@@ -81,8 +105,9 @@ def test_every_invariant_linear_prototype_number_is_the_same_for_an_equivalent_h
     assert np.array_equal(decisions, (z @ W2.T).argmax(1))
     a, b = _linear_rows(W, z, y, decisions), _linear_rows(W2, z, y, decisions)
     fav = [k for k in a.index if k[0] == "linear_favourable"]
-    assert len(fav) == 4
-    for key in fav + [("linear", "purity"), ("linear", "diversity")]:
+    assert len(fav) == 5
+    invariant = [k for k in fav if k[1] != "diversity_kmex"] + [("linear", "purity"), ("linear", "diversity_scaled")]
+    for key in invariant:
         for col in ("value", "ci_low", "ci_high"):
             assert b.loc[key, col] == pytest.approx(a.loc[key, col], rel=1e-6, abs=1e-9), (key, col)
     assert "alpha = 1, v = 0" in a.loc[("linear", "proximity"), "note"]
@@ -236,7 +261,8 @@ def test_proportions_are_declared_once_and_pointing_game_is_one():
     for kind, metric in (("head", "accuracy"), ("head", "agreement"), ("prototypes", "purity"),
                          ("prototypes", "decision_agreement")):
         assert is_proportion(kind, metric)
-    for kind, metric in (("prototypes", "proximity"), ("prototypes", "diversity"),
+    for kind, metric in (("prototypes", "proximity"), ("prototypes", "diversity_scaled"),
+                         ("prototypes", "diversity_kmex"),
                          ("concepts", "concept_purity_object"), ("explainer", "NoSuchMetric")):
         assert not is_proportion(kind, metric)
 
@@ -266,7 +292,8 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
         wilson_interval(purity.mean() * 6, 6, 0.9)
     # Other rows: byte-identical to the percentile bootstrap seeded by the training seed.
     for metric, v in (("proximity", pf.proximity_ratios(protos, z, "euclidean")),
-                      ("diversity", pf.diversity_per_prototype(protos))):
+                      ("diversity_scaled", pf.diversity_scaled_per_prototype(protos)),
+                      ("diversity_kmex", pf.diversity_kmex_per_prototype(protos))):
         r = rows.loc[("kmeans", metric)]
         assert (r["value"], r["ci_low"], r["ci_high"]) == bootstrap_ci(v, 100, 0.9, seed=2)
     # Decision agreement's per-sample values are written, under the given sample ids.

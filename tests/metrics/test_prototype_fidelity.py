@@ -94,22 +94,79 @@ def test_decision_agreement_detects_decisions_that_need_offsets():
     assert pf.decision_agreement(x, means, [0, 1, 2], biased).mean() == pytest.approx(2 / 3)
 
 
-def test_diversity_is_one_for_a_simplex_and_zero_when_collapsed():
+def test_scaled_diversity_is_one_for_a_simplex_and_zero_when_collapsed():
     simplex = np.eye(6) * 3.0  # every pair equally far apart
-    assert pf.diversity(simplex) == pytest.approx(1.0)
+    assert pf.diversity_scaled(simplex) == pytest.approx(1.0)
     collapsed = np.zeros((6, 4))
-    assert pf.diversity(collapsed) == 0.0
+    assert pf.diversity_scaled(collapsed) == 0.0
     mostly = np.zeros((6, 4))
     mostly[0] = 5.0  # five coincide, one far away: the five have collapsed
-    assert pf.diversity(mostly) < 0.2
+    assert pf.diversity_scaled(mostly) < 0.2
     pairs = np.repeat(np.eye(4) * 10.0, 2, axis=0) + np.random.default_rng(0).normal(size=(8, 4)) * 0.01
-    assert pf.diversity(pairs) < pf.diversity(np.eye(8) * 10.0)
-    assert np.isnan(pf.diversity(np.eye(2)))
+    assert pf.diversity_scaled(pairs) < pf.diversity_scaled(np.eye(8) * 10.0)
+    assert np.isnan(pf.diversity_scaled(np.eye(2)))
 
 
-def test_diversity_does_not_depend_on_the_scale():
-    p = np.random.default_rng(3).normal(size=(10, 5))
-    assert pf.diversity(p) == pytest.approx(pf.diversity(p * 1000.0))
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_protos=st.integers(3, 12), log_scale=st.floats(-4, 4),
+       shift=st.floats(-100, 100))
+def test_scaled_diversity_is_invariant_to_a_common_rescaling_rotation_and_shift(seed, n_protos, log_scale,
+                                                                              shift):
+    """Invariance (docs/METHOD.md, section 4): p -> s Q p + t leaves every prototype's score unchanged."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n_protos, 5)) * rng.uniform(0.1, 10)
+    Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    moved = 10.0 ** log_scale * p @ Q.T + shift * rng.normal(size=5)
+    np.testing.assert_allclose(pf.diversity_scaled_per_prototype(moved), pf.diversity_scaled_per_prototype(p),
+                               atol=1e-7)
+
+
+def _kmex_diversity_by_hand(p):
+    """KMEx's formula in plain float64 numpy (utils/evaluation.py, ``diversity``): all pairs, the
+    diagonal included, similarity log(d + 1) - log(d + 1e-4), row softmax, entropy / log P, NaN -> 1."""
+    d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(axis=-1))
+    s = np.log(d + 1.0) - np.log(d + 1e-4)
+    q = np.exp(s) / np.exp(s).sum(axis=1, keepdims=True)
+    e = -(q * np.log(q)).sum(axis=1) / np.log(len(p))
+    return np.where(np.isnan(e), 1.0, e).mean()
+
+
+def test_kmex_diversity_is_kmex_formula_on_exact_distances():
+    p = np.random.default_rng(0).normal(size=(50, 8))
+    # the issue's values (0.0158..., 0.2156...), here from the formula by hand to 7 digits
+    assert _kmex_diversity_by_hand(p) == pytest.approx(0.0158286, abs=1e-6)
+    assert _kmex_diversity_by_hand(p * 0.01) == pytest.approx(0.2155811, abs=1e-6)
+    assert pf.diversity_kmex(p) == pytest.approx(_kmex_diversity_by_hand(p), abs=1e-6)
+    assert pf.diversity_kmex(p * 0.01) == pytest.approx(_kmex_diversity_by_hand(p * 0.01), abs=1e-6)
+    per = pf.diversity_kmex_per_prototype(p)
+    assert per.shape == (50,) and np.all((per >= 0) & (per <= 1))
+
+
+def test_kmex_diversity_depends_on_the_scale_and_the_scaled_one_does_not():
+    p = np.random.default_rng(0).normal(size=(50, 8))
+    assert pf.diversity_kmex(p * 0.01) > 10 * pf.diversity_kmex(p)
+    assert pf.diversity_scaled(p * 0.01) == pytest.approx(pf.diversity_scaled(p), abs=1e-9)
+
+
+def test_kmex_diversity_differs_from_kmex_float32_run_only_by_the_cdist_diagonal():
+    """KMEx's own float32 torch.cdist (matrix-product path) leaves the diagonal near 1e-3 instead of 0,
+    which alone moves the value from 0.0158 to about 0.030; the exact distances give the formula's."""
+    import torch
+
+    p = np.random.default_rng(0).normal(size=(50, 8))
+    t = torch.tensor(p, dtype=torch.float32)
+    d = torch.cdist(t, t, compute_mode="use_mm_for_euclid_dist")
+    s = torch.log(d + 1) - torch.log(d + 1e-4)
+    q = torch.softmax(s, -1)
+    float32 = torch.nan_to_num(-(torch.log(q) * q).sum(-1) / np.log(50), 1).mean().item()
+    assert float(d.diagonal().max()) > 1e-4  # the product path's cancellation on the diagonal
+    assert float32 > 1.5 * pf.diversity_kmex(p)
+
+
+def test_kmex_diversity_of_one_prototype_is_kmex_nan_read_as_one():
+    assert pf.diversity_kmex_per_prototype(np.ones((1, 3))).tolist() == [1.0]
+    # coinciding prototypes are no NaN: each row then spreads over the copies
+    assert pf.diversity_kmex(np.zeros((4, 3))) == pytest.approx(1.0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -121,7 +178,8 @@ def test_ranges(seed, n_protos, m):
     p = rng.normal(size=(n_protos, 4)) * rng.uniform(0.1, 10)
     classes = rng.integers(0, 3, n_protos)
     assert 0.0 <= pf.class_purity(p, classes, x, y, m=m) <= 1.0
-    assert 0.0 <= pf.diversity(p) <= 1.0
+    assert 0.0 <= pf.diversity_scaled(p) <= 1.0
+    assert 0.0 <= pf.diversity_kmex(p) <= 1.0
     assert pf.proximity_ratio(p, x) >= 0.0
     assert 0.0 <= pf.proximity_ratio(p, x, metric="cosine")
 
@@ -152,7 +210,7 @@ def test_favourable_reading_and_linear_purity_do_not_depend_on_alpha_and_v(seed,
     assert np.allclose(a.prototypes, b.prototypes, rtol=1e-6, atol=1e-6 * np.abs(x).max())
     assert np.array_equal(pf.linear_class_purities(W, x, y, m=10),
                           pf.linear_class_purities(W2, x, y, m=10))
-    assert pf.diversity(W2) == pytest.approx(pf.diversity(W), abs=1e-9)
+    assert pf.diversity_scaled(W2) == pytest.approx(pf.diversity_scaled(W), abs=1e-9)
 
 
 def test_favourable_reading_is_closer_to_the_data_than_small_stored_weights():
