@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from kmx_eval.errors import ParamsError, did_you_mean
 from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict, check_seed
-from kmx_eval.models.combination import Combination, check_combination_name, parse_combination
+from kmx_eval.models.combination import Combination, parse_combination
 
 
 def _registry(info: ValidationInfo, kind: str):
@@ -226,7 +226,7 @@ class EvaluateConfig(Strict):
         seen: dict[frozenset, int] = {}
         for i, (a, b) in enumerate(v):
             for name in (a, b):
-                check_combination_name(name, where=f"evaluate.compare[{i}]")
+                parse_combination(name, where=f"evaluate.compare[{i}]")
             if a == b:
                 raise ParamsError(f"evaluate.compare[{i}]: compares {a} with itself (a paired "
                                   f"difference of zero); pair two different combinations, such as [B4, B234]")
@@ -320,7 +320,7 @@ class Params(Strict):
         if not v:
             raise ValueError("needs at least one block combination, such as [B4, B34, B234]")
         for i, name in enumerate(v):
-            check_combination_name(name, where=f"combinations[{i}]")
+            parse_combination(name, where=f"combinations[{i}]")
         if len(set(v)) != len(v):
             raise ValueError("lists a block combination twice")
         return v
