@@ -143,14 +143,16 @@ def pin_stage_process(argv: Sequence[str] | None = None) -> str | None:
 def check_pinned(mode: str) -> None:
     """Make sure this process runs ``mode``'s kernels; pin now if numpy and torch are not loaded.
 
-    A stage whose libraries were loaded before the pins (a test that runs a stage in its own
-    process) runs on whatever kernels that process has: a warning says so, and the platform
-    record shows the instruction set actually used.
+    A stage run inside another process whose libraries were already loaded (a test calling a
+    stage's ``main``) runs on that process's kernels, silently: its platform record shows the
+    instruction set used. In a stage process that is a bug, and a warning says so.
     """
     if os.environ.get(MODE_VARIABLE) == mode:
         return
     if not too_late():
         pin(mode)
+        return
+    if not is_stage_process(sys.argv):
         return
     log.warning("numerics %s requested, but %s loaded before the kernels could be pinned; this run "
                 "uses the kernels of the process it runs in (see its platform record)",

@@ -138,3 +138,15 @@ def test_platform_record_says_where_and_is_stable():
     assert first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert first["onednn"][0].isdigit() or first["onednn"] == "none"
     assert "portable numerics" in numerics.describe(first)
+
+
+def test_check_pinned_warns_only_in_a_stage_process(monkeypatch, caplog):
+    import torch  # noqa: F401  (loaded: pinning now is too late)
+
+    monkeypatch.delenv(numerics.MODE_VARIABLE, raising=False)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    numerics.check_pinned("portable")
+    assert not caplog.records and numerics.MODE_VARIABLE not in os.environ
+    monkeypatch.setattr(sys, "argv", ["stages/train.py", "shapes"])
+    numerics.check_pinned("portable")
+    assert "loaded before the kernels could be pinned" in caplog.text
