@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kmx_eval import io
+from kmx_eval import io, numerics, paths
 from kmx_eval.errors import KmxError
 
 DIGESTS = Path("digests.json")
 OUTPUT_FOLDERS = ("data", "models", "features", "heads", "maps", "metrics", "reports/tables")
 OUTPUT_FILES = ("reports/metrics.json",)
-PLATFORM_FOLDER = Path("metrics") / "platform"
+PLATFORM_FOLDER = paths.platform_record("train", "x").parent
 HEADLINES = Path("reports") / "metrics.json"
 
 
@@ -70,22 +70,12 @@ def headlines(metrics: dict[str, Any], prefix: str = "") -> dict[str, list[float
     return out
 
 
-def platforms(root: Path) -> dict[str, dict[str, Any]]:
-    """The platform record of each stage run, by record name (``train@shapes``...)."""
-    folder = root / PLATFORM_FOLDER
-    records = {p.stem: io.read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
-    report = root / "reports" / "platform.json"
-    if report.is_file():
-        records["report"] = io.read_json(report)
-    return records
-
-
 def snapshot(root: Path) -> dict[str, Any]:
     """What ``digests.json`` holds for the study in ``root``."""
     params = root / "params.yaml"
     metrics = io.read_json(root / HEADLINES) if (root / HEADLINES).is_file() else {}
     return {"params_sha256": sha256(params) if params.is_file() else None,
-            "platforms": platforms(root), "headlines": headlines(metrics), "outputs": output_digests(root)}
+            "platforms": numerics.read_records(root), "headlines": headlines(metrics), "outputs": output_digests(root)}
 
 
 def write(root: Path, dest: Path | None = None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Sequence
 
+from kmx_eval import paths
 from kmx_eval.errors import UnavailableError
 
 log = logging.getLogger("kmx_eval")
@@ -212,3 +213,28 @@ def describe(record: Mapping[str, Any]) -> str:
             f"({record.get('numerics', '?')} numerics), {record.get('threads', '?')} threads, "
             f"{record.get('device', '?')}, torch {record.get('torch', '?')}, MKL {record.get('mkl', '?')}, "
             f"oneDNN {record.get('onednn', '?')}")
+
+
+def read_records(root: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """The platform records of the study in ``root``, by name (``train@shapes``..., ``report``):
+    what :func:`kmx_eval.cli.write_platform_record` wrote (kmx_eval/paths.py, ``platform_record``)."""
+    import json  # here: only the report and the digests read records
+
+    root = Path(root)
+    folder = root / paths.platform_record("train", "x").parent
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if (root / paths.platform_record("report")).is_file():
+        files.append(root / paths.platform_record("report"))
+    return {("report" if p.name == "platform.json" else p.stem): json.loads(p.read_text(encoding="utf-8"))
+            for p in files}
+
+
+def summarise(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line for the report header and summary.md: :func:`describe` of the records' platform,
+    or each distinct platform with the stage runs it made where they differ ("" without records)."""
+    groups: dict[str, list[str]] = {}
+    for name, record in sorted(records.items()):
+        groups.setdefault(describe(record), []).append(name)
+    if len(groups) <= 1:
+        return next(iter(groups), "")
+    return "; ".join(f"{line} ({', '.join(names)})" for line, names in groups.items())

@@ -150,3 +150,18 @@ def test_check_pinned_warns_only_in_a_stage_process(monkeypatch, caplog):
     monkeypatch.setattr(sys, "argv", ["stages/train.py", "shapes"])
     numerics.check_pinned("portable")
     assert "loaded before the kernels could be pinned" in caplog.text
+
+
+def test_records_are_read_and_summarised(tmp_path):
+    from kmx_eval import io
+
+    a = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "numerics": "portable", "threads": 2, "device": "cpu"}
+    io.write_json(tmp_path / "metrics" / "platform" / "train@shapes.json", a)
+    io.write_json(tmp_path / "metrics" / "platform" / "fit@shapes-B4.json", a)
+    assert numerics.summarise(numerics.read_records(tmp_path)) == numerics.describe(a)
+    io.write_json(tmp_path / "reports" / "platform.json", {**a, "cpu": "Intel Xeon"})
+    records = numerics.read_records(tmp_path)
+    assert set(records) == {"train@shapes", "fit@shapes-B4", "report"}
+    line = numerics.summarise(records)
+    assert "AMD EPYC" in line and "(fit@shapes-B4, train@shapes)" in line and "Intel Xeon" in line
+    assert numerics.summarise({}) == ""
