@@ -13,7 +13,8 @@ log = logging.getLogger("kmx_eval")
 @stage
 def main(params, dataset, combination):
     """For every seed, fit the k-means head (KMEx) and the linear probe on the cached pooled
-    embeddings z_S of one block combination, and one concept model per explain.concepts.scope on
+    embeddings z_S of one block combination (on the deepest block alone also KMEx's reference head,
+    head.kmex_reference), and one concept model per explain.concepts.scope on
     the training images' combined maps F_S; write heads/{dataset}/{combination}/seed{s}/ and
     metrics/{dataset}/{combination}/fit.json (accuracies, agreement, each block's variance share)."""
     from kmx_eval.data import load_prepared
@@ -41,7 +42,7 @@ def main(params, dataset, combination):
                 n_concepts=cc.n_concepts, concept_images=cc.n_images,
                 locations_per_image=cc.locations_per_image, concept_batch_size=cc.batch_size,
                 image_batch_size=feat.batch_size, seed=seed, device=device,
-                source=str(paths.embeddings_file(dataset, seed)))
+                source=str(paths.embeddings_file(dataset, seed)), kmex_reference=head.kmex_reference)
             out = folder / paths.head_dir(dataset, comb.name, seed).name
             out.mkdir()
             save_fitted_combination(out, fitted, {"dataset": dataset, **fitted.meta}, cc.locations_per_image)

@@ -23,7 +23,8 @@ import numpy as np
 
 from kmx_eval.heads.kmeans import KMeansHead
 
-__all__ = ["KMEX_N_INIT", "KMEX_MAX_ITER", "KMEX_HEAD_NAME", "is_kmex_space", "fit_kmex_reference"]
+__all__ = ["KMEX_N_INIT", "KMEX_MAX_ITER", "KMEX_HEAD_NAME", "is_kmex_space", "kmex_embeddings",
+           "fit_kmex_reference"]
 
 #: scikit-learn's ``KMeans`` defaults as KMEx ran them (module docstring).
 KMEX_N_INIT = 10
@@ -36,6 +37,18 @@ def is_kmex_space(blocks: tuple[int, ...], n_blocks: int) -> bool:
     """True for the combination whose pooled embeddings, without normalisation, are KMEx's: the
     deepest block alone (``blocks == (n_blocks,)``, B4 for a ResNet)."""
     return tuple(blocks) == (int(n_blocks),)
+
+
+def kmex_embeddings(cache, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """KMEx's embeddings ``(train, test)`` from the embedding cache (:mod:`kmx_eval.models.embeddings`):
+    the pooled ``z`` of the deepest block ``B{n_blocks}``, without normalisation or block factor."""
+    # models.embeddings loads torch: imported here, so that fitting the head on arrays stays light.
+    from kmx_eval.models.combination import Combination
+    from kmx_eval.models.embeddings import combination_embeddings
+
+    deepest = Combination((int(n_blocks),), "channels")  # one block: its factor is 1
+    train, test = (combination_embeddings(cache, s, deepest, "none") for s in ("train", "test"))
+    return train, test
 
 
 def fit_kmex_reference(z_train, y_train, *, n_prototypes: int, seed: int) -> KMeansHead:

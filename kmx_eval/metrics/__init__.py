@@ -2,7 +2,8 @@
 
 - :mod:`.accuracy`: top-1 accuracy and agreement with the CNN, as per-sample 0/1 vectors.
 - :mod:`.prototype_fidelity`: proximity ratio (Euclidean, cosine), class purity@m, decision
-  agreement without offsets, diversity - for k-means and linear prototypes in the same space z_S.
+  agreement without offsets, diversity (the scale-free ``diversity_scaled`` and KMEx's own
+  ``diversity_kmex``) - for k-means and linear prototypes in the same space z_S.
 - :mod:`.quantus`: one declarative spec per Quantus metric in the
   :data:`~.quantus.QUANTUS_METRICS` registry (category, direction, needs, invariances), plain
   settings, and :func:`~.quantus.run_quantus`, which scores each sample or says why it could not.

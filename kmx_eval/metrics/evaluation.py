@@ -37,8 +37,6 @@ NO_PARTS = "not applicable: dataset has no part maps or masks"
 #: different spaces; ``diversity_kmex``, KMEx's formula, which depends on the scale of the space.
 PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": True, "diversity_scaled": True,
                      "diversity_kmex": True}
-#: Method name of the KMEx reference head (:func:`kmex_reference_set`).
-KMEX_REFERENCE = "kmeans_kmex"
 #: Suffix of the method name of a linear head's most favourable reading (``linear_favourable``).
 FAVOURABLE = "_favourable"
 CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")

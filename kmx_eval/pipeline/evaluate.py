@@ -16,7 +16,8 @@ import numpy as np
 from kmx_eval import io, paths
 from kmx_eval.errors import DataError, ParamsError
 
-from kmx_eval.metrics.evaluation import FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet, kmeans_prototype_set
+from kmx_eval.metrics.evaluation import (FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet,
+                                         kmeans_prototype_set, kmex_reference_set)
 from kmx_eval.metrics.quantus import QuantusSettings
 
 log = logging.getLogger("kmx_eval")
@@ -103,8 +104,9 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
     ``normalisation`` the combinations use (docs/METHOD.md, section 2); elsewhere (VGG's three
     linear layers) there are no such prototypes and ``prototype_notes`` says why.
     """
-    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_linear_sem,
-                                load_probe)
+    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_kmeans_head,
+                                load_linear_sem, load_probe)
+    from kmx_eval.heads.kmex import KMEX_HEAD_NAME, kmex_embeddings
     from kmx_eval.models.architectures import architecture_of
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.models.blocks import BlockStats
@@ -144,9 +146,15 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
         linear = load_linear_sem(head_dir)
         sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
                                       linear=True)
+    predictions = {"kmeans": k_pred, "probe": p_pred}
+    if (head_dir / f"{KMEX_HEAD_NAME}.npz").exists():  # KMEx's own head (head.kmex_reference), deepest block
+        kmex = load_kmeans_head(head_dir, KMEX_HEAD_NAME)
+        # measured in its own space, the raw pooled embeddings it was fitted on
+        sets[KMEX_HEAD_NAME] = kmex_reference_set(kmex, *kmex_embeddings(cache, comb.blocks[-1]))
+        predictions[KMEX_HEAD_NAME] = sets[KMEX_HEAD_NAME].decisions
     model = KMeansHeadModule.from_backbone(head, backbone, comb, normalisation, BlockStats.from_dict(cache),
                                            resize).to(device)
-    return Explained(model, n_classes, labels, cnn_pred, {"kmeans": k_pred, "probe": p_pred}, sets,
+    return Explained(model, n_classes, labels, cnn_pred, predictions, sets,
                      z_train, cache["train/labels"], z_test)
 
 

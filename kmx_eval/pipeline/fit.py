@@ -213,6 +213,8 @@ class FittedCombination:
     meta : dict, the settings recorded beside every head (checked by later stages,
         :func:`kmx_eval.heads.check_fitted_with`)
     metrics : dict, the heads' accuracies and agreement plus ``variance_share_B{b}`` per block
+    kmex : KMeansHead or None
+        KMEx's reference head (:func:`fit_kmex_head`), on the deepest block alone when asked for
     """
 
     heads: FittedHeads
@@ -220,13 +222,32 @@ class FittedCombination:
     subset: np.ndarray
     meta: dict
     metrics: dict
+    kmex: KMeansHead | None = None
+
+
+def fit_kmex_head(cache, n_blocks: int, n_prototypes: int, seed: int) -> tuple[KMeansHead, dict[str, float]]:
+    """KMEx's reference head (:mod:`kmx_eval.heads.kmex`) with its test accuracy and agreement with the CNN.
+
+    Fitted on the raw pooled embeddings of the deepest block ``B{n_blocks}`` (no normalisation, no
+    block factor), with the ground-truth labels, as KMEx's ``get_kmeans_class`` does, whatever
+    ``features`` and ``head.labels`` the suite's own heads use.
+    """
+    from kmx_eval.heads.kmex import KMEX_HEAD_NAME, fit_kmex_reference, kmex_embeddings
+    from kmx_eval.metrics.accuracy import accuracy, agreement
+
+    z_train, z_test = kmex_embeddings(cache, n_blocks)
+    head = fit_kmex_reference(z_train, cache["train/labels"], n_prototypes=n_prototypes, seed=seed)
+    pred = head.predict(z_test)
+    return head, {f"{KMEX_HEAD_NAME}_accuracy": float(accuracy(pred, cache["test/labels"]).mean()),
+                  f"{KMEX_HEAD_NAME}_agreement": float(agreement(pred, cache["test/logits"].argmax(axis=1)).mean())}
 
 
 def fit_combination(cache, backbone, train_split, combination, *, normalisation: str, resize: str,
                     labels: str, n_prototypes: int, n_init: int, max_iter: int, probe_C: float,
                     probe_max_iter: int, scopes, n_concepts: int, concept_images: int,
                     locations_per_image: int, concept_batch_size: int, image_batch_size: int,
-                    seed: int, device, source: str = "embeddings") -> FittedCombination:
+                    seed: int, device, source: str = "embeddings", kmex_reference: bool = False
+                    ) -> FittedCombination:
     """Fit the heads and the concept models of one block combination for one seed.
 
     ``cache`` is the embedding cache (:mod:`kmx_eval.models.embeddings`), ``backbone`` the trained
@@ -235,9 +256,12 @@ def fit_combination(cache, backbone, train_split, combination, *, normalisation:
     linear layer, on the deepest block without normalisation, :func:`cnn_linear_head`); then one concept model per scope on the combined maps
     F_S of a seeded subset of training images
     (:func:`kmx_eval.explain.concepts.fit_concepts`), which also measures each block's share of
-    F_S's variance. Settings are the ``head``, ``features`` and ``explain.concepts`` params.
+    F_S's variance. Settings are the ``head``, ``features`` and ``explain.concepts`` params. With
+    ``kmex_reference`` (``head.kmex_reference``) and the deepest block alone, KMEx's own head too
+    (:func:`fit_kmex_head`).
     """
     from kmx_eval.explain.concepts import concept_subset, fit_concepts, split_features
+    from kmx_eval.heads.kmex import is_kmex_space
     from kmx_eval.heads.module import KMeansHeadModule
     from kmx_eval.models.architectures import architecture_of
     from kmx_eval.models.blocks import BlockExtractor, BlockStats
@@ -270,19 +294,29 @@ def fit_combination(cache, backbone, train_split, combination, *, normalisation:
             "n_classes": int(cache["train/logits"].shape[1]), "n_train": int(len(z["train"])),
             "dimension": int(z["train"].shape[1])}
     shares = {f"variance_share_{b}": v for b, v in concepts.variance_shares.items()}
-    return FittedCombination(heads, concepts, subset, meta, {**heads.metrics, **shares})
+    kmex, kmex_metrics = None, {}
+    if kmex_reference and is_kmex_space(combination.blocks, arch.n_blocks):
+        kmex, kmex_metrics = fit_kmex_head(cache, arch.n_blocks, n_prototypes, seed)
+    return FittedCombination(heads, concepts, subset, meta, {**heads.metrics, **kmex_metrics, **shares}, kmex)
 
 
 def save_fitted_combination(folder, fitted: FittedCombination, meta: dict, locations_per_image: int) -> None:
     """Write a :class:`FittedCombination` into ``folder``: ``kmeans``, ``probe``, ``linear`` (when the
-    CNN's fc is the linear head), ``neighbours.npz`` and ``concepts_{scope}`` (docs/ARCHITECTURE.md)."""
+    CNN's fc is the linear head), ``kmeans_kmex`` (KMEx's reference head, when fitted), ``neighbours.npz``
+    and ``concepts_{scope}`` (docs/ARCHITECTURE.md)."""
     from pathlib import Path
 
     from kmx_eval import io
     from kmx_eval.explain.concepts import save_concepts
+    from kmx_eval.heads.kmex import KMEX_HEAD_NAME, KMEX_N_INIT
     from kmx_eval.heads.persist import save_kmeans_head, save_linear_sem, save_probe
 
     folder = Path(folder)
+    if fitted.kmex is not None:
+        save_kmeans_head(fitted.kmex, folder, name=KMEX_HEAD_NAME,
+                         meta={**meta, "normalisation": "none", "block_weighting": "channels",
+                               "labels": "ground_truth", "n_init": KMEX_N_INIT,
+                               "reference": "KMEx, utils/common.py, get_kmeans_class"})
     save_kmeans_head(fitted.heads.kmeans, folder, meta=meta)
     save_probe(fitted.heads.probe, folder, meta=meta)
     if fitted.heads.linear is not None:

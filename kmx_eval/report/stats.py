@@ -20,8 +20,8 @@ and the interval, by what exists for the key (the ``interval`` column says which
   accuracy, agreement, decision agreement, PointingGame) gets the Wilson interval at the cluster
   design's effective number of images (:func:`~kmx_eval.metrics.bootstrap.proportion_ci`). With one
   seed both reproduce the per-seed row's interval;
-- ``mean_of_seed_bounds``: keys without per-sample scores (prototype proximity, purity and
-  diversity, which are per prototype and whose prototypes differ between seeds) keep
+- ``mean_of_seed_bounds``: keys without per-sample scores (prototype proximity, purity and both
+  diversities, which are per prototype and whose prototypes differ between seeds) keep
   ``ci_low = (1/S) sum_s l_s``, ``ci_high = (1/S) sum_s h_s``, the sampling uncertainty of one
   repetition.
 

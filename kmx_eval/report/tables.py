@@ -20,8 +20,12 @@ from kmx_eval.report.table import Table, assemble
 
 #: Row index of every metric table.
 INDEX = ["dataset", "combination", "method"]
-#: Order of heads in tables (other methods follow in order of appearance).
-HEAD_ORDER = ("kmeans", "probe", "linear", "cnn")
+#: Order of heads in tables (other methods follow in order of appearance); KMEx's reference head
+#: (``kmeans_kmex``, docs/METHOD.md section 4) beside the suite's default.
+HEAD_ORDER = ("kmeans", "kmeans_kmex", "probe", "linear", "cnn")
+#: Columns compared only between rows in the same space at the same scale (KMEx's diversity depends
+#: on the scale): no best value is marked across the rows of a dataset.
+SAME_SPACE_ONLY = frozenset({"diversity_kmex"})
 
 
 def _order(values: Iterable[str], preferred: Sequence[str] | None) -> list[str]:
@@ -37,14 +41,15 @@ def _mark_best(numbers: pd.DataFrame, column: str = "column") -> pd.Series:
     The best is the maximum when ``higher_is_better`` is True and the minimum when it is False;
     ties are all marked; nothing is marked for metrics without a direction, for chance columns or
     where fewer than two finite values compete. Control maps (:data:`CONTROLS`: the random floor and
-    the oracle ceiling) never compete.
+    the oracle ceiling) never compete, nor do the columns of :data:`SAME_SPACE_ONLY`.
     """
     best = pd.Series(False, index=numbers.index)
     competing = ~numbers["method"].isin(CONTROLS) if "method" in numbers else pd.Series(True, index=numbers.index)
     for _, group in numbers[competing].groupby(["dataset", column], sort=False):
         dirs = {d for d in group["higher_is_better"] if d is not None}
         finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
-        if len(dirs) != 1 or len(finite) < 2 or group["is_chance"].any():
+        same_space_only = group["metric"].isin(SAME_SPACE_ONLY).any()
+        if len(dirs) != 1 or len(finite) < 2 or group["is_chance"].any() or same_space_only:
             continue
         target = finite["value"].max() if dirs.pop() else finite["value"].min()
         best.loc[finite.index[finite["value"] == target]] = True
@@ -155,7 +160,7 @@ def report_tables(
     seeds = _seeds_phrase(agg)
     best = " Bold: best value of the column within the dataset (respecting the metric's direction)."
     order = dict(datasets=datasets, combinations=combinations)
-    prototype_metrics = ["proximity", "purity", "decision_agreement", "diversity"]
+    prototype_metrics = ["proximity", "purity", "decision_agreement", "diversity_scaled", "diversity_kmex"]
     return [
         metric_table(agg, name="accuracy", title="Accuracy and agreement of each head",
                      caption="Top-1 test accuracy of each head and agreement with the original CNN's "
@@ -164,16 +169,23 @@ def report_tables(
         metric_table(agg, name="prototype_fidelity", title="Prototype fidelity: linear vs k-means prototypes",
                      caption="Do prototypes represent the data? Proximity (distance to the nearest "
                              "training embedding over the median nearest-neighbour distance; about 1 sits "
-                             "among the data), class purity, decision agreement and diversity of the "
+                             "among the data), class purity, decision agreement and two diversities of the "
                              "k-means prototypes p_ch and of the linear prototypes w_c (the CNN's fc, the "
                              "probe's rows). A linear head's rows are defined only up to alpha (w_c + v): "
                              "'linear'/'probe' read them as stored (alpha = 1, v = 0), "
                              "'linear_favourable'/'probe_favourable' at the equivalent alpha > 0 and "
                              "shared v that put them closest to the data (invariant to the head's alpha "
                              "and v). Linear purity ranks training embeddings by the centred logit "
-                             "<w_c - wbar, z>, k-means purity by distance." + seeds + best,
+                             "<w_c - wbar, z>, k-means purity by distance. diversity_scaled is the suite's "
+                             "normalised entropy of each prototype's softmax over its squared distances to "
+                             "the others in units of its median one: scale-free, comparable across rows. "
+                             "diversity_kmex is KMEx's formula (utils/evaluation.py, diversity) on exact "
+                             "distances: it depends on the scale of the space, so compare it only within one "
+                             "row's space (no best value is marked). kmeans_kmex is KMEx's own head beside "
+                             "the suite's default: raw pooled embeddings of the deepest block, scikit-learn "
+                             "KMeans with 10 restarts, measured in that raw space." + seeds + best,
                      categories=["prototype_fidelity"], **order,
-                     methods=["kmeans", "linear_favourable", "linear", "probe_favourable", "probe"],
+                     methods=["kmeans", "kmeans_kmex", "linear_favourable", "linear", "probe_favourable", "probe"],
                      metrics=prototype_metrics),
         metric_table(agg, name="localisation", title="Localisation against ground-truth masks",
                      caption="Quantus localisation metrics per explainer and combination, each beside "

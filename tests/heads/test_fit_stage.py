@@ -99,8 +99,8 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     seed_dir = workdir / "heads/tiny/B4/seed0"
     assert sorted(p.name for p in seed_dir.iterdir()) == [
         "concepts_class.json", "concepts_class.npz", "concepts_global.json", "concepts_global.npz",
-        "kmeans.json", "kmeans.npz", "linear.json", "linear.npz", "neighbours.npz", "probe.json",
-        "probe.npz"]
+        "kmeans.json", "kmeans.npz", "kmeans_kmex.json", "kmeans_kmex.npz", "linear.json", "linear.npz",
+        "neighbours.npz", "probe.json", "probe.npz"]
 
     cache = load_npz(workdir / "features/tiny/seed0.npz")
     z_tr = combination_embeddings(cache, "train", "B4", "none")
@@ -113,13 +113,21 @@ def test_fit_b4_writes_the_contracted_files(workdir):
     metrics = json.loads((workdir / "metrics/tiny/B4/fit.json").read_text())
     assert list(metrics) == ["seed0"]
     m = metrics["seed0"]
-    assert sorted(m) == ["cnn_accuracy", "kmeans_accuracy", "kmeans_agreement", "probe_accuracy",
-                         "probe_agreement", "variance_share_B4"]
+    assert sorted(m) == ["cnn_accuracy", "kmeans_accuracy", "kmeans_agreement", "kmeans_kmex_accuracy",
+                         "kmeans_kmex_agreement", "probe_accuracy", "probe_agreement", "variance_share_B4"]
     assert m["variance_share_B4"] == pytest.approx(1.0)
     cnn_te = cache["test/logits"].argmax(1)
     assert m["cnn_accuracy"] == pytest.approx(np.mean(cnn_te == cache["test/labels"]))
     assert m["kmeans_accuracy"] == pytest.approx(head.score(z_te, cache["test/labels"]))
     assert m["probe_agreement"] == pytest.approx(np.mean(probe.predict(z_te) == cnn_te))
+    # KMEx's reference head: raw pooled B4, ground truth, KMEx's 10 restarts, seeded by the training seed.
+    from kmx_eval.heads.kmex import fit_kmex_reference
+
+    kmex = load_kmeans_head(seed_dir, "kmeans_kmex")
+    assert kmex.n_init == 10 and read_head_meta(seed_dir, "kmeans_kmex")["normalisation"] == "none"
+    np.testing.assert_array_equal(kmex.prototypes_, fit_kmex_reference(
+        z_tr, cache["train/labels"], n_prototypes=2, seed=0).prototypes_)
+    assert m["kmeans_kmex_accuracy"] == pytest.approx(kmex.score(z_te, cache["test/labels"]))
 
     # On B4 without normalisation, the CNN's own fc is the linear head: it reproduces the logits.
     sem = load_linear_sem(seed_dir)
@@ -170,6 +178,7 @@ def test_fit_b34_standardized_uses_probe_prototypes_and_class_concepts(workdir):
     assert load_stage("fit")(["tiny", "B34"]) == 0
     seed_dir = workdir / "heads/tiny/B34/seed0"
     assert not (seed_dir / "linear.npz").exists()
+    assert not (seed_dir / "kmeans_kmex.npz").exists()  # KMEx's head only beside the deepest block alone
     nb = load_npz(seed_dir / "neighbours.npz")
     assert str(nb["linear_source"]) == "probe" and nb["linear"].shape == (N_CLASSES,)
     assert load_npz(seed_dir / "kmeans.npz")["prototypes"].shape == (N_CLASSES, 2, 256 + 512)
