@@ -135,6 +135,8 @@ class ReportContext:
     versions: Mapping[str, str]
     device: str
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Where the numbers were made: :func:`kmx_eval.numerics.summarise` of the stages' platform records.
+    platform: str = ""
 
 
 def _slug(text: str) -> str:

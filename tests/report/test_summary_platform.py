@@ -14,3 +14,16 @@ def test_several_seeds_need_no_note_and_the_platform_line_is_shown():
     assert ONE_SEED_NOTE not in text
     assert "Made on: AMD EPYC, AVX2 kernels." in text
     assert summary_markdown("t", {"shapes": "S."}, {}) == summary_markdown("t", {"shapes": "S."}, {}, n_seeds=None)
+
+
+def test_the_report_header_names_the_platform():
+    from kmx_eval.report import html
+
+    ctx = html.ReportContext(title="t", overview=[], combinations=["B4"], seeds=[0], fidelity_metric="M",
+                             explainer="margin", sections=[], tables=[], settings_text="",
+                             params_text="", versions={}, device="cpu")
+    assert 'id="platform"' not in html.render_report(ctx)
+    ctx.platform = "AMD EPYC, AVX2 kernels (portable numerics)"
+    page = html.render_report(ctx)
+    assert '<p id="platform">Made on: AMD EPYC, AVX2 kernels (portable numerics)</p>' in page
+    assert "<dt>platform</dt>" in page
