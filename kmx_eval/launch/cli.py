@@ -8,17 +8,23 @@
 ``collect`` restores every shard's stages from the DVC remote, runs the rest (the report), names
 the shards that are missing with their job's state and log, and exits 1 when any is missing.
 Files: ``<scratch>/<commit>/submitit/`` (submitit's pickles and job logs) and
-``<scratch>/<commit>/<shard>/`` (the job's checkout); ``--scratch`` defaults to ``.kmx-launch``
-in the repository and must be on a filesystem that the cluster's nodes share.
+``<scratch>/<commit>/<launch time>/<shard>/`` (the job's checkout, new for every launch);
+``--scratch`` defaults to ``.kmx-launch`` in the repository and must be on a filesystem that the
+cluster's nodes share. ``launch`` refuses uncommitted changes except in what DVC writes
+(``dvc.lock``, the stages' outputs), so that ``launch --only-missing`` can follow a failed
+``collect``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kmx_eval.errors import KmxError
@@ -52,12 +58,26 @@ def submitit_dir(root: Path, scratch: str | None, commit: str) -> Path:
 
 
 def check_committed(root: Path) -> None:
-    """Jobs run the committed tree: refuse when tracked files differ from it."""
-    dirty = git("diff", "--name-only", "HEAD", cwd=root)
+    """Jobs run the committed tree: refuse when tracked files differ from it, except what DVC
+    writes (``dvc.lock`` and the stages' outputs: a ``collect`` that stopped at a missing shard
+    leaves them changed, and ``launch --only-missing`` must follow it without a commit)."""
+    produced = _produced(root)
+    dirty = [f for f in git("diff", "--name-only", "HEAD", cwd=root).splitlines()
+             if f and not any(f == out or f.startswith(f"{out}/") for out in produced)]
     if dirty:
-        files = ", ".join(dirty.splitlines()[:5])
+        files = ", ".join(dirty[:5])
         raise LaunchError(f"uncommitted changes in {files}: jobs run the committed version; "
                           "commit them first (git commit -am ...)")
+
+
+def _produced(root: Path) -> set[str]:
+    """``dvc.lock`` and every stage output of ``root``, relative to it (posix)."""
+    from dvc.repo import Repo  # DVC takes seconds to import: only where a command needs it
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        outs = {Path(os.path.relpath(out.fs_path, root)).as_posix()
+                for stage in repo.index.stages for out in stage.outs}
+    return outs | {"dvc.lock"}
 
 
 # -------------------------------------------------------------------------------------------- launch
@@ -71,85 +91,126 @@ def _resources(args: argparse.Namespace) -> executors.Resources:
         visible_gpus=tuple(int(g) for g in args.visible_gpus.split(",")) if args.visible_gpus else ())
 
 
-def _submit(ex, specs: list[ShardSpec]) -> list:
-    with ex.batch():  # one SLURM job array per round
-        jobs = [ex.submit(ShardJob(), spec) for spec in specs]
-    return jobs
+@dataclass(frozen=True)
+class Plan:
+    """What one ``launch`` submits: the shards (combination shards after their dataset's), each
+    one's job arguments, and the earlier jobs of those shards that it replaces."""
+
+    root: Path
+    commit: str
+    folder: Path
+    shards: tuple[shards.Shard, ...]
+    specs: dict[str, ShardSpec]
+    replaced: dict[str, status.JobStatus]
 
 
-def launch(args: argparse.Namespace) -> int:
+def choose(study: shards.Study, *, only: list[str] | None, latest: dict[str, status.JobStatus] | None
+           ) -> tuple[list[shards.Shard], dict[str, status.JobStatus]]:
+    """The shards to submit: ``only`` (default all); with ``latest`` (``--only-missing``) those
+    whose latest job did not succeed and is not running. A combination shard goes with its dataset
+    shard whenever that is submitted (its earlier job depended on the replaced one).
+    Returns the shards in the study's order and the earlier jobs they replace."""
+    chosen = [study.shard(n) for n in only] if only else list(study.shards)
+    if latest is not None:
+        chosen = [s for s in chosen if s.name not in latest or latest[s.name].needs_resubmission]
+    names = {s.name for s in chosen}
+    chosen = [s for s in study.shards if s.name in names or s.after in names]
+    replaced = {s.name: latest[s.name] for s in chosen if latest and s.name in latest}
+    return chosen, replaced
+
+
+def plan(args: argparse.Namespace) -> Plan:
     root = repository(args.repo)
     check_committed(root)
     commit = git("rev-parse", "HEAD", cwd=root)
     remote_name, remote_url = runcache.default_remote(root)
     study = shards.study_from_repo(root, by=args.by)
-    chosen = [study.shard(n) for n in args.only] if args.only else list(study.shards)
     folder = submitit_dir(root, args.scratch, commit)
-    if args.only_missing:
-        latest = status.latest_jobs(folder)
-        chosen = [s for s in chosen if s.name not in latest or latest[s.name].needs_resubmission]
-        for name, st in sorted(latest.items()):
-            if not st.needs_resubmission:
-                print(f"{name}: not resubmitted, {st.describe()}")
-    if not chosen:
-        print("nothing to submit: every shard's latest job succeeded or is still running")
-        return 0
-    base = launch_dir(root, args.scratch, commit)
+    latest = status.latest_jobs(folder, by=args.by) if args.only_missing else None
+    chosen, replaced = choose(study, only=args.only, latest=latest)
+    for name, st in sorted((latest or {}).items()):
+        if name not in replaced:
+            print(f"{name}: not resubmitted, {st.describe()}")
+    # A new checkout per launch: a resubmitted job never inherits what a killed job left behind.
+    now = time.time()
+    attempt = launch_dir(root, args.scratch, commit) / time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    attempt = attempt.with_name(f"{attempt.name}.{int(now * 1000) % 1000:03d}")
     # targets: the shard's own stages; dvc repro adds what they depend on (the upstream stages,
     # and in dataset-combination mode the dataset's stages, restored from the run cache).
-    now = time.time()
     specs = {s.name: ShardSpec(shard=s.name, targets=s.stages, repo=str(root), commit=commit,
-                               checkout=str(base / s.name), remote_name=remote_name, remote_url=remote_url,
-                               executor=args.executor, by=args.by, launched_at=now)
+                               checkout=str(attempt / s.name), remote_name=remote_name,
+                               remote_url=remote_url, executor=args.executor, by=args.by,
+                               launched_at=now, after=s.after)
              for s in chosen}
-    first = [s for s in chosen if s.after is None or s.after not in specs]
-    later = [s for s in chosen if s not in first]
     print(f"commit {commit[:12]}, {len(chosen)} shard(s) by {args.by}, executor {args.executor}, "
           f"remote {remote_name} = {remote_url}")
-    if args.dry_run:
-        for s in chosen:
-            after = f" (after {s.after})" if s in later else ""
-            print(f"  {s.name}{after}: dvc repro --pull {' '.join(specs[s.name].targets)}")
+    return Plan(root, commit, folder, tuple(chosen), specs, replaced)
+
+
+def launch(args: argparse.Namespace) -> int:
+    p = plan(args)
+    if not p.shards:
+        print("nothing to submit: every shard's latest job succeeded or is still running")
         return 0
-
-    res = _resources(args)
-    folder.mkdir(parents=True, exist_ok=True)
-    jobs: dict[str, object] = {}
-    if args.executor == "local":
-        # Each local job gets its own GPUs (visible_gpus rotates with the job index).
-        for i, s in enumerate(first):
-            ex = executors.executor("local", folder, res, name=f"kmx-{s.name}", job_index=i)
-            jobs[s.name] = ex.submit(ShardJob(), specs[s.name])
-    else:
-        ex = executors.executor("slurm", folder, res, name="kmx-eval")
-        jobs.update(zip([s.name for s in first], _submit(ex, [specs[s.name] for s in first])))
-    _print_jobs(jobs, [s.name for s in first])
-
-    if later:  # dataset-combination: each dataset's combination shards run after its dataset shard
-        by_after: dict[str, list[shards.Shard]] = {}
-        for s in later:
-            by_after.setdefault(s.after, []).append(s)
-        for after, group in by_after.items():
-            if args.executor == "slurm":
-                ex = executors.executor("slurm", folder, res, name="kmx-eval",
-                                        dependency=f"afterok:{jobs[after].job_id}")
-                new = dict(zip([s.name for s in group], _submit(ex, [specs[s.name] for s in group])))
-            else:  # the local executor has no dependencies: wait for the dataset's job
-                if jobs[after].exception() is not None:
-                    print(f"{after} failed: its combination shards were not submitted "
-                          f"({', '.join(s.name for s in group)})")
-                    continue
-                new = {}
-                for i, s in enumerate(group):
-                    ex = executors.executor("local", folder, res, name=f"kmx-{s.name}", job_index=i)
-                    new[s.name] = ex.submit(ShardJob(), specs[s.name])
-            jobs.update(new)
-            _print_jobs(new, list(new))
-
+    if args.dry_run:
+        for s in p.shards:
+            after = f" (after {s.after})" if s.after in p.specs else ""
+            print(f"  {s.name}{after}: dvc repro --pull {' '.join(p.specs[s.name].targets)}")
+        return 0
+    _cancel_replaced(p.replaced)
+    p.folder.mkdir(parents=True, exist_ok=True)
+    jobs = submit(p, executor=args.executor, res=_resources(args))
     wait = args.wait if args.wait is not None else args.executor == "local"
     if not wait:
         print(f"submitted; when the jobs are done: kmx-eval collect{_flags(args)}")
         return 0
+    return _wait(jobs, p, flags=_flags(args))
+
+
+def _cancel_replaced(replaced: dict[str, status.JobStatus]) -> None:
+    """A replaced SLURM job still queued can never start (its dependency failed): cancel it."""
+    for st in replaced.values():
+        if st.executor == "slurm" and st.state.startswith("PENDING"):
+            subprocess.run(["scancel", st.job_id], capture_output=True)
+            print(f"  {st.shard}: cancelled job {st.job_id} ({st.message})")
+
+
+def submit(p: Plan, *, executor: str, res: executors.Resources) -> dict[str, object]:
+    """Submit the plan: its independent shards first (one SLURM job array), then each dataset's
+    combination shards after their dataset's job (SLURM: ``afterok`` with
+    ``--kill-on-invalid-dep=yes``; local: once the dataset's job has succeeded, else not at all)."""
+    first = [s for s in p.shards if s.after not in p.specs]
+    jobs = _submit_round(p, first, executor=executor, res=res)
+    by_after: dict[str, list[shards.Shard]] = {}
+    for s in p.shards:
+        if s not in first:
+            by_after.setdefault(s.after, []).append(s)
+    for after, group in by_after.items():
+        if executor == "local" and jobs[after].exception() is not None:
+            print(f"{after} failed: its combination shards were not submitted "
+                  f"({', '.join(s.name for s in group)})")
+            continue
+        jobs.update(_submit_round(p, group, executor=executor, res=res, after_job=jobs[after].job_id))
+    return jobs
+
+
+def _submit_round(p: Plan, group: list[shards.Shard], *, executor: str, res: executors.Resources,
+                  after_job: str | None = None) -> dict[str, object]:
+    specs = [replace(p.specs[s.name], after_job=after_job) for s in group]
+    if executor == "local":  # one process per job, each with its own GPUs (rotating with the index)
+        jobs = [executors.executor("local", p.folder, res, name=f"kmx-{spec.shard}", job_index=i)
+                .submit(ShardJob(), spec) for i, spec in enumerate(specs)]
+    else:
+        dependency = f"afterok:{after_job}" if after_job else None
+        ex = executors.executor("slurm", p.folder, res, name="kmx-eval", dependency=dependency)
+        with ex.batch():  # one SLURM job array per round
+            jobs = [ex.submit(ShardJob(), spec) for spec in specs]
+    for spec, job in zip(specs, jobs):
+        print(f"  {spec.shard}: job {job.job_id}, log {job.paths.stdout}")
+    return {spec.shard: job for spec, job in zip(specs, jobs)}
+
+
+def _wait(jobs: dict[str, object], p: Plan, *, flags: str) -> int:
     failed = []
     for name, job in jobs.items():
         exc = job.exception()
@@ -159,21 +220,13 @@ def launch(args: argparse.Namespace) -> int:
                   f"restored {len(result['restored'])}")
         else:
             failed.append(name)
-            print(f"{name}: {status.job_status(folder, job.job_id, specs[name]).describe()}")
-    print(f"next: kmx-eval collect{_flags(args)}")
+            print(f"{name}: {status.job_status(p.folder, job.job_id, p.specs[name]).describe()}")
+    print(f"next: kmx-eval collect{flags}")
     return 1 if failed else 0
 
 
-def _print_jobs(jobs: dict, names: list[str]) -> None:
-    for name in names:
-        job = jobs[name]
-        print(f"  {name}: job {job.job_id}, log {job.paths.stdout}")
-
-
-def _flags(args: argparse.Namespace) -> str:
-    flags = []
-    if args.by != "dataset":
-        flags += ["--by", args.by]
+def _flags(args: argparse.Namespace, *, by: str | None = None) -> str:
+    flags = ["--by", by] if by else (["--by", args.by] if args.by != "dataset" else [])
     if args.scratch:
         flags += ["--scratch", args.scratch]
     return "".join(f" {shlex.quote(f)}" for f in flags)
@@ -187,8 +240,8 @@ def collect(args: argparse.Namespace) -> int:
     commit = git("rev-parse", "HEAD", cwd=root)
     runcache.default_remote(root)
     folder = submitit_dir(root, args.scratch, commit)
-    latest = status.latest_jobs(folder)
-    by = args.by or next((st.spec.by for st in latest.values()), "dataset")
+    specs = sorted(status.submitted(folder).values(), key=lambda spec: spec.launched_at)
+    by = args.by or (specs[-1].by if specs else "dataset")  # as the last launch at this commit
     study = shards.study_from_repo(root, by=by)
     env = runcache.environment(root)
 
@@ -204,25 +257,16 @@ def collect(args: argparse.Namespace) -> int:
     missing: dict[str, str] = {}
     for shard in study.shards:
         if shard.after in missing:
-            missing[shard.name] = shard.after
+            missing[shard.name] = f"runs after shard {shard.after}, which is missing"
             continue
         restored, first_missing = runcache.restore(root, shard.stages)
         if first_missing:
-            missing[shard.name] = first_missing
-        print(f"{shard.name}: restored {len(restored)} of {len(shard.stages)} stages"
+            missing[shard.name] = f"no result on the remote for its stage {first_missing}"
+        print(f"shard {shard.name}: restored {len(restored)} of {len(shard.stages)} stages"
               + (f", not {first_missing}" if first_missing else ""))
-
     if missing:
-        print(f"\n{len(missing)} of {len(study.shards)} shards missing, the report was not built:")
-        for name, stage in missing.items():
-            st = latest.get(name)
-            why = st.describe() if st else f"never launched at commit {commit[:12]}"
-            print(f"  {name} (from stage {stage}): {why}")
-        kept = [s.name for s in study.shards if s.name not in missing]
-        if kept:
-            print(f"restored and kept in the workspace: {', '.join(kept)}")
-        print(f"resubmit the missing shards: kmx-eval launch --only-missing --by {by}"
-              + (f" --scratch {shlex.quote(args.scratch)}" if args.scratch else "") + " [--executor ...]")
+        _report_missing(missing, study, latest=status.latest_jobs(folder, by=by), commit=commit,
+                        hint=f"kmx-eval launch --only-missing{_flags(args, by=by)} [--executor ...]")
         return 1
 
     # Every shard is in the workspace and the local run cache: dvc repro records them in
@@ -232,8 +276,21 @@ def collect(args: argparse.Namespace) -> int:
     computed = [s for s in result.ran if s not in study.upstream and s not in study.downstream]
     if computed:
         print(f"warning: dvc repro ran shard stages instead of restoring them: {', '.join(computed)}")
-    print(f"collect ran: {', '.join(ran) or 'nothing'}")
+    print(f"collect ran: {', '.join(dict.fromkeys(ran)) or 'nothing'}")  # resolve runs in both repros
     return result.returncode
+
+
+def _report_missing(missing: dict[str, str], study: shards.Study, *, latest: dict[str, status.JobStatus],
+                    commit: str, hint: str) -> None:
+    print(f"\n{len(missing)} of {len(study.shards)} shards missing, the report was not built:")
+    for name, why in missing.items():
+        st = latest.get(name)
+        job = st.describe() if st else f"never launched at commit {commit[:12]}"
+        print(f"  shard {name} ({why}): {job}")
+    kept = [s.name for s in study.shards if s.name not in missing]
+    if kept:
+        print(f"restored and kept in the workspace: {', '.join(kept)}")
+    print(f"resubmit the missing shards (no commit needed): {hint}")
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -52,7 +52,7 @@ class Resources:
     visible_gpus: tuple[int, ...] = field(default_factory=tuple)
 
 
-def parameters(kind: str, res: Resources, name: str = "kmx-eval", dependency: str | None = None,
+def parameters(kind: str, res: Resources, *, name: str = "kmx-eval", dependency: str | None = None,
                job_index: int = 0) -> dict[str, Any]:
     """The keyword arguments of ``AutoExecutor.update_parameters`` for ``kind`` (slurm or local).
 
@@ -61,8 +61,9 @@ def parameters(kind: str, res: Resources, name: str = "kmx-eval", dependency: st
     """
     if kind not in EXECUTORS:
         raise ValueError(f"executor {kind!r}; valid: {', '.join(EXECUTORS)}")
-    p: dict[str, Any] = {"name": name, "timeout_min": int(res.time_min), "nodes": 1, "tasks_per_node": 1,
-                         "gpus_per_node": int(res.gpus_per_job)}
+    p: dict[str, Any] = {"name": name, "timeout_min": int(res.time_min), "nodes": 1, "tasks_per_node": 1}
+    if res.gpus_per_job:  # no --gpus-per-node=0: a cluster without GPUs (gres) may refuse it
+        p["gpus_per_node"] = int(res.gpus_per_job)
     if res.cpus_per_job is not None:
         p["cpus_per_task"] = int(res.cpus_per_job)
     if res.mem_gb is not None:
@@ -76,6 +77,8 @@ def parameters(kind: str, res: Resources, name: str = "kmx-eval", dependency: st
             p["slurm_setup"] = list(res.setup)
         if dependency:
             p["slurm_dependency"] = dependency
+            # Without it a job whose dependency failed stays PENDING (DependencyNeverSatisfied) forever.
+            p["slurm_additional_parameters"] = {"kill-on-invalid-dep": "yes"}
     else:
         if res.setup:
             p["local_setup"] = list(res.setup)

@@ -1,17 +1,22 @@
 """What one job does: reproduce one shard in a clean checkout and push its results to the remote.
 
-The job is a :class:`submitit.helpers.Checkpointable`: when SLURM preempts it or its time limit
-is near, submitit requeues it with the same arguments, and the requeued job finds the same
-checkout (its folder is fixed by the commit and the shard), whose workspace, ``dvc.lock`` and
-local DVC cache hold every stage that had finished, so ``dvc repro`` continues where it stopped.
-A job resubmitted elsewhere (``kmx-eval launch --only-missing``) starts from a new checkout and
-restores what other jobs pushed through ``dvc repro --pull``.
+Every ``kmx-eval launch`` (a first submission or an ``--only-missing`` resubmission) gives each job
+a new checkout folder (``<scratch>/<commit>/<launch time>/<shard>``), so a job never inherits what
+a killed job left behind (issue 25: a SIGTERM while DVC rewrote ``dvc.lock`` left it empty, and
+every resubmission that reused the checkout failed on it). The job is a
+:class:`submitit.helpers.Checkpointable`: when SLURM preempts it or its time limit is near,
+submitit requeues it with the same arguments and the requeued job reuses its own checkout, whose
+local DVC cache holds every stage that had finished; before reuse :func:`make_checkout` resets
+the tracked files to the commit and drops a ``dvc.lock`` that the interruption left unreadable, so
+``dvc repro`` continues where it stopped (outputs that do not match ``dvc.lock`` are restored from
+the cache or recomputed by DVC itself).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import submitit
+import yaml
 
 from kmx_eval.launch.runcache import dvc, environment, is_local_url, push_run_cache
 
@@ -46,6 +52,9 @@ class ShardSpec:
     executor: str
     by: str
     launched_at: float = field(default_factory=time.time)
+    #: dataset-combination: the shard it runs after, and that shard's job id (its dependency)
+    after: str | None = None
+    after_job: str | None = None
 
 
 def git(*args: str, cwd: str | Path | None = None) -> str:
@@ -56,11 +65,13 @@ def git(*args: str, cwd: str | Path | None = None) -> str:
 
 
 def make_checkout(spec: ShardSpec) -> Path:
-    """A checkout of ``spec.commit`` at ``spec.checkout``: cloned when missing, reused when a
-    requeued job finds it (same commit), with the default DVC remote pointing at the same place
-    as in the user's repository."""
+    """A checkout of ``spec.commit`` at ``spec.checkout``: cloned when missing; when a requeued job
+    finds it, verified (:func:`reset_checkout`) and reused. Its default DVC remote points at the same
+    place as in the user's repository."""
     path = Path(spec.checkout)
-    if not (path / ".git").exists():
+    if (path / ".git").exists():
+        reset_checkout(path, spec.commit)
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{int(time.time() * 1e6)}.tmp")
         git("clone", "--quiet", "--no-checkout", spec.repo, str(tmp))
@@ -79,6 +90,47 @@ def make_checkout(spec: ShardSpec) -> Path:
         if result.returncode:
             raise RuntimeError(f"could not configure the DVC remote in {path}: {result.output.strip()}")
     return path
+
+
+def reset_checkout(path: Path, commit: str) -> None:
+    """Make a checkout that an interrupted job used safe to reuse: tracked files as at ``commit``
+    (``git checkout --force``: a half-rewritten tracked ``dvc.lock`` comes back), an untracked
+    ``dvc.lock`` that does not parse removed (DVC then restores or reruns the stages it cannot
+    trust), and DVC's repository lock files of the killed process removed (only this job uses
+    this checkout)."""
+    git("checkout", "--quiet", "--force", "--detach", commit, cwd=path)
+    lock = path / "dvc.lock"
+    if lock.exists() and not _readable_lock(lock):
+        print(f"kmx-eval: {lock} was left unreadable by an interrupted run: removed", flush=True)
+        lock.unlink()
+    for name in ("lock", "rwlock"):
+        (path / ".dvc" / "tmp" / name).unlink(missing_ok=True)
+
+
+def _readable_lock(lock: Path) -> bool:
+    try:
+        data = yaml.safe_load(lock.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("stages"), dict)
+
+
+def failure_message(spec: ShardSpec, repro) -> str:
+    """One line: how ``dvc repro`` of the shard ended (killed by a signal during a stage, or the
+    stages' own one-line errors)."""
+    if repro.returncode < 0:
+        try:
+            sig = signal.Signals(-repro.returncode).name
+        except ValueError:
+            sig = f"signal {-repro.returncode}"
+        where = f" during stage {repro.ran[-1]}" if repro.ran else ""
+        cause = {"SIGTERM": " (scancel, a time limit or a node shutdown)",
+                 "SIGKILL": " (out of memory, or the end of a time limit's grace period)",
+                 "SIGUSR2": " (preempted)"}.get(sig, "")
+        return f"shard {spec.shard}: dvc repro killed by {sig}{where}{cause}"
+    errors = [m.group(1).strip() for m in STAGE_ERROR.finditer(repro.output)]
+    return (f"shard {spec.shard}: dvc repro exited {repro.returncode}: "
+            + (" | ".join(errors) if errors else repro.output[-2000:]))
 
 
 class ShardJob(submitit.helpers.Checkpointable):
@@ -101,8 +153,6 @@ class ShardJob(submitit.helpers.Checkpointable):
         print(f"kmx-eval: pushed {records} run-cache records and {objects} objects to {spec.remote_name}",
               flush=True)
         if repro.returncode != 0:
-            errors = [m.group(1).strip() for m in STAGE_ERROR.finditer(repro.output)]
-            raise ShardFailed(f"shard {spec.shard}: dvc repro exited {repro.returncode}: "
-                              + (" | ".join(errors) if errors else repro.output[-2000:]))
+            raise ShardFailed(failure_message(spec, repro))
         return {"shard": spec.shard, "ran": repro.ran, "restored": repro.restored, "checkout": str(checkout),
                 "seconds": round(time.time() - start, 1)}

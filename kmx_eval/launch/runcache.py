@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -75,22 +77,38 @@ def dvc(args: Sequence[str], cwd: str | Path, env: dict[str, str] | None = None,
     """Run ``dvc ARGS`` in ``cwd``, echo its output line by line (into the job's log), and record
     which stages it ran (``Running stage``) and restored (``is cached - skipping run``)."""
     env = env or environment(cwd)
+    # Its own process group: when dvc is killed (scancel, preemption) before the stage command it
+    # started, that command would live on as an orphan, writing into a checkout that the requeued
+    # job uses again (seen on SLURM with proctrack/linuxproc). The group is ended with dvc.
     proc = subprocess.Popen([str(bin_dir() / "dvc"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     lines, result = [], DvcRun(returncode=0)
     assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        if m := RUNNING.search(line):
-            result.ran.append(m.group(1))
-        if m := CACHED.search(line):
-            result.restored.append(m.group(1))
-    result.returncode = proc.wait()
+    # An orphan keeps the output pipe open: end the group as soon as dvc has exited.
+    threading.Thread(target=lambda: (proc.wait(), _signal_group(proc.pid, signal.SIGKILL)), daemon=True).start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            if m := RUNNING.search(line):
+                result.ran.append(m.group(1))
+            if m := CACHED.search(line):
+                result.restored.append(m.group(1))
+    except BaseException:  # this job interrupted (submitit exits on a preemption signal): end dvc
+        _signal_group(proc.pid, signal.SIGTERM)
+        raise
+    finally:
+        result.returncode = proc.wait()
+        _signal_group(proc.pid, signal.SIGKILL)  # stage commands that outlived dvc
     result.output = "".join(lines)
     return result
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def default_remote(root: str | Path) -> tuple[str, str]:

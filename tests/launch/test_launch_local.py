@@ -130,7 +130,8 @@ def test_a_failing_shard_is_named_and_the_other_shard_is_kept(study):
         collected = kmx("collect", cwd=root, check=False)
         assert collected.returncode == 1, collected.stdout + collected.stderr
         out = collected.stdout
-        missing = re.findall(r"^  (\S+) \(from stage (\S+)\): (.*)$", out, re.MULTILINE)
+        missing = re.findall(r"^  shard (\S+) \(no result on the remote for its stage (\S+)\): (.*)$", out,
+                             re.MULTILINE)
         assert [(m[0], m[1]) for m in missing] == [("folder", "prepare@folder")], out
         log = Path(re.search(r"log: (\S+\.err)", missing[0][2]).group(1))
         assert log.exists() and "inputs/nowhere" in log.read_text()

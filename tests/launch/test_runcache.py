@@ -109,3 +109,29 @@ def test_environment_puts_this_python_and_the_checkout_first(tmp_path):
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert env["PYTHONPATH"].split(":") == [str(tmp_path), "/elsewhere"]
     assert env["DVC_NO_ANALYTICS"] == "1" and env["PYTHONHASHSEED"] == "0"
+
+
+def test_a_stage_command_does_not_outlive_a_killed_dvc(tmp_path, monkeypatch):
+    """Issue 25: on SLURM a preempted job's dvc died and its stage command lived on, writing into the
+    checkout that the requeued job used again. Here a stand-in `dvc` starts a long child, then is
+    killed by SIGUSR2 (as scancel --signal=USR2 kills it)."""
+    import os
+    import signal
+    import time
+
+    from kmx_eval.launch import runcache
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dvc").write_text("#!/bin/sh\nsleep 300 &\necho \"child $!\"\necho \"Running stage 'train@tiny':\"\n"
+                              "kill -USR2 $$\n")
+    (fake / "dvc").chmod(0o755)
+    monkeypatch.setattr(runcache, "bin_dir", lambda: fake)
+    t0 = time.time()
+    result = runcache.dvc([], tmp_path, env=dict(os.environ), echo=False)
+    assert time.time() - t0 < 30  # the child's open pipe does not hold the job
+    assert result.returncode == -signal.SIGUSR2 and result.ran == ["train@tiny"]
+    child = int(result.output.split()[1])
+    time.sleep(0.5)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"

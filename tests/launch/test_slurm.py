@@ -9,6 +9,7 @@ collect read each job's state back from submitit's folder and `sacct`.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import stat
@@ -28,8 +29,18 @@ echo $((n + 1)) > "$FAKE_SLURM/count"
 echo "Submitted batch job $n"
 """
 SACCT = """#!/bin/sh
-echo "JobID|State|NodeList"
+# A cluster without accounting answers as SLURM 22.05 does; else the states of sacct.txt.
+if [ -e "$FAKE_SLURM/no-accounting" ]; then
+  echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1
+fi
+echo "JobID|State"
 cat "$FAKE_SLURM/sacct.txt" 2>/dev/null
+"""
+SQUEUE = """#!/bin/sh
+cat "$FAKE_SLURM/squeue.txt" 2>/dev/null
+"""
+SCANCEL = """#!/bin/sh
+echo "$@" >> "$FAKE_SLURM/scancel.txt"
 """
 
 
@@ -37,7 +48,8 @@ cat "$FAKE_SLURM/sacct.txt" 2>/dev/null
 def fake_slurm(tmp_path, monkeypatch):
     folder = tmp_path / "slurm"
     folder.mkdir()
-    for name, text in (("srun", "#!/bin/sh\nexit 0\n"), ("sbatch", SBATCH), ("sacct", SACCT)):
+    for name, text in (("srun", "#!/bin/sh\nexit 0\n"), ("sbatch", SBATCH), ("sacct", SACCT),
+                       ("squeue", SQUEUE), ("scancel", SCANCEL)):
         path = folder / name
         path.write_text(text)
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
@@ -118,8 +130,10 @@ def test_launch_submits_one_array_and_collect_reads_the_job_states(fake_slurm, s
     # Nothing reached the remote: collect names both shards with their job's state and log.
     assert cli.main(["collect", "--repo", str(study)]) == 1
     out = capsys.readouterr().out
-    assert "tiny (from stage prepare@tiny): job 4242_0 (slurm, state FAILED)" in out
-    assert "folder (from stage prepare@folder): job 4242_1 (slurm, state RUNNING) is still queued" in out
+    assert ("shard tiny (no result on the remote for its stage prepare@tiny): job 4242_0 (slurm, FAILED)"
+            in out)
+    assert "shard folder (no result on the remote for its stage prepare@folder): job 4242_1 (slurm, RUNNING) is " \
+           "still queued" in out
     assert str(folder / "4242_0_0_log.err") in out
 
 
@@ -162,3 +176,157 @@ def test_checkout_path_is_not_a_stage_of_the_parent_repository(study):
     run(["git", "clone", "-q", str(study), str(study / ".kmx-launch" / "abc" / "tiny")], cwd=study)
     assert study_from_repo(study) == before
     assert Path(study / ".kmx-launch" / "abc" / "tiny" / "dvc.yaml").exists()
+
+
+# ------------------------------------------------------------------ issue 25: resubmission that survives a kill
+
+
+def finish(folder: Path, job_id: str, outcome: str = "success") -> None:
+    """Write the result pickle a finished submitit job leaves (success, or a ShardFailed trace)."""
+    value = {"shard": "?", "ran": [], "restored": [], "seconds": 1.0} if outcome == "success" else (
+        "Traceback ...\nkmx_eval.launch.job.ShardFailed: shard x: dvc repro exited 1: ERROR: boom")
+    with open(folder / f"{job_id}_0_result.pkl", "wb") as f:
+        pickle.dump((outcome, value), f)
+
+
+def submitted_dry_run(out: str) -> list[str]:
+    return re.findall(r"^  (\S+?)(?: \(after \S+\))?: dvc repro", out, re.MULTILINE)
+
+
+def test_no_gpus_per_node_when_no_gpu_is_asked(fake_slurm, tmp_path):
+    assert "gpus_per_node" not in executors.parameters("slurm", executors.Resources())
+    ex = executors.executor("slurm", tmp_path / "jobs", executors.Resources())
+    ex.submit(print, 1)
+    assert "gpus-per-node" not in (fake_slurm / "sbatch-4242.sh").read_text()
+
+
+def test_combination_jobs_are_killed_when_their_dataset_job_fails(fake_slurm, study, capsys):
+    assert cli.main(["launch", "--repo", str(study), "--by", "dataset-combination"]) == 0
+    opts = sbatch_options((fake_slurm / "sbatch-4243.sh").read_text())
+    assert opts["dependency"] == "afterok:4242_0" and opts["kill-on-invalid-dep"] == "yes"
+    assert "kill-on-invalid-dep" not in sbatch_options((fake_slurm / "sbatch-4242.sh").read_text())
+
+
+@pytest.mark.parametrize("never_satisfied", [True, False], ids=["pending-forever", "killed-on-invalid-dep"])
+def test_a_cancelled_dataset_shard_takes_its_combination_shards_along(fake_slurm, study, capsys, never_satisfied):
+    """Issue 25, 2: tiny's job was cancelled; its combination jobs are PENDING with a reason that can
+    never be satisfied (or were killed by --kill-on-invalid-dep): they count as failed, and
+    --only-missing resubmits them with tiny (folder and its combinations succeeded)."""
+    argv = ["--repo", str(study), "--by", "dataset-combination"]
+    assert cli.main(["launch", *argv]) == 0
+    capsys.readouterr()
+    folder = next((study / ".kmx-launch").glob("*/submitit"))
+    for job in ("4242_1", "4244_0", "4244_1", "4244_2"):
+        finish(folder, job)
+    combos = [f"4243_{i}" for i in range(3)]
+    done = "".join(f"{j}|COMPLETED\n" for j in ("4242_1", "4244_0", "4244_1", "4244_2"))
+    if never_satisfied:
+        (fake_slurm / "sacct.txt").write_text("4242_0|CANCELLED by 0\n4243_[0-2]|PENDING\n" + done)
+        (fake_slurm / "squeue.txt").write_text("".join(f"{j}|PENDING|DependencyNeverSatisfied\n" for j in combos))
+    else:
+        (fake_slurm / "sacct.txt").write_text("4242_0|CANCELLED by 0\n4243_[0-2]|CANCELLED\n" + done)
+    jobs = status.latest_jobs(folder)
+    assert jobs["tiny"].message.startswith("cancelled (scancel: killed by SIGTERM)")
+    assert jobs["tiny-B4"].outcome == "failed" and jobs["tiny-B4"].needs_resubmission
+    assert jobs["tiny-B4"].message.startswith("dependency failed: shard tiny (job 4242_0, CANCELLED by 0)")
+    assert not jobs["folder-B4"].needs_resubmission
+
+    assert cli.main(["launch", *argv, "--only-missing", "--dry-run"]) == 0
+    assert submitted_dry_run(capsys.readouterr().out) == ["tiny", "tiny-B4", "tiny-B34", "tiny-B34_balanced"]
+    assert cli.main(["launch", *argv, "--only-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "  tiny: job 4245," in out  # alone in its round: not an array
+    assert sbatch_options((fake_slurm / "sbatch-4246.sh").read_text())["dependency"] == "afterok:4245"
+    cancelled = (fake_slurm / "scancel.txt").read_text().split() if never_satisfied else []
+    assert cancelled == (combos if never_satisfied else [])  # the old jobs would never start
+
+    # A combination shard resubmitted alone (its dataset succeeded) does not wait for anything.
+    (fake_slurm / "sacct.txt").write_text("4245|COMPLETED\n4246_0|FAILED\n4246_1|COMPLETED\n4246_2|COMPLETED\n")
+    (fake_slurm / "squeue.txt").write_text("")
+    for job in ("4245", "4246_1", "4246_2"):
+        finish(folder, job)
+    finish(folder, "4246_0", "error")
+    assert cli.main(["launch", *argv, "--only-missing", "--dry-run"]) == 0
+    assert submitted_dry_run(capsys.readouterr().out) == ["tiny-B4"]
+
+
+def test_without_accounting_running_jobs_are_never_resubmitted(fake_slurm, study, capsys):
+    """Issue 25, 4: sacct exits 1; say so in one line and take the states from squeue."""
+    argv = ["--repo", str(study)]
+    assert cli.main(["launch", *argv]) == 0
+    (fake_slurm / "no-accounting").touch()
+    (fake_slurm / "squeue.txt").write_text("4242_1|RUNNING|None\n")  # tiny (4242_0) ended, no result
+    capsys.readouterr()
+    assert cli.main(["launch", *argv, "--only-missing", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert submitted_dry_run(out) == ["tiny"]
+    assert "folder: not resubmitted, job 4242_1 (slurm, RUNNING) is still queued or running" in out
+    (line,) = [ln for ln in err.splitlines() if "accounting" in ln]
+    assert "no job accounting (sacct: sacct: error: Slurm accounting storage is disabled)" in line
+
+
+@pytest.mark.parametrize(("state", "cause"), [
+    ("TIMEOUT", "killed at its time limit"), ("PREEMPTED", "preempted and not requeued"),
+    ("CANCELLED by 0", "cancelled (scancel: killed by SIGTERM)"), ("OUT_OF_MEMORY", "killed for using more memory")])
+def test_a_job_without_result_names_its_state_and_cause_in_one_line(fake_slurm, study, state, cause):
+    assert cli.main(["launch", "--repo", str(study), "--only", "tiny"]) == 0
+    folder = next((study / ".kmx-launch").glob("*/submitit"))
+    (fake_slurm / "sacct.txt").write_text(f"4242|{state}\n")
+    line = status.latest_jobs(folder)["tiny"].describe()
+    assert line.startswith(f"job 4242 (slurm, {state}) ended without a result: {cause}")
+    assert "\n" not in line
+
+
+def test_a_signal_is_named_instead_of_the_last_line_of_dvc(tmp_path):
+    from kmx_eval.launch.job import ShardSpec, failure_message
+    from kmx_eval.launch.runcache import DvcRun
+
+    spec = ShardSpec("tiny", ("prepare@tiny",), "r", "c" * 40, "x", "shared", "/r", "slurm", "dataset")
+    killed = DvcRun(-15, ran=["resolve", "train@tiny"], output="Running stage 'train@tiny':\n")
+    assert failure_message(spec, killed) == ("shard tiny: dvc repro killed by SIGTERM during stage train@tiny "
+                                             "(scancel, a time limit or a node shutdown)")
+    failed = DvcRun(1, ran=["resolve"], output="ERROR: failed to reproduce 'prepare@tiny'\n")
+    assert failure_message(spec, failed) == "shard tiny: dvc repro exited 1: ERROR: failed to reproduce 'prepare@tiny'"
+
+
+def test_every_launch_gets_a_new_checkout_and_a_reused_one_is_repaired(fake_slurm, study, tmp_path):
+    """Issue 25, 1: a killed job left a 0-byte dvc.lock in the checkout that every resubmission reused."""
+    from kmx_eval.launch.job import make_checkout
+
+    argv = ["launch", "--repo", str(study), "--only", "tiny"]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    specs = sorted(status.submitted(next((study / ".kmx-launch").glob("*/submitit"))).values(),
+                   key=lambda spec: spec.launched_at)
+    assert len({spec.checkout for spec in specs}) == 2 and {Path(s.checkout).name for s in specs} == {"tiny"}
+
+    # A requeued job (same spec) reuses its checkout, repaired: tracked files, a readable dvc.lock.
+    checkout = make_checkout(specs[0])
+    (checkout / "dvc.lock").write_text("")  # what a SIGTERM during DVC's rewrite left
+    (checkout / "params.yaml").write_text("half written")
+    (checkout / ".dvc" / "tmp").mkdir(exist_ok=True)
+    (checkout / ".dvc" / "tmp" / "rwlock").write_text('{"write": {"x": {"pid": 1}}}')
+    assert make_checkout(specs[0]) == checkout
+    assert not (checkout / "dvc.lock").exists() and not (checkout / ".dvc" / "tmp" / "rwlock").exists()
+    assert (checkout / "params.yaml").read_text() == (study / "params.yaml").read_text()
+    (checkout / "dvc.lock").write_text("schema: '2.0'\nstages:\n  resolve:\n    cmd: x\n")
+    make_checkout(specs[0])
+    assert (checkout / "dvc.lock").exists()  # a readable lock file is DVC's to judge
+
+
+def test_launch_only_missing_follows_a_failed_collect_without_a_commit(fake_slurm, study, capsys):
+    """Issue 25, 3: collect rewrote the tracked dvc.lock and metrics; launch refused them."""
+    dvc("repro", "resolve", cwd=study, extra_env={"PYTHONPATH": str(study)})
+    run(["git", "add", "-f", "dvc.lock", "resolved"], cwd=study)
+    run(["git", "commit", "-qm", "a study whose dvc.lock and outputs are tracked"], cwd=study)
+    assert cli.main(["launch", "--repo", str(study)]) == 0
+    (fake_slurm / "sacct.txt").write_text("4242_0|FAILED\n4242_1|COMPLETED\n")
+    assert cli.main(["collect", "--repo", str(study)]) == 1
+    # What collect (or DVC) writes: the lock file and stage outputs.
+    (study / "dvc.lock").write_text((study / "dvc.lock").read_text() + "\n")
+    for out in (study / "resolved").rglob("*"):
+        if out.is_file():
+            out.write_bytes(out.read_bytes() + b"\n")
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=study).stdout.strip()
+    capsys.readouterr()
+    assert cli.main(["launch", "--repo", str(study), "--only-missing", "--dry-run"]) == 0
+    assert submitted_dry_run(capsys.readouterr().out) == ["tiny", "folder"]  # no result pickles: both
