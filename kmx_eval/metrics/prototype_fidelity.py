@@ -471,3 +471,156 @@ def favourable_linear_reading(weight, train, train_labels, classes=None, n_grid:
             break
         value, alpha, u, idx = new_value, new_alpha, tbar, new_idx
     return LinearReading(u + alpha * Wc, alpha, alpha_ls, u, value)
+
+
+# ------------------------------------------------------------------ well-posed readings (issue 23)
+@dataclass(frozen=True)
+class CanonicalReading:
+    """The canonical offset-free reading of a linear head (:func:`canonical_linear_reading`).
+
+    Attributes
+    ----------
+    prototypes : (C, D) array ``q_c = a (w_c + s) + t``
+    scale : float, ``a > 0``, the factor on the rows (the head's logits are ``1/a`` times the
+        nearest-prototype scores ``-1/2 ||z - q_c||^2`` up to a shared term)
+    exact : bool, whether the head is exactly an offset-free nearest-prototype rule at this reading
+        (always, when the class rows are affinely independent: ``C - 1 <= D``)
+    """
+
+    prototypes: np.ndarray
+    scale: float
+    exact: bool
+
+
+def canonical_linear_reading(weight, bias, class_means) -> CanonicalReading:
+    """The prototypes that make a linear head an offset-free nearest-prototype rule, fixed by the class means.
+
+    The SEM identity (docs/METHOD.md, sections 2 and 6) reads ``<w_c, z> + b_c`` as
+    ``-1/2 ||z - w_c||^2`` plus the offset ``o_c = b_c + 1/2 ||w_c||^2`` plus a term shared by all
+    classes, and every equivalent head ``alpha (w_c + v)`` reads the same way. The canonical reading
+    takes the prototypes whose offsets are all equal, so that the head *is* the rule "nearest
+    ``q_c``" with no offsets: ``<w_c, z> + b_c = -1/(2a) ||z - q_c||^2`` + a term shared by all
+    classes, ``a > 0``. Writing ``q_c = (w_c + u) / lambda`` (``lambda = 1 / a``), equal offsets on
+    every pair of classes is a linear condition on ``(u, lambda)``,
+
+    .. math::  \langle w_c - w_1, u \rangle + \lambda (b_c - b_1)
+               = -\tfrac12 (\lVert w_c \rVert^2 - \lVert w_1 \rVert^2), \quad c = 2..C.
+
+    With ``u_0``, ``u_d`` the minimum-norm solutions for the right-hand side and for ``b_c - b_1``,
+    the solutions are ``u = u_0 - lambda u_d + g`` (``g`` orthogonal to every ``w_c - w_1``), i.e. the
+    family ``q_c(a, g) = a (w_c + u_0 + g) - u_d``. Every member gives exactly the head's decisions
+    without offsets; the family is the freedom the head leaves: scaling the prototypes about their
+    circumcentre, and shifting them along directions no decision depends on. The canonical reading
+    is the member closest to the class means ``mu_c``, ``min_{a > 0, g} sum_c ||q_c(a, g) - mu_c||^2``,
+    in closed form (:func:`_closest_member`); NaN where the best fit has ``a <= 0`` (the class means
+    lie opposite to the rows) or the rows are all equal.
+
+    Invariance: the reading depends on the head only through its decisions' equivalence class
+    (``w_c -> alpha (w_c + v)``, ``b_c -> alpha (b_c + beta)``, ``alpha > 0``; tested), and a head built
+    as ``-1/2 ||z - p_c||^2`` whose class means are ``p_c`` is read as ``p_c`` exactly (tested).
+    When the rows are not affinely independent (``C - 1 > D``) no exact member exists; the
+    least-squares solution of the equations is used and ``exact`` is False.
+
+    Parameters
+    ----------
+    weight : (C, D) rows ``w_c``; bias : (C,) ``b_c``; class_means : (C, D) ``mu_c``
+    """
+    W = np.asarray(weight, dtype=np.float64)
+    b = np.asarray(bias, dtype=np.float64).ravel()
+    M = np.asarray(class_means, dtype=np.float64)
+    if W.ndim != 2 or b.shape != (W.shape[0],) or M.shape != W.shape:
+        raise ValueError(f"weight {W.shape}, bias {b.shape} and class_means {M.shape} do not match")
+    dW, db = W[1:] - W[0], b[1:] - b[0]
+    rhs = -0.5 * ((W[1:] ** 2).sum(axis=1) - (W[0] ** 2).sum())
+    # Minimum-norm solutions of  dW u = rhs - lambda db:  u(lambda) = u_0 - lambda u_d.
+    pinv = np.linalg.pinv(dW) if len(dW) else np.zeros((W.shape[1], 0))
+    u0, ud = pinv @ rhs, pinv @ db
+    exact = bool(np.allclose(dW @ u0, rhs, atol=1e-9 * max(1.0, np.abs(rhs).max(initial=0.0)))
+                 and np.allclose(dW @ ud, db, atol=1e-9 * max(1.0, np.abs(db).max(initial=0.0))))
+    # q_c = (w_c + u(lambda) + g) / lambda = a (w_c + u_0 + g) - u_d, with a = 1 / lambda, g free
+    # in the null space of dW (a shift no decision sees).
+    basis = _null_space(dW, W.shape[1])
+    a, g = _closest_member(W + u0, -ud, basis, M)
+    return CanonicalReading(a * (W + u0 + g) - ud, float(a), exact)
+
+
+def _null_space(A: np.ndarray, dim: int) -> np.ndarray:
+    """Orthonormal basis (k, dim) of ``{x : A x = 0}``."""
+    if A.size == 0:
+        return np.eye(dim)
+    _, s, vt = np.linalg.svd(A, full_matrices=True)
+    rank = int(np.sum(s > s.max() * max(A.shape) * np.finfo(float).eps)) if s.size else 0
+    return vt[rank:]
+
+
+def _closest_member(V: np.ndarray, shift: np.ndarray, basis: np.ndarray, M: np.ndarray) -> tuple[float, np.ndarray]:
+    """``argmin_{a > 0, g in span(basis)} sum_c ||a (V_c + g) + shift - M_c||^2`` in closed form.
+
+    With ``h = a g`` the problem is linear least squares in ``(a, h)``: ``h`` only moves the mean of
+    the rows, so ``h = P (mbar - a vbar - shift)`` (``P`` the projector on the basis) and ``a``
+    solves a one-variable least squares on the rows centred and projected off the basis.
+    """
+    P = basis.T @ basis
+    R = M - shift
+    Vc, Rc = V - V.mean(axis=0), R - R.mean(axis=0)
+    # sum_c ||a V_c + h - R_c||^2 = sum_c ||a Vc_c - Rc_c||^2 + C ||a vbar + h - rbar||^2, and the best h
+    # leaves C ||Q (a vbar - rbar)||^2 (Q = I - P): one least squares in a, the mean rows weighted by C.
+    Q = np.eye(V.shape[1]) - P
+    w = math.sqrt(len(V))
+    x = np.concatenate([Vc.ravel(), w * (Q @ V.mean(axis=0))])
+    y = np.concatenate([Rc.ravel(), w * (Q @ R.mean(axis=0))])
+    denom = float(x @ x)
+    a = float(x @ y) / denom if denom > 0 else math.nan
+    if not a > 0:  # the best fit would flip the rows (a <= 0): no positive scale fits the means
+        return math.nan, np.full(V.shape[1], np.nan)
+    h = P @ (R.mean(axis=0) - a * V.mean(axis=0))
+    return a, h / a
+
+
+def class_mean_prototypes(train, train_labels, classes=None) -> np.ndarray:
+    """One prototype per class: the mean ``mu_c`` of its training embeddings, an array (C, D).
+
+    The reference prototype set of docs/METHOD.md, section 4: what any average scores. It is also
+    k-means at one prototype per class (the optimum of k-means with one cluster is the mean; tested
+    against :class:`~kmx_eval.heads.kmeans.KMeansHead` with ``n_prototypes=1``). ``classes``
+    default to ``0..max(label)``; a class without training embeddings is an error.
+    """
+    Z = np.asarray(train, dtype=np.float64)
+    labels = np.asarray(train_labels).ravel()
+    if labels.size != Z.shape[0]:
+        raise ValueError(f"train has {Z.shape[0]} embeddings but train_labels has {labels.size} labels")
+    classes = np.arange(int(labels.max()) + 1) if classes is None else np.asarray(classes).ravel()
+    missing = [c for c in classes.tolist() if not np.any(labels == c)]
+    if missing:
+        raise ValueError(f"class(es) {missing} have no training embeddings, so no class mean")
+    return np.stack([Z[labels == c].mean(axis=0) for c in classes])
+
+
+def separation_proximities(prototypes, prototype_classes, train) -> np.ndarray:
+    """Per prototype ``d(p, NN_train(p)) / min_{q of another class} ||p - q||``, an array (P,).
+
+    A proximity that is scale-free and cannot be driven to 0 by shrinking a reading
+    (docs/METHOD.md, section 6): the distance to the data is measured in units of the distance to the
+    nearest prototype of another class, so a rescaling of the whole space leaves it unchanged, and
+    collapsing the prototypes onto one point makes the unit shrink with them.
+
+    Bound: let ``delta`` be the smallest distance between prototypes of different classes and ``m``
+    the smallest distance between distinct training embeddings. If ``delta <= m / 2``, the mean over
+    prototypes is at least ``1 / P``. (For the closest pair ``p, q``, both ratios have the unit
+    ``delta``; with nearest training embeddings ``z, z'``, ``d(p, z) + d(q, z') >= delta`` when
+    ``z = z'`` by the triangle inequality, and ``>= m - delta >= delta`` otherwise.) So for a linear
+    reading ``u + alpha Wc`` no shift ``u`` and no shrinking of ``alpha`` brings it below ``1 / C``
+    (tested), where the proximity ratio (:func:`proximity_ratios`) goes to 0 with ``u`` on a training
+    embedding. NaN for a prototype without a prototype of another class, or at distance 0 from one.
+    """
+    P = _as_tensor("prototypes", prototypes, 2)
+    classes = np.asarray(prototype_classes).ravel()
+    if classes.size != P.shape[0]:
+        raise ValueError(f"{P.shape[0]} prototypes but {classes.size} prototype classes")
+    d_data, _ = nearest_neighbours(P.numpy(), train, k=1)
+    d_protos = torch.cdist(P, P, compute_mode=EXACT_CDIST).numpy()
+    d_protos[classes[:, None] == classes[None, :]] = np.inf
+    unit = d_protos.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = d_data[:, 0] / unit
+    return np.where(np.isfinite(unit) & (unit > 0), ratio, np.nan)
