@@ -93,7 +93,10 @@ def digest(paths: list[Path]) -> dict[str, str]:
 
 
 def metric_files(repo: Path) -> list[Path]:
-    return sorted(p for p in (repo / "metrics").rglob("*") if p.is_file() and p.suffix in (".json", ".csv"))
+    """The study's metrics files, without the platform records (metrics/platform/): those say where a
+    stage ran, and a stage restored from DVC's run cache (a collected scale-out run) brings none."""
+    return sorted(p for p in (repo / "metrics").rglob("*")
+                  if p.is_file() and p.suffix in (".json", ".csv") and p.parent.name != "platform")
 
 
 def make_study_repo(root: Path, params: dict | None = None) -> Path:
