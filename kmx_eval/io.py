@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -97,6 +97,62 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replace_together(folder: str | os.PathLike, names: Sequence[str]) -> Iterator[Path]:
+    """Yield a staging folder inside ``folder``; once the caller has written every one of ``names``
+    (files or folders) there, move them into ``folder``, each replacing its old version.
+
+    Until then nothing in ``folder`` changes: on any exception the staging folder is removed and
+    ``folder`` keeps its old outputs, all of them (a report half old, half new would be worse than
+    either). The swap is one rename per name; should one fail, those already moved are put back.
+    """
+    folder = Path(folder)
+    if _GUARD_ROOT is not None:
+        check_output_path(folder, _GUARD_ROOT)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".replace.*.tmp"):  # left by a SIGKILL mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".replace.", suffix=".tmp", dir=folder))
+    replaced = staging / ".replaced"
+    try:
+        yield staging
+        missing = [n for n in names if not (staging / n).exists()]
+        if missing:
+            raise RuntimeError(f"replace_together: {', '.join(missing)} not written to {staging}")
+        replaced.mkdir()
+        _swap_in(folder, staging, replaced, names)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise _disk_error(folder, exc) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(folder: Path, staging: Path, replaced: Path, names: Sequence[str]) -> None:
+    """Move each ``staging/name`` to ``folder/name``, the old one to ``replaced/name``; undo on failure."""
+    moved: list[tuple[str, bool]] = []  # (name, whether an old version was moved aside)
+    try:
+        for name in names:
+            target = folder / name
+            had_old = target.exists() or target.is_symlink()
+            if had_old:
+                os.replace(target, replaced / name)
+            moved.append((name, had_old))
+            os.replace(staging / name, target)
+    except BaseException:
+        for name, had_old in reversed(moved):
+            target = folder / name
+            if not (staging / name).exists():  # the new version got in: take it out again
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            if had_old:
+                os.replace(replaced / name, target)
+        raise
 
 
 def _fsync_write(target: Path, data: bytes) -> None:

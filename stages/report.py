@@ -14,14 +14,14 @@ def main(params):
 def build(params) -> None:
     """The report stage on validated ``params``, in the current directory (the repository root)."""
     from kmx_eval.device import resolve_device
-    from kmx_eval.report.build import ReportSettings
     from kmx_eval.report.build import build as build_report
+    from kmx_eval.report.inputs import DatasetInfo, ReportSettings
 
     datasets = {}
     for ds in params.datasets:
         cfg = params.backbone_for(ds)
-        datasets[ds] = {"source": params.datasets[ds].source, "architecture": cfg.architecture,
-                        "weights": cfg.weights, "image_size": cfg.image_size}
+        datasets[ds] = DatasetInfo(source=params.datasets[ds].source, architecture=cfg.architecture,
+                                   weights=cfg.weights, image_size=cfg.image_size)
     ev, report = params.evaluate, params.report
     build_report(ReportSettings(
         datasets=datasets, combinations=list(params.combinations), seeds=list(params.seeds),

@@ -378,9 +378,10 @@ class Interval(NamedTuple):
     method: str
 
 
-def summarise(values, proportion: bool = False, n_resamples: int = 1000, confidence: float = 0.95,
+def summarise(values, *, proportion: bool = False, n_resamples: int = 1000, confidence: float = 0.95,
               seed: int = 0) -> Interval:
-    """One call for a headline number: Wilson for proportions, cluster bootstrap otherwise.
+    """One call for an interval across seeds: Wilson for proportions, cluster bootstrap otherwise (the
+    report's intervals from per-sample scores, :func:`kmx_eval.report.stats.aggregate_seeds`).
 
     Parameters
     ----------

@@ -131,6 +131,7 @@ def tradeoff_points(
     agg: pd.DataFrame,
     dataset: str,
     combinations: Sequence[str],
+    *,
     fidelity_metric: str,
     explainer: str = TRADEOFF_EXPLAINER,
 ) -> pd.DataFrame:
@@ -193,7 +194,7 @@ def pareto_front(x: np.ndarray, y: np.ndarray, higher_y: bool = True) -> np.ndar
     return front
 
 
-def tradeoff_figure(points: pd.DataFrame, dataset: str, fidelity_metric: str,
+def tradeoff_figure(points: pd.DataFrame, dataset: str, *, fidelity_metric: str,
                     explainer: str = TRADEOFF_EXPLAINER) -> Figure:
     """The trade-off figure of one dataset (see module docstring); see :func:`tradeoff_points`."""
     fig = new_figure(6.4, 4.2)
@@ -267,7 +268,7 @@ def _err(v, low, high):
 
 
 # ------------------------------------------------------------------------ prototype fidelity
-def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Sequence[str],
+def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *,
                               metrics: Sequence[str] = ("proximity", "purity", "decision_agreement",
                                                          "diversity_scaled")) -> Figure:
     """Bars of each prototype-fidelity metric: linear versus k-means prototypes per combination.
@@ -349,6 +350,7 @@ def _concept_cmap(n: int) -> mcolors.ListedColormap:
 def explanation_gallery(
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
+    *,
     masks: np.ndarray | None = None,
     concepts: np.ndarray | None = None,
     concept_label: str = "concepts",
@@ -416,6 +418,7 @@ def explanation_gallery(
 def prototype_gallery(
     images: Mapping[int, np.ndarray],
     kmeans: np.ndarray,
+    *,
     linear: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     kmeans_distance: np.ndarray | None = None,
@@ -470,7 +473,7 @@ def prototype_gallery(
 
 
 # ---------------------------------------------------------------------------------- curves
-def curves_figure(curves: pd.DataFrame, dataset: str, combinations: Sequence[str],
+def curves_figure(curves: pd.DataFrame, dataset: str, combinations: Sequence[str], *,
                   explainers: Sequence[str] | None = None) -> Figure:
     """Pixel-flipping curves: score against the fraction of flipped pixels, one panel per combination.
 

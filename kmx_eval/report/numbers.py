@@ -47,7 +47,7 @@ def round_significant(x: float, digits: int = STORED_DIGITS) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def format_cell(value: float, low: float = np.nan, high: float = np.nan, seed_sd: float = np.nan) -> str:
+def format_cell(value: float, low: float = np.nan, high: float = np.nan, *, seed_sd: float = np.nan) -> str:
     """``"value [low, high]"``, with ``" ± sd"`` when a spread across seeds exists."""
     if not finite(value):
         return MISSING

@@ -31,12 +31,15 @@ mixing it in. Paired comparisons (:func:`paired_comparisons`, :func:`control_dif
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import kendalltau
 
 from kmx_eval.errors import DataError
+from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean, seed_spread, summarise
 # The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
 # lists are the contract.
 from kmx_eval.metrics.tidy import SAMPLE_COLUMNS, TIDY_COLUMNS
@@ -126,8 +129,6 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
         When a column is missing, one metric is declared with both score directions, or the
         per-sample scores of a proportion are not 0/1.
     """
-    from kmx_eval.metrics.bootstrap import cluster_bootstrap_ci, proportion_ci, seed_spread
-
     check_columns(metrics, METRIC_COLUMNS, "the tidy metrics frame")
     frame = metrics.copy()
     for col in ("value", "ci_low", "ci_high", "n", "n_missing", "chance"):
@@ -137,63 +138,12 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
         check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
         by_key = {key: group for key, group in samples.groupby(_SAMPLE_KEYS, sort=False)}
         if proportion is None:
+            # Imported here: kmx_eval.metrics.evaluation imports torch (seconds), and only the
+            # per-sample scores need to know which keys are proportions.
             from kmx_eval.metrics.evaluation import is_proportion as proportion
-    rows = []
-    for key, group in frame.groupby(KEYS, sort=False, dropna=False):
-        finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
-        directions = {direction(d) for d in group["higher_is_better"]} - {None}
-        if len(directions) > 1:
-            raise DataError(
-                f"metric {key[-1]!r} of {key[0]}/{key[1]}/{key[3]} is declared both higher- and "
-                "lower-is-better across seeds; rerun the evaluate stages with one version of the code"
-            )
-        notes = sorted({str(n) for n in group["note"] if isinstance(n, str) and n.strip()})
-        n_seeds = int(finite["seed"].nunique()) if len(finite) else 0
-        values = finite.groupby("seed")["value"].mean()
-        low = float(finite["ci_low"].mean()) if finite["ci_low"].notna().any() else np.nan
-        high = float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan
-        sd = float(values.std(ddof=1)) if n_seeds > 1 else np.nan
-        interval = "mean_of_seed_bounds"
-        sample_key = tuple(key[i] for i in (0, 1, 3, 5))  # dataset, combination, method, metric
-        if sample_key in by_key:
-            seeds = sorted(int(x) for x in group["seed"].unique())
-            matrix = seed_matrix(by_key[sample_key], seeds)
-            if matrix.size:
-                boot_seed = min(seeds) if bootstrap_seed is None else int(bootstrap_seed)
-                if proportion(key[2], key[5]):
-                    present = matrix[~np.isnan(matrix)]
-                    if np.any((present != 0.0) & (present != 1.0)):
-                        raise DataError(f"the per-sample scores of {key[5]!r} ({key[0]}/{key[1]}/{key[3]}) "
-                                        "are declared a proportion but are not 0/1; rerun evaluate")
-                    _, low, high = proportion_ci(matrix, confidence)
-                    interval = "wilson"
-                elif (n_seeds == 1 and int((~np.isnan(matrix)).any(axis=1).sum()) == 1
-                      and int(finite["seed"].iloc[0]) == boot_seed
-                      and finite_bounds(finite["ci_low"].iloc[0], finite["ci_high"].iloc[0])):
-                    # One seed: the cluster bootstrap is the per-seed row's bootstrap (same indices,
-                    # same arithmetic; tested), which metrics.csv keeps at full precision while
-                    # samples.csv rounds the scores to 10 significant digits.
-                    low, high = float(finite["ci_low"].iloc[0]), float(finite["ci_high"].iloc[0])
-                    interval = "cluster_bootstrap"
-                else:
-                    _, low, high = cluster_bootstrap_ci(matrix, n_resamples=n_resamples, confidence=confidence,
-                                                        seed=boot_seed)
-                    interval = "cluster_bootstrap"
-                sd = seed_spread(matrix)[0]
-        rows.append(dict(
-            zip(KEYS, key),
-            value=float(values.mean()) if n_seeds else np.nan,
-            ci_low=low,
-            ci_high=high,
-            seed_sd=sd,
-            n_seeds=n_seeds,
-            n=float(finite["n"].mean()) if finite["n"].notna().any() else np.nan,
-            n_missing=float(group["n_missing"].sum()) if group["n_missing"].notna().any() else np.nan,
-            chance=float(group["chance"].mean()) if group["chance"].notna().any() else np.nan,
-            higher_is_better=next(iter(directions)) if directions else None,
-            note="; ".join(notes),
-            interval=interval if finite_bounds(low, high) else "",
-        ))
+    bootstrap = dict(n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed, proportion=proportion)
+    rows = [_aggregate_key(key, group, by_key.get(tuple(key[i] for i in (0, 1, 3, 5))), **bootstrap)
+            for key, group in frame.groupby(KEYS, sort=False, dropna=False)]
     out = pd.DataFrame(rows, columns=AGGREGATED_COLUMNS)
     for col in ("value", "ci_low", "ci_high", "seed_sd", "chance", "n"):
         out[col] = out[col].map(round_significant)
@@ -202,6 +152,78 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
                                         dtype=object)
     return out
 
+
+@dataclass(frozen=True)
+class _Bounds:
+    """An aggregated value's interval, its spread across seeds and how the interval was computed."""
+
+    low: float
+    high: float
+    seed_sd: float
+    interval: str  # one of INTERVALS
+
+
+def _aggregate_key(key: tuple, group: pd.DataFrame, scores: pd.DataFrame | None, *, n_resamples: int,
+                   confidence: float, seed: int | None, proportion) -> dict:
+    """One row of :func:`aggregate_seeds`: the per-seed rows ``group`` of ``key`` (:data:`KEYS`) and
+    its per-sample ``scores`` (dataset, combination, method and metric of ``key``; None without)."""
+    finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
+    directions = {direction(d) for d in group["higher_is_better"]} - {None}
+    if len(directions) > 1:
+        raise DataError(
+            f"metric {key[-1]!r} of {key[0]}/{key[1]}/{key[3]} is declared both higher- and "
+            "lower-is-better across seeds; rerun the evaluate stages with one version of the code"
+        )
+    notes = sorted({str(n) for n in group["note"] if isinstance(n, str) and n.strip()})
+    n_seeds = int(finite["seed"].nunique()) if len(finite) else 0
+    values = finite.groupby("seed")["value"].mean()
+    bounds = _Bounds(low=float(finite["ci_low"].mean()) if finite["ci_low"].notna().any() else np.nan,
+                     high=float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan,
+                     seed_sd=float(values.std(ddof=1)) if n_seeds > 1 else np.nan,
+                     interval="mean_of_seed_bounds")
+    if scores is not None:
+        seeds = sorted(int(x) for x in group["seed"].unique())
+        matrix = seed_matrix(scores, seeds)
+        if matrix.size:
+            bounds = _sample_bounds(key, finite, matrix, proportion=proportion(key[2], key[5]),
+                                    n_resamples=n_resamples, confidence=confidence,
+                                    seed=min(seeds) if seed is None else int(seed))
+    return dict(
+        zip(KEYS, key),
+        value=float(values.mean()) if n_seeds else np.nan,
+        ci_low=bounds.low,
+        ci_high=bounds.high,
+        seed_sd=bounds.seed_sd,
+        n_seeds=n_seeds,
+        n=float(finite["n"].mean()) if finite["n"].notna().any() else np.nan,
+        n_missing=float(group["n_missing"].sum()) if group["n_missing"].notna().any() else np.nan,
+        chance=float(group["chance"].mean()) if group["chance"].notna().any() else np.nan,
+        higher_is_better=next(iter(directions)) if directions else None,
+        note="; ".join(notes),
+        interval=bounds.interval if finite_bounds(bounds.low, bounds.high) else "",
+    )
+
+
+def _sample_bounds(key: tuple, finite: pd.DataFrame, matrix: np.ndarray, *, proportion: bool,
+                   n_resamples: int, confidence: float, seed: int) -> _Bounds:
+    """The interval of ``key`` from its (seeds x images) per-sample ``matrix``: Wilson for a
+    proportion, else the cluster bootstrap (:func:`~kmx_eval.metrics.bootstrap.summarise`)."""
+    if proportion:
+        present = matrix[~np.isnan(matrix)]
+        if np.any((present != 0.0) & (present != 1.0)):
+            raise DataError(f"the per-sample scores of {key[5]!r} ({key[0]}/{key[1]}/{key[3]}) "
+                            "are declared a proportion but are not 0/1; rerun evaluate")
+    elif (int(finite["seed"].nunique()) == 1 and int((~np.isnan(matrix)).any(axis=1).sum()) == 1
+          and int(finite["seed"].iloc[0]) == seed
+          and finite_bounds(finite["ci_low"].iloc[0], finite["ci_high"].iloc[0])):
+        # One seed: the cluster bootstrap is the per-seed row's bootstrap (same indices, same
+        # arithmetic; tested), which metrics.csv keeps at full precision while samples.csv rounds
+        # the scores to 10 significant digits.
+        return _Bounds(float(finite["ci_low"].iloc[0]), float(finite["ci_high"].iloc[0]),
+                       seed_spread(matrix)[0], "cluster_bootstrap")
+    interval = summarise(matrix, proportion=proportion, n_resamples=n_resamples, confidence=confidence,
+                         seed=seed)
+    return _Bounds(interval.low, interval.high, interval.seed_sd, interval.method)
 
 
 def first_row(agg: pd.DataFrame, **where) -> pd.Series | None:
@@ -222,6 +244,7 @@ def lookup(agg: pd.DataFrame, **where) -> pd.DataFrame:
 def paired_comparisons(
     samples: pd.DataFrame,
     pairs: Sequence[tuple[str, str]],
+    *,
     n_resamples: int,
     confidence: float,
     seed: int,
@@ -257,14 +280,10 @@ def paired_comparisons(
     DataFrame
         ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high``.
     """
-    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean
-
     check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
     cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
             "ci_low", "ci_high"]
-    frame = samples.copy()
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    frame = _finite_scores(samples)
     rows = []
     for dataset in dict.fromkeys(frame["dataset"]):
         ds = frame[frame["dataset"] == dataset]
@@ -273,21 +292,55 @@ def paired_comparisons(
             right = ds[ds["combination"] == b]
             for (method, metric), la in left.groupby(["method", "metric"], sort=False):
                 rb = right[(right["method"] == method) & (right["metric"] == metric)]
-                joined = la.merge(rb, on=["seed", "sample"], suffixes=("_a", "_b"))
-                joined = joined.sort_values(["seed", "sample"], kind="stable")
-                if len(joined) < 2:
-                    continue
-                va, vb = _paired_matrices(joined, "value_a", "value_b")
-                diff, low, high = paired_cluster_bootstrap(vb, va, n_resamples=n_resamples,
-                                                           confidence=confidence, seed=seed)
-                rows.append(dict(dataset=dataset, a=a, b=b, method=method, metric=metric,
-                                 n=len(joined), n_seeds=int(joined["seed"].nunique()),
-                                 mean_a=seed_mean(va), mean_b=seed_mean(vb),
-                                 difference=float(diff), ci_low=float(low), ci_high=float(high)))
+                d = paired_difference(la, rb, n_resamples=n_resamples, confidence=confidence, seed=seed)
+                if d is not None:
+                    rows.append(dict(dataset=dataset, a=a, b=b, method=method, metric=metric, **asdict(d)))
     out = pd.DataFrame(rows, columns=cols)
     for col in ("mean_a", "mean_b", "difference", "ci_low", "ci_high"):
         out[col] = out[col].map(round_significant)
     return out
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """B − A over the matched (seed, sample) pairs of two sets of per-sample scores (see
+    :func:`paired_difference`)."""
+
+    n: int  # matched pairs
+    n_seeds: int
+    mean_a: float
+    mean_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, n_resamples: int, confidence: float,
+                      seed: int) -> PairedDifference | None:
+    """B − A over the per-sample scores ``a`` and ``b`` (finite values of one key each), matched by
+    ``(seed, sample)``; None with fewer than two pairs.
+
+    The pairs form aligned (seed x image) matrices (NaN where a seed lacks the pair) and the
+    difference and its interval are :func:`~kmx_eval.metrics.bootstrap.paired_cluster_bootstrap`
+    of B − A, which resamples images as clusters across seeds (docs/METHOD.md, section 6,
+    "Intervals"); with one seed, the paired bootstrap of the pairs in sample order. ``mean_a`` and
+    ``mean_b`` are :func:`~kmx_eval.metrics.bootstrap.seed_mean` of each side.
+    """
+    joined = a.merge(b, on=["seed", "sample"], suffixes=("_a", "_b"))
+    joined = joined.sort_values(["seed", "sample"], kind="stable")
+    if len(joined) < 2:
+        return None
+    va, vb = _paired_matrices(joined, "value_a", "value_b")
+    diff, low, high = paired_cluster_bootstrap(vb, va, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return PairedDifference(n=len(joined), n_seeds=int(joined["seed"].nunique()), mean_a=seed_mean(va),
+                            mean_b=seed_mean(vb), difference=float(diff), ci_low=float(low), ci_high=float(high))
+
+
+def _finite_scores(samples: pd.DataFrame) -> pd.DataFrame:
+    """The per-sample scores with a finite value (numeric, a copy); a missing score has a reason instead."""
+    frame = samples.copy()
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    return frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
 
 
 def _paired_matrices(joined: pd.DataFrame, left: str, right: str) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +352,7 @@ def _paired_matrices(joined: pd.DataFrame, left: str, right: str) -> tuple[np.nd
 
 
 
-def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resamples: int, confidence: float,
+def control_differences(samples: pd.DataFrame, metrics: Sequence[str], *, n_resamples: int, confidence: float,
                         seed: int) -> pd.DataFrame:
     """Oracle minus random on the same model, per dataset, combination and metric (paired bootstrap).
 
@@ -316,26 +369,18 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], n_resampl
 
     Returns ``dataset, combination, metric, n, random, oracle, difference, ci_low, ci_high, informative``.
     """
-    from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean
-
     cols = ["dataset", "combination", "metric", "n", "random", "oracle", "difference", "ci_low", "ci_high",
             "informative"]
-    frame = samples[samples["metric"].isin(list(metrics)) & samples["method"].isin(["random", "oracle"])].copy()
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
-    frame = frame[np.isfinite(frame["value"].to_numpy(dtype=float))]
+    frame = _finite_scores(samples[samples["metric"].isin(list(metrics))
+                                   & samples["method"].isin(["random", "oracle"])])
     rows = []
     for (ds, comb, metric), group in frame.groupby(["dataset", "combination", "metric"], sort=False):
-        joined = group[group["method"] == "random"].merge(group[group["method"] == "oracle"],
-                                                           on=["seed", "sample"], suffixes=("_r", "_o"))
-        joined = joined.sort_values(["seed", "sample"], kind="stable")
-        if len(joined) < 2:
-            continue
-        vr, vo = _paired_matrices(joined, "value_r", "value_o")
-        diff, low, high = paired_cluster_bootstrap(vo, vr, n_resamples=n_resamples, confidence=confidence,
-                                                   seed=seed)
-        rows.append(dict(dataset=ds, combination=comb, metric=metric, n=len(joined), random=seed_mean(vr),
-                         oracle=seed_mean(vo), difference=float(diff), ci_low=float(low),
-                         ci_high=float(high), informative=bool(low > 0)))
+        d = paired_difference(group[group["method"] == "random"], group[group["method"] == "oracle"],
+                              n_resamples=n_resamples, confidence=confidence, seed=seed)
+        if d is not None:
+            rows.append(dict(dataset=ds, combination=comb, metric=metric, n=d.n, random=d.mean_a,
+                             oracle=d.mean_b, difference=d.difference, ci_low=d.ci_low, ci_high=d.ci_high,
+                             informative=bool(d.ci_low > 0)))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -363,8 +408,6 @@ def metric_ranking(agg: pd.DataFrame, skip: Mapping[str, set[str]] | None = None
     Returns ``(ranking, agreement)``: ranking ``dataset, combination, method, median_rank, n_metrics``
     plus one column per metric; agreement ``dataset, metric_a, metric_b, tau, n``.
     """
-    from scipy.stats import kendalltau
-
     skip = skip or {}
     sel = agg[(agg["kind"] == "explainer") & agg["category"].isin(list(categories))
               & ~agg["method"].isin(CONTROLS)]

@@ -93,7 +93,8 @@ class Table:
 
 
 
-def assemble(name, title, caption, index, numbers, columns, text=None) -> Table:
+def assemble(numbers: pd.DataFrame, *, name: str, title: str, caption: str, index: Sequence[str],
+             columns: Sequence[str], text=None) -> Table:
     """Build the aligned display frames of a table from its long form."""
     keys = list(dict.fromkeys(tuple(r) for r in numbers[index].itertuples(index=False)))
     mi = pd.MultiIndex.from_tuples(keys, names=index) if keys else pd.MultiIndex.from_tuples([], names=index)
@@ -109,7 +110,7 @@ def assemble(name, title, caption, index, numbers, columns, text=None) -> Table:
         elif r.get("is_chance", False):
             cells.at[key, col] = fmt(r["value"])
         else:
-            cells.at[key, col] = format_cell(r["value"], r["ci_low"], r["ci_high"], r["seed_sd"])
+            cells.at[key, col] = format_cell(r["value"], r["ci_low"], r["ci_high"], seed_sd=r["seed_sd"])
         best.at[key, col] = bool(r["best"])
         notes.at[key, col] = r["note"] if isinstance(r["note"], str) else ""
         sort_keys.at[key, col] = r["value"]

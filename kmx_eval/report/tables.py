@@ -130,7 +130,7 @@ def metric_table(
             "appears under two kinds; each dataset, combination, method and metric must be one row"
         )
     numbers["best"] = _mark_best(numbers) if len(numbers) else pd.Series(dtype=bool)
-    return assemble(name, title, caption, INDEX, numbers, columns)
+    return assemble(numbers, name=name, title=title, caption=caption, index=INDEX, columns=columns)
 
 
 
@@ -146,6 +146,7 @@ def _seeds_phrase(agg: pd.DataFrame) -> str:
 
 def report_tables(
     agg: pd.DataFrame,
+    *,
     datasets: Sequence[str] | None = None,
     combinations: Sequence[str] | None = None,
     explainers: Sequence[str] | None = None,
@@ -304,8 +305,9 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
     caption = (f"Paired differences B − A over the same evaluation images (mean over seeds), with "
                f"{confidence:.0%} paired-bootstrap intervals that resample images as clusters across seeds. "
                "Bold: the interval excludes zero.")
-    table = assemble("comparisons", "Paired comparisons of block combinations", caption, index, numbers,
-                      ["mean A", "mean B", "B − A", "pairs", "favours"], text=text)
+    table = assemble(numbers, name="comparisons", title="Paired comparisons of block combinations",
+                     caption=caption, index=index, columns=["mean A", "mean B", "B − A", "pairs", "favours"],
+                     text=text)
     table.numbers = numbers.drop(columns=["text"])
     return table
 
@@ -337,8 +339,9 @@ def controls_table(controls: pd.DataFrame, confidence: float = 0.95) -> Table:
                "resampled as clusters across seeds); a "
                "metric whose interval includes 0 on some model of a dataset is uninformative there and "
                "is left out of the ranking.")
-    return assemble("controls", "Floor and ceiling of every localisation metric", caption, index, numbers,
-                     ["random (floor)", "oracle (ceiling)", "oracle − random", "informative"], text=text)
+    return assemble(numbers, name="controls", title="Floor and ceiling of every localisation metric",
+                    caption=caption, index=index,
+                    columns=["random (floor)", "oracle (ceiling)", "oracle − random", "informative"], text=text)
 
 
 
@@ -367,5 +370,5 @@ def ranking_table(ranking: pd.DataFrame, agreement: pd.DataFrame) -> Table:
                "metrics of each map's rank among the explainers and combinations of the dataset "
                "(1 = best; controls excluded), and how much the metric rankings agree (mean Kendall's tau "
                "over pairs of metrics; 1 = identical rankings, 0 = unrelated). Read the agreement first.")
-    return assemble("ranking", "Ranking across metrics", caption, index, numbers,
-                     ["median rank", "metrics", "agreement (mean Kendall tau)"], text=text)
+    return assemble(numbers, name="ranking", title="Ranking across metrics", caption=caption, index=index,
+                    columns=["median rank", "metrics", "agreement (mean Kendall tau)"], text=text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +83,39 @@ def test_stage_guard_refuses_writes_outside_the_output_folders(tmp_path):
             io.write_json(tmp_path / "stages" / "evil.json", {"v": 1})
     assert not (tmp_path / "stages").exists()
     io.write_json(tmp_path / "anywhere.json", {"v": 1})  # library use outside a stage is free
+
+
+def test_outputs_replaced_together_or_not_at_all(tmp_path, monkeypatch):
+    folder = tmp_path / "reports"
+    for version in ("old", "new"):
+        with io.replace_together(folder, ["tables", "index.html"]) as staging:
+            (staging / "tables").mkdir()
+            io.write_text(staging / "tables" / "a.csv", version)
+            io.write_text(staging / "index.html", version)
+    assert (folder / "tables" / "a.csv").read_text() == "new" and (folder / "index.html").read_text() == "new"
+    # A failure while writing: nothing changes, no staging folder is left.
+    with pytest.raises(RuntimeError):
+        with io.replace_together(folder, ["tables", "index.html"]) as staging:
+            io.write_text(staging / "index.html", "newer")
+            raise RuntimeError("disk full")
+    # A name that was not written: refused, nothing changes.
+    with pytest.raises(RuntimeError, match="tables"):
+        with io.replace_together(folder, ["tables", "index.html"]) as staging:
+            io.write_text(staging / "index.html", "newer")
+    # A failure during the swap itself: what was moved is put back.
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "index.html" and Path(src).parent.name.startswith(".replace."):
+            raise OSError(5, "I/O error")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        with io.replace_together(folder, ["tables", "summary.md", "index.html"]) as staging:
+            (staging / "tables").mkdir()
+            io.write_text(staging / "tables" / "a.csv", "newer")
+            io.write_text(staging / "summary.md", "newer")
+            io.write_text(staging / "index.html", "newer")
+    assert (folder / "tables" / "a.csv").read_text() == "new" and (folder / "index.html").read_text() == "new"
+    assert sorted(p.name for p in folder.iterdir()) == ["index.html", "tables"]

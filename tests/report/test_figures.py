@@ -23,7 +23,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_tradeoff_points_read_kmeans_accuracy_and_margin_fidelity(frames):
     agg = stats.aggregate_seeds(frames[0])
-    points = figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), "RelevanceMassAccuracy")
+    points = figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), fidelity_metric="RelevanceMassAccuracy")
     combos = points[points["group"] == "combination"].set_index("label")
     for comb in COMBINATIONS:
         acc = stats.lookup(agg, dataset="shapes", combination=comb, method="kmeans", metric="accuracy")
@@ -37,7 +37,7 @@ def test_tradeoff_points_read_kmeans_accuracy_and_margin_fidelity(frames):
     cnn = stats.lookup(agg, dataset="shapes", combination="cnn", method="cnn", metric="accuracy")
     assert (baselines["x"] == cnn["value"].iloc[0]).all()
     # Without masks the fidelity is missing and the note says why.
-    digits = figures.tradeoff_points(agg, "digits", list(COMBINATIONS), "RelevanceMassAccuracy")
+    digits = figures.tradeoff_points(agg, "digits", list(COMBINATIONS), fidelity_metric="RelevanceMassAccuracy")
     assert digits["y"].isna().all() and digits["note"].str.contains("no masks").all()
 
 
@@ -60,9 +60,9 @@ def _build_figures(frames):
     concepts = synthetic_maps(np.arange(3), masks, "B234", [], 0, True)["concepts_global"]
     return {
         "tradeoff": figures.tradeoff_figure(
-            figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), "RelevanceMassAccuracy"),
-            "shapes", "RelevanceMassAccuracy"),
-        "gallery": figures.explanation_gallery(images[:3], maps, masks[:3], concepts),
+            figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), fidelity_metric="RelevanceMassAccuracy"),
+            "shapes", fidelity_metric="RelevanceMassAccuracy"),
+        "gallery": figures.explanation_gallery(images[:3], maps, masks=masks[:3], concepts=concepts),
         "curves": figures.curves_figure(frames[2], "shapes", list(COMBINATIONS) + ["cnn"]),
     }
 
@@ -82,8 +82,8 @@ def test_figures_are_byte_identical_across_runs(frames):
 def test_prototype_gallery_shows_every_class_and_prototype():
     images, _, _ = synthetic_images(6, 1)
     kmeans = np.array([[0, 1], [2, 3], [4, 5]])
-    fig = figures.prototype_gallery(dict(enumerate(images)), kmeans, np.array([5, 4, 3]),
-                                    ["a", "b", "c"])
+    fig = figures.prototype_gallery(dict(enumerate(images)), kmeans, linear=np.array([5, 4, 3]),
+                                    class_names=["a", "b", "c"])
     assert len(fig.axes) == 3 * (2 + 1)
     labels = [ax.get_xlabel() for ax in fig.axes]
     assert "#5" in labels and "#0" in labels

@@ -33,7 +33,7 @@ def _agg(acc: dict, fid: dict, cnn_acc=0.97, with_masks=True):
 
 def test_deeper_combination_localises_better_at_a_cost():
     agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
-    text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy")
     assert text.startswith("On d, B234 localises best (RelevanceMassAccuracy of the margin map 0.41 [0.36, 0.46] "
                            "vs 0.22 for B4)")
     assert "at a cost of 2.1 accuracy points (95% vs 97.1%)" in text
@@ -50,25 +50,26 @@ def _paired(a, b, diff, low, high):
 
 def test_reference_best_and_gain_and_noise_are_said_as_measured():
     agg = _agg({"B4": 0.95, "B34": 0.96, "B234": 0.97}, {"B4": 0.40, "B34": 0.38, "B234": 0.2})
-    text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy")
     # B4 is best; its runner-up is B34 (0.38). Without a paired interval, no claim about noise.
     assert text.startswith("On d, B4 localises best (RelevanceMassAccuracy of the margin map 0.4 [0.35, 0.45] "
                            "vs 0.38 for B34)")
     assert "at a cost of 1 accuracy point (95% vs 96%)" in text
     # The paired interval of B4 - B34 includes 0 (stored as B34 - B4): no winner is named.
-    noisy = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=_paired("B4", "B34", -0.02, -0.05, 0.01))
+    noisy = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy", paired=_paired("B4", "B34", -0.02, -0.05, 0.01))
     assert noisy.startswith("On d, B4 and B34 localise alike within the noise (RelevanceMassAccuracy of the "
                             "margin map 0.4 vs 0.38; paired difference 0.02 [-0.01, 0.05] includes 0)")
     assert "best" not in noisy
-    clear = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=_paired("B34", "B4", 0.02, 0.01, 0.03))
+    clear = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy", paired=_paired("B34", "B4", 0.02, 0.01, 0.03))
     assert "B4 localises best" in clear and "paired difference 0.02 [0.01, 0.03]" in clear
-    flagged = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", uninformative=True)
+    flagged = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy", uninformative=True)
     assert "cannot tell the oracle from the random map on d" in flagged
     agg = _agg({"B4": 0.95, "B34": 0.96, "B234": 0.97}, {"B4": 0.2, "B34": 0.38, "B234": 0.4})
     assert "and gains 2 accuracy points (97% vs 95%)" in summary.headline(agg, "d", COMBOS,
-                                                                         "RelevanceMassAccuracy")
+                                                                         fidelity_metric="RelevanceMassAccuracy")
     agg = _agg({"B4": 0.95, "B34": 0.95, "B234": 0.95}, {"B4": 0.2, "B34": 0.3, "B234": 0.4})
-    assert "at the same accuracy (95% vs 95%)" in summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    assert "at the same accuracy (95% vs 95%)" in summary.headline(agg, "d", COMBOS,
+                                                                   fidelity_metric="RelevanceMassAccuracy")
 
 
 def test_accuracy_difference_within_its_paired_interval_is_called_noise():
@@ -82,11 +83,11 @@ def test_accuracy_difference_within_its_paired_interval_is_called_noise():
             dataset="d", a="B4", b="B234", method="kmeans", metric="accuracy", n=300, n_seeds=1,
             mean_a=0.971, mean_b=0.95, difference=-0.021, ci_low=low, ci_high=high)])])
 
-    noisy = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=acc(-0.05, 0.004))
+    noisy = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy", paired=acc(-0.05, 0.004))
     assert ("at an accuracy within the noise of B4's (95% vs 97.1%; paired difference -2.1 [-5, 0.4] "
             "points)") in noisy
     assert "cost" not in noisy
-    clear = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy", paired=acc(-0.04, -0.01))
+    clear = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy", paired=acc(-0.04, -0.01))
     assert "at a cost of 2.1 accuracy points (95% vs 97.1%; paired difference -2.1 [-4, -1] points)" in clear
 
 
@@ -99,20 +100,20 @@ def test_lower_is_better_metric_picks_the_minimum():
                              category="faithfulness", metric="PixelFlipping", value=v,
                              higher_is_better=False))
     agg = stats.aggregate_seeds(tidy.frame(rows))
-    text = summary.headline(agg, "d", COMBOS, "PixelFlipping")
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="PixelFlipping")
     assert text.startswith("On d, B34 scores best on PixelFlipping (PixelFlipping of the margin map 0.1 vs 0.3 for B4)")
 
 
 def test_dataset_without_masks_says_why():
     agg = _agg({"B4": 0.95, "B34": 0.94, "B234": 0.93}, {c: 0 for c in COMBOS}, with_masks=False)
-    text = summary.headline(agg, "d", COMBOS, "RelevanceMassAccuracy")
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy")
     assert "cannot be measured (not applicable: dataset has no masks)" in text
     assert "95% (B4), 94% (B34) and 93% (B234)" in text
 
 
 def test_key_numbers_equal_the_aggregated_frame():
     agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
-    numbers = summary.key_numbers(agg, ["d"], COMBOS, "RelevanceMassAccuracy")
+    numbers = summary.key_numbers(agg, ["d"], COMBOS, fidelity_metric="RelevanceMassAccuracy")
     assert numbers["d"]["B234"]["accuracy"] == 0.95
     assert numbers["d"]["B234"]["RelevanceMassAccuracy_high"] == pytest.approx(0.46)
     assert numbers["d"]["B4"]["RelevanceMassAccuracy_chance"] == pytest.approx(0.1)
@@ -125,7 +126,7 @@ def test_key_numbers_equal_the_aggregated_frame():
 
 def test_single_combination_is_described_without_a_comparison():
     agg = _agg({"B4": 0.95, "B34": 0.94, "B234": 0.93}, {"B4": 0.3, "B34": 0.2, "B234": 0.1})
-    text = summary.headline(agg, "d", ["B4"], "RelevanceMassAccuracy")
+    text = summary.headline(agg, "d", ["B4"], fidelity_metric="RelevanceMassAccuracy")
     assert text.startswith("On d, B4 is the only combination with a RelevanceMassAccuracy value (0.3 [0.25, 0.35])")
 
 

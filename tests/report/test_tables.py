@@ -31,7 +31,7 @@ def test_fmt_is_four_significant_digits_and_marks_missing():
     assert fmt(-0.0) == "0"
     assert fmt(float("nan")) == fmt(None) == "n/a"
     assert numbers.format_cell(0.5, 0.4, 0.6) == "0.5 [0.4, 0.6]"
-    assert numbers.format_cell(0.5, 0.4, 0.6, 0.01) == "0.5 [0.4, 0.6] ± 0.01"
+    assert numbers.format_cell(0.5, 0.4, 0.6, seed_sd=0.01) == "0.5 [0.4, 0.6] ± 0.01"
     assert numbers.format_cell(np.nan, 0.4, 0.6) == "n/a"
 
 
@@ -110,7 +110,7 @@ def test_report_tables_hold_every_dataset_and_combination(frames):
     metrics, _, _ = frames
     agg = stats.aggregate_seeds(metrics)
     combos = list(COMBINATIONS) + ["cnn"]
-    by_name = {t.name: t for t in tables.report_tables(agg, DATASETS, combos)}
+    by_name = {t.name: t for t in tables.report_tables(agg, datasets=DATASETS, combinations=combos)}
     acc = by_name["accuracy"]
     keys = {(d, c) for d, c, _ in acc.cells.index}
     assert keys == {(d, c) for d in DATASETS for c in combos}
@@ -132,7 +132,7 @@ def test_report_tables_hold_every_dataset_and_combination(frames):
 def test_markdown_and_latex_mark_best(frames):
     metrics, _, _ = frames
     agg = stats.aggregate_seeds(metrics)
-    t = tables.report_tables(agg, DATASETS, list(COMBINATIONS) + ["cnn"])[2]  # localisation
+    t = tables.report_tables(agg, datasets=DATASETS, combinations=list(COMBINATIONS) + ["cnn"])[2]  # localisation
     md = table.to_markdown(t)
     tex = table.to_latex(t)
     n_best = int(t.best.to_numpy().sum())
@@ -176,8 +176,8 @@ def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):
 
 def test_paired_comparisons_are_deterministic(frames):
     _, samples, _ = frames
-    one = stats.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
-    two = stats.paired_comparisons(samples, [("B4", "B34")], 100, 0.95, seed=0)
+    one = stats.paired_comparisons(samples, [("B4", "B34")], n_resamples=100, confidence=0.95, seed=0)
+    two = stats.paired_comparisons(samples, [("B4", "B34")], n_resamples=100, confidence=0.95, seed=0)
     pd.testing.assert_frame_equal(one, two)
 
 
@@ -205,7 +205,8 @@ def test_controls_flag_a_metric_that_cannot_tell_oracle_from_random_and_ranking_
                              value=good + 0.05 * rng.normal(), reason=""))
             rows.append(dict(dataset="d", seed=0, combination="B4", method=method, metric="Flat", sample=i,
                              value=flat + 0.05 * rng.normal(), reason=""))
-    controls = stats.control_differences(pd.DataFrame(rows), ["Good", "Flat"], 200, 0.95, seed=0)
+    controls = stats.control_differences(pd.DataFrame(rows), ["Good", "Flat"], n_resamples=200, confidence=0.95,
+                                         seed=0)
     flags = controls.set_index("metric")["informative"]
     assert bool(flags["Good"]) and not bool(flags["Flat"])
     assert stats.uninformative(controls) == {"d": {"Flat"}}
@@ -279,7 +280,7 @@ def test_aggregated_interval_of_a_real_metric_is_the_cluster_bootstrap_of_the_se
     assert (shuffled["ci_low"], shuffled["ci_high"]) == (r["ci_low"], r["ci_high"])
     other = stats.aggregate_seeds(metrics, samples, n_resamples=200, bootstrap_seed=5).iloc[0]
     assert (other["ci_low"], other["ci_high"]) == pytest.approx(
-        cluster_bootstrap_ci(matrix, 200, 0.95, seed=5)[1:], rel=1e-9)
+        cluster_bootstrap_ci(matrix, n_resamples=200, confidence=0.95, seed=5)[1:], rel=1e-9)
 
 
 @pytest.mark.parametrize("proportion", [False, True])
@@ -293,7 +294,7 @@ def test_one_seed_reproduces_the_per_seed_row(proportion):
     # The interval of the (1 x n) seed matrix is the per-seed row's, exactly.
     matrix = stats.seed_matrix(samples)
     assert matrix.shape == (1, 30)
-    across = proportion_ci(matrix, 0.9) if proportion else cluster_bootstrap_ci(matrix, 300, 0.9, seed=7)
+    across = proportion_ci(matrix, 0.9) if proportion else cluster_bootstrap_ci(matrix, n_resamples=300, confidence=0.9, seed=7)
     assert across == (row["value"], row["ci_low"], row["ci_high"])
     # And so is the aggregated row, also from the files (samples.csv keeps 10 significant digits).
     for m, smp in ((metrics, samples), (_csv(metrics), _csv(samples))):
@@ -354,7 +355,7 @@ def _old_pooled(samples, a_filter, b_filter, seed, n_resamples=150, confidence=0
 def test_paired_comparison_with_one_seed_equals_the_old_pooled_numbers():
     samples = _pairs([3])
     samples.loc[5, "value"] = np.nan  # a missing score drops its pair
-    out = stats.paired_comparisons(samples, [("B4", "B234")], 150, 0.9, seed=3).iloc[0]
+    out = stats.paired_comparisons(samples, [("B4", "B234")], n_resamples=150, confidence=0.9, seed=3).iloc[0]
     ok = np.isfinite(samples["value"])
     mean_a, mean_b, (diff, low, high) = _old_pooled(
         samples[ok], samples[ok]["combination"] == "B4", samples[ok]["combination"] == "B234", seed=3)
@@ -365,10 +366,10 @@ def test_paired_comparison_with_one_seed_equals_the_old_pooled_numbers():
 
 def test_paired_comparison_with_two_seeds_resamples_images_as_clusters():
     samples = _pairs([0, 1])
-    out = stats.paired_comparisons(samples, [("B4", "B234")], 150, 0.9, seed=0).iloc[0]
+    out = stats.paired_comparisons(samples, [("B4", "B234")], n_resamples=150, confidence=0.9, seed=0).iloc[0]
     wide = {c: samples[samples["combination"] == c].pivot(index="seed", columns="sample", values="value")
             .to_numpy() for c in ("B4", "B234")}
-    diff, low, high = paired_cluster_bootstrap(wide["B234"], wide["B4"], 150, 0.9, seed=0)
+    diff, low, high = paired_cluster_bootstrap(wide["B234"], wide["B4"], n_resamples=150, confidence=0.9, seed=0)
     assert (out["difference"], out["ci_low"], out["ci_high"]) == pytest.approx((diff, low, high), rel=1e-9)
     assert out["n"] == 24 and out["n_seeds"] == 2
     _, _, pooled = _old_pooled(samples, samples["combination"] == "B4", samples["combination"] == "B234", 0)
@@ -378,10 +379,11 @@ def test_paired_comparison_with_two_seeds_resamples_images_as_clusters():
 def test_control_differences_resample_images_as_clusters_and_equal_the_old_numbers_for_one_seed():
     for seeds in ([2], [0, 1]):
         samples = _pairs(seeds, methods=("random", "oracle"), combos=("B4",), metric="Good")
-        out = stats.control_differences(samples, ["Good"], 150, 0.9, seed=seeds[0]).iloc[0]
+        out = stats.control_differences(samples, ["Good"], n_resamples=150, confidence=0.9, seed=seeds[0]).iloc[0]
         wide = {m: samples[samples["method"] == m].pivot(index="seed", columns="sample", values="value")
                 .to_numpy() for m in ("random", "oracle")}
-        diff, low, high = paired_cluster_bootstrap(wide["oracle"], wide["random"], 150, 0.9, seed=seeds[0])
+        diff, low, high = paired_cluster_bootstrap(wide["oracle"], wide["random"], n_resamples=150, confidence=0.9,
+                                                   seed=seeds[0])
         assert (out["difference"], out["ci_low"], out["ci_high"]) == pytest.approx((diff, low, high), rel=1e-12)
         if len(seeds) == 1:
             mean_r, mean_o, old = _old_pooled(samples, samples["method"] == "random",
