@@ -71,6 +71,14 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def require_avx2() -> None:
+    """Raise :class:`UnavailableError` where the CPU has no AVX2 (the portable mode's kernels)."""
+    flags = cpu_flags()
+    if flags and "avx2" not in flags:
+        raise UnavailableError("backbone.numerics is 'portable' (AVX2 kernels) but this CPU has no "
+                               "AVX2; use numerics: native (its bytes are then this CPU's own)")
+
+
 def pin(mode: str, environ: MutableMapping[str, str] | None = None) -> None:
     """Set (portable) or clear (native) the kernel pins of :data:`PORTABLE_ENV` in ``environ``.
 
@@ -81,10 +89,7 @@ def pin(mode: str, environ: MutableMapping[str, str] | None = None) -> None:
     if mode not in MODES:
         raise UnavailableError(f"backbone.numerics {mode!r} is not one of {', '.join(MODES)}")
     if mode == "portable":
-        flags = cpu_flags()
-        if flags and "avx2" not in flags:
-            raise UnavailableError("backbone.numerics is 'portable' (AVX2 kernels) but this CPU has no "
-                                   "AVX2; use numerics: native (its bytes are then this CPU's own)")
+        require_avx2()
         env.update(PORTABLE_ENV)
     else:
         for name in PORTABLE_ENV:
@@ -148,6 +153,8 @@ def check_pinned(mode: str) -> None:
     stage's ``main``) runs on that process's kernels, silently: its platform record shows the
     instruction set used. In a stage process that is a bug, and a warning says so.
     """
+    if mode == "portable":
+        require_avx2()  # the stage's one-line error where pin_stage_process could not pin
     if os.environ.get(MODE_VARIABLE) == mode:
         return
     if not too_late():

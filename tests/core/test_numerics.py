@@ -113,6 +113,8 @@ def test_portable_refuses_a_cpu_without_avx2(monkeypatch):
     monkeypatch.setattr(numerics, "cpu_flags", lambda: {"sse2", "avx"})
     with pytest.raises(UnavailableError, match="no AVX2"):
         numerics.pin("portable", {})
+    with pytest.raises(UnavailableError, match="use numerics: native"):
+        numerics.check_pinned("portable")
 
 
 def test_mode_and_params_file_from_the_command_line(tmp_path):
