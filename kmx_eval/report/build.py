@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from kmx_eval import io, paths
+from kmx_eval import io, numerics, paths
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
 from kmx_eval.report import figures, html, inputs, stats, summary, tables
@@ -176,7 +176,8 @@ def _dataset_section(settings: ReportSettings, results: Results, ds: str, *, dd,
         comparisons=results.comparison.subset(ds, method=[explainer, "kmeans", "probe"]))
 
 
-def _context(settings: ReportSettings, results: Results, *, sections, overview, runs) -> html.ReportContext:
+def _context(settings: ReportSettings, results: Results, *, sections, overview, runs,
+             platform: str = "") -> html.ReportContext:
     """Everything the page shows besides the dataset sections' figures."""
     dumped = settings.params
     shown = {k: dumped[k] for k in ("features", "head", "explain", "evaluate", "report")}
@@ -190,11 +191,12 @@ def _context(settings: ReportSettings, results: Results, *, sections, overview, 
         params_text=yaml.safe_dump(dumped, sort_keys=False),
         versions=html.package_versions(),
         device=f"training: {', '.join(trained_on) or 'unknown'}; report: {settings.device}",
-        runs=runs,
+        runs=runs, platform=platform,
     )
 
 
-def write_report(folder, *, results: Results, title: str, figure_files: dict[str, bytes], page: str) -> None:
+def write_report(folder, *, results: Results, title: str, figure_files: dict[str, bytes], page: str,
+                 platform: str = "", n_seeds: int | None = None) -> None:
     """Write every output of :data:`OUTPUTS` under ``folder`` (``reports/``), swapped in together:
     until all are written the old ones stay, and a failure leaves them as they were."""
     with io.replace_together(folder, OUTPUTS) as staging:
@@ -209,8 +211,9 @@ def write_report(folder, *, results: Results, title: str, figure_files: dict[str
         (staging / "figures").mkdir()
         for name, data in figure_files.items():
             io.write_bytes(staging / "figures" / name, data)
-        io.write_json(staging / "metrics.json", results.numbers)
-        io.write_text(staging / "summary.md", summary.summary_markdown(title, results.sentences, results.claims))
+        io.write_json(staging / "metrics.json", summary.dvc_metrics(results.numbers, results.fidelity_metric))
+        io.write_text(staging / "summary.md", summary.summary_markdown(title, results.sentences, results.claims,
+                                                                      platform=platform, n_seeds=n_seeds))
         io.write_text(staging / "index.html", page)
 
 
@@ -227,7 +230,11 @@ def build(settings: ReportSettings) -> None:
         overview.append(_overview(settings, ds, list(dd["train"].features["label"].names)))
         runs += inputs.training_runs(settings, ds)
         sections.append(_dataset_section(settings, results, ds, dd=dd, store=store))
-    page = html.render_report(_context(settings, results, sections=sections, overview=overview, runs=runs))
-    write_report(paths.REPORT_DIR, results=results, title=settings.title, figure_files=store.files, page=page)
+    # Where the numbers were made: the stages' platform records (kmx_eval/numerics.py), in metrics/.
+    platform = numerics.summarise(numerics.read_records())
+    page = html.render_report(_context(settings, results, sections=sections, overview=overview, runs=runs,
+                                       platform=platform))
+    write_report(paths.REPORT_DIR, results=results, title=settings.title, figure_files=store.files, page=page,
+                 platform=platform, n_seeds=len(settings.seeds))
     log.info("report: %s (%d tables, %d figures)", paths.REPORT_DIR / "index.html", len(results.tables),
              len(store.files))
