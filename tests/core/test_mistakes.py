@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -193,7 +194,6 @@ def study(tmp_path, monkeypatch):
 def test_each_mistake_stops_with_one_line_and_loses_nothing(mistake, study, capsys, monkeypatch):
     root, before = study
     if mistake.no_cuda:
-        import torch
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     params = copy.deepcopy(STUDY)
     if mistake.extra.get("device"):
@@ -219,8 +219,6 @@ def test_each_mistake_stops_with_one_line_and_loses_nothing(mistake, study, caps
 
 def test_mixed_precision_with_device_auto_on_a_machine_without_cuda_is_a_warning(study, caplog, monkeypatch):
     """16: the same params run mixed precision on a GPU machine, so here it is a warning, not a stop."""
-    import torch
-
     root, _ = study
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (root / "params.yaml").write_text(yaml.safe_dump(_set("backbone.mixed_precision", True)(
@@ -231,8 +229,6 @@ def test_mixed_precision_with_device_auto_on_a_machine_without_cuda_is_a_warning
 
 def test_device_cuda_passes_where_the_stages_run_on_other_machines(study, monkeypatch):
     """13: kmx-eval launch submits from a node that may have no GPU; each job checks its own."""
-    import torch
-
     root, _ = study
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("KMX_EVAL_OTHER_MACHINE", "1")
