@@ -21,6 +21,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from kmx_eval.paths import BASELINES
 from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
 from kmx_eval.report.numbers import direction, finite, fmt
 from kmx_eval.report.stats import first_row
@@ -206,7 +207,8 @@ def key_numbers(
     explainer: str = TRADEOFF_EXPLAINER,
     baseline: str | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """The key numbers per dataset and combination (``reports/metrics.json``, DVC metrics).
+    """The key numbers per dataset and combination (the page's key-numbers table; a few of them are
+    the DVC metrics of ``reports/metrics.json``, :func:`dvc_metrics`).
 
     For each block combination: ``accuracy`` of the k-means head with ``accuracy_low/high``,
     ``probe_accuracy``, ``agreement`` (k-means head versus the CNN), and ``{fidelity_metric}`` of
@@ -215,8 +217,6 @@ def key_numbers(
     each post-hoc baseline. Missing values are NaN (null in JSON). Numbers come straight from
     ``agg``, so they equal the tables' numbers.
     """
-    from kmx_eval.paths import BASELINES
-
     baseline = baseline or BASELINES
     nan = float("nan")
 
@@ -252,6 +252,21 @@ def key_numbers(
             entry[f"{fidelity_metric}_{r['method']}"] = value(r)
         out[ds][baseline] = entry
     return out
+
+
+def dvc_metrics(numbers: dict[str, dict[str, dict[str, float]]], fidelity_metric: str
+                ) -> dict[str, dict[str, dict[str, float]]]:
+    """The numbers DVC tracks (``reports/metrics.json``; ``dvc metrics show/diff``), from
+    :func:`key_numbers`: per dataset and combination the k-means head's ``accuracy`` with
+    ``accuracy_low/high``, its ``agreement`` with the CNN, ``probe_accuracy`` and ``{fidelity_metric}``
+    with ``_low/_high``; for the CNN its ``accuracy`` with its interval. Chance levels, the post-hoc
+    baselines and every other metric stay in ``reports/tables`` (DVC shows one column per key, for
+    every dataset and combination).
+    """
+    kept = ("accuracy", "accuracy_low", "accuracy_high", "agreement", "probe_accuracy", fidelity_metric,
+            f"{fidelity_metric}_low", f"{fidelity_metric}_high")
+    return {ds: {model: {k: v for k, v in values.items() if k in kept} for model, values in models.items()}
+            for ds, models in numbers.items()}
 
 
 # ------------------------------------------------------------------------------ prototype claim

@@ -195,6 +195,7 @@ def test_html_csv_and_metrics_json_agree(built, page):
 
     numbers = json.loads((built / "reports" / "metrics.json").read_text())
     assert set(numbers) == set(PARAMS["datasets"])
+    assert len(numbers["shapes"]["B4"]) == 8 and len(numbers["shapes"][CNN]) == 3  # DVC's key numbers only
     acc_long = pd.read_csv(tables_dir / "accuracy_long.csv")
     for ds, combos in numbers.items():
         assert set(combos) == set(PARAMS["combinations"]) | {CNN}

@@ -124,6 +124,20 @@ def test_key_numbers_equal_the_aggregated_frame():
     assert fmt(numbers["d"]["B4"]["accuracy"]) == "0.971"
 
 
+def test_dvc_metrics_hold_the_key_numbers_of_each_combination_only():
+    agg = _agg({"B4": 0.971, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
+    numbers = summary.key_numbers(agg, ["d"], COMBOS, fidelity_metric="RelevanceMassAccuracy")
+    kept = summary.dvc_metrics(numbers, "RelevanceMassAccuracy")
+    for comb in COMBOS:
+        assert set(kept["d"][comb]) == {"accuracy", "accuracy_low", "accuracy_high", "agreement", "probe_accuracy",
+                                        "RelevanceMassAccuracy", "RelevanceMassAccuracy_low",
+                                        "RelevanceMassAccuracy_high"}
+    assert set(kept["d"]["cnn"]) == {"accuracy", "accuracy_low", "accuracy_high"}
+    for model, values in kept["d"].items():  # the very floats of the key numbers (and of the tables)
+        assert all(v == numbers["d"][model][k] or np.isnan(v) and np.isnan(numbers["d"][model][k])
+                   for k, v in values.items())
+
+
 def test_single_combination_is_described_without_a_comparison():
     agg = _agg({"B4": 0.95, "B34": 0.94, "B234": 0.93}, {"B4": 0.3, "B34": 0.2, "B234": 0.1})
     text = summary.headline(agg, "d", ["B4"], fidelity_metric="RelevanceMassAccuracy")
