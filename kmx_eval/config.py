@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from kmx_eval.numerics import DEFAULT_MODE as DEFAULT_NUMERICS
 from kmx_eval.errors import ParamsError, did_you_mean
 from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict, check_seed
 from kmx_eval.models.combination import Combination, parse_combination
@@ -61,7 +62,7 @@ class BackboneConfig(Strict):
     # CPU kernels (kmx_eval/numerics.py): portable pins every library to AVX2, so the same params
     # give the same bytes on any x86-64 CPU with AVX2; native takes this CPU's fastest kernels.
     # One value for the whole study (a process's kernels are chosen once): no per-dataset override.
-    numerics: Literal["native", "portable"] = "portable"
+    numerics: Literal["native", "portable"] = DEFAULT_NUMERICS  # also read before validation
 
     @field_validator("architecture")
     @classmethod
