@@ -40,6 +40,7 @@ def run(args) -> tuple[list[common.Check], dict]:
     from kmx_eval.heads import KMeansHeadModule
     from kmx_eval.models.backbone import build_backbone
     from kmx_eval.models.blocks import BlockExtractor, BlockStats, combine, pool
+    from kmx_eval.config import FeaturesConfig
     from kmx_eval.models.combination import parse_combination
     from kmx_eval.models.embeddings import extract_embedding_cache
 
@@ -50,7 +51,7 @@ def run(args) -> tuple[list[common.Check], dict]:
     torch.manual_seed(0)
     model = build_backbone(args.architecture, n_classes=10, weights="none").to(device).eval()
     taps = BlockExtractor(model, blocks=(1, 2, 3, 4), logits=True).eval()
-    comb = parse_combination(args.combination)
+    comb = parse_combination(args.combination, weighting=FeaturesConfig().block_weighting)
     # The k-means head module taps only the combination's blocks and stops after the deepest one.
     comb_taps = BlockExtractor(model, blocks=comb.blocks, logits=False).eval()
     gen = torch.Generator().manual_seed(0)

@@ -67,6 +67,7 @@ def build(args, params):
     from kmx_eval.heads import KMeansHead, KMeansHeadModule
     from kmx_eval.models.backbone import build_backbone
     from kmx_eval.models.blocks import BlockExtractor, BlockStats, combine, pool
+    from kmx_eval.config import FeaturesConfig
     from kmx_eval.models.combination import parse_combination
 
     torch.manual_seed(0)
@@ -76,7 +77,7 @@ def build(args, params):
     y = (torch.arange(n) % n_classes).numpy().astype(np.int64)
     backbone = build_backbone(args.architecture, n_classes, "none").eval()
     if args.model == "kmeans":
-        comb = parse_combination(args.combination)
+        comb = parse_combination(args.combination, weighting=FeaturesConfig().block_weighting)
         extractor = BlockExtractor(backbone, blocks=comb.blocks, logits=False).eval()
         # The head is fitted on other images than those evaluated (4 per class), as in the
         # pipeline: an evaluated image that is its own prototype scores exactly 0, which Quantus's

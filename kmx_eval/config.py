@@ -23,7 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from kmx_eval.numerics import DEFAULT_MODE as DEFAULT_NUMERICS
 from kmx_eval.errors import ParamsError, did_you_mean
 from kmx_eval.schema import BackboneOverride, DatasetConfig, Strict, check_seed
-from kmx_eval.models.combination import Combination, parse_combination
+from kmx_eval.models.combination import Combination, check_combination_name, parse_combination
 
 
 def _registry(info: ValidationInfo, kind: str):
@@ -227,7 +227,7 @@ class EvaluateConfig(Strict):
         seen: dict[frozenset, int] = {}
         for i, (a, b) in enumerate(v):
             for name in (a, b):
-                parse_combination(name, where=f"evaluate.compare[{i}]")
+                check_combination_name(name, where=f"evaluate.compare[{i}]")
             if a == b:
                 raise ParamsError(f"evaluate.compare[{i}]: compares {a} with itself (a paired "
                                   f"difference of zero); pair two different combinations, such as [B4, B234]")
@@ -321,7 +321,7 @@ class Params(Strict):
         if not v:
             raise ValueError("needs at least one block combination, such as [B4, B34, B234]")
         for i, name in enumerate(v):
-            parse_combination(name, where=f"combinations[{i}]")
+            check_combination_name(name, where=f"combinations[{i}]")
         if len(set(v)) != len(v):
             raise ValueError("lists a block combination twice")
         return v

@@ -13,10 +13,17 @@ import torch
 import torchvision
 from torch.utils.data import Dataset
 
+from kmx_eval.models.combination import Combination, parse_combination
 from kmx_eval.seeding import seed_everything
 
 N_CLASSES = 3
 SIZE = 64  # B4 is a 2x2 grid, B2 an 8x8 grid: enough for maps with structure, still fast on CPU
+
+
+def comb(name: str) -> Combination:
+    """The combination ``name`` as a study with the schema's default ``features.block_weighting``
+    (``channels``) gets it from ``Params.combination``; a suffix (``B234_balanced``) wins."""
+    return parse_combination(name, weighting="channels")
 
 
 class TinyImages(Dataset):
@@ -93,10 +100,10 @@ def kmeans_module(resnet18, images):
     extractor = BlockExtractor(resnet18, blocks=(2, 3, 4), logits=False)
     with torch.no_grad():
         stats = BlockStats.from_arrays(extractor(images))
-        probe = KMeansHeadModule(extractor, "B234", "standardize", stats,
+        probe = KMeansHeadModule(extractor, comb("B234"), "standardize", stats,
                                  torch.zeros(N_CLASSES, 2, 448), "bilinear")
         g = torch.Generator().manual_seed(2)
         noisy = images.repeat(2, 1, 1, 1)[: N_CLASSES * 2] + 0.5 * torch.randn(
             N_CLASSES * 2, 3, SIZE, SIZE, generator=g)
         prototypes = pool(probe.features(noisy)).reshape(N_CLASSES, 2, -1)
-    return KMeansHeadModule(extractor, "B234", "standardize", stats, prototypes, "bilinear")
+    return KMeansHeadModule(extractor, comb("B234"), "standardize", stats, prototypes, "bilinear")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kmx_eval.models.combination import Combination, parse_combination
+from kmx_eval.models.combination import Combination, as_combination
 
 __all__ = ["KMeansHeadModule", "prototype_scores"]
 
@@ -69,8 +69,8 @@ class KMeansHeadModule(nn.Module):
     ----------
     extractor : kmx_eval.models.blocks.BlockExtractor
         Taps the blocks of the backbone (at least those of ``combination``).
-    combination : Combination or str
-        The block combination S (``"B234"``...).
+    combination : Combination
+        The block combination S with its block weighting (``Params.combination``).
     normalisation : {"none", "l2", "standardize"}
         Per-block normalisation used when the head was fitted.
     stats : kmx_eval.models.blocks.BlockStats or None
@@ -97,8 +97,7 @@ class KMeansHeadModule(nn.Module):
         if protos.ndim != 3:
             raise ValueError(f"prototypes must have shape (n_classes, n_prototypes, D), got {tuple(protos.shape)}")
         self.extractor = extractor
-        self.combination = (combination if isinstance(combination, Combination)
-                            else parse_combination(combination, where="combination"))
+        self.combination = as_combination(combination)
         self.normalisation = normalisation
         self.stats = stats
         self.resize = resize
@@ -118,14 +117,13 @@ class KMeansHeadModule(nn.Module):
                       resize: str = "bilinear") -> "KMeansHeadModule":
         """Build the module of a fitted ``head`` on a trained backbone.
 
-        The extractor taps only the blocks of ``combination`` (a Combination or ``"B234"``...) and
+        The extractor taps only the blocks of ``combination`` (a :class:`Combination`) and
         not the logits: the class scores come from the prototypes, so the CNN's own classifier
         is never run.
         """
         from kmx_eval.models.blocks import BlockExtractor
 
-        if not isinstance(combination, Combination):
-            combination = parse_combination(combination, where="combination")
+        combination = as_combination(combination)
         extractor = BlockExtractor(backbone, blocks=combination.blocks, logits=False)
         return cls(extractor, combination, normalisation, stats, head.prototypes_, resize)
 

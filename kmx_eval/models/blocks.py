@@ -41,7 +41,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.models.architectures import Architecture, architecture_of
-from kmx_eval.models.combination import WEIGHTINGS, Combination, parse_combination
+from kmx_eval.models.combination import WEIGHTINGS, Combination, as_combination
 
 NORMALISATIONS = ("none", "l2", "standardize")
 RESIZES = ("bilinear", "nearest")
@@ -300,11 +300,7 @@ def resize_to(a: torch.Tensor, size: tuple[int, int], resize: str = "bilinear") 
     return F.interpolate(a, size=size, mode="nearest")
 
 
-def _combination(combination: Combination | str) -> Combination:
-    return combination if isinstance(combination, Combination) else parse_combination(combination)
-
-
-def combine(acts: Mapping, combination: Combination | str, normalisation: str = "none",
+def combine(acts: Mapping, combination: Combination, normalisation: str = "none",
             stats: BlockStats | None = None, resize: str = "bilinear") -> torch.Tensor:
     """The combined map ``F_S = concat_{b in S} g_b resize(norm_b(A_b), grid of s)``, ``s = min S``.
 
@@ -314,8 +310,8 @@ def combine(acts: Mapping, combination: Combination | str, normalisation: str = 
     ----------
     acts : mapping
         ``{b: A_b (N, C_b, H_b, W_b)}`` as returned by :class:`BlockExtractor`.
-    combination : Combination or str
-        The block combination ``S`` (``"B234"``...).
+    combination : Combination
+        The block combination ``S`` with its block weighting (``Params.combination``).
     normalisation : {"none", "l2", "standardize"}
         Applied to each block on its own grid, before resizing.
     stats : BlockStats, optional
@@ -327,7 +323,7 @@ def combine(acts: Mapping, combination: Combination | str, normalisation: str = 
     torch.Tensor, (N, sum_{b in S} C_b, H_s, W_s)
         Channels in increasing block order.
     """
-    comb = _combination(combination)
+    comb = as_combination(combination)
     missing = [b for b in comb.blocks if b not in acts]
     if missing:
         tapped = ", ".join(f"B{b}" for b in sorted(k for k in acts if isinstance(k, int)))

@@ -37,7 +37,7 @@ class Combination:
     """
 
     blocks: tuple[int, ...]
-    weighting: str = "channels"
+    weighting: str
     spelled: bool = field(default=False, compare=False)
 
     @property
@@ -53,19 +53,16 @@ class Combination:
         return self.name
 
 
-def parse_combination(name: str, where: str = "combinations", weighting: str = "channels") -> Combination:
-    """Parse ``'B234'`` into ``Combination((2, 3, 4))`` and ``'B234_balanced'`` into
-    ``Combination((2, 3, 4), "balanced", spelled=True)``.
+def check_combination_name(name: str, *, where: str = "combinations") -> tuple[tuple[int, ...], str | None]:
+    """The blocks and the weighting suffix (or None) that ``name`` spells, e.g. ``'B234_balanced'`` ->
+    ``((2, 3, 4), 'balanced')``; what the params validator checks before any weighting is known.
 
-    ``weighting`` is the block weighting of a name without suffix (``features.block_weighting``).
     Raises :class:`~kmx_eval.errors.ParamsError` naming ``where`` for a character that is not a block
     digit (``B0``; whether the architecture has the blocks is ``Architecture.check_blocks``'s
-    business), digits out of order or repeated (``B43``, ``B44``), an empty combination (``B``) or an unknown weighting
-    suffix (``B234_equal``).
+    business), digits out of order or repeated (``B43``, ``B44``), an empty combination (``B``) or an
+    unknown weighting suffix (``B234_equal``).
     """
     text = str(name).strip()
-    if weighting not in WEIGHTINGS:
-        raise ParamsError(f"features.block_weighting: unknown value {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
     valid = ("a 'B' followed by strictly increasing block digits from 1-9, such as B4, B34, B234, B1234, "
              f"optionally with a block weighting suffix ({', '.join('_' + w for w in WEIGHTINGS)})")
     if text in ("", "B"):
@@ -86,6 +83,29 @@ def parse_combination(name: str, where: str = "combinations", weighting: str = "
             f"{where}: invalid block combination {name!r}: digits must be strictly increasing "
             f"(did you mean {suggestion!r}?); expected {valid}"
         )
+    return digits, suffix
+
+
+def parse_combination(name: str, *, weighting: str, where: str = "combinations") -> Combination:
+    """Parse ``'B234'`` into ``Combination((2, 3, 4), weighting)`` and ``'B234_balanced'`` into
+    ``Combination((2, 3, 4), "balanced", spelled=True)``.
+
+    ``weighting`` is the block weighting of a name without suffix: ``features.block_weighting``, passed
+    on by ``Params.combination``, the one road from params to a combination (its default is the
+    schema's). Errors as :func:`check_combination_name`, and for an unknown ``weighting``.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ParamsError(f"features.block_weighting: unknown value {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    digits, suffix = check_combination_name(name, where=where)
     if suffix is None:
         return Combination(digits, weighting)
     return Combination(digits, suffix, spelled=True)
+
+
+def as_combination(combination: Combination) -> Combination:
+    """``combination`` itself; a name (``"B234"``) is refused rather than parsed, since parsing it
+    here would have to guess the block weighting (``Params.combination`` knows it)."""
+    if not isinstance(combination, Combination):
+        raise TypeError(f"expected a Combination, got {combination!r}: build it with "
+                        "Params.combination(name) or parse_combination(name, weighting=...)")
+    return combination

@@ -38,11 +38,11 @@ from kmx_eval.models.blocks import (
     BlockExtractor,
     BlockStats,
     BlockStatsAccumulator,
-    _combination,
     block_scales,
     pool,
     resize_to,
 )
+from kmx_eval.models.combination import Combination, as_combination
 
 SPLITS = ("train", "test")
 #: Normalisations stored in the cache; ``standardize`` is derived from ``none`` and the stats.
@@ -185,7 +185,7 @@ def load_block_stats(path) -> BlockStats:
         return BlockStats.from_dict({k: cache[k] for k in cache.files if k.startswith("stats/")})
 
 
-def combination_embeddings(cache, split: str, combination, normalisation: str = "none") -> np.ndarray:
+def combination_embeddings(cache, split: str, combination: Combination, normalisation: str = "none") -> np.ndarray:
     """Assemble ``z_S`` of ``split`` from the cache: equal to ``pool(combine(...))`` of the live maps.
 
     ``z_S = concat_{b in S} g_b P^{norm}_{b@s}`` with ``s = min S``; for ``standardize``,
@@ -197,14 +197,14 @@ def combination_embeddings(cache, split: str, combination, normalisation: str = 
     cache : mapping of str to np.ndarray
         As returned by :func:`extract_embedding_cache` or loaded from its ``.npz``.
     split : {"train", "test"}
-    combination : Combination or str
+    combination : Combination
     normalisation : {"none", "l2", "standardize"}
 
     Returns
     -------
     np.ndarray, (N, sum_{b in S} C_b) float32
     """
-    comb = _combination(combination)
+    comb = as_combination(combination)
     if normalisation not in NORMALISATIONS:
         raise ParamsError(f"features.normalisation: unknown value {normalisation!r}; "
                           f"valid: {', '.join(NORMALISATIONS)}")

@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from kmx_eval import io, paths
-from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.errors import DataError
+from kmx_eval.models.combination import Combination
 
 from kmx_eval.metrics.evaluation import (FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet,
                                          kmeans_prototype_set, kmex_reference_set)
@@ -52,22 +53,6 @@ class Explained:
     prototype_notes: dict[str, str] = field(default_factory=dict)
 
 
-def explained_name(combination: str, combinations: list[str]) -> str:
-    """The canonical name of ``combination`` (``B432`` -> ``B234``) or ``paths.BASELINES``.
-
-    Raises ParamsError for a combination that is neither the CNN nor in ``combinations``.
-    """
-    from kmx_eval.models.combination import parse_combination
-
-    if combination == paths.BASELINES:
-        return combination
-    name = parse_combination(combination, where="combination").name
-    if name not in combinations:
-        raise ParamsError(f"combination {name!r} is neither {paths.BASELINES!r} nor in params "
-                          f"combinations ({', '.join(combinations)})")
-    return name
-
-
 def described_normalisation(combination: str, normalisation: str) -> str:
     """The features' normalisation as ``settings.json`` records it: ``normalisation``
     (``features.normalisation``) for a block combination; for the CNN's baselines
@@ -92,12 +77,10 @@ def not_applicable_baselines(combination: str, explainers: list[str], architectu
     return applicable_explainers(explainer_names(explainers, "cnn"), arch)[1]
 
 
-def load_explained(dataset: str, combination: str, seed: int, normalisation: str, resize: str,
-                   device, block_weighting: str = "channels") -> Explained:
-    """The explained model of ``combination`` (or the CNN, ``paths.BASELINES``) for ``seed``.
-
-    ``block_weighting`` applies to a combination written without a weighting suffix
-    (``features.block_weighting``).
+def load_explained(*, dataset: str, combination: Combination | None, seed: int, normalisation: str,
+                   resize: str, device) -> Explained:
+    """The explained model of ``combination`` (``Params.combination``, which carries the block
+    weighting), or of the CNN itself for ``None`` (its baselines, ``paths.BASELINES``), for ``seed``.
 
     Where the CNN's classifier is global average pooling + one linear layer, its rows ``w_c`` are
     prototypes in the space of ``z_n`` (deepest block) without normalisation, whatever
@@ -110,14 +93,13 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
     from kmx_eval.models.architectures import architecture_of
     from kmx_eval.models.backbone import load_backbone
     from kmx_eval.models.blocks import BlockStats
-    from kmx_eval.models.combination import parse_combination
     from kmx_eval.models.embeddings import combination_embeddings
 
     cache = io.load_npz(paths.embeddings_file(dataset, seed))
     labels, cnn_pred = cache["test/labels"], cache["test/logits"].argmax(axis=1)
     backbone, meta = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
     n_classes = int(meta["n_classes"])
-    if combination == paths.BASELINES:
+    if combination is None:
         arch = architecture_of(backbone)
         if not arch.gap_linear:
             why = f"not applicable: {arch.not_gap_linear_reason()}, so it has no prototypes w_c"
@@ -125,13 +107,14 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
             return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, {}, none,
                              cache["train/labels"], none,
                              prototype_notes={"linear": why, f"linear{FAVOURABLE}": why})
-        deepest = f"B{arch.n_blocks}"
+        # The CNN's fc reads the deepest block's pooled z as it is: one block, no weighting (g_b = 1).
+        deepest = Combination((arch.n_blocks,), "channels")
         z_train, z_test = (combination_embeddings(cache, s, deepest, "none") for s in ("train", "test"))
         linear = LinearSEM.from_linear(arch.classifier_of(backbone))
         sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test), linear=True)}
         return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, sets, z_train,
                          cache["train/labels"], z_test)
-    comb = parse_combination(combination, where="combination", weighting=block_weighting)
+    comb = combination
     head_dir = paths.head_dir(dataset, comb.name, seed)
     # The explain stage's checks: the same settings as the fit, classes 0..C-1.
     head = load_checked_kmeans_head(head_dir, normalisation=normalisation, resize=resize,
@@ -158,7 +141,7 @@ def load_explained(dataset: str, combination: str, seed: int, normalisation: str
                      z_train, cache["train/labels"], z_test)
 
 
-def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
+def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
                   explain_func_for: Callable[[str], Callable | None], source: str = "maps",
                   not_applicable: Mapping[str, str] | None = None) -> int:
@@ -209,3 +192,55 @@ def evaluate_seed(tables: EvaluationTables, seed: int, explained: Explained, map
     log.info("seed %d: %s", seed, ", ".join(f"{r['method']} {r['metric']} {r['value']:.3f}"
                                             for r in tables.rows if r["seed"] == seed and r["kind"] == "head"))
     return len(indices)
+
+
+@dataclass
+class EvaluationRun:
+    """What :func:`evaluate_every_seed` hands the evaluate stage to write.
+
+    Attributes
+    ----------
+    name : str, the explained model's folder name (a combination's, or ``paths.BASELINES``)
+    tables : EvaluationTables, every seed's rows, samples and curves
+    settings : dict, the contents of ``settings.json``
+    summary : dict, the key numbers per seed (``evaluate.json``, a DVC metrics file)
+    """
+
+    name: str
+    tables: EvaluationTables
+    settings: dict
+    summary: dict
+
+
+def evaluate_every_seed(params, *, dataset: str, combination: Combination | None, device) -> EvaluationRun:
+    """Evaluate ``combination`` (``Params.combination``; None for the CNN's baselines) of ``dataset``
+    for every seed of ``params``: heads, prototypes, every Quantus metric of ``evaluate.quantus`` on
+    every map of ``maps/{dataset}/{name}/seed{s}.npz``, and concept fidelity (:func:`evaluate_seed`)."""
+    from kmx_eval.data import load_prepared
+    from kmx_eval.explain import quantus_explain_funcs
+    from kmx_eval.metrics.evaluation import summary_metrics
+    from kmx_eval.seeding import seed_everything
+
+    name = paths.BASELINES if combination is None else combination.name
+    ev, features, backbone_cfg = params.evaluate, params.features, params.backbone_for(dataset)
+    # CNN explainers that cannot explain this architecture (CAM without GAP + linear): their reason.
+    not_applicable = not_applicable_baselines(name, params.explain.explainers, backbone_cfg.architecture)
+    settings = QuantusSettings.from_config(ev)
+    test = load_prepared(paths.prepared(dataset))["test"]
+    tables = EvaluationTables(dataset, name, ev.bootstrap.n_resamples, ev.bootstrap.confidence)
+    n_images = None  # the evaluation subset's size, the same for every seed
+    for seed in params.seeds:
+        seed_everything(seed)
+        explained = load_explained(dataset=dataset, combination=combination, seed=seed,
+                                   normalisation=features.normalisation, resize=features.resize, device=device)
+        maps_path = paths.maps_file(dataset, name, seed)
+        n_images = evaluate_seed(tables, seed=seed, explained=explained, maps=io.load_npz(maps_path),
+                                 test_split=test, metrics=list(ev.quantus), settings=settings,
+                                 purity_m=ev.purity_m, device=str(device),
+                                 explain_func_for=quantus_explain_funcs(params.explain, seed),
+                                 source=str(maps_path), not_applicable=not_applicable)
+    tables.log_seconds()
+    settings_file = tables.settings_file(ev, params.seeds, n_images,
+                                         described_normalisation(name, features.normalisation), params.head.labels)
+    key_metrics = summary_metrics(params.report.fidelity_metric, list(ev.quantus))
+    return EvaluationRun(name, tables, settings_file, tables.summary(key_metrics))

@@ -10,6 +10,7 @@ import pytest
 from stage_loader import load_stage as _stage
 import torch
 import yaml
+from tiny_models import comb
 
 SIZE, N_CLASSES, SEED, DATASET_SEED = 64, 3, 1, 3
 N_TEST, N_IMAGES = 7, 5
@@ -63,11 +64,11 @@ def workdir(tmp_path_factory):
     io.save_npz(root / f"features/tiny/seed{SEED}.npz", cache)
 
     head_dir = root / f"heads/tiny/B34/seed{SEED}"
-    z = combination_embeddings(cache, "train", "B34", "standardize")
+    z = combination_embeddings(cache, "train", comb("B34"), "standardize")
     head = KMeansHead(n_prototypes=2, n_init=1, random_state=0).fit(z, cache["train/labels"])
     save_kmeans_head(head, head_dir, meta={"normalisation": "standardize"})
     stats = BlockStats.from_dict(cache)
-    module = KMeansHeadModule(BlockExtractor(backbone, blocks=(3, 4), logits=False), "B34",
+    module = KMeansHeadModule(BlockExtractor(backbone, blocks=(3, 4), logits=False), comb("B34"),
                               "standardize", stats, head.prototypes_)
     x, y, _, _ = load_batch(dd["train"], np.arange(12))
     with torch.no_grad():

@@ -10,6 +10,7 @@ import pytest
 
 from stage_loader import load_stage
 import yaml
+from tiny_models import comb
 
 SIZE = 32
 N_CLASSES = 3
@@ -103,8 +104,8 @@ def test_fit_b4_writes_the_contracted_files(workdir):
         "neighbours.npz", "probe.json", "probe.npz"]
 
     cache = load_npz(workdir / "features/tiny/seed0.npz")
-    z_tr = combination_embeddings(cache, "train", "B4", "none")
-    z_te = combination_embeddings(cache, "test", "B4", "none")
+    z_tr = combination_embeddings(cache, "train", comb("B4"), "none")
+    z_te = combination_embeddings(cache, "test", comb("B4"), "none")
     head, probe = load_kmeans_head(seed_dir), load_probe(seed_dir)
     assert head.prototypes_.shape == (N_CLASSES, 2, 512)
     assert read_head_meta(seed_dir, "kmeans")["normalisation"] == "none"

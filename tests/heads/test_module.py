@@ -7,6 +7,7 @@ import torchvision
 
 from kmx_eval.heads import KMeansHead, KMeansHeadModule, prototype_scores
 from kmx_eval.models.blocks import BlockExtractor, BlockStats, combine, pool
+from tiny_models import comb
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +35,10 @@ def setup():
 def test_module_and_estimator_agree(setup, combination, normalisation):
     extractor, stats, x_train, y_train, x_test, acts = setup
     with torch.no_grad():
-        z_train = pool(combine(acts, combination, normalisation, stats)).numpy()
-        z_test = pool(combine(extractor(x_test), combination, normalisation, stats)).numpy()
+        z_train = pool(combine(acts, comb(combination), normalisation, stats)).numpy()
+        z_test = pool(combine(extractor(x_test), comb(combination), normalisation, stats)).numpy()
     head = KMeansHead(n_prototypes=2, random_state=0).fit(z_train, y_train)
-    module = KMeansHeadModule.from_head(head, extractor, combination, normalisation, stats)
+    module = KMeansHeadModule.from_head(head, extractor, comb(combination), normalisation, stats)
     with torch.no_grad():
         scores = module(x_test)
     assert scores.shape == (6, 3) and scores.dtype == torch.float32
@@ -59,9 +60,9 @@ def test_module_and_estimator_agree(setup, combination, normalisation):
 def test_module_stays_in_eval_mode_and_is_differentiable(setup):
     extractor, stats, x_train, y_train, x_test, acts = setup
     with torch.no_grad():
-        z = pool(combine(acts, "B34", "standardize", stats)).numpy()
+        z = pool(combine(acts, comb("B34"), "standardize", stats)).numpy()
     head = KMeansHead(n_prototypes=2, random_state=0).fit(z, y_train)
-    module = KMeansHeadModule.from_head(head, extractor, "B34", "standardize", stats)
+    module = KMeansHeadModule.from_head(head, extractor, comb("B34"), "standardize", stats)
     bn = extractor.backbone.bn1
     before = bn.running_mean.clone()
     module.train()  # what captum/Quantus may call
@@ -87,9 +88,9 @@ def test_prototype_scores_matches_explicit_distances():
 def test_bad_arguments_are_named(setup):
     extractor, stats = setup[:2]
     with pytest.raises(ValueError, match="normalisation must be one of"):
-        KMeansHeadModule(extractor, "B4", "zscore", None, np.zeros((2, 1, 512)))
+        KMeansHeadModule(extractor, comb("B4"), "zscore", None, np.zeros((2, 1, 512)))
     with pytest.raises(ValueError, match="prototypes must have shape"):
-        KMeansHeadModule(extractor, "B4", "none", None, np.zeros((2, 512)))
+        KMeansHeadModule(extractor, comb("B4"), "none", None, np.zeros((2, 512)))
 
 
 @pytest.mark.parametrize("combination", ["B4", "B34", "B234", "B1234", "B24", "B234_balanced"])
@@ -101,9 +102,9 @@ def test_forward_from_pooling_weights_equals_pooling_the_combined_map(setup, com
     # resize. It must give pool(combine(...)) and the same scores, up to float rounding.
     extractor, stats, x_train, y_train, x_test, acts = setup
     with torch.no_grad():
-        z_train = pool(combine(acts, combination, normalisation, stats, resize)).numpy()
+        z_train = pool(combine(acts, comb(combination), normalisation, stats, resize)).numpy()
     head = KMeansHead(n_prototypes=2, random_state=0).fit(z_train, y_train)
-    module = KMeansHeadModule.from_head(head, extractor, combination, normalisation, stats, resize)
+    module = KMeansHeadModule.from_head(head, extractor, comb(combination), normalisation, stats, resize)
     with torch.no_grad():
         z_fast = module.embeddings(x_test)
         z_map = pool(module.features(x_test))
@@ -118,9 +119,9 @@ def test_forward_from_pooling_weights_equals_pooling_the_combined_map(setup, com
 def test_forward_gradient_equals_the_combined_map_gradient(setup):
     extractor, stats, x_train, y_train, x_test, acts = setup
     with torch.no_grad():
-        z = pool(combine(acts, "B234", "standardize", stats)).numpy()
+        z = pool(combine(acts, comb("B234"), "standardize", stats)).numpy()
     head = KMeansHeadModule.from_head(KMeansHead(n_prototypes=2, random_state=0).fit(z, y_train),
-                                      extractor, "B234", "standardize", stats)
+                                      extractor, comb("B234"), "standardize", stats)
     grads = []
     for scores in (lambda x: head(x), lambda x: head.scores_from_features(head.features(x))):
         x = x_test.clone().requires_grad_(True)
@@ -132,10 +133,10 @@ def test_forward_gradient_equals_the_combined_map_gradient(setup):
 def test_module_from_backbone_taps_only_the_combinations_blocks(setup):
     extractor, stats, x_train, y_train, x_test, acts = setup
     with torch.no_grad():
-        z = pool(combine(acts, "B34", "standardize", stats)).numpy()
+        z = pool(combine(acts, comb("B34"), "standardize", stats)).numpy()
     head = KMeansHead(n_prototypes=2, random_state=0).fit(z, y_train)
-    module = KMeansHeadModule.from_backbone(head, extractor.backbone, "B34", "standardize", stats)
+    module = KMeansHeadModule.from_backbone(head, extractor.backbone, comb("B34"), "standardize", stats)
     assert module.extractor.blocks == (3, 4) and not module.extractor.returns_logits
-    reference = KMeansHeadModule.from_head(head, extractor, "B34", "standardize", stats)
+    reference = KMeansHeadModule.from_head(head, extractor, comb("B34"), "standardize", stats)
     with torch.no_grad():
         torch.testing.assert_close(module(x_test), reference(x_test), rtol=0, atol=0)

@@ -22,6 +22,7 @@ from kmx_eval.models.blocks import (
     pool,
 )
 from kmx_eval.models.combination import Combination
+from tiny_models import comb
 
 
 @pytest.fixture
@@ -98,13 +99,13 @@ def test_block_channels_of_resnet50():
 def test_b24_has_128_plus_512_channels_on_b2s_grid_in_block_order(tiny_resnet18, x64):
     with torch.no_grad():
         acts = BlockExtractor(tiny_resnet18).eval()(x64)
-    f = combine(acts, "B24", "none", resize="bilinear")
+    f = combine(acts, comb("B24"), "none", resize="bilinear")
     assert f.shape == (3, 128 + 512, 8, 8)
     assert torch.equal(f[:, :128], acts[2])  # the shallowest block is not resized
     expected_b4 = F.interpolate(acts[4], size=(8, 8), mode="bilinear", align_corners=False)
     assert torch.equal(f[:, 128:], expected_b4)
     # Nearest: each B4 cell becomes a 4x4 patch of B2's grid.
-    fn = combine(acts, Combination((2, 4)), resize="nearest")
+    fn = combine(acts, Combination((2, 4), "channels"), resize="nearest")
     assert torch.equal(fn[:, 128:], acts[4].repeat_interleave(4, 2).repeat_interleave(4, 3))
     assert torch.equal(pool(f), f.mean((2, 3))) and pool(f).shape == (3, 640)
 
@@ -112,7 +113,7 @@ def test_b24_has_128_plus_512_channels_on_b2s_grid_in_block_order(tiny_resnet18,
 def test_l2_normalises_each_block_per_location_before_resizing(tiny_resnet18, x64):
     with torch.no_grad():
         acts = BlockExtractor(tiny_resnet18).eval()(x64)
-    f = combine(acts, "B34", "l2", resize="nearest")
+    f = combine(acts, comb("B34"), "l2", resize="nearest")
     # On B3's own grid, and for B4 after nearest (which copies cells), every location is unit norm.
     for part in (f[:, :256], f[:, 256:]):
         torch.testing.assert_close(part.norm(dim=1), torch.ones(3, 4, 4))
@@ -125,13 +126,13 @@ def test_standardize_uses_training_statistics_per_channel():
     train = {3: 2.0 + 3.0 * torch.randn(50, 4, 3, 3, generator=g)}
     train[3][:, 1] = 7.0  # a constant (dead) channel: only centred
     stats = BlockStats.from_arrays(train)
-    z = combine(train, "B3", "standardize", stats)
+    z = combine(train, comb("B3"), "standardize", stats)
     flat = z.transpose(0, 1).reshape(4, -1).double()
     np.testing.assert_allclose(flat.mean(1).numpy(), 0.0, atol=1e-5)
     np.testing.assert_allclose(flat.std(1, unbiased=False).numpy(), [1, 0, 1, 1], atol=1e-5)
     assert stats.std[3][1] == 1.0 and stats.mean[3][1] == pytest.approx(7.0)
     with pytest.raises(ParamsError, match="needs training-split statistics of B4"):
-        combine({4: torch.ones(1, 2, 1, 1)}, "B4", "standardize", stats)
+        combine({4: torch.ones(1, 2, 1, 1)}, comb("B4"), "standardize", stats)
 
 
 def test_streaming_statistics_equal_whole_array_statistics():
@@ -163,11 +164,11 @@ def test_combine_names_a_block_the_extractor_does_not_tap(tiny_resnet18, x64):
     with torch.no_grad():
         acts = BlockExtractor(tiny_resnet18, blocks=(2, 4)).eval()(x64)
     with pytest.raises(ParamsError, match=r"B234 needs B3, which the extractor does not tap \(tapped: B2, B4\)"):
-        combine(acts, "B234")
+        combine(acts, comb("B234"))
     with pytest.raises(ParamsError, match="features.normalisation.*none, l2, standardize"):
-        combine(acts, "B4", "zscore")
+        combine(acts, comb("B4"), "zscore")
     with pytest.raises(ParamsError, match="features.resize.*bilinear, nearest"):
-        combine(acts, "B24", resize="bicubic")
+        combine(acts, comb("B24"), resize="bicubic")
 
 
 # Synthetic activations on a ResNet-like pyramid: block b has grid 2**(5-b) and C_b channels.
@@ -183,7 +184,7 @@ def test_combine_shape_and_channel_order_for_any_subset(blocks, channels, normal
     g = torch.Generator().manual_seed(seed)
     acts = {b: torch.randn(2, channels[b - 1], 2 ** (5 - b), 2 ** (5 - b), generator=g) for b in (1, 2, 3, 4)}
     stats = BlockStats.from_arrays(acts)
-    comb = Combination(tuple(sorted(blocks)))
+    comb = Combination(tuple(sorted(blocks)), "channels")
     f = combine(acts, comb, normalisation, stats, resize)
     s = comb.shallowest
     assert f.shape == (2, sum(channels[b - 1] for b in comb.blocks), 2 ** (5 - s), 2 ** (5 - s))
@@ -213,7 +214,7 @@ def test_balanced_weighting_gives_every_block_the_same_total_variance():
     for b in (2, 4):
         total = float(((acts[b] * none[b]).double().var(dim=(0, 2, 3), unbiased=False)).sum())
         assert total == pytest.approx(1.0, rel=1e-4)
-    f = combine(acts, parse_combination("B24_balanced"), "standardize", stats, "nearest")
+    f = combine(acts, comb("B24_balanced"), "standardize", stats, "nearest")
     var = f.double().var(dim=(0, 2, 3), unbiased=False)
     assert float(var[:8].sum()) == pytest.approx(1.0, rel=1e-3)
     assert float(var[8:].sum()) == pytest.approx(1.0, rel=1e-3)  # nearest resizing keeps the variance
@@ -222,13 +223,24 @@ def test_balanced_weighting_gives_every_block_the_same_total_variance():
 def test_combination_names_carry_the_weighting_only_when_spelled():
     from kmx_eval.models.combination import parse_combination
 
-    assert parse_combination("B234").name == "B234"
+    assert parse_combination("B234", weighting="channels").name == "B234"
     assert parse_combination("B234", weighting="balanced").weighting == "balanced"
-    c = parse_combination("B234_balanced")
+    c = parse_combination("B234_balanced", weighting="channels")  # the suffix wins over the setting
     assert (c.name, c.weighting, c.blocks) == ("B234_balanced", "balanced", (2, 3, 4))
-    assert parse_combination("B234_balanced") == parse_combination("B234", weighting="balanced")
+    assert c == parse_combination("B234", weighting="balanced")
     for bad, text in (("B234_equal", "_channels, _balanced"), ("B0", "'0' is not a block digit")):
         with pytest.raises(ParamsError, match=text):
-            parse_combination(bad)
+            parse_combination(bad, weighting="channels")
     with pytest.raises(ParamsError, match="features.block_weighting"):
         parse_combination("B4", weighting="equal")
+
+
+def test_a_name_is_refused_where_a_combination_is_taken():
+    # A name parsed here would silently take the default weighting, whatever features.block_weighting
+    # says: the functions that use a combination take the typed object Params.combination builds.
+    from kmx_eval.models.embeddings import combination_embeddings
+
+    with pytest.raises(TypeError, match="Params.combination"):
+        combine({4: torch.ones(1, 2, 1, 1)}, "B4")
+    with pytest.raises(TypeError, match="parse_combination"):
+        combination_embeddings({}, "train", "B4_balanced")

@@ -15,6 +15,7 @@ from kmx_eval.models.embeddings import (
     extract_embedding_cache,
     pooling_weights,
 )
+from tiny_models import comb
 
 COMBINATIONS = ["B4", "B34", "B234", "B24", "B1234", "B1", "B13"]
 NORMALISATIONS = ["none", "l2", "standardize"]
@@ -81,8 +82,8 @@ def test_cache_equals_pooled_live_combined_maps(live, cache, combination, normal
     resize, arrays = cache
     stats = BlockStats.from_dict(arrays)
     for split in ("train", "test"):
-        z = pool(combine(live[split], combination, normalisation, stats, resize)).numpy()
-        cached = combination_embeddings(arrays, split, combination, normalisation)
+        z = pool(combine(live[split], comb(combination), normalisation, stats, resize)).numpy()
+        cached = combination_embeddings(arrays, split, comb(combination), normalisation)
         assert cached.dtype == np.float32 and cached.shape == z.shape
         np.testing.assert_allclose(cached, z, rtol=1e-4, atol=1e-5)
 
@@ -90,7 +91,7 @@ def test_cache_equals_pooled_live_combined_maps(live, cache, combination, normal
 def test_b4_none_is_the_input_of_the_cnns_linear_layer(setup, cache):
     model, _, (x, _) = setup
     _, arrays = cache
-    z4 = torch.from_numpy(combination_embeddings(arrays, "test", "B4", "none"))
+    z4 = torch.from_numpy(combination_embeddings(arrays, "test", comb("B4"), "none"))
     with torch.no_grad():
         torch.testing.assert_close(model.fc(z4), model(x), rtol=1e-5, atol=1e-5)
 
@@ -137,10 +138,10 @@ def test_cache_follows_the_extractors_blocks_and_names_missing_ones(setup):
                                      batch_size=8)
     assert sorted(k for k in arrays if k.startswith("train/none/")) == [
         "train/none/B2@B2", "train/none/B4@B2", "train/none/B4@B4"]
-    assert combination_embeddings(arrays, "test", "B24", "standardize").shape == (6, 640)
+    assert combination_embeddings(arrays, "test", comb("B24"), "standardize").shape == (6, 640)
     assert not model.training  # extraction ran in eval mode and left the backbone's mode alone
     with pytest.raises(DataError, match=r"'test/none/B3@B3'.*needs block B3, cached blocks: B2, B4"):
-        combination_embeddings(arrays, "test", "B34", "none")
+        combination_embeddings(arrays, "test", comb("B34"), "none")
 
 
 @pytest.mark.parametrize("resize", ["bilinear", "nearest"])
@@ -164,10 +165,10 @@ def test_balanced_cache_equals_pooled_live_balanced_maps(live, cache, normalisat
     """The balanced weighting scales each block of F_S and of z_S alike (exact: pooling is linear)."""
     resize, arrays = cache
     stats = BlockStats.from_dict(arrays)
-    z = pool(combine(live["train"], "B234_balanced", normalisation, stats, resize)).numpy()
-    cached = combination_embeddings(arrays, "train", "B234_balanced", normalisation)
+    z = pool(combine(live["train"], comb("B234_balanced"), normalisation, stats, resize)).numpy()
+    cached = combination_embeddings(arrays, "train", comb("B234_balanced"), normalisation)
     np.testing.assert_allclose(cached, z, rtol=1e-4, atol=1e-5)
-    plain = combination_embeddings(arrays, "train", "B234", normalisation)
+    plain = combination_embeddings(arrays, "train", comb("B234"), normalisation)
     assert not np.allclose(plain, cached)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from stage_loader import load_stage as _stage
 import yaml
+from tiny_models import comb
 
 SIZE = 32
 
@@ -92,7 +93,7 @@ def test_train_then_embed_write_the_contracted_files(workdir):
     np.testing.assert_allclose(cache["test/logits"], logits, rtol=1e-5, atol=1e-5)
     assert cache["test/labels"].tolist() == labels.tolist() == [0, 1, 0, 1, 0, 1]
     assert cache["train/none/B4@B4"].shape == (12, 512) and cache["stats/B2/std"].shape == (128,)
-    assert combination_embeddings(cache, "test", "B24", "standardize").shape == (6, 640)
+    assert combination_embeddings(cache, "test", comb("B24"), "standardize").shape == (6, 640)
     assert cache["test/logits"].dtype == np.float32
 
     # Same params, same seed: byte-identical weights (augmentation and shuffling are seeded).

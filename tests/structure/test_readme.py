@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from readme_blocks import code_blocks
+from readme_blocks import README, code_blocks, unactivated_stage_runs
 
 from kmx_eval.validation import parse_params
 
@@ -43,3 +43,17 @@ def test_the_readme_shell_commands_activate_the_environment_before_dvc():
         dvc_lines = [i for i, line in enumerate(lines) if line.startswith("dvc ")]
         if dvc_lines:
             assert lines[0] == "source .venv/bin/activate", block
+
+
+def test_no_readme_command_runs_the_stages_outside_the_environment():
+    # `.venv/bin/dvc repro` in a new shell runs the stages with the system python, which has no
+    # kmx_eval: every stage-running dvc command is `make repro` or follows an activation.
+    assert unactivated_stage_runs(README.read_text(encoding="utf-8")) == []
+
+
+def test_a_stage_running_dvc_command_without_activation_is_caught():
+    text = ("then `.venv/bin/dvc repro`.\n"
+            "```\ndvc exp run -S seeds=[1]\n```\n"
+            "```sh\nsource .venv/bin/activate\ndvc repro   # fine\n```\n"
+            "```\n.venv/bin/dvc remote add -d shared /x   # runs no stage\n```\n")
+    assert unactivated_stage_runs(text) == [".venv/bin/dvc repro", "dvc exp run -S seeds=[1]"]
