@@ -29,7 +29,8 @@ from kmx_eval.paths import BASELINES
 #: Params of each stage (its script name in ``stages/``). ``*`` is everything (the report
 #: prints every parameter).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("dataset", "backbone.image_size"),
+    # numerics: the stage runner pins every stage's CPU kernels by it (kmx_eval/cli.py).
+    "prepare": ("dataset", "backbone.image_size", "backbone.numerics"),
     "train": ("seeds", "dataset", "backbone"),
     "embed": ("seeds", "dataset", "backbone", "features"),
     "fit": ("seeds", "dataset", "backbone", "combination", "features", "head", "explain.concepts"),

@@ -179,4 +179,7 @@ def test_prepare_reruns_for_the_image_size_and_not_for_the_learning_rate(params)
     with pytest.raises(UndeclaredParamsError, match=r"backbone\.lr"):
         view.backbone_for("shapes").lr
     settings = resolved_settings(params, "prepare", "shapes")
-    assert settings["backbone"] == {"image_size": 64}
+    assert settings["backbone"] == {"image_size": 64, "numerics": params.backbone.numerics}
+    other = "native" if params.backbone.numerics == "portable" else "portable"
+    native = parse_params({**RAW, "backbone": {"numerics": other}})
+    assert resolved_settings(native, "prepare", "shapes") != settings  # the kernels it runs on
