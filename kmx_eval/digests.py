@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +65,11 @@ def headlines(metrics: dict[str, Any], prefix: str = "") -> dict[str, list[float
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(headlines(value, prefix=f"{name}/"))
-        elif isinstance(value, (int, float)) and f"{key}_low" in metrics and f"{key}_high" in metrics:
-            out[name] = [float(value), float(metrics[f"{key}_low"]), float(metrics[f"{key}_high"])]
+        else:
+            triple = [value, metrics.get(f"{key}_low"), metrics.get(f"{key}_high")]
+            # A number without a finite interval (a dataset without masks has none) is no headline.
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in triple):
+                out[name] = [float(v) for v in triple]
     return out
 
 

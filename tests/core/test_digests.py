@@ -79,3 +79,10 @@ def test_cli_without_committed_digests_or_outputs(tmp_path, capsys):
     assert "make digests" in capsys.readouterr().out
     assert digests.main(["write", "--root", str(tmp_path)]) == 2
     assert "no study outputs" in capsys.readouterr().err
+
+
+def test_a_number_without_an_interval_is_no_headline():
+    metrics = {"folder": {"B4": {"accuracy": 0.9, "accuracy_low": 0.8, "accuracy_high": 0.95,
+                                 "RelevanceMassAccuracy": None, "RelevanceMassAccuracy_low": None,
+                                 "RelevanceMassAccuracy_high": None, "agreement": 0.9}}}
+    assert digests.headlines(metrics) == {"folder/B4/accuracy": [0.9, 0.8, 0.95]}
