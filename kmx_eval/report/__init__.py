@@ -10,7 +10,8 @@ study's files and ``build`` assembles the report and writes ``reports/`` (``stag
 - :mod:`~kmx_eval.report.stats`    statistics across seeds: aggregation, paired comparisons, controls, ranking
 - :mod:`~kmx_eval.report.table`    the Table model and its renderings (CSV, Markdown, LaTeX)
 - :mod:`~kmx_eval.report.tables`   the report's tables: their contents, order and captions
-- :mod:`~kmx_eval.report.figures`  trade-off figure, prototype fidelity, galleries, pixel-flipping curves
+- :mod:`~kmx_eval.report.figures`  trade-off figure, prototype fidelity, pixel-flipping curves; byte-stable rendering
+- :mod:`~kmx_eval.report.galleries` explanation and prototype galleries
 - :mod:`~kmx_eval.report.summary`  headline sentences and the key numbers of ``reports/metrics.json``
 - :mod:`~kmx_eval.report.html`     the jinja2 page with embedded figures and sortable tables
 """

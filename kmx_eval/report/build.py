@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from kmx_eval import io, numerics, paths
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
-from kmx_eval.report import figures, html, inputs, stats, summary, tables
+from kmx_eval.report import figures, galleries, html, inputs, stats, summary, tables
 from kmx_eval.report.inputs import Evaluations, ReportSettings
 from kmx_eval.report.table import Table, to_csv_frames, to_latex, to_markdown
 
@@ -148,19 +148,19 @@ def _dataset_section(settings: ReportSettings, results: Results, ds: str, *, dd,
                          alt=f"trade-off figure of {ds}")
     proto = store.add(f"prototype_fidelity_{ds}", figures.prototype_fidelity_figure(agg, ds, settings.models),
                       alt=f"prototype fidelity of {ds}")
-    galleries = []
+    prototypes = []
     class_names = list(dd["train"].features["label"].names)
     for g in inputs.prototype_galleries(settings, ds, dd["train"], class_names=class_names):
-        fig = figures.prototype_gallery(g.images, g.kmeans, linear=g.linear, class_names=g.class_names,
-                                        kmeans_distance=g.kmeans_distance, linear_distance=g.linear_distance,
-                                        linear_label=g.linear_label)
-        galleries.append((g.combination, store.add(
+        fig = galleries.prototype_gallery(g.images, g.kmeans, linear=g.linear, class_names=g.class_names,
+                                          kmeans_distance=g.kmeans_distance, linear_distance=g.linear_distance,
+                                          linear_label=g.linear_label)
+        prototypes.append((g.combination, store.add(
             f"prototypes_{ds}_{g.combination}", fig,
             alt=f"nearest training images of the prototypes of {ds}, {g.combination}",
             caption="Rows: classes. Columns: the nearest training image of each k-means prototype p_ch "
                     "and of the linear prototype w_c, with its training index and distance d.")))
     g = inputs.explanation_gallery(settings, ds, dd["test"], explainer=explainer)
-    gallery = store.add(f"gallery_{ds}", figures.explanation_gallery(
+    gallery = store.add(f"gallery_{ds}", galleries.explanation_gallery(
         g.images, g.maps, masks=g.masks, concepts=g.concepts, concept_label=g.concept_label,
         row_labels=g.row_labels), alt=f"explanation gallery of {ds}")
     curves = None
@@ -171,7 +171,7 @@ def _dataset_section(settings: ReportSettings, results: Results, ds: str, *, dd,
     return html.DatasetSection(
         name=ds, headline=results.sentences[ds], key_numbers=results.numbers[ds], tradeoff=tradeoff,
         prototype_table=results.table("prototype_fidelity").subset(ds), prototype_claim=results.claims[ds],
-        prototype_figure=proto, prototype_galleries=galleries, explanation_gallery=gallery,
+        prototype_figure=proto, prototype_galleries=prototypes, explanation_gallery=gallery,
         gallery_note=g.note, curves=curves,
         comparisons=results.comparison.subset(ds, method=[explainer, "kmeans", "probe"]))
 

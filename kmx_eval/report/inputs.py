@@ -150,7 +150,7 @@ def _rgb(images) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Gallery:
-    """The arrays of one dataset's explanation gallery (:func:`~kmx_eval.report.figures.explanation_gallery`)."""
+    """The arrays of one dataset's explanation gallery (:func:`~kmx_eval.report.galleries.explanation_gallery`)."""
 
     images: np.ndarray
     maps: dict[str, np.ndarray]
@@ -208,7 +208,7 @@ def explanation_gallery(settings: ReportSettings, ds: str, split, *, explainer: 
 
 @dataclass(frozen=True)
 class PrototypeGallery:
-    """The arrays of one combination's prototype gallery (:func:`~kmx_eval.report.figures.prototype_gallery`)."""
+    """The arrays of one combination's prototype gallery (:func:`~kmx_eval.report.galleries.prototype_gallery`)."""
 
     combination: str
     images: dict[int, np.ndarray]

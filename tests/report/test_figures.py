@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from report_fixtures import COMBINATIONS, N_EVAL, synthetic_images, synthetic_maps
 
-from kmx_eval.report import figures, stats
+from kmx_eval.report import figures, galleries, stats
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -44,11 +44,11 @@ def test_tradeoff_points_read_kmeans_accuracy_and_margin_fidelity(frames):
 def test_scaled_maps_share_a_symmetric_scale_when_signed():
     a = np.array([[2.0, -1.0]])
     b = np.array([[0.5, 0.25]])
-    (sa, sb), signed = figures.scaled_maps([a, b])
+    (sa, sb), signed = galleries.scaled_maps([a, b])
     assert signed
     assert np.abs(sa).max() == 1.0 and np.abs(sb).max() == 1.0
     assert sa.tolist() == [[1.0, -0.5]]
-    (sz,), signed = figures.scaled_maps([np.zeros((2, 2))])
+    (sz,), signed = galleries.scaled_maps([np.zeros((2, 2))])
     assert not signed and (sz == 0).all()
 
 
@@ -62,7 +62,7 @@ def _build_figures(frames):
         "tradeoff": figures.tradeoff_figure(
             figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), fidelity_metric="RelevanceMassAccuracy"),
             "shapes", fidelity_metric="RelevanceMassAccuracy"),
-        "gallery": figures.explanation_gallery(images[:3], maps, masks=masks[:3], concepts=concepts),
+        "gallery": galleries.explanation_gallery(images[:3], maps, masks=masks[:3], concepts=concepts),
         "curves": figures.curves_figure(frames[2], "shapes", list(COMBINATIONS) + ["cnn"]),
     }
 
@@ -82,12 +82,12 @@ def test_figures_are_byte_identical_across_runs(frames):
 def test_prototype_gallery_shows_every_class_and_prototype():
     images, _, _ = synthetic_images(6, 1)
     kmeans = np.array([[0, 1], [2, 3], [4, 5]])
-    fig = figures.prototype_gallery(dict(enumerate(images)), kmeans, linear=np.array([5, 4, 3]),
-                                    class_names=["a", "b", "c"])
+    fig = galleries.prototype_gallery(dict(enumerate(images)), kmeans, linear=np.array([5, 4, 3]),
+                                      class_names=["a", "b", "c"])
     assert len(fig.axes) == 3 * (2 + 1)
     labels = [ax.get_xlabel() for ax in fig.axes]
     assert "#5" in labels and "#0" in labels
-    many = figures.prototype_gallery(dict(enumerate(images)), np.zeros((30, 2), int), max_classes=4)
+    many = galleries.prototype_gallery(dict(enumerate(images)), np.zeros((30, 2), int), max_classes=4)
     assert len(many.axes) == 4 * 2
     assert "first 4 of 30 classes" in many.get_suptitle()
 
@@ -98,7 +98,7 @@ def test_explanation_gallery_without_masks_or_concepts(missing):
     maps = {"B4 margin": np.ones((2, 32, 32)), "IG": np.ones((2, 32, 32))}
     kwargs = {"masks": masks, "concepts": np.zeros((2, 32, 32), np.int16)}
     kwargs[missing] = None
-    fig = figures.explanation_gallery(images, maps, **kwargs)
+    fig = galleries.explanation_gallery(images, maps, **kwargs)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[:1] == ["image"] and titles[-2:] == ["B4 margin", "IG"]
     assert {"masks": "mask", "concepts": "concepts"}[missing] not in titles
