@@ -47,6 +47,15 @@ PARAMS = {
 }
 
 
+def tidy_row(**kw):
+    """One tidy metrics row of dataset d, combination B4, the margin map and metric M, changed by ``kw``."""
+    base = dict(dataset="d", seed=0, combination="B4", kind="explainer", method="margin",
+                category="localisation", metric="M", value=0.5, ci_low=0.4, ci_high=0.6, n=10,
+                higher_is_better=True)
+    base.update(kw)
+    return tidy.row(**base)
+
+
 def _level(comb: str) -> int:
     return len(comb) - 1  # B4 -> 1, B34 -> 2, B234 -> 3
 

@@ -13,22 +13,14 @@ from kmx_eval.metrics.bootstrap import (cluster_bootstrap_ci, paired_bootstrap, 
                                         proportion_ci, seed_spread)
 from kmx_eval.report import numbers, stats, tables
 
-from report_fixtures import SEEDS
-
-
-def _row(**kw):
-    base = dict(dataset="d", seed=0, combination="B4", kind="explainer", method="margin",
-                category="localisation", metric="M", value=0.5, ci_low=0.4, ci_high=0.6, n=10,
-                higher_is_better=True)
-    base.update(kw)
-    return tidy.row(**base)
+from report_fixtures import SEEDS, tidy_row
 
 
 
 def test_aggregate_seeds_implements_mean_bounds_and_sd():
-    rows = [_row(seed=0, value=0.2, ci_low=0.1, ci_high=0.3, chance=0.1),
-            _row(seed=1, value=0.6, ci_low=0.5, ci_high=0.8, chance=0.3),
-            _row(seed=2, value=None, ci_low=None, ci_high=None, note="constant map")]
+    rows = [tidy_row(seed=0, value=0.2, ci_low=0.1, ci_high=0.3, chance=0.1),
+            tidy_row(seed=1, value=0.6, ci_low=0.5, ci_high=0.8, chance=0.3),
+            tidy_row(seed=2, value=None, ci_low=None, ci_high=None, note="constant map")]
     agg = stats.aggregate_seeds(tidy.frame(rows))
     assert len(agg) == 1
     r = agg.iloc[0]
@@ -53,14 +45,14 @@ def test_aggregate_single_seed_has_no_spread_and_keeps_order(frames):
 
 
 def test_aggregate_refuses_contradictory_directions():
-    rows = [_row(seed=0, higher_is_better=True), _row(seed=1, higher_is_better=False)]
+    rows = [tidy_row(seed=0, higher_is_better=True), tidy_row(seed=1, higher_is_better=False)]
     with pytest.raises(DataError, match="both higher- and lower-is-better"):
         stats.aggregate_seeds(tidy.frame(rows))
 
 
 def test_missing_column_is_named():
     with pytest.raises(DataError, match="higher_is_better"):
-        stats.aggregate_seeds(tidy.frame([_row()]).drop(columns=["higher_is_better"]))
+        stats.aggregate_seeds(tidy.frame([tidy_row()]).drop(columns=["higher_is_better"]))
 
 
 def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):

@@ -9,15 +9,7 @@ import pytest
 from kmx_eval.metrics import tidy
 from kmx_eval.report import stats, table, tables
 
-from report_fixtures import COMBINATIONS, DATASETS
-
-
-def _row(**kw):
-    base = dict(dataset="d", seed=0, combination="B4", kind="explainer", method="margin",
-                category="localisation", metric="M", value=0.5, ci_low=0.4, ci_high=0.6, n=10,
-                higher_is_better=True)
-    base.update(kw)
-    return tidy.row(**base)
+from report_fixtures import COMBINATIONS, DATASETS, tidy_row
 
 
 
@@ -26,7 +18,7 @@ def test_best_marking_respects_direction_per_dataset(higher):
     rows = []
     for ds, values in (("d1", (0.2, 0.5, 0.9)), ("d2", (0.7, 0.3, 0.3))):
         for comb, v in zip(COMBINATIONS, values):
-            rows.append(_row(dataset=ds, combination=comb, value=v, higher_is_better=higher))
+            rows.append(tidy_row(dataset=ds, combination=comb, value=v, higher_is_better=higher))
     agg = stats.aggregate_seeds(tidy.frame(rows))
     t = tables.metric_table(agg, name="t", title="t", caption="", categories=["localisation"],
                             datasets=["d1", "d2"], combinations=list(COMBINATIONS), with_chance=True)
@@ -45,7 +37,7 @@ def test_best_marking_respects_direction_per_dataset(higher):
 
 
 def test_no_best_without_direction_or_competitor():
-    agg = stats.aggregate_seeds(tidy.frame([_row(dataset="d1")]))
+    agg = stats.aggregate_seeds(tidy.frame([tidy_row(dataset="d1")]))
     t = tables.metric_table(agg, name="t", title="t", caption="", categories=["localisation"])
     assert not t.best.to_numpy().any()
     agg["higher_is_better"] = pd.Series([None] * len(agg), index=agg.index, dtype=object)
