@@ -55,7 +55,7 @@ def is_proportion(kind: str, metric: str) -> bool:
     explainer metric whose :class:`~kmx_eval.metrics.quantus.QuantusSpec` declares
     ``proportion=True`` (PointingGame). Used for the per-seed rows
     (:func:`~kmx_eval.metrics.tidy.summary_row`) and across seeds by the report
-    (:func:`kmx_eval.report.tables.aggregate_seeds`).
+    (:func:`kmx_eval.report.stats.aggregate_seeds`).
     """
     if (kind, metric) in PROPORTION_METRICS:
         return True
