@@ -262,3 +262,35 @@ def test_readme_commands_work_verbatim_in_a_new_shell(repo):
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{block}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         assert "No module named" not in proc.stderr
+
+
+def test_the_repro_line_compares_the_tiny_study_with_its_digests(repo, tmp_path):
+    """digests.json of the tiny study, then the line `make repro` ends with: identical; one output
+    differs with the headlines inside their intervals; a headline outside its interval."""
+    from kmx_eval import digests, io
+
+    committed = tmp_path / "digests.json"
+    snap = digests.write(repo, committed)
+    assert snap["headlines"] and {"train@tiny", "fit@tiny-B4", "report"} <= set(snap["platforms"])
+    assert not [p for p in snap["outputs"] if p.startswith("metrics/platform/")]
+    summary_md = (repo / "reports" / "summary.md").read_text()
+    assert "Made on: " in summary_md and "portable numerics" in summary_md
+    assert "leave training variation out" in summary_md  # one seed
+    line = digests.compare(repo, committed).line()
+    assert line.startswith(f"identical to the committed baseline: all {len(snap['outputs'])} outputs")
+    assert line.endswith("same platform and numerics mode")
+
+    weights = "models/tiny/seed0/backbone.safetensors"
+    inside = {**snap, "outputs": {**snap["outputs"], weights: "0" * 64},
+              "platforms": {**snap["platforms"], "train@tiny": {**snap["platforms"]["train@tiny"],
+                                                                  "numerics": "native"}}}
+    io.write_json(committed, inside)
+    line = digests.compare(repo, committed).line()
+    assert line.startswith(f"1 of {len(snap['outputs'])} outputs differ from the committed baseline ({weights})")
+    assert "stays inside its committed interval" in line and "numerics (native -> portable)" in line
+
+    key, (value, low, high) = next(iter(snap["headlines"].items()))
+    outside = {**inside, "headlines": {**snap["headlines"], key: [value, value + 1.0, value + 2.0]}}
+    io.write_json(committed, outside)
+    line = digests.compare(repo, committed).line()
+    assert f"1 of {len(snap['headlines'])} headline numbers fall outside their committed interval: {key}" in line
