@@ -277,6 +277,109 @@ def paired_cluster_bootstrap(
     return cluster_bootstrap_ci(x - y, n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
+# ------------------------------------------------------------------- seeds, then units within a seed
+def _seed_groups(groups) -> list[np.ndarray]:
+    """Each seed's values as a float64 vector without NaN; seeds left without a value are dropped."""
+    out = []
+    for g in groups:
+        v = np.asarray(g, dtype=np.float64).ravel()
+        v = v[~np.isnan(v)]
+        if v.size:
+            out.append(v)
+    return out
+
+
+def _within_seed_means(v: np.ndarray, n_draws: int, gen: np.random.Generator) -> np.ndarray:
+    """Means of ``n_draws`` resamples (with replacement) of one seed's values ``v``."""
+    out = np.empty(n_draws, dtype=np.float64)
+    block = max(1, _MAX_BLOCK // v.size)
+    for start in range(0, n_draws, block):
+        stop = min(n_draws, start + block)
+        out[start:stop] = v[gen.integers(0, v.size, size=(stop - start, v.size))].mean(axis=1)
+    return out
+
+
+def _hierarchical_interval(parts: list[tuple[np.ndarray, ...]], signs: tuple[float, ...], *, n_resamples: int,
+                           confidence: float, seed: int) -> tuple[float, float, float]:
+    """The interval of :func:`hierarchical_bootstrap_ci` for ``sum_k signs[k] * mean(parts[s][k])``."""
+    _check(n_resamples, confidence)
+    S, B = len(parts), int(n_resamples)
+    per_seed = np.array([sum(sg * v.mean() for sg, v in zip(signs, p)) for p in parts])
+    mean = float(per_seed.mean())
+    alpha = (1.0 - float(confidence)) / 2.0
+    gen = np.random.default_rng(int(seed))
+    # Level 1: B x S seeds drawn with replacement. Level 2: every draw (b, j) gets its own resample of
+    # the drawn seed's units, so a seed drawn twice in one resample contributes two independent means.
+    drawn = gen.integers(0, S, size=(B, S))
+    within = np.stack([sum(sg * _within_seed_means(v, B * S, gen) for sg, v in zip(signs, p)) for p in parts])
+    stats = within[drawn, np.arange(B * S).reshape(B, S)].mean(axis=1)
+    low, high = (float(x) for x in np.quantile(stats, [alpha, 1.0 - alpha]))
+    # The seed level alone (the same seed draws, each seed at its own mean) never gives a narrower
+    # interval: with S = 2 or 3 seeds at 95% it is [min, max] of the per-seed means.
+    if S == 1:
+        return mean, low, high
+    seed_low, seed_high = (float(x) for x in np.quantile(per_seed[drawn].mean(axis=1), [alpha, 1.0 - alpha]))
+    return mean, min(low, seed_low), max(high, seed_high)
+
+
+def hierarchical_bootstrap_ci(groups, *, n_resamples: int = 1000, confidence: float = 0.95,
+                              seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of per-seed means, with an interval that resamples seeds, then units within each.
+
+    For per-prototype values (docs/METHOD.md, section 6, "Intervals"): the prototypes of one seed
+    are not those of another (each seed trains its own CNN and fits its own heads), so they cannot
+    be aligned across seeds as images are (:func:`cluster_bootstrap_ci`). With ``S`` seeds and
+    ``v_s`` the values of seed ``s`` (NaN dropped; a seed without values dropped), the statistic is
+    ``m = 1/S sum_s mean(v_s)``. Each of ``B`` resamples draws ``S`` seeds with replacement and, for
+    each draw, resamples that seed's ``n_s`` values with replacement (two-stage bootstrap); the
+    interval is the percentile interval of the ``B`` statistics, widened where needed to the
+    percentile interval of the seed level alone (the same seed draws, each at its seed's mean), so it
+    is never narrower than the spread of the per-seed means allows (tested). With one seed it is
+    exactly the ordinary bootstrap of that seed's values (:func:`bootstrap_ci`, same seed; tested).
+
+    Parameters
+    ----------
+    groups : sequence of array-like
+        One vector per seed (lengths may differ).
+    n_resamples, confidence, seed : as in :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    (mean, low, high) : tuple of float, NaN when no value is present
+    """
+    _check(n_resamples, confidence)
+    parts = _seed_groups(groups)
+    if not parts:
+        return (float("nan"),) * 3
+    if len(parts) == 1:
+        return bootstrap_ci(parts[0], n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return _hierarchical_interval([(v,) for v in parts], (1.0,), n_resamples=n_resamples,
+                                  confidence=confidence, seed=seed)
+
+
+def hierarchical_difference_ci(a_groups, b_groups, *, n_resamples: int = 1000, confidence: float = 0.95,
+                               seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of ``mean(a_s) - mean(b_s)`` with the two-stage interval of
+    :func:`hierarchical_bootstrap_ci`: seeds drawn once for both (they are paired by seed: the same
+    CNN), then ``a_s`` and ``b_s`` resampled independently within each draw (their units are not
+    paired: the prototypes of two heads). Only seeds where both have a value enter. With one seed
+    the interval is the percentile interval of the difference of two independent bootstrap means.
+    """
+    _check(n_resamples, confidence)
+    a_groups, b_groups = list(a_groups), list(b_groups)
+    if len(a_groups) != len(b_groups):
+        raise ValueError(f"hierarchical_difference_ci needs the same seeds, got {len(a_groups)} and {len(b_groups)}")
+    parts = []
+    for a, b in zip(a_groups, b_groups):
+        va, vb = (np.asarray(x, dtype=np.float64).ravel() for x in (a, b))
+        va, vb = va[~np.isnan(va)], vb[~np.isnan(vb)]
+        if va.size and vb.size:
+            parts.append((va, vb))
+    if not parts:
+        return (float("nan"),) * 3
+    return _hierarchical_interval(parts, (1.0, -1.0), n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
 # ------------------------------------------------------------------------------ proportions
 def _z(confidence: float) -> float:
     from scipy.stats import norm

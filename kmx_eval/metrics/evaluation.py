@@ -7,7 +7,8 @@ vector gets its mean and an interval over the samples of its seed (docs/METHOD.m
 "Intervals"): a seeded percentile bootstrap (:func:`~kmx_eval.metrics.bootstrap.bootstrap_ci`,
 seeded by the training seed), or for a proportion (:func:`is_proportion`: accuracy, agreement,
 decision agreement, purity, PointingGame) the Wilson interval, which does not collapse to [1, 1]
-at 100%. Per-prototype vectors (proximity, purity, both diversities) are summarised over prototypes.
+at 100%. Per-prototype vectors (proximity, separation, purity, both diversities) are summarised over
+prototypes.
 Nothing is silently zero: a value that cannot be computed is NaN with a note.
 """
 
@@ -35,10 +36,18 @@ log = logging.getLogger("kmx_eval")
 NO_PARTS = "not applicable: dataset has no part maps or masks"
 #: Prototype-fidelity metrics: name -> higher_is_better. Two diversities (docs/METHOD.md, section 4): ``diversity_scaled``, scale-free, compared across heads in
 #: different spaces; ``diversity_kmex``, KMEx's formula, which depends on the scale of the space.
-PROTOTYPE_METRICS = {"proximity": False, "purity": True, "decision_agreement": True, "diversity_scaled": True,
-                     "diversity_kmex": True}
-#: Suffix of the method name of a linear head's most favourable reading (``linear_favourable``).
-FAVOURABLE = "_favourable"
+PROTOTYPE_METRICS = {"proximity": False, "separation": False, "purity": True, "decision_agreement": True,
+                     "diversity_scaled": True, "diversity_kmex": True}
+#: The prototype metrics with one value per prototype (the rest, decision agreement, has one per test
+#: sample): their values go to ``samples.csv`` with the prototype's index as ``sample``, and across
+#: seeds the report resamples seeds, then prototypes within each seed (:func:`is_per_prototype`).
+PER_PROTOTYPE_METRICS = frozenset(m for m in PROTOTYPE_METRICS if m != "decision_agreement")
+#: Suffix of the method name of a linear head's canonical reading (``probe_canonical``,
+#: :func:`~kmx_eval.metrics.prototype_fidelity.canonical_linear_reading`).
+CANONICAL = "_canonical"
+#: The matched-capacity reference: one prototype per class, the class mean (= k-means at one
+#: prototype per class), in the space of the linear heads it is compared with (:func:`class_means_set`).
+CLASS_MEANS = "class_means"
 CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")
                         for score in ("purity", "ari", "nmi"))
 #: (kind, metric) of the rows whose values are proportions (Wilson intervals): 0/1 outcomes per
@@ -46,6 +55,15 @@ CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "im
 #: (``QuantusSpec.proportion``).
 PROPORTION_METRICS = frozenset({("head", "accuracy"), ("head", "agreement"),
                                 ("prototypes", "purity"), ("prototypes", "decision_agreement")})
+
+
+def is_per_prototype(kind: str, metric: str) -> bool:
+    """True for the prototype metrics with one value per prototype (:data:`PER_PROTOTYPE_METRICS`).
+
+    Their prototypes differ between seeds, so the report's interval across seeds resamples seeds and
+    then prototypes within each (:func:`~kmx_eval.metrics.bootstrap.hierarchical_bootstrap_ci`).
+    """
+    return kind == "prototypes" and metric in PER_PROTOTYPE_METRICS
 
 
 def is_proportion(kind: str, metric: str) -> bool:
@@ -73,22 +91,48 @@ class PrototypeSet:
     decisions : (n_test,) array, the head's own decisions on the test embeddings (for decision
         agreement with the nearest-prototype rule without offsets)
     linear : bool
-        The rows ``w_c`` of a linear head (the CNN's fc, a probe): read also at the most favourable
-        equivalent ``alpha (w_c + v)`` (:meth:`EvaluationTables.add_prototypes`).
+        The rows ``w_c`` of a linear head (the CNN's fc, a probe): read also at the canonical reading
+        (:meth:`EvaluationTables.add_prototypes`), which needs ``bias``.
     space : (z_train, z_test) arrays, optional
         The embeddings of the space these prototypes live in, when it is not the table's z_S (the
         KMEx reference head lives in the raw pooled embeddings of the deepest block); proximity,
         purity and decision agreement are then measured there.
     space_note : str
         Says which space that is, in the rows' notes.
+    bias : (P,) array, optional
+        The biases ``b_c`` of a linear head.
+    note : str
+        What the set is, at the front of its rows' notes (the class-mean reference says so).
     """
 
     prototypes: np.ndarray
     classes: np.ndarray
     decisions: np.ndarray
     linear: bool = False
+    bias: np.ndarray | None = None
     space: tuple[np.ndarray, np.ndarray] | None = None
     space_note: str = ""
+    note: str = ""
+
+
+def linear_prototype_set(head, decisions) -> PrototypeSet:
+    """The rows ``w_c`` and biases ``b_c`` of a linear head (``LinearSEM``, ``LinearProbe``) as a linear
+    :class:`PrototypeSet`, with the head's own ``decisions`` on the test embeddings."""
+    return PrototypeSet(head.prototypes_, head.classes_, np.asarray(decisions), linear=True, bias=head.bias_)
+
+
+def class_means_set(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, classes) -> PrototypeSet:
+    """The matched-capacity reference (docs/METHOD.md, sections 4 and 6): one prototype per class, the
+    mean of its training embeddings in the space ``z_train`` of the linear heads it is compared with.
+
+    It is k-means at one prototype per class (the one-cluster optimum is the mean; tested against
+    ``KMeansHead(n_prototypes=1)``), so no fit is needed. Its decisions are its own nearest-mean rule
+    on ``z_test`` (decision agreement 1 by construction).
+    """
+    classes = np.asarray(classes).ravel()
+    means = pf.class_mean_prototypes(z_train, y_train, classes=classes)
+    return PrototypeSet(means, classes, pf.nearest_prototype_decisions(z_test, means, classes),
+                        note="class means (k-means at one prototype per class)")
 
 
 def kmeans_prototype_set(prototypes: np.ndarray, n_distinct: np.ndarray | None, decisions,
@@ -203,25 +247,27 @@ class EvaluationTables:
                        sample_ids: np.ndarray | None = None) -> None:
         """Prototype fidelity (docs/METHOD.md, sections 4 and 6) of each prototype set in z_S.
 
-        Proximity and the two diversities are bootstrapped over prototypes; purity@m, a share ``k_j / m`` per
-        prototype, gets the Wilson interval at the number of prototypes (conservative, see
-        :func:`~kmx_eval.metrics.tidy.summary_row`); decision agreement, 0/1 per test sample, the
-        Wilson interval over test samples, and its per-sample values go to ``samples.csv`` under
-        ``sample_ids`` (positions of ``z_test`` in the test split; default ``0..n_test-1``) so
-        that the report can resample images across seeds. Purity is measured against the
-        ground-truth labels ``y_train`` for every head, and its chance column is
+        Proximity, separation and the two diversities are bootstrapped over prototypes; purity@m, a
+        share ``k_j / m`` per prototype, gets the Wilson interval at the number of prototypes
+        (conservative, see :func:`~kmx_eval.metrics.tidy.summary_row`); decision agreement, 0/1 per
+        test sample, the Wilson interval over test samples. Per-sample and per-prototype values go to
+        ``samples.csv`` (decision agreement under ``sample_ids``, positions of ``z_test`` in the test
+        split, default ``0..n_test-1``; per-prototype metrics under the prototype's index) so that the
+        report can resample images, or seeds and then prototypes, across seeds. Purity is measured
+        against the ground-truth labels ``y_train`` for every head, and its chance column is
         ``mean_p share_{c(p)}`` (``share_c`` = share of class c in the training split): the purity
         of prototypes whose neighbourhoods ignore the classes.
 
         A linear set (``PrototypeSet.linear``, the rows ``w_c`` of a linear head) is reported twice:
-        under its own name at the stored ``alpha = 1, v = 0`` (proximity and decision agreement of
-        that reading depend on the representation, as the note says), and as ``{name}_favourable``
-        at the equivalent reading closest to the data
-        (:func:`~kmx_eval.metrics.prototype_fidelity.favourable_linear_reading`), every number of
-        which is invariant to the head's ``alpha`` and ``v``. Its purity ranks training embeddings
-        by the centred logit (:func:`~kmx_eval.metrics.prototype_fidelity.linear_class_purities`)
-        and its ``diversity_scaled`` is scale and shift invariant, so both are the same in the two
-        readings; its ``diversity_kmex`` depends on the scale, so it differs between them.
+        under its own name as stored (``alpha = 1, v = 0``: its proximity and decision agreement depend
+        on that arbitrary representative, as the note says), and as ``{name}_canonical`` at the
+        canonical reading (:func:`~kmx_eval.metrics.prototype_fidelity.canonical_linear_reading`, fixed
+        by the class means of its space, no search; every number of it is invariant to the head's
+        ``alpha``, ``v`` and ``beta``). Its purity ranks training embeddings by the centred logit
+        (:func:`~kmx_eval.metrics.prototype_fidelity.linear_class_purities`), the same in both readings.
+        The separation proximity (:func:`~kmx_eval.metrics.prototype_fidelity.separation_proximities`)
+        is scale-free and cannot reach 0 by shrinking a reading. The matched-capacity reference, the
+        class means (:func:`class_means_set`), is one of ``sets`` where the caller builds it.
 
         Each set is measured in the embeddings of its own space: ``z_train``/``z_test`` (z_S),
         or ``PrototypeSet.space`` where given (the KMEx reference head, :func:`kmex_reference_set`).
@@ -232,42 +278,63 @@ class EvaluationTables:
         self.settings["purity_m"] = m
         for method, ps in sets.items():
             t0 = time.perf_counter()
-            n_protos = len(ps.prototypes)
-            proto_note = f"{n_protos} prototypes" + (f" in {ps.space_note}" if ps.space_note else "")
+            where = f" in {ps.space_note}" if ps.space_note else ""
+            proto_note = (f"{ps.note}; " if ps.note else "") + f"{len(ps.prototypes)} prototypes{where}"
             zt, zs = ps.space if ps.space is not None else (z_train, z_test)
-            chance = float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)]))
+            common = dict(seed=seed, ps=ps, z_train=zt, z_test=zs, sample_ids=ids,
+                          chance=float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)])))
             if not ps.linear:
                 purity = pf.class_purities(ps.prototypes, ps.classes, zt, y_train, m)
-                self._prototype_rows(seed, method, ps.prototypes, ps, purity, zt, zs, chance,
-                                     proto_note, f"m = {m} nearest training embeddings", "", ids)
+                self._prototype_rows(method=method, prototypes=ps.prototypes, purity=purity, proto_note=proto_note,
+                                     purity_note=f"m = {m} nearest training embeddings", reading="", **common)
                 self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
                 continue
             purity = pf.linear_class_purities(ps.prototypes, zt, y_train, m, classes=ps.classes)
             ranked = f"m = {m} training embeddings with the highest centred logit <w_c - wbar, z>"
-            self._prototype_rows(seed, method, ps.prototypes, ps, purity, zt, zs, chance,
-                                 proto_note, ranked, "reading alpha = 1, v = 0 (as stored)", ids)
-            best = pf.favourable_linear_reading(ps.prototypes, zt, y_train, classes=ps.classes)
-            self.settings.setdefault("linear_readings", {})[method] = {
-                "alpha": best.alpha, "alpha_least_squares": best.alpha_ls,
-                "shift_norm": float(np.linalg.norm(best.shift)), "proximity": best.proximity,
-                "stored_weight_norm": float(np.linalg.norm(ps.prototypes)),
-            }
-            self._prototype_rows(seed, f"{method}_favourable", best.prototypes, ps, purity, zt,
-                                 zs, chance, proto_note, ranked,
-                                 "most favourable equivalent reading u + alpha (W - wbar)/||W - wbar|| "
-                                 f"(alpha = {best.alpha:.4g}, ||u|| = {np.linalg.norm(best.shift):.4g})", ids)
+            self._prototype_rows(method=method, prototypes=ps.prototypes, purity=purity, proto_note=proto_note,
+                                 purity_note=ranked, reading="reading alpha = 1, v = 0 (as stored)", **common)
+            self._canonical_rows(method=method, purity=purity, y_train=y_train, proto_note=proto_note,
+                                 purity_note=ranked, **common)
             self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
 
-    def _prototype_rows(self, seed, method, prototypes, ps, purity, z_train, z_test, chance,
+    def _canonical_rows(self, *, seed, method, ps, purity, z_train, z_test, y_train, chance, proto_note,
+                        purity_note, sample_ids) -> None:
+        """The rows ``{method}_canonical`` of a linear set: its canonical reading, or rows that say why
+        there is none (the class means lie opposite to the rows, or all rows are equal)."""
+        if ps.bias is None:
+            raise ValueError(f"linear prototype set {method!r} has no bias: the canonical reading needs b_c")
+        means = pf.class_mean_prototypes(z_train, y_train, classes=ps.classes)
+        reading = pf.canonical_linear_reading(ps.prototypes, ps.bias, means)
+        self.settings.setdefault("canonical_readings", {})[method] = {
+            "scale": reading.scale, "exact": reading.exact,
+            "stored_weight_norm": float(np.linalg.norm(ps.prototypes))}
+        name = f"{method}{CANONICAL}"
+        if not np.isfinite(reading.prototypes).all():
+            self.add_not_applicable(seed, "prototypes", name,
+                                    {k: ("prototype_fidelity", h) for k, h in PROTOTYPE_METRICS.items()},
+                                    "undefined: no positive scale fits the class means (they lie opposite "
+                                    "to the rows, or the rows are all equal)")
+            return
+        exact = "" if reading.exact else ", least squares: the rows are not affinely independent"
+        self._prototype_rows(seed=seed, method=name, prototypes=reading.prototypes, ps=ps, purity=purity,
+                             z_train=z_train, z_test=z_test, chance=chance, proto_note=proto_note,
+                             purity_note=purity_note, sample_ids=sample_ids,
+                             reading=("canonical reading: the offset-free nearest-prototype rule closest to "
+                                      f"the class means (scale a = {reading.scale:.4g}{exact})"))
+
+    def _prototype_rows(self, *, seed, method, prototypes, ps, purity, z_train, z_test, chance,
                         proto_note, purity_note, reading, sample_ids) -> None:
         prefix = f"{reading}; " if reading else ""
         values = {
             "proximity": pf.proximity_ratios(prototypes, z_train, "euclidean"),
+            "separation": pf.separation_proximities(prototypes, ps.classes, z_train),
             "purity": purity,
             "diversity_scaled": pf.diversity_scaled_per_prototype(prototypes),
             "diversity_kmex": pf.diversity_kmex_per_prototype(prototypes),
         }
         notes = {"proximity": prefix + proto_note,
+                 "separation": (f"{prefix}{proto_note}; distance to the nearest training embedding over the "
+                                "distance to the nearest prototype of another class: scale-free"),
                  "purity": f"{proto_note}; {purity_note}",
                  "diversity_scaled": (f"{proto_note}; scale-free" if len(prototypes) >= 3
                                       else "undefined for fewer than 3 prototypes"),
@@ -275,10 +342,14 @@ class EvaluationTables:
                                     "on exact distances: depends on the scale of the space")}
         if np.isnan(values["proximity"]).all():
             notes["proximity"] = "undefined: the median nearest-neighbour distance among training embeddings is 0"
+        if np.isnan(values["separation"]).all():
+            notes["separation"] = "undefined: no two prototypes of different classes lie apart"
+        prototype_ids = np.arange(len(prototypes))
         for metric, v in values.items():
             self._summary(seed, v, kind="prototypes", method=method, category="prototype_fidelity",
                           metric=metric, higher_is_better=PROTOTYPE_METRICS[metric], note=notes[metric],
                           chance=chance if metric == "purity" else None)
+            self._samples(seed, method, metric, v, None, prototype_ids)
         agree = pf.decision_agreement(z_test, prototypes, ps.classes, ps.decisions)
         self._summary(seed, agree, kind="prototypes", method=method, category="prototype_fidelity",
                       metric="decision_agreement", higher_is_better=True,
@@ -451,14 +522,14 @@ class EvaluationTables:
     def summary(self, explainer_metrics: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
         """Key numbers per seed for the DVC metrics file: ``{"seed0": {"kmeans/accuracy": ...}}``.
 
-        Heads' accuracy and agreement, prototype proximity, purity and both diversities, concept scores,
+        Heads' accuracy and agreement, the per-prototype metrics (proximity, separation, purity, both
+        diversities), concept scores,
         and for each explainer the metrics named in ``explainer_metrics``.
         """
         out: dict[str, dict[str, float]] = {}
         for r in self.rows:
             keep = (r["kind"] in ("head", "concepts")
-                    or (r["kind"] == "prototypes" and r["metric"] in ("proximity", "purity", "diversity_scaled",
-                                                                      "diversity_kmex"))
+                    or (r["kind"] == "prototypes" and r["metric"] in PER_PROTOTYPE_METRICS)
                     or (r["kind"] == "explainer" and r["metric"] in explainer_metrics))
             if keep:
                 out.setdefault(f"seed{r['seed']}", {})[f"{r['method']}/{r['metric']}"] = r["value"]

@@ -36,10 +36,12 @@ Metrics (each also available per prototype, so that intervals can be bootstrappe
 Linear prototypes are only defined up to a decision-preserving change (docs/METHOD.md, section 6):
 ``w_c -> alpha (w_c + v)`` with ``alpha > 0`` and ``v`` shared by all classes (and ``b_c -> alpha
 (b_c + beta)``) leaves every decision and the ranking of every softmax unchanged. A number read at
-the stored ``alpha = 1, v = 0`` describes that arbitrary choice, so :func:`favourable_linear_reading`
-also gives the reading that puts the prototypes closest to the data; every number of that reading
-depends on the head only through its equivalence class (tested: an equivalent head gives the same
-numbers).
+the stored ``alpha = 1, v = 0`` describes that arbitrary choice, so the tables also give the
+canonical reading (:func:`canonical_linear_reading`: the offset-free nearest-prototype rule the
+head is, fixed in closed form by the class means, with no search), and a proximity that no
+shrinking or shift of a reading can drive to 0 (:func:`separation_proximities`). Both are compared
+with the class means (:func:`class_mean_prototypes`, k-means at one prototype per class: the same
+capacity, in the same space).
 """
 
 from __future__ import annotations
@@ -380,97 +382,6 @@ def canonical_linear_prototypes(weight) -> np.ndarray:
     if not norm > 0:
         return np.full_like(W, np.nan)
     return centred / norm
-
-
-@dataclass(frozen=True)
-class LinearReading:
-    """Linear prototypes read as ``p_c = u + alpha * Wc_c`` (``Wc`` canonical, see below).
-
-    Attributes
-    ----------
-    prototypes : (C, D) array, ``u + alpha Wc``
-    alpha : float, the scale on the canonical representative ``Wc`` (:func:`canonical_linear_prototypes`)
-    alpha_ls : float, the least-squares scale that fits ``u + alpha Wc`` to the class means
-    shift : (D,) array, ``u``
-    proximity : float, mean proximity ratio of ``prototypes``
-    """
-
-    prototypes: np.ndarray
-    alpha: float
-    alpha_ls: float
-    shift: np.ndarray
-    proximity: float
-
-
-def favourable_linear_reading(weight, train, train_labels, classes=None, n_grid: int = 49,
-                              n_refine: int = 10) -> LinearReading:
-    """The equivalent linear prototypes closest to the training data (docs/METHOD.md, section 6).
-
-    Every head equivalent to ``W`` has prototypes ``alpha' (w_c + v)``, which is
-    ``p_c = u + alpha Wc_c`` with ``Wc = (W - wbar) / ||W - wbar||_F`` (canonical, the same for all
-    equivalent heads), ``alpha > 0`` and any shared ``u``. The reading minimises the proximity ratio
-    ``rho(alpha, u)`` over that family:
-
-    1. closed form: least squares of ``u + alpha Wc_c`` onto the class means ``mu_c`` of the
-       training embeddings gives ``u = mubar`` and ``alpha_ls = sum_c <Wc_c, mu_c - mubar>``;
-    2. 1-D search: ``rho(alpha, mubar)`` on a geometric grid of ``n_grid`` values of ``alpha``
-       from ``1e-3 s`` to ``1e3 s`` (``s = ||M - mubar||_F``, the spread of the class means), plus
-       ``alpha_ls`` when it is positive;
-    3. refinement from the best point: each prototype's nearest training embedding ``t_c``, then
-       the least-squares ``(alpha, u)`` onto ``t_c`` (``u = tbar``, ``alpha = sum_c <Wc_c, t_c - tbar>``),
-       kept while ``rho`` decreases (at most ``n_refine`` steps).
-
-    The smallest ``rho`` seen wins. Everything depends on ``W`` only through ``Wc``, so the reading
-    (prototypes, ``rho``, and every metric computed on them) is invariant to the head's ``alpha``
-    and ``v``. Deterministic.
-
-    Parameters
-    ----------
-    weight : (C, D) rows ``w_c``; train : (N, D); train_labels : (N,)
-    classes : (C,), class of each row (default ``0..C-1``); a class with no training embedding
-        uses the mean of all training embeddings as its class mean.
-    """
-    Wc = canonical_linear_prototypes(weight)
-    Z = np.asarray(train, dtype=np.float64)
-    labels = np.asarray(train_labels).ravel()
-    classes = np.arange(len(Wc)) if classes is None else np.asarray(classes).ravel()
-    if Wc.shape[1] != Z.shape[1]:
-        raise ValueError(f"weight has dimension {Wc.shape[1]} but train has {Z.shape[1]}")
-    if np.isnan(Wc).any():
-        nan = np.full_like(Wc, np.nan)
-        return LinearReading(nan, math.nan, math.nan, np.full(Z.shape[1], np.nan), math.nan)
-    overall = Z.mean(axis=0)
-    means = np.stack([Z[labels == c].mean(axis=0) if np.any(labels == c) else overall for c in classes])
-    mubar = means.mean(axis=0)
-    alpha_ls = float(np.sum(Wc * (means - mubar)))
-    scale = float(np.linalg.norm(means - mubar)) or float(np.linalg.norm(Z.std(axis=0))) or 1.0
-    typical = typical_nn_distance(Z)
-
-    def rho(alpha: float, u: np.ndarray) -> tuple[float, np.ndarray]:
-        d, idx = nearest_neighbours(u + alpha * Wc, Z, k=1)
-        value = float(np.mean(d[:, 0]) / typical) if typical > 0 else math.nan
-        return value, idx[:, 0]
-
-    grid = list(np.geomspace(1e-3 * scale, 1e3 * scale, int(n_grid)))
-    if alpha_ls > 0:
-        grid.append(alpha_ls)
-    best = None
-    for alpha in sorted(grid):
-        value, idx = rho(float(alpha), mubar)
-        if best is None or value < best[0]:
-            best = (value, float(alpha), mubar, idx)
-    value, alpha, u, idx = best
-    for _ in range(int(n_refine)):
-        t = Z[idx]
-        tbar = t.mean(axis=0)
-        new_alpha = float(np.sum(Wc * (t - tbar)))
-        if not new_alpha > 0:
-            break
-        new_value, new_idx = rho(new_alpha, tbar)
-        if not new_value < value:
-            break
-        value, alpha, u, idx = new_value, new_alpha, tbar, new_idx
-    return LinearReading(u + alpha * Wc, alpha, alpha_ls, u, value)
 
 
 # ------------------------------------------------------------------ well-posed readings (issue 23)

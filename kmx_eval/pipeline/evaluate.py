@@ -17,8 +17,9 @@ from kmx_eval import io, paths
 from kmx_eval.errors import DataError
 from kmx_eval.models.combination import Combination
 
-from kmx_eval.metrics.evaluation import (FAVOURABLE, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet,
-                                         kmeans_prototype_set, kmex_reference_set)
+from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet,
+                                         class_means_set, kmeans_prototype_set, kmex_reference_set,
+                                         linear_prototype_set)
 from kmx_eval.metrics.quantus import QuantusSettings
 
 log = logging.getLogger("kmx_eval")
@@ -36,7 +37,7 @@ class Explained:
     n_classes : int
     labels, cnn_predictions : (n_test,) arrays
     predictions : dict head name -> (n_test,) test decisions (``kmeans``, ``probe`` or ``cnn``)
-    prototype_sets : dict name -> PrototypeSet, all in the same space z_S
+    prototype_sets : dict name -> PrototypeSet, in the space z_S unless a set names its own
     z_train, y_train, z_test : embeddings for prototype fidelity
     prototype_notes : dict name -> why a prototype set does not exist ("not applicable: ...")
     """
@@ -85,7 +86,9 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
     Where the CNN's classifier is global average pooling + one linear layer, its rows ``w_c`` are
     prototypes in the space of ``z_n`` (deepest block) without normalisation, whatever
     ``normalisation`` the combinations use (docs/METHOD.md, section 2); elsewhere (VGG's three
-    linear layers) there are no such prototypes and ``prototype_notes`` says why.
+    linear layers) there are no such prototypes and ``prototype_notes`` says why. Beside the linear
+    heads, the class means of their space (``class_means``: k-means at one prototype per class, the
+    matched-capacity reference of docs/METHOD.md, section 6).
     """
     from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_kmeans_head,
                                 load_linear_sem, load_probe)
@@ -106,12 +109,13 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
             none = np.zeros((0, 0), np.float32)
             return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, {}, none,
                              cache["train/labels"], none,
-                             prototype_notes={"linear": why, f"linear{FAVOURABLE}": why})
+                             prototype_notes={"linear": why, f"linear{CANONICAL}": why, CLASS_MEANS: why})
         # The CNN's fc reads the deepest block's pooled z as it is: one block, no weighting (g_b = 1).
         deepest = Combination((arch.n_blocks,), "channels")
         z_train, z_test = (combination_embeddings(cache, s, deepest, "none") for s in ("train", "test"))
         linear = LinearSEM.from_linear(arch.classifier_of(backbone))
-        sets = {"linear": PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test), linear=True)}
+        sets = {"linear": linear_prototype_set(linear, linear.predict(z_test)),
+                CLASS_MEANS: class_means_set(z_train, cache["train/labels"], z_test, linear.classes_)}
         return Explained(backbone, n_classes, labels, None, {"cnn": cnn_pred}, sets, z_train,
                          cache["train/labels"], z_test)
     comb = combination
@@ -124,11 +128,11 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
     k_pred, p_pred = head.predict(z_test), probe.predict(z_test)
     sets = {"kmeans": kmeans_prototype_set(head.prototypes_, head.n_prototypes_per_class_, k_pred,
                                            classes=head.classes_),
-            "probe": PrototypeSet(probe.prototypes_, probe.classes_, p_pred, linear=True)}
+            "probe": linear_prototype_set(probe, p_pred),
+            CLASS_MEANS: class_means_set(z_train, cache["train/labels"], z_test, probe.classes_)}
     if (head_dir / "linear.npz").exists():  # B_n without normalisation: the CNN's own classifier
         linear = load_linear_sem(head_dir)
-        sets["linear"] = PrototypeSet(linear.prototypes_, linear.classes_, linear.predict(z_test),
-                                      linear=True)
+        sets["linear"] = linear_prototype_set(linear, linear.predict(z_test))
     predictions = {"kmeans": k_pred, "probe": p_pred}
     if (head_dir / f"{KMEX_HEAD_NAME}.npz").exists():  # KMEx's own head (head.kmex_reference), deepest block
         kmex = load_kmeans_head(head_dir, KMEX_HEAD_NAME)

@@ -194,3 +194,61 @@ def test_seed_mean_is_the_cluster_bootstrap_point_estimate():
     assert bootstrap.seed_mean(v) == pytest.approx((7 / 3 + 1.0) / 2)
     assert bootstrap.seed_mean(v) == bootstrap.cluster_bootstrap_ci(v, n_resamples=50)[0]
     assert np.isnan(bootstrap.seed_mean(np.full((2, 3), np.nan)))
+
+
+# ------------------------------------------------------------------ hierarchical (seeds, then prototypes)
+from kmx_eval.metrics.bootstrap import hierarchical_bootstrap_ci, hierarchical_difference_ci  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=2, max_size=30), st.integers(0, 1000))
+def test_hierarchical_bootstrap_with_one_seed_is_the_ordinary_bootstrap(values, seed):
+    assert hierarchical_bootstrap_ci([values], n_resamples=300, seed=seed) == bootstrap_ci(
+        values, n_resamples=300, seed=seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_seeds=st.integers(2, 5), sizes=st.lists(st.integers(1, 12), min_size=5, max_size=5),
+       spread=st.floats(0.0, 10.0), data_seed=st.integers(0, 10_000), confidence=st.sampled_from([0.8, 0.95]))
+def test_hierarchical_interval_is_never_narrower_than_the_seed_spread_allows(n_seeds, sizes, spread, data_seed,
+                                                                             confidence):
+    """The interval contains the percentile interval of the per-seed means resampled as seeds; with 2 or 3
+    seeds at 95% that is [min, max] of the per-seed means (the case the issue found hidden by a narrow
+    mean of per-seed intervals)."""
+    rng = np.random.default_rng(data_seed)
+    groups = [rng.normal(loc=rng.normal() * spread, size=sizes[s]) for s in range(n_seeds)]
+    mean, low, high = hierarchical_bootstrap_ci(groups, n_resamples=400, confidence=confidence, seed=3)
+    seed_means = np.array([g.mean() for g in groups])
+    assert mean == pytest.approx(seed_means.mean())
+    assert low <= mean <= high
+    gen = np.random.default_rng(3)
+    drawn = gen.integers(0, n_seeds, size=(400, n_seeds))
+    a = (1 - confidence) / 2
+    seed_low, seed_high = np.quantile(seed_means[drawn].mean(axis=1), [a, 1 - a])
+    assert low <= seed_low + 1e-12 and high >= seed_high - 1e-12
+    if n_seeds <= 3 and confidence == 0.95:
+        assert low <= seed_means.min() + 1e-12 and high >= seed_means.max() - 1e-12
+
+
+def test_hierarchical_interval_includes_the_seed_spread_the_mean_of_per_seed_bounds_hides():
+    """The issue's case: three seeds at 2.08 / 0.47 / 2.10 with tight prototypes within each seed."""
+    rng = np.random.default_rng(0)
+    groups = [m + 0.01 * rng.normal(size=10) for m in (2.08, 0.47, 2.10)]
+    per_seed = [bootstrap_ci(g, n_resamples=500, seed=0) for g in groups]
+    mean_of_bounds = (np.mean([p[1] for p in per_seed]), np.mean([p[2] for p in per_seed]))
+    _, low, high = hierarchical_bootstrap_ci(groups, n_resamples=500, seed=0)
+    assert high - low > 1.5 > 10 * (mean_of_bounds[1] - mean_of_bounds[0])
+    assert low < 0.5 and high > 2.0
+
+
+def test_hierarchical_difference_pairs_seeds_and_drops_missing_ones():
+    a = [np.array([3.0, 3.2, np.nan]), np.array([np.nan]), np.array([2.9, 3.1])]
+    b = [np.array([1.0, 1.1]), np.array([1.0]), np.array([0.9, 1.0, 1.1])]
+    mean, low, high = hierarchical_difference_ci(a, b, n_resamples=300, seed=1)
+    assert mean == pytest.approx(((3.1 - 1.05) + (3.0 - 1.0)) / 2)
+    assert 0 < low <= mean <= high
+    same = hierarchical_difference_ci(b, b, n_resamples=300, seed=1)
+    assert same[0] == 0.0 and same[1] < 0 < same[2]  # two independent resamples of the same prototypes
+    assert np.isnan(hierarchical_difference_ci([[np.nan]], [[1.0]])[0])
+    with pytest.raises(ValueError, match="same seeds"):
+        hierarchical_difference_ci(a, b[:2])

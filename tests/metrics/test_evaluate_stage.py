@@ -103,12 +103,18 @@ def test_combination_tables(workdir):
                                 ("probe", "agreement")}
     assert (heads.n == 9).all()  # the whole test split
     protos = metrics[metrics.kind == "prototypes"]
-    # no linear: standardize is not the CNN's space; the probe's rows are read twice
-    assert set(protos.method) == {"kmeans", "probe", "probe_favourable"}
-    assert set(protos.metric) == {"proximity", "purity", "decision_agreement", "diversity_scaled",
+    # no linear: standardize is not the CNN's space; the probe's rows are read twice (as stored and
+    # canonical), beside the matched-capacity reference: the class means of the same space
+    assert set(protos.method) == {"kmeans", "probe", "probe_canonical", "class_means"}
+    assert set(protos.metric) == {"proximity", "separation", "purity", "decision_agreement", "diversity_scaled",
                                   "diversity_kmex"}
-    k_agree = protos.set_index(["method", "metric"]).loc[("kmeans", "decision_agreement"), "value"]
-    assert k_agree == 1.0  # the k-means head is its own nearest-prototype rule
+    by = protos.set_index(["method", "metric"])
+    assert by.loc[("kmeans", "decision_agreement"), "value"] == 1.0  # its own nearest-prototype rule
+    assert by.loc[("class_means", "decision_agreement"), "value"] == 1.0
+    assert "one prototype per class" in by.loc[("class_means", "proximity"), "note"]
+    # per-prototype values in samples.csv, one per prototype (3 classes: 3 class means)
+    per_proto = samples[(samples.method == "class_means") & (samples.metric == "separation")]
+    assert sorted(per_proto["sample"]) == [0, 1, 2]
     expl = metrics[metrics.kind == "explainer"]
     # the random floor and the oracle ceiling on the same model; 14 metrics each
     assert set(expl.method) == {"margin", "margin_centred", "random", "oracle"}
@@ -147,7 +153,8 @@ def test_baseline_tables(workdir):
     heads = metrics[metrics.kind == "head"]
     assert list(heads.method) == ["cnn"] and list(heads.metric) == ["accuracy"]
     protos = metrics[metrics.kind == "prototypes"]
-    assert set(protos.method) == {"linear", "linear_favourable"} and len(protos) == 10
+    # the CNN's fc in the raw pooled deepest-block space, with the class means of that space
+    assert set(protos.method) == {"linear", "linear_canonical", "class_means"} and len(protos) == 18
     assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random", "oracle", "oracle_pixel"}
     assert "concepts" not in set(metrics.kind)
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from kmx_eval.heads.kmex import fit_kmex_reference
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import tidy
-from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet, kmeans_prototype_set,
+from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet, class_means_set, kmeans_prototype_set,
                                          kmex_reference_set)
 from kmx_eval.metrics.quantus import NO_MASKS, QuantusSettings
 
@@ -82,36 +82,53 @@ def test_a_prototype_set_with_its_own_space_is_measured_there():
     assert pf.proximity_ratio(head.prototypes_.reshape(6, 8), z) > 10
 
 
-def _linear_rows(W, z, y, decisions):
+def _linear_rows(W, b, z, y, decisions):
     t = _tables()
-    t.add_prototypes(0, {"linear": PrototypeSet(W, np.arange(len(W)), decisions, linear=True)},
+    t.add_prototypes(0, {"linear": PrototypeSet(W, np.arange(len(W)), decisions, linear=True, bias=b),
+                         "class_means": class_means_set(z, y, z, np.arange(len(W)))},
                      z, y, z, purity_m=5)
     return t.frames()[0].set_index(["method", "metric"])
 
 
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 1000), log_alpha=st.floats(-2, 2), shift=st.floats(-20, 20))
-def test_every_invariant_linear_prototype_number_is_the_same_for_an_equivalent_head(seed, log_alpha, shift):
-    """Invariance (docs/METHOD.md, section 6): a head alpha (w_c + v) with the same decisions gives the
-    same favourable reading, purity and scale-free diversity; only the rows labelled alpha = 1, v = 0
-    (and KMEx's diversity, which depends on the scale) move."""
+@given(seed=st.integers(0, 1000), log_alpha=st.floats(-2, 2), shift=st.floats(-20, 20), beta=st.floats(-5, 5))
+def test_every_invariant_linear_prototype_number_is_the_same_for_an_equivalent_head(seed, log_alpha, shift, beta):
+    """Invariance (docs/METHOD.md, section 6): a head alpha (w_c + v), alpha (b_c + beta) with the same
+    decisions gives the same canonical reading, purity and scale-free diversity; only the rows labelled
+    alpha = 1, v = 0 (and KMEx's diversity, which depends on the scale) move."""
     rng = np.random.default_rng(seed)
     centres = np.abs(rng.normal(size=(3, 6))) * 4
     z = np.concatenate([c + np.abs(rng.normal(size=(20, 6))) for c in centres])
     y = np.repeat(np.arange(3), 20)
     W = 0.05 * (centres - centres.mean(0)) + 0.01 * rng.normal(size=centres.shape)
-    W2 = 10.0 ** log_alpha * (W + rng.normal(size=6) * shift)
-    decisions = (z @ W.T).argmax(1)
-    assert np.array_equal(decisions, (z @ W2.T).argmax(1))
-    a, b = _linear_rows(W, z, y, decisions), _linear_rows(W2, z, y, decisions)
-    fav = [k for k in a.index if k[0] == "linear_favourable"]
-    assert len(fav) == 5
-    invariant = [k for k in fav if k[1] != "diversity_kmex"] + [("linear", "purity"), ("linear", "diversity_scaled")]
+    b = rng.normal(size=3) * 0.01
+    alpha = 10.0 ** log_alpha
+    W2, b2 = alpha * (W + rng.normal(size=6) * shift), alpha * (b + beta)
+    decisions = (z @ W.T + b).argmax(1)
+    assert np.array_equal(decisions, (z @ W2.T + b2).argmax(1))
+    a, c = _linear_rows(W, b, z, y, decisions), _linear_rows(W2, b2, z, y, decisions)
+    canonical = [k for k in a.index if k[0] == "linear_canonical"]
+    assert len(canonical) == 6
+    invariant = ([k for k in canonical if k[1] != "diversity_kmex"] + [("linear", "purity"),
+                 ("linear", "diversity_scaled")] + [k for k in a.index if k[0] == "class_means"])
     for key in invariant:
         for col in ("value", "ci_low", "ci_high"):
-            assert b.loc[key, col] == pytest.approx(a.loc[key, col], rel=1e-6, abs=1e-9), (key, col)
+            assert c.loc[key, col] == pytest.approx(a.loc[key, col], rel=1e-6, abs=1e-9), (key, col)
     assert "alpha = 1, v = 0" in a.loc[("linear", "proximity"), "note"]
-    assert "most favourable" in a.loc[("linear_favourable", "proximity"), "note"]
+    assert "canonical reading" in a.loc[("linear_canonical", "separation"), "note"]
+    # the canonical reading is the head's own rule without offsets
+    assert a.loc[("linear_canonical", "decision_agreement"), "value"] == 1.0
+
+
+def test_a_canonical_reading_that_does_not_exist_says_why():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 4)) * 5
+    z = np.concatenate([c + rng.normal(size=(10, 4)) for c in centres])
+    y = np.repeat(np.arange(3), 10)
+    W = -(centres - centres.mean(0))  # rows opposite to the class means: only a flipped rule fits
+    rows = _linear_rows(W, np.zeros(3), z, y, (z @ W.T).argmax(1))
+    assert np.isnan(rows.loc[("linear_canonical", "separation"), "value"])
+    assert "no positive scale" in rows.loc[("linear_canonical", "separation"), "note"]
 
 
 def test_explainer_rows_with_and_without_masks():
@@ -302,4 +319,9 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
     # Without sample ids: positions 0..n_test-1 (as the heads' rows).
     t2 = _tables()
     t2.add_prototypes(0, {"kmeans": ps}, z, y, z, purity_m=5)
-    assert list(t2.frames()[1]["sample"]) == list(range(48))
+    t2_samples = t2.frames()[1]
+    assert list(t2_samples[t2_samples.metric == "decision_agreement"]["sample"]) == list(range(48))
+    # Per-prototype values under the prototype's index, for the report's seeds-then-prototypes interval.
+    sep = samples[samples.metric == "separation"]
+    assert list(sep["sample"]) == list(range(6))
+    np.testing.assert_allclose(sep["value"], pf.separation_proximities(protos, ps.classes, z), rtol=1e-9)
