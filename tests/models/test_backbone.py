@@ -52,6 +52,37 @@ def test_bad_weights_and_too_few_classes_are_params_errors():
         build_backbone("resnet18", 1)
 
 
+@pytest.mark.parametrize("architecture", ["resnet18", "efficientnet_b0"])
+def test_imagenet_weights_come_from_the_torch_hub_cache_without_the_network(monkeypatch, tmp_path, architecture):
+    # A user with the weights in ~/.cache/torch (or TORCH_HOME) and no network: torchvision reads
+    # <TORCH_HOME>/hub/checkpoints/<the file of the weights' URL> and never downloads.
+    import torchvision
+
+    from kmx_eval.models.architectures import get_architecture
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("the network is unreachable in this test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    builder = get_architecture(architecture).builder
+    url = torchvision.models.get_model_weights(builder)["IMAGENET1K_V1"].url
+    torch.manual_seed(7)
+    stored = builder(weights=None).state_dict()  # 1000 classes, as the published file
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(stored, tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
+
+    torch.manual_seed(8)  # another draw: only the new classifier may come from it
+    model = build_backbone(architecture, 3, weights="imagenet")
+    classifier = get_architecture(architecture).classifier
+    got = model.state_dict()
+    replaced = {k for k in got if k.startswith(classifier + ".")}
+    assert replaced and got[next(iter(sorted(replaced)))].shape[0] == 3
+    kept = [k for k in stored if k not in replaced and not k.startswith(classifier + ".")]
+    assert kept and all(torch.equal(got[k], stored[k]) for k in kept)  # tensor for tensor
+
+
 @pytest.mark.parametrize("failure", [urllib.error.URLError("Name or service not known"),
                                      RuntimeError("invalid load key")])
 def test_imagenet_weights_without_network_give_one_sentence(monkeypatch, failure):
