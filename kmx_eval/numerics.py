@@ -182,6 +182,7 @@ def cpu_model() -> str:
 
 def library_versions() -> dict[str, str]:
     """torch, MKL, oneDNN, numpy and OpenBLAS versions of this process, as they report them."""
+    # Here, not at the top: kmx_eval/__init__.py imports this module before the kernels are pinned.
     import numpy as np
     import torch
     from threadpoolctl import threadpool_info
