@@ -226,36 +226,41 @@ def tradeoff_figure(points: pd.DataFrame, dataset: str, *, fidelity_metric: str,
             ax.axhline(float(chance.mean()), ls=":", color="0.45", lw=1,
                        label=f"chance ({fmt(float(chance.mean()))})")
         if finite.empty:
-            # Without fidelity values (e.g. no masks) the accuracies are still worth showing.
-            notes = sorted({n for n in points["note"] if isinstance(n, str) and n})
-            accs = points[np.isfinite(points["x"])]
-            shown: list[str] = []
-            for _, p in accs.iterrows():
-                name = p["label"] if p["group"] == "combination" else "CNN"
-                if name in shown:
-                    continue
-                shown.append(name)
-                colour = colours.get(p["label"], "0.3")
-                ax.axvline(p["x"], color=colour, lw=1.5)
-                # Staggered labels: accuracies are often within a point of each other.
-                ax.text(p["x"], 0.96 - 0.07 * (len(shown) - 1), f" {name} ({fmt(p['x'])})", color=colour,
-                        va="top", ha="left", transform=ax.get_xaxis_transform(), fontsize=8,
-                        fontweight="bold", bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
-            if len(accs):
-                lo, hi = float(accs["x"].min()), float(accs["x"].max())
-                pad = max(hi - lo, 0.02)
-                ax.set_xlim(lo - pad, hi + pad)
-            ax.set_yticks([])
-            ax.text(0.02, 0.35, f"{fidelity_metric} not available on {dataset}"
-                    + (f":\n{notes[0]}" if notes else "") + "\n(vertical lines: accuracies)",
-                    transform=ax.transAxes, va="center", ha="left", color="0.35", fontsize=8,
-                    bbox=dict(facecolor="white", edgecolor="0.8", boxstyle="round,pad=0.4"))
+            _accuracies_only(ax, points, colours, fidelity_metric=fidelity_metric, dataset=dataset)
         ax.set_xlabel("test accuracy (k-means head; CNN for its baselines)")
         ax.set_ylabel(f"{fidelity_metric} {'(higher is better)' if higher else '(lower is better)'}")
         ax.set_title(f"{dataset}: semantic fidelity versus accuracy")
         if not finite.empty:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return fig
+
+
+def _accuracies_only(ax, points: pd.DataFrame, colours: dict, *, fidelity_metric: str, dataset: str) -> None:
+    """Without fidelity values (e.g. no masks) the accuracies are still worth showing: one vertical
+    line per combination and the CNN, and a note saying why no point is drawn."""
+    notes = sorted({n for n in points["note"] if isinstance(n, str) and n})
+    accs = points[np.isfinite(points["x"])]
+    shown: list[str] = []
+    for _, p in accs.iterrows():
+        name = p["label"] if p["group"] == "combination" else "CNN"
+        if name in shown:
+            continue
+        shown.append(name)
+        colour = colours.get(p["label"], "0.3")
+        ax.axvline(p["x"], color=colour, lw=1.5)
+        # Staggered labels: accuracies are often within a point of each other.
+        ax.text(p["x"], 0.96 - 0.07 * (len(shown) - 1), f" {name} ({fmt(p['x'])})", color=colour,
+                va="top", ha="left", transform=ax.get_xaxis_transform(), fontsize=8,
+                fontweight="bold", bbox=dict(facecolor="white", edgecolor="none", pad=1.0))
+    if len(accs):
+        lo, hi = float(accs["x"].min()), float(accs["x"].max())
+        pad = max(hi - lo, 0.02)
+        ax.set_xlim(lo - pad, hi + pad)
+    ax.set_yticks([])
+    ax.text(0.02, 0.35, f"{fidelity_metric} not available on {dataset}"
+            + (f":\n{notes[0]}" if notes else "") + "\n(vertical lines: accuracies)",
+            transform=ax.transAxes, va="center", ha="left", color="0.35", fontsize=8,
+            bbox=dict(facecolor="white", edgecolor="0.8", boxstyle="round,pad=0.4"))
 
 
 def _err(v, low, high):
