@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import submitit
+
+from kmx_eval import io, paths
 from kmx_eval.errors import KmxError
 from kmx_eval.launch import executors, runcache, shards, status
 from kmx_eval.launch.job import ShardJob, ShardSpec, git
@@ -269,6 +272,9 @@ def collect(args: argparse.Namespace) -> int:
                         hint=f"kmx-eval launch --only-missing{_flags(args, by=by)} [--executor ...]")
         return 1
 
+    carried = carry_platform_records(folder, root)
+    if carried:
+        print(f"wrote {carried} platform records of the jobs' stages (metrics/platform/)")
     # Every shard is in the workspace and the local run cache: dvc repro records them in
     # dvc.lock (restoring, not running) and runs the downstream stages.
     result = runcache.dvc(["repro"], root, env)
@@ -278,6 +284,25 @@ def collect(args: argparse.Namespace) -> int:
         print(f"warning: dvc repro ran shard stages instead of restoring them: {', '.join(computed)}")
     print(f"collect ran: {', '.join(dict.fromkeys(ran)) or 'nothing'}")  # resolve runs in both repros
     return result.returncode
+
+
+def carry_platform_records(folder: Path, root: Path) -> int:
+    """Write into ``root`` the platform records that the succeeded jobs of ``folder`` returned
+    (the latest job's where two ran the same stage); returns how many files changed."""
+    records: dict[str, str] = {}
+    for job_id, spec in sorted(status.submitted(folder).items(), key=lambda item: item[1].launched_at):
+        job_class = submitit.SlurmJob if spec.executor == "slurm" else submitit.LocalJob
+        job = job_class(folder=folder, job_id=job_id)
+        if job.paths.result_pickle.exists() and job.exception() is None:
+            records.update(job.result().get("platform", {}))
+    target = root / paths.platform_record("train", "x").parent
+    changed = 0
+    for name, text in records.items():
+        path = target / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            io.write_text(path, text)
+            changed += 1
+    return changed
 
 
 def _report_missing(missing: dict[str, str], study: shards.Study, *, latest: dict[str, status.JobStatus],

@@ -26,6 +26,7 @@ from pathlib import Path
 import submitit
 import yaml
 
+from kmx_eval import paths
 from kmx_eval.launch.runcache import dvc, environment, is_local_url, push_run_cache
 
 STAGE_ERROR = re.compile(r"^(kmx-eval \S+: error: .*|ERROR: .*)$", re.MULTILINE)
@@ -133,6 +134,15 @@ def failure_message(spec: ShardSpec, repro) -> str:
             + (" | ".join(errors) if errors else repro.output[-2000:]))
 
 
+def platform_records(checkout: Path) -> dict[str, str]:
+    """The platform records the stages of this checkout wrote (``metrics/platform/<stage>.json``,
+    kmx_eval/paths.py), by file name. They are not DVC outputs, so the run cache does not carry
+    them: the job returns them in its result and ``collect`` writes them into the workspace, so
+    that the report names where the numbers were made as a serial run's does."""
+    folder = checkout / paths.platform_record("train", "x").parent
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
 class ShardJob(submitit.helpers.Checkpointable):
     """``ShardJob()(spec)``: check out, ``dvc repro --pull --keep-going`` the shard's stages, push.
 
@@ -155,4 +165,4 @@ class ShardJob(submitit.helpers.Checkpointable):
         if repro.returncode != 0:
             raise ShardFailed(failure_message(spec, repro))
         return {"shard": spec.shard, "ran": repro.ran, "restored": repro.restored, "checkout": str(checkout),
-                "seconds": round(time.time() - start, 1)}
+                "seconds": round(time.time() - start, 1), "platform": platform_records(checkout)}

@@ -330,3 +330,16 @@ def test_launch_only_missing_follows_a_failed_collect_without_a_commit(fake_slur
     capsys.readouterr()
     assert cli.main(["launch", "--repo", str(study), "--only-missing", "--dry-run"]) == 0
     assert submitted_dry_run(capsys.readouterr().out) == ["tiny", "folder"]  # no result pickles: both
+
+
+def test_collect_writes_the_platform_records_the_jobs_returned(fake_slurm, study):
+    """Platform records (metrics/platform/, not DVC outputs) do not travel with the run cache: the
+    job returns them and collect writes them, so that the report's platform line is a serial run's."""
+    assert cli.main(["launch", "--repo", str(study)]) == 0
+    folder = next((study / ".kmx-launch").glob("*/submitit"))
+    for job_id, name in (("4242_0", "train@tiny.json"), ("4242_1", "train@folder.json")):
+        with open(folder / f"{job_id}_0_result.pkl", "wb") as f:
+            pickle.dump(("success", {"platform": {name: '{"cpu": "x"}\n'}}), f)
+    assert cli.carry_platform_records(folder, study) == 2
+    assert (study / "metrics" / "platform" / "train@folder.json").read_text() == '{"cpu": "x"}\n'
+    assert cli.carry_platform_records(folder, study) == 0  # already there
