@@ -108,7 +108,8 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
                                                        explainer=explainer),
                    sentences=summary.headlines(agg, datasets, combos, fidelity_metric=metric_name,
                                                         explainer=explainer, paired=paired, uninformative=skip),
-                   claims=summary.prototype_claims(agg, datasets, combos), fidelity_metric=metric_name,
+                   claims=summary.prototype_claims(agg, datasets, combos, samples=samples, **bootstrap,
+                                                   seed=settings.seeds[0]), fidelity_metric=metric_name,
                    curves=evaluations.curves)
 
 

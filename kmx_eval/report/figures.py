@@ -272,8 +272,8 @@ def _err(v, low, high):
 
 # ------------------------------------------------------------------------ prototype fidelity
 def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *,
-                              metrics: Sequence[str] = ("proximity", "purity", "decision_agreement",
-                                                         "diversity_scaled")) -> Figure:
+                              metrics: Sequence[str] = ("proximity", "separation", "purity",
+                                                         "decision_agreement", "diversity_scaled")) -> Figure:
     """Bars of each prototype-fidelity metric: linear versus k-means prototypes per combination.
 
     One panel per metric (scales differ); bar height is the aggregated value, whiskers the
@@ -291,7 +291,7 @@ def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Seq
         if not present:
             _message(fig.add_subplot(1, 1, 1), f"no prototype-fidelity rows for {dataset}")
             return fig
-        first = ("kmeans", "kmeans_kmex", "linear_favourable", "linear", "probe_favourable", "probe")
+        first = ("kmeans", "kmeans_kmex", "class_means", "linear_canonical", "linear", "probe_canonical", "probe")
         methods = [m for m in first if m in set(sel["method"])]
         methods += [m for m in dict.fromkeys(sel["method"]) if m not in methods]
         colours = palette(list(first) + [m for m in methods if m not in first])

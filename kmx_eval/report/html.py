@@ -70,8 +70,8 @@ class DatasetSection:
     key_numbers: Mapping[str, Mapping[str, float]]
     tradeoff: Figure | None = None
     prototype_table: Table | None = None
-    #: One generated sentence: does "linear prototypes do not represent the data" hold at their
-    #: most favourable reading (kmx_eval.report.summary.prototype_claim)?
+    #: One generated sentence: does "linear prototypes do not represent the data" hold, each linear head
+    #: against the class means of its space (kmx_eval.report.summary.prototype_claim)?
     prototype_claim: str = ""
     prototype_figure: Figure | None = None
     prototype_galleries: list[tuple[str, Figure]] = field(default_factory=list)

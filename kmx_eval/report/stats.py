@@ -20,10 +20,16 @@ and the interval, by what exists for the key (the ``interval`` column says which
   accuracy, agreement, decision agreement, PointingGame) gets the Wilson interval at the cluster
   design's effective number of images (:func:`~kmx_eval.metrics.bootstrap.proportion_ci`). With one
   seed both reproduce the per-seed row's interval;
-- ``mean_of_seed_bounds``: keys without per-sample scores (prototype proximity, purity and both
-  diversities, which are per prototype and whose prototypes differ between seeds) keep
-  ``ci_low = (1/S) sum_s l_s``, ``ci_high = (1/S) sum_s h_s``, the sampling uncertainty of one
-  repetition.
+- ``hierarchical_bootstrap``: per-prototype metrics (proximity, separation, purity, both
+  diversities; :func:`~kmx_eval.metrics.evaluation.is_per_prototype`) with two seeds or more: their
+  prototypes differ between seeds, so they cannot be aligned as images are; seeds are resampled,
+  then prototypes within each drawn seed (``samples.csv`` holds one value per prototype;
+  :func:`~kmx_eval.metrics.bootstrap.hierarchical_bootstrap_ci`), so the interval includes the
+  spread of the per-seed means (never narrower than it allows);
+- ``mean_of_seed_bounds``: keys without per-sample scores (a per-prototype metric of one seed, or a
+  study written before per-prototype values were kept) keep ``ci_low = (1/S) sum_s l_s``,
+  ``ci_high = (1/S) sum_s h_s``, the sampling uncertainty of one repetition (with one seed, the
+  seed's own interval).
 
 ``seed_sd`` is the spread across repetitions; the report shows it beside the interval rather than
 mixing it in. Paired comparisons (:func:`paired_comparisons`, :func:`control_differences`) resample
@@ -39,7 +45,8 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from kmx_eval.errors import DataError
-from kmx_eval.metrics.bootstrap import paired_cluster_bootstrap, seed_mean, seed_spread, summarise
+from kmx_eval.metrics.bootstrap import (hierarchical_bootstrap_ci, hierarchical_difference_ci,
+                                        paired_cluster_bootstrap, seed_mean, seed_spread, summarise)
 # The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
 # lists are the contract.
 from kmx_eval.metrics.tidy import SAMPLE_COLUMNS, TIDY_COLUMNS
@@ -63,7 +70,7 @@ def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> No
 
 
 #: Values of the aggregated frame's ``interval`` column: how ``ci_low``/``ci_high`` were computed.
-INTERVALS = ("wilson", "cluster_bootstrap", "mean_of_seed_bounds")
+INTERVALS = ("wilson", "cluster_bootstrap", "hierarchical_bootstrap", "mean_of_seed_bounds")
 #: Columns of :func:`aggregate_seeds`'s frame.
 AGGREGATED_COLUMNS = KEYS + ["value", "ci_low", "ci_high", "seed_sd", "n_seeds", "n", "n_missing", "chance",
                              "higher_is_better", "note", "interval"]
@@ -90,7 +97,7 @@ def seed_matrix(samples: pd.DataFrame, seeds: Sequence[int] | None = None) -> np
 
 def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, *, n_resamples: int = 1000,
                     confidence: float = 0.95, bootstrap_seed: int | None = None,
-                    proportion=None) -> pd.DataFrame:
+                    proportion=None, per_prototype=None) -> pd.DataFrame:
     """Reduce the tidy metrics of all seeds to one row per dataset, combination, method and metric.
 
     Implements the equations of the module docstring: the mean value over seeds; the interval from
@@ -115,6 +122,9 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
         the evaluate stage gives the per-seed row's bootstrap, so one seed reproduces that row.
     proportion : callable ``(kind, metric) -> bool``, optional
         Which keys are proportions; default :func:`kmx_eval.metrics.evaluation.is_proportion`.
+    per_prototype : callable ``(kind, metric) -> bool``, optional
+        Which keys hold one value per prototype (seeds, then prototypes, are resampled); default
+        :func:`kmx_eval.metrics.evaluation.is_per_prototype`.
 
     Returns
     -------
@@ -137,11 +147,14 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
     if samples is not None and len(samples):
         check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
         by_key = {key: group for key, group in samples.groupby(_SAMPLE_KEYS, sort=False)}
-        if proportion is None:
-            # Imported here: kmx_eval.metrics.evaluation imports torch (seconds), and only the
-            # per-sample scores need to know which keys are proportions.
-            from kmx_eval.metrics.evaluation import is_proportion as proportion
-    bootstrap = dict(n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed, proportion=proportion)
+        # Imported here: kmx_eval.metrics.evaluation imports torch (seconds), and only the
+        # per-sample scores need to know which keys are proportions or per prototype.
+        from kmx_eval.metrics import evaluation
+
+        proportion = evaluation.is_proportion if proportion is None else proportion
+        per_prototype = evaluation.is_per_prototype if per_prototype is None else per_prototype
+    bootstrap = dict(n_resamples=n_resamples, confidence=confidence, seed=bootstrap_seed, proportion=proportion,
+                     per_prototype=per_prototype)
     rows = [_aggregate_key(key, group, by_key.get(tuple(key[i] for i in (0, 1, 3, 5))), **bootstrap)
             for key, group in frame.groupby(KEYS, sort=False, dropna=False)]
     out = pd.DataFrame(rows, columns=AGGREGATED_COLUMNS)
@@ -164,7 +177,7 @@ class _Bounds:
 
 
 def _aggregate_key(key: tuple, group: pd.DataFrame, scores: pd.DataFrame | None, *, n_resamples: int,
-                   confidence: float, seed: int | None, proportion) -> dict:
+                   confidence: float, seed: int | None, proportion, per_prototype) -> dict:
     """One row of :func:`aggregate_seeds`: the per-seed rows ``group`` of ``key`` (:data:`KEYS`) and
     its per-sample ``scores`` (dataset, combination, method and metric of ``key``; None without)."""
     finite = group[np.isfinite(group["value"].to_numpy(dtype=float))]
@@ -181,7 +194,15 @@ def _aggregate_key(key: tuple, group: pd.DataFrame, scores: pd.DataFrame | None,
                      high=float(finite["ci_high"].mean()) if finite["ci_high"].notna().any() else np.nan,
                      seed_sd=float(values.std(ddof=1)) if n_seeds > 1 else np.nan,
                      interval="mean_of_seed_bounds")
-    if scores is not None:
+    if scores is not None and per_prototype(key[2], key[5]):
+        if n_seeds > 1:
+            seeds = sorted(int(x) for x in finite["seed"].unique())
+            values_of = pd.to_numeric(scores["value"], errors="coerce").astype(float)
+            groups = [values_of[scores["seed"] == s].to_numpy() for s in seeds]
+            _, low, high = hierarchical_bootstrap_ci(groups, n_resamples=n_resamples, confidence=confidence,
+                                                     seed=min(seeds) if seed is None else int(seed))
+            bounds = _Bounds(low, high, bounds.seed_sd, "hierarchical_bootstrap")
+    elif scores is not None:
         seeds = sorted(int(x) for x in group["seed"].unique())
         matrix = seed_matrix(scores, seeds)
         if matrix.size:
@@ -334,6 +355,44 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, n_resamples: int, con
     diff, low, high = paired_cluster_bootstrap(vb, va, n_resamples=n_resamples, confidence=confidence, seed=seed)
     return PairedDifference(n=len(joined), n_seeds=int(joined["seed"].nunique()), mean_a=seed_mean(va),
                             mean_b=seed_mean(vb), difference=float(diff), ci_low=float(low), ci_high=float(high))
+
+
+@dataclass(frozen=True)
+class PrototypeDifference:
+    """``mean over seeds of (mean_p a - mean_p b)`` for two prototype sets of one space, with the
+    interval that resamples seeds, then each set's prototypes within a seed
+    (:func:`~kmx_eval.metrics.bootstrap.hierarchical_difference_ci`), and the standard deviation of
+    the per-seed differences (``ddof=1``; NaN with one seed)."""
+
+    difference: float
+    low: float
+    high: float
+    seed_sd: float
+    n_seeds: int
+
+
+def prototype_difference(samples: pd.DataFrame, *, dataset: str, combination: str, a: str, b: str, metric: str,
+                         n_resamples: int, confidence: float, seed: int) -> PrototypeDifference | None:
+    """The per-prototype ``metric`` of method ``a`` minus that of ``b`` (same dataset and combination,
+    so the same space), from the per-prototype values of ``samples.csv``; None where either has none
+    (a study written before they were kept). Only seeds where both have a value enter; the two sets'
+    prototypes are not paired (docs/METHOD.md, section 6)."""
+    if samples is None or not len(samples):
+        return None
+    sel = samples[(samples["dataset"] == dataset) & (samples["combination"] == combination)
+                  & (samples["metric"] == metric)]
+    values = pd.to_numeric(sel["value"], errors="coerce").astype(float)
+    seeds = sorted(set(sel.loc[sel["method"] == a, "seed"]) & set(sel.loc[sel["method"] == b, "seed"]))
+    groups = {m: [values[(sel["method"] == m) & (sel["seed"] == s)].to_numpy() for s in seeds] for m in (a, b)}
+    per_seed = np.array([np.nanmean(x) - np.nanmean(y) if np.isfinite(x).any() and np.isfinite(y).any() else np.nan
+                         for x, y in zip(groups[a], groups[b])])
+    per_seed = per_seed[np.isfinite(per_seed)]
+    if not per_seed.size:
+        return None
+    mean, low, high = hierarchical_difference_ci(groups[a], groups[b], n_resamples=n_resamples,
+                                                 confidence=confidence, seed=seed)
+    return PrototypeDifference(mean, low, high, float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else np.nan,
+                               int(per_seed.size))
 
 
 def _finite_scores(samples: pd.DataFrame) -> pd.DataFrame:

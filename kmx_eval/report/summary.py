@@ -24,7 +24,7 @@ import pandas as pd
 from kmx_eval.paths import BASELINES
 from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
 from kmx_eval.report.numbers import direction, finite, fmt
-from kmx_eval.report.stats import first_row
+from kmx_eval.report.stats import PrototypeDifference, first_row, prototype_difference
 
 
 def percent(x: float) -> str:
@@ -270,9 +270,17 @@ def dvc_metrics(numbers: dict[str, dict[str, dict[str, float]]], fidelity_metric
 
 
 # ------------------------------------------------------------------------------ prototype claim
-def _proximity(agg: pd.DataFrame, dataset: str, combination: str, method: str) -> pd.Series | None:
+#: The matched-capacity reference rows (``kmx_eval.metrics.evaluation.CLASS_MEANS``; not imported from there:
+#: that module imports torch, which the report does not need; a test checks the two are equal).
+CLASS_MEANS = "class_means"
+#: The criterion of the prototype claim: scale-free, and no shrinking or shift of a linear reading drives
+#: it to 0 (docs/METHOD.md, section 6; :func:`kmx_eval.metrics.prototype_fidelity.separation_proximities`).
+CLAIM_METRIC = "separation"
+
+
+def _criterion(agg: pd.DataFrame, dataset: str, combination: str, method: str) -> pd.Series | None:
     r = first_row(agg, dataset=dataset, combination=combination, kind="prototypes", method=method,
-             metric="proximity")
+                  metric=CLAIM_METRIC)
     return r if r is not None and finite(r["value"]) else None
 
 
@@ -280,62 +288,80 @@ def _cell(r: pd.Series | None) -> str:
     return "n/a" if r is None else fmt(r["value"]) + _interval(r)
 
 
-def _above(a: pd.Series, b: pd.Series) -> bool | None:
-    """True when interval ``a`` lies entirely above ``b``, False when entirely below or overlapping
-    with ``a``'s value not above ``b``'s, None when they overlap."""
-    lo_a = a["ci_low"] if finite(a["ci_low"]) else a["value"]
-    hi_b = b["ci_high"] if finite(b["ci_high"]) else b["value"]
-    if lo_a > hi_b:
-        return True
-    hi_a = a["ci_high"] if finite(a["ci_high"]) else a["value"]
-    lo_b = b["ci_low"] if finite(b["ci_low"]) else b["value"]
-    return False if hi_a < lo_b else None
+def _verdict(diff: PrototypeDifference) -> str:
+    """holds / fails / within the noise, from the interval of linear minus reference (lower is closer)."""
+    if finite(diff.low) and diff.low > 0:
+        return "holds"
+    if finite(diff.high) and diff.high < 0:
+        return "fails"
+    return "within the noise"
+
+
+def _head_clause(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: str, combination: str, name: str,
+                 linear: str, bootstrap: dict) -> tuple[str, str] | None:
+    """(verdict, clause) for one linear head against the class means of its own space, or None."""
+    reference = _criterion(agg, dataset, combination, CLASS_MEANS)
+    for method, reading in ((f"{linear}_canonical", "canonical reading"), (linear, "rows as stored")):
+        row = _criterion(agg, dataset, combination, method)
+        if row is None or reference is None:
+            continue
+        diff = prototype_difference(samples, dataset=dataset, combination=combination, a=method, b=CLASS_MEANS,
+                                    metric=CLAIM_METRIC, **bootstrap)
+        if diff is None:
+            continue
+        verdict = _verdict(diff)
+        spread = (f"seed sd {fmt(diff.seed_sd)} over {diff.n_seeds} seeds" if finite(diff.seed_sd)
+                  else "one seed")
+        return verdict, (f"{name} ({reading}): {_cell(row)} against {_cell(reference)}, difference "
+                         f"{fmt(diff.difference)} [{fmt(diff.low)}, {fmt(diff.high)}], {spread}: {verdict}")
+    return None
 
 
 def prototype_claim(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *,
-                    cnn: str = "cnn") -> str:
-    """One sentence: does "linear prototypes do not represent the data" hold at their most
-    favourable reading (docs/METHOD.md, section 6)?
+                    samples: pd.DataFrame | None = None, n_resamples: int = 1000, confidence: float = 0.95,
+                    seed: int = 0, cnn: str = BASELINES) -> str:
+    """One sentence: does "linear prototypes do not represent the data" hold (docs/METHOD.md, section 6)?
 
-    Linear prototypes are the CNN's fc rows (pseudo-combination ``cnn``, space z_4) and each
-    combination's probe rows, read at the equivalent ``alpha (w_c + v)`` closest to the data
-    (``*_favourable`` rows). Each is compared with the k-means prototypes of the same combination
-    (B4's for the CNN's fc) on the proximity ratio, which is dimensionless (distance over the median
-    nearest-neighbour distance of that space). The claim holds for a pair when the linear
-    interval lies entirely above the k-means one, fails when it lies below, and is undecided when
-    they overlap; the sentence reports the count of each and the numbers.
+    Each linear head (the CNN's fc in the pseudo-combination ``cnn``, the raw pooled deepest-block
+    space; each combination's probe, in its z_S) is compared with the matched-capacity reference of
+    its own space, the class means (one prototype per class, k-means at H = 1), on the separation
+    proximity (:data:`CLAIM_METRIC`: distance to the data in units of the distance to the nearest
+    prototype of another class; scale-free, and no reading can shrink it to 0). The head is read at
+    its canonical reading, or as stored where that reading is undefined; the sentence says which. The
+    difference linear - class means gets the interval that resamples seeds, then prototypes
+    (:func:`~kmx_eval.report.stats.prototype_difference`): the claim holds for a head when the interval
+    lies above 0, fails when below, and is within the noise otherwise; each clause gives the seed
+    spread of the difference. Needs the per-prototype values of ``samples``.
     """
-    pairs = []
-    reference = combinations[0] if combinations else None
-    if reference is not None:
-        pairs.append((f"the CNN's fc (vs k-means {reference})", _proximity(agg, dataset, cnn, "linear_favourable"),
-                      _proximity(agg, dataset, cnn, "linear"), _proximity(agg, dataset, reference, "kmeans")))
-    for comb in combinations:
-        pairs.append((f"the {comb} probe", _proximity(agg, dataset, comb, "probe_favourable"),
-                      _proximity(agg, dataset, comb, "probe"), _proximity(agg, dataset, comb, "kmeans")))
-    pairs = [p for p in pairs if p[1] is not None and p[3] is not None]
-    if not pairs:
-        return (f"{dataset}: no linear-prototype proximity at the most favourable reading was computed, "
-                f"so the claim that linear prototypes do not represent the data is not tested here.")
-    verdicts = [_above(fav, km) for _, fav, _, km in pairs]
-    held, failed = sum(v is True for v in verdicts), sum(v is False for v in verdicts)
-    if held == len(pairs):
-        verdict = "holds at their most favourable reading"
-    elif failed == len(pairs):
-        verdict = "does not hold at their most favourable reading"
+    bootstrap = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
+    heads = [(cnn, "the CNN's fc", "linear")] + [(c, f"the {c} probe", "probe") for c in combinations if c != cnn]
+    clauses = [c for comb, name, linear in heads
+               if (c := _head_clause(agg, samples, dataset=dataset, combination=comb, name=name, linear=linear,
+                                     bootstrap=bootstrap)) is not None]
+    if not clauses:
+        return (f"{dataset}: no linear head has per-prototype separation values beside the class means of its "
+                f"space, so the claim that linear prototypes do not represent the data is not tested here.")
+    counts = {v: sum(c[0] == v for c in clauses) for v in ("holds", "fails", "within the noise")}
+    if counts["holds"] == len(clauses):
+        verdict = "holds for every linear head"
+    elif counts["fails"] == len(clauses):
+        verdict = "fails for every linear head"
     else:
-        verdict = (f"holds for {held} of {len(pairs)} linear heads at their most favourable reading, "
-                   f"fails for {failed} and is within the noise for {len(pairs) - held - failed}")
-    details = "; ".join(f"{name}: {_cell(fav)} (as stored {_cell(stored)}) against {_cell(km)}"
-                        for name, fav, stored, km in pairs)
-    return (f"{dataset}: the claim that linear prototypes do not represent the data {verdict} "
-            f"(proximity ratio, lower is closer to the data, linear at the equivalent alpha (w_c + v) "
-            f"closest to the data against k-means: {details}).")
+        verdict = (f"holds for {counts['holds']} of {len(clauses)} linear heads, fails for {counts['fails']} "
+                   f"and is within the noise for {counts['within the noise']}")
+    return (f"{dataset}: the claim that linear prototypes do not represent the data {verdict} (separation: "
+            f"distance to the nearest training embedding over the distance to the nearest prototype of another "
+            f"class, lower is closer to the data; each linear head against the class means of its own space, "
+            f"k-means at one prototype per class; difference linear - class means with an interval over seeds "
+            f"and prototypes: {'; '.join(c[1] for c in clauses)}).")
 
 
-def prototype_claims(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str]) -> dict[str, str]:
+def prototype_claims(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str], *,
+                     samples: pd.DataFrame | None = None, n_resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> dict[str, str]:
     """:func:`prototype_claim` of every dataset, in the given order."""
-    return {ds: prototype_claim(agg, ds, list(combinations)) for ds in datasets}
+    return {ds: prototype_claim(agg, ds, list(combinations), samples=samples, n_resamples=n_resamples,
+                                confidence=confidence, seed=seed) for ds in datasets}
 
 
 #: What a one-seed study's intervals leave out, said beside its sentences (docs/METHOD.md, section 7:

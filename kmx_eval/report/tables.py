@@ -137,9 +137,12 @@ def metric_table(
 def _seeds_phrase(agg: pd.DataFrame) -> str:
     n = int(agg["n_seeds"].max()) if len(agg) else 0
     if n > 1:
+        per_prototype = ("resamples seeds, then prototypes within each seed, so it includes the spread of "
+                         "the seeds" if (agg["interval"] == "hierarchical_bootstrap").any()
+                         else "is the mean of the per-seed intervals")
         return (f" Values are means over {n} seeds: [low, high] resamples evaluation images as clusters "
-                "across seeds (Wilson intervals for proportions; for per-prototype metrics, the mean of "
-                "the per-seed intervals) and ± is the standard deviation of the per-seed means.")
+                f"across seeds (Wilson intervals for proportions; for per-prototype metrics it {per_prototype}) "
+                "and ± is the standard deviation of the per-seed means.")
     return (" [low, high] is the bootstrap interval over evaluation samples (Wilson intervals for "
             "proportions).")
 
@@ -161,7 +164,8 @@ def report_tables(
     seeds = _seeds_phrase(agg)
     best = " Bold: best value of the column within the dataset (respecting the metric's direction)."
     order = dict(datasets=datasets, combinations=combinations)
-    prototype_metrics = ["proximity", "purity", "decision_agreement", "diversity_scaled", "diversity_kmex"]
+    prototype_metrics = ["proximity", "separation", "purity", "decision_agreement", "diversity_scaled",
+                         "diversity_kmex"]
     return [
         metric_table(agg, name="accuracy", title="Accuracy and agreement of each head",
                      caption="Top-1 test accuracy of each head and agreement with the original CNN's "
@@ -170,13 +174,19 @@ def report_tables(
         metric_table(agg, name="prototype_fidelity", title="Prototype fidelity: linear vs k-means prototypes",
                      caption="Do prototypes represent the data? Proximity (distance to the nearest "
                              "training embedding over the median nearest-neighbour distance; about 1 sits "
-                             "among the data), class purity, decision agreement and two diversities of the "
-                             "k-means prototypes p_ch and of the linear prototypes w_c (the CNN's fc, the "
-                             "probe's rows). A linear head's rows are defined only up to alpha (w_c + v): "
-                             "'linear'/'probe' read them as stored (alpha = 1, v = 0), "
-                             "'linear_favourable'/'probe_favourable' at the equivalent alpha > 0 and "
-                             "shared v that put them closest to the data (invariant to the head's alpha "
-                             "and v). Linear purity ranks training embeddings by the centred logit "
+                             "among the data), separation (distance to the nearest training embedding over "
+                             "the distance to the nearest prototype of another class: scale-free, and no "
+                             "shrinking of a reading drives it to 0), class purity, decision agreement and "
+                             "two diversities of the k-means prototypes p_ch (H per class), of the linear "
+                             "prototypes w_c (the CNN's fc, the probe's rows) and of the matched-capacity "
+                             "reference 'class_means' (one per class: k-means at one prototype per class, "
+                             "in the space of the linear rows of its block: the raw pooled deepest block for "
+                             "the CNN's fc, the normalised z_S for a probe). A linear head's rows are "
+                             "defined only up to alpha (w_c + v): 'linear'/'probe' read them as stored "
+                             "(alpha = 1, v = 0), 'linear_canonical'/'probe_canonical' as the offset-free "
+                             "nearest-prototype rule the head is, closest to the class means (closed form, "
+                             "invariant to the head's alpha and v). Linear purity ranks training embeddings "
+                             "by the centred logit "
                              "<w_c - wbar, z>, k-means purity by distance. diversity_scaled is the suite's "
                              "normalised entropy of each prototype's softmax over its squared distances to "
                              "the others in units of its median one: scale-free, comparable across rows. "
@@ -186,7 +196,8 @@ def report_tables(
                              "the suite's default: raw pooled embeddings of the deepest block, scikit-learn "
                              "KMeans with 10 restarts, measured in that raw space." + seeds + best,
                      categories=["prototype_fidelity"], **order,
-                     methods=["kmeans", "kmeans_kmex", "linear_favourable", "linear", "probe_favourable", "probe"],
+                     methods=["kmeans", "kmeans_kmex", "class_means", "linear_canonical", "linear", "probe_canonical",
+                              "probe"],
                      metrics=prototype_metrics),
         metric_table(agg, name="localisation", title="Localisation against ground-truth masks",
                      caption="Quantus localisation metrics per explainer and combination, each beside "

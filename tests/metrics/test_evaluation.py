@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from kmx_eval.heads.kmex import fit_kmex_reference
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import tidy
-from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet, class_means_set, kmeans_prototype_set,
-                                         kmex_reference_set)
+from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet, class_means_set,
+                                         kmeans_prototype_set, kmex_reference_set)
 from kmx_eval.metrics.quantus import NO_MASKS, QuantusSettings
 
 H = 32
@@ -304,7 +304,7 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
     for key in (("kmeans", "accuracy"), ("kmeans", "agreement"), ("kmeans", "decision_agreement")):
         assert rows.loc[key, "value"] == 1.0 and rows.loc[key, "ci_high"] == 1.0
         assert rows.loc[key, "ci_low"] == pytest.approx(low) and low < 1
-    purity = pf.class_purities(protos, ps.classes, z, y, 5)
+    purity = pf.class_purities(protos, ps.classes, z, y, m=5)
     assert (rows.loc[("kmeans", "purity"), "ci_low"], rows.loc[("kmeans", "purity"), "ci_high"]) == \
         wilson_interval(purity.mean() * 6, 6, 0.9)
     # Other rows: byte-identical to the percentile bootstrap seeded by the training seed.

@@ -95,12 +95,16 @@ def synthetic_frames(datasets=DATASETS, combinations=COMBINATIONS, seeds=SEEDS):
                         add(np.ones(20) * (0.9 + 0.02 * (method == "probe")), kind="head", method=method,
                             category="agreement", metric="agreement", higher_is_better=True)
                 # prototypes
-                sets = (["linear", "linear_favourable"] if comb == CNN
-                        else ["kmeans", "probe", "probe_favourable"] + (["linear"] if comb == "B4" else []))
+                sets = (["linear", "linear_canonical", "class_means"] if comb == CNN
+                        else ["kmeans", "probe", "probe_canonical", "class_means"]
+                        + (["linear"] if comb == "B4" else []))
                 for method in sets:
-                    far = 1.1 if method == "kmeans" else 2.5 if method.endswith("_favourable") else 6.0
+                    far = {"kmeans": 1.1, "class_means": 1.0}.get(method, 2.5 if method.endswith("_canonical") else 6.0)
                     add(far + gen.normal(0, 0.1, 6), kind="prototypes", method=method,
                         category="prototype_fidelity", metric="proximity", higher_is_better=False)
+                    # per prototype, as the evaluate stage writes it: the report resamples seeds, then prototypes
+                    add(0.8 * far + gen.normal(0, 0.1, 6), sample_method=method, kind="prototypes", method=method,
+                        category="prototype_fidelity", metric="separation", higher_is_better=False)
                     add(np.clip(0.5 + 0.4 * (method == "kmeans") + gen.normal(0, 0.05, 6), 0, 1),
                         kind="prototypes", method=method, category="prototype_fidelity",
                         metric="purity", higher_is_better=True, chance=1 / N_CLASSES)

@@ -14,7 +14,7 @@ ROWS = [("B4", "kmeans", 0.9, 0.011), ("B4", "kmeans_kmex", 0.7, 0.013), ("B34",
 def _agg():
     rows = []
     for comb, method, scaled, kmex in ROWS:
-        values = {"proximity": 0.8, "purity": 0.9, "decision_agreement": 1.0, "diversity_scaled": scaled,
+        values = {"proximity": 0.8, "separation": 0.5, "purity": 0.9, "decision_agreement": 1.0, "diversity_scaled": scaled,
                   "diversity_kmex": kmex}
         for metric, value in values.items():
             rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="prototypes", method=method,
@@ -30,8 +30,8 @@ def _agg():
 def test_prototype_table_has_both_diversities_and_kmex_row_beside_the_default():
     by_name = {t.name: t for t in tables.report_tables(_agg(), datasets=["d"], combinations=["B4", "B34"])}
     proto = by_name["prototype_fidelity"]
-    assert list(proto.cells.columns) == ["proximity", "purity", "decision_agreement", "diversity_scaled",
-                                         "diversity_kmex"]
+    assert list(proto.cells.columns) == ["proximity", "separation", "purity", "decision_agreement",
+                                         "diversity_scaled", "diversity_kmex"]
     assert list(proto.cells.index) == [("d", "B4", "kmeans"), ("d", "B4", "kmeans_kmex"), ("d", "B34", "kmeans")]
     assert "diversity_kmex is KMEx's formula" in proto.caption and "kmeans_kmex is KMEx's own head" in proto.caption
     # Heads in different spaces: the scale-free diversity competes, KMEx's does not.

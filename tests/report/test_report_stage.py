@@ -220,9 +220,10 @@ def test_html_csv_and_metrics_json_agree(built, page):
     assert f"vs {fmt(shapes['B4']['RelevanceMassAccuracy'])} for B4" in sentence
     assert f"{fmt(100 * shapes['B234']['accuracy'])}% vs {fmt(100 * shapes['B4']['accuracy'])}%" in sentence
     assert "cannot be measured (not applicable: dataset has no masks)" in html
-    # The prototype section's sentence: favourable linear proximity 2.5 against k-means 1.1.
-    assert "shapes: the claim that linear prototypes do not represent the data holds at their most " \
-           "favourable reading" in html
+    # The prototype section's sentence: canonical linear separation 2.0 against class means 0.8.
+    assert "shapes: the claim that linear prototypes do not represent the data holds for every linear " \
+           "head" in html
+    assert "fc (canonical reading)" in html and "the B4 probe (canonical reading)" in html
 
 
 def test_cli_stops_with_one_line_when_an_evaluation_is_missing(tmp_path, capsys):

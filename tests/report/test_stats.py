@@ -210,9 +210,12 @@ def test_keys_without_samples_keep_the_mean_of_per_seed_bounds(frames):
     agg = stats.aggregate_seeds(metrics, samples, n_resamples=50)
     plain = stats.aggregate_seeds(metrics)
     assert list(agg.columns) == stats.AGGREGATED_COLUMNS and set(agg["interval"]) <= {*stats.INTERVALS, ""}
-    proto = (agg["kind"] == "prototypes").to_numpy()
+    kinds = agg["kind"] == "prototypes"
+    proto = (kinds & (agg["metric"] != "separation")).to_numpy()  # per-prototype keys without samples
     pd.testing.assert_frame_equal(agg[proto], plain[proto])
     assert set(agg.loc[proto, "interval"]) == {"mean_of_seed_bounds"}
+    # With per-prototype values over several seeds: seeds, then prototypes, are resampled.
+    assert set(agg.loc[(kinds & (agg["metric"] == "separation")).to_numpy(), "interval"]) == {"hierarchical_bootstrap"}
     # Per-sample keys: the value is unchanged, the interval comes from the samples.
     assert (agg["value"].fillna(-1) == plain["value"].fillna(-1)).all()
     acc = agg[(agg["metric"] == "accuracy") & (agg["combination"] != "cnn")]

@@ -144,28 +144,6 @@ def test_single_combination_is_described_without_a_comparison():
     assert text.startswith("On d, B4 is the only combination with a RelevanceMassAccuracy value (0.3 [0.25, 0.35])")
 
 
-def _proto_agg(fav: float, km: float, spread: float = 0.1):
-    rows = []
-    for comb, method, value in [("cnn", "linear", 9.0), ("cnn", "linear_favourable", fav), ("B4", "kmeans", km),
-                                ("B4", "probe", 8.0), ("B4", "probe_favourable", fav)]:
-        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="prototypes", method=method,
-                             category="prototype_fidelity", metric="proximity", value=value,
-                             ci_low=value - spread, ci_high=value + spread, higher_is_better=False))
-    return stats.aggregate_seeds(tidy.frame(rows))
-
-
-@pytest.mark.parametrize("fav, km, spread, verdict", [
-    (3.0, 1.0, 0.1, "holds at their most favourable reading"),
-    (0.8, 1.0, 0.05, "does not hold at their most favourable reading"),
-    (1.05, 1.0, 0.2, "holds for 0 of 2 linear heads"),
-])
-def test_prototype_claim_follows_the_intervals_of_the_favourable_reading(fav, km, spread, verdict):
-    text = summary.prototype_claim(_proto_agg(fav, km, spread), "d", ["B4"])
-    assert text.startswith("d: the claim that linear prototypes do not represent the data " + verdict)
-    assert f"{fmt(fav)} [{fmt(fav - spread)}, {fmt(fav + spread)}] (as stored 9" in text
-    assert "the B4 probe" in text and "the CNN's fc" in text
-
-
 def test_prototype_claim_says_when_it_was_not_tested():
     agg = _agg({"B4": 0.9, "B34": 0.9, "B234": 0.9}, {"B4": 0.2, "B34": 0.2, "B234": 0.2})
     assert "not tested" in summary.prototype_claim(agg, "d", COMBOS)
