@@ -119,6 +119,7 @@ def default_remote(root: str | Path) -> tuple[str, str]:
     RemoteError
         When no default remote is configured (every job must push to it).
     """
+    # here: DVC takes seconds to import; only the commands that use it pay for it
     from dvc.repo import Repo
 
     with contextlib.chdir(root), Repo(str(root)) as repo:
@@ -145,6 +146,7 @@ def push_run_cache(root: str | Path) -> tuple[int, int]:
     Returns ``(records, objects)`` transferred. See the module docstring for why ``dvc push
     --run-cache`` alone is not enough.
     """
+    # here: DVC takes seconds to import; only the commands that use it pay for it
     from dvc.repo import Repo
 
     # DVC resolves the paths of run-cache records against the working directory: be in the repo.
@@ -162,6 +164,7 @@ def push_run_cache(root: str | Path) -> tuple[int, int]:
 def fetch_run_cache(root: str | Path) -> int:
     """Download the run-cache records of the default remote (``dvc fetch --run-cache`` without
     the outputs of ``dvc.lock``). Returns the number of records transferred."""
+    # here: DVC takes seconds to import; only the commands that use it pay for it
     from dvc.repo import Repo
 
     with contextlib.chdir(root), Repo(str(root)) as repo, repo.lock:
@@ -180,6 +183,7 @@ def restore(root: str | Path, stages: Sequence[str]) -> tuple[list[str], str | N
         dependencies and params, or its outputs are not on the remote); the later stages of
         ``stages`` are not tried. None when all were restored.
     """
+    # here: DVC takes seconds to import; only the commands that use it pay for it
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from dvc.stage.cache import RunCacheNotFoundError

@@ -150,6 +150,7 @@ def split(order: Sequence[str], ancestors: Mapping[str, Iterable[str]], datasets
 
 def study_from_repo(root: str | Path, by: str = "dataset") -> Study:
     """The shards of the study in ``root``: its params.yaml and the DAG DVC builds from dvc.yaml."""
+    # here: DVC (and networkx) take seconds to import, and only these commands need them
     import networkx as nx
     import yaml
     from dvc.repo import Repo
