@@ -7,6 +7,8 @@ offending parameter, file or sample and say what would be valid.
 
 from __future__ import annotations
 
+import difflib
+
 
 class KmxError(Exception):
     """An input problem the user can fix; its message is shown as is."""
@@ -26,7 +28,5 @@ class UnavailableError(KmxError):
 
 def did_you_mean(value: str, valid) -> str:
     """Return ' (did you mean X?)' for the closest valid name, or '' when none is close."""
-    import difflib
-
     close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

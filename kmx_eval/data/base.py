@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from kmx_eval.errors import DataError
 from kmx_eval.registry import Registry
@@ -33,6 +34,7 @@ SPLITS = ("train", "test")
 
 def features(class_names: Sequence[str], masks: bool, parts: bool):
     """The ``datasets.Features`` of a prepared split (see the module docstring)."""
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import ClassLabel, Features
     from datasets import Image as ImageFeature
 
@@ -103,8 +105,6 @@ def stratified_split(
 
 
 def _column(items: Sequence[np.ndarray], desc: str, mode: str) -> list[dict]:
-    from tqdm.auto import tqdm
-
     out = []
     # One bar per split (images); masks and part maps encode in a fraction of that time.
     for arr in tqdm(items, desc=desc, leave=False, disable=len(items) < 64 or mode != "RGB"):
@@ -136,6 +136,7 @@ def assemble(
     where
         Names the dataset in error messages (a path, a hub name, a source).
     """
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import Dataset, DatasetDict
 
     if set(splits) != set(SPLITS):

@@ -43,6 +43,7 @@ class Digits:
 
     @classmethod
     def build(cls, cfg: "Digits.Config", image_size: int):
+        # sklearn takes a second to import: only where this source builds its splits
         from sklearn.datasets import load_digits
 
         bunch = load_digits()

@@ -17,8 +17,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 import numpy as np
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from kmx_eval.schema import DatasetConfig, Strict
 from kmx_eval.data.base import SOURCES, assemble, check_class_count, stratified_split
@@ -62,6 +64,7 @@ def _offline_message(name: str) -> str:
 
 def load_hub_split(cfg: "HuggingFace.Config", split: str):
     """One split of a hub dataset via ``datasets.load_dataset``; network problems -> UnavailableError."""
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import load_dataset
 
     kwargs: dict[str, Any] = {"revision": cfg.revision, "data_dir": cfg.data_dir, "split": split}
@@ -87,6 +90,7 @@ def load_hub_split(cfg: "HuggingFace.Config", split: str):
 
 def load_disk_splits(cfg: "HuggingFace.Config", splits: list[str]) -> list:
     """Splits of a dataset saved with ``save_to_disk`` (a ``DatasetDict``, or one ``Dataset``)."""
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import Dataset, load_from_disk
 
     path = Path(cfg.name).expanduser()
@@ -110,6 +114,7 @@ def load_disk_splits(cfg: "HuggingFace.Config", splits: list[str]) -> list:
 
 def _label_names(feature, values: list, where: str) -> tuple[list[str], np.ndarray]:
     """Class names and integer labels from a label column (ClassLabel, integers or strings)."""
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import ClassLabel
 
     if isinstance(feature, ClassLabel):
@@ -127,8 +132,6 @@ def _label_names(feature, values: list, where: str) -> tuple[list[str], np.ndarr
 
 def _to_pil(value: Any, where: str):
     """A decoded image from an ``Image`` cell (``{'bytes', 'path'}``), a PIL image or an array."""
-    from PIL import Image
-
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict) and ("bytes" in value or "path" in value):
@@ -160,9 +163,8 @@ def convert(split_datasets: dict, cfg: "HuggingFace.Config", image_size: int, wh
     ``datasets.Dataset``. Images are decoded here, one by one, so a corrupt sample is named
     (split and row) instead of failing later inside training.
     """
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import Image as ImageFeature
-    from tqdm.auto import tqdm
-
     cols = cfg.columns
     wanted = [c for c in (cols.image, cols.label, cols.mask) if c is not None]
     for split, ds in split_datasets.items():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, assemble, check_class_count, stratified_split
@@ -41,6 +42,7 @@ log = logging.getLogger("kmx_eval")
 
 def _list_files(root: Path) -> dict[str, "object"]:
     """Splits, file paths and labels as listed by ``datasets``' imagefolder builder."""
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import Image as ImageFeature
     from datasets import load_dataset
 
@@ -111,8 +113,6 @@ def find_mask(masks: Path, relative: Path) -> Path | None:
 
 def load_images(paths: list[Path], root: Path, masks: Path | None, size: int):
     """Decode, convert and resize images (and their masks); errors name the offending file."""
-    from tqdm.auto import tqdm
-
     images, mask_arrays = [], []
     for path in tqdm(paths, desc=f"imagefolder {root.name}", leave=False):
         img = to_rgb(open_image(path, str(path)), str(path))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kmx_eval.io import atomic_path
 from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, SPLITS
 from kmx_eval.errors import DataError, KmxError
@@ -38,6 +39,7 @@ def validate_prepared(dd, image_size: int | None, where: str) -> None:
     Only the first image of each split is decoded (every writer builds them uniformly); the rest
     of the check reads the schema.
     """
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import ClassLabel, DatasetDict
     from datasets import Image as ImageFeature
 
@@ -101,8 +103,6 @@ def prepare_dataset(cfg: DatasetConfig, image_size: int, name: str | None = None
 
 def save_prepared(dd, path: str | os.PathLike) -> Path:
     """Save a prepared DatasetDict with ``save_to_disk``, atomically (all or nothing at ``path``)."""
-    from kmx_eval.io import atomic_path
-
     with atomic_path(path) as tmp:
         dd.save_to_disk(str(tmp))
     return Path(path)
@@ -110,6 +110,7 @@ def save_prepared(dd, path: str | os.PathLike) -> Path:
 
 def load_prepared(path: str | os.PathLike):
     """Load a prepared DatasetDict (memory-mapped); a missing folder is a one-line KmxError."""
+    # datasets takes seconds to import: only where a split is built or read
     from datasets import load_from_disk
 
     path = Path(path)

@@ -30,10 +30,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
+from math import comb
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field, model_validator
+from tqdm.auto import tqdm
 
 from kmx_eval.schema import DatasetConfig
 from kmx_eval.data.base import SOURCES, assemble
@@ -192,8 +194,6 @@ def _fill(poly_px: np.ndarray, size: int) -> np.ndarray:
 
 def n_style_sets(n_styles: int, n_parts: int) -> int:
     """How many distinct sets of ``n_parts`` styles a pool of ``n_styles`` offers: C(n_styles, n_parts)."""
-    from math import comb
-
     return comb(int(n_styles), int(n_parts))
 
 
@@ -370,8 +370,6 @@ def generate(cfg: "Synthetic.Config", image_size: int, split: str, n_per_class: 
     Image ``i`` of ``split`` is drawn from the generator seeded by ``(seed, split, i)``, so any
     image can be regenerated alone and the splits are independent draws.
     """
-    from tqdm.auto import tqdm
-
     designs = design_classes(cfg.n_classes, cfg.n_parts, cfg.seed, cfg.n_styles)
     # Distractors copy the styles of class parts (each style once, however many classes share it).
     pool = tuple(dict.fromkeys(p.style for d in designs for p in d.parts))

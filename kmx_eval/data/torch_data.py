@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 #: ImageNet channel means and standard deviations (RGB), on the 0..1 scale.
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -37,8 +38,6 @@ def decode_column(split, column: str = "image", indices: Sequence[int] | None = 
 
     Decoding goes through ``with_format("numpy")`` in chunks (one stacked array per chunk).
     """
-    from tqdm.auto import tqdm
-
     fmt = split.select_columns([column]).with_format("numpy")
     idx = np.arange(len(split)) if indices is None else np.asarray(indices, dtype=np.int64).ravel()
     if idx.size == 0:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from kmx_eval.errors import KmxError
 from kmx_eval.models.architectures import Architecture, architecture_of
@@ -29,8 +30,6 @@ __all__ = ["CAMExplainer", "GradCAMExplainer", "IntegratedGradientsExplainer", "
 
 def _tap(model: torch.nn.Module, arch: Architecture, logits: bool):
     """The model as an FX graph returning the CAM layer's output (and the logits)."""
-    from torchvision.models.feature_extraction import create_feature_extractor
-
     nodes = {arch.cam_layer: "A"}
     if logits:
         nodes[arch.classifier] = "logits"
@@ -113,6 +112,7 @@ class IntegratedGradientsExplainer(Explainer):
         return {"n_steps": explain_cfg.ig_steps, "internal_batch_size": explain_cfg.batch_size}
 
     def attribute(self, model, x, target):
+        # captum takes seconds to import: only when this explainer runs
         from captum.attr import IntegratedGradients
 
         # internal_batch_size counts interpolated images; keep at least one whole step per chunk.
@@ -133,6 +133,7 @@ class SaliencyExplainer(Explainer):
     needs_gradient = True
 
     def attribute(self, model, x, target):
+        # captum takes seconds to import: only when this explainer runs
         from captum.attr import Saliency
 
         return Saliency(model).attribute(x, target=target, abs=True).amax(dim=1)

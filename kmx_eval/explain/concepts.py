@@ -17,13 +17,18 @@ shares of each concept among the locations of the training images assigned to th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from sklearn.cluster import MiniBatchKMeans
 import torch
 from tqdm.auto import tqdm
 
+from kmx_eval import io
+from kmx_eval.data import load_batch
 from kmx_eval.errors import DataError, KmxError
+from kmx_eval.seeding import rng
 
 from .attribution import upsample
 from .core import is_concept_key, model_device  # noqa: F401  (is_concept_key: re-exported)
@@ -111,8 +116,6 @@ class ConceptModel:
             )
 
     def _new_kmeans(self, key: int):
-        from sklearn.cluster import MiniBatchKMeans
-
         seed = None if self.random_state is None else (int(self.random_state) + 7919 * (key + 1)) % 2**32
         return MiniBatchKMeans(n_clusters=int(self.n_concepts), random_state=seed,
                                batch_size=int(self.batch_size), n_init=1)
@@ -377,16 +380,12 @@ def stored_concept_ids(ids: np.ndarray) -> np.ndarray:
 def concept_subset(n_train: int, n_images: int, seed: int) -> np.ndarray:
     """The training images the concepts are fitted on: ``n_images`` drawn with the seed's
     ``concepts`` stream, sorted (the same subset for every combination and scope)."""
-    from kmx_eval.seeding import rng
-
     n = min(int(n_images), int(n_train))
     return np.sort(rng(seed, "concepts").choice(int(n_train), n, replace=False))
 
 
 def split_features(module: torch.nn.Module, split, device) -> Callable[[np.ndarray], torch.Tensor]:
     """``idx -> F_S`` of the images ``idx`` of a prepared split (``module.features``, no gradient)."""
-    from kmx_eval.data import load_batch
-
     def features(idx: np.ndarray) -> torch.Tensor:
         x = load_batch(split, idx)[0]
         with torch.no_grad():
@@ -466,8 +465,6 @@ def fit_concepts(
     block_channels : ``[(b, C_b), ...]`` in the order of F_S's channels
     scopes, n_concepts, locations_per_image, batch_size : ``explain.concepts`` settings
     """
-    from kmx_eval.seeding import rng
-
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(subset):
         raise ValueError(f"fit_concepts: {len(labels)} labels for {len(subset)} images")
@@ -509,10 +506,6 @@ def save_concepts(folder, fitted: FittedConcepts, subset: np.ndarray, meta: Mapp
     """Write each scope's model as ``{folder}/concepts_{scope}.npz`` (arrays of
     :meth:`ConceptModel.to_arrays`, ``prototype_concepts`` and the training ``images``) and
     ``.json`` (``meta`` plus the concept settings)."""
-    from pathlib import Path
-
-    from kmx_eval import io
-
     for scope, model in fitted.models.items():
         name = Path(folder) / concept_key(scope)
         io.save_npz(name.with_suffix(".npz"), {**model.to_arrays(),
@@ -525,10 +518,6 @@ def save_concepts(folder, fitted: FittedConcepts, subset: np.ndarray, meta: Mapp
 
 def load_concepts(folder, scope: str) -> ConceptModel:
     """The concept model of ``scope`` written by :func:`save_concepts`."""
-    from pathlib import Path
-
-    from kmx_eval import io
-
     path = Path(folder) / f"{concept_key(scope)}.npz"
     if not path.exists():
         raise DataError(f"{path} does not exist: the concepts of scope {scope!r} were not fitted; "

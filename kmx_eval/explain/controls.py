@@ -20,6 +20,9 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as nnf
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from kmx_eval.models.architectures import architecture_of
 
 from .attribution import upsample
 from .core import Explainer, eval_mode, explain_subset, model_device, predict
@@ -48,10 +51,6 @@ def explained_grid(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
     with torch.no_grad(), eval_mode(model):
         if hasattr(model, "features") and hasattr(model, "scores_from_features"):
             return tuple(int(v) for v in model.features(x[:1]).shape[-2:])
-        from torchvision.models.feature_extraction import create_feature_extractor
-
-        from kmx_eval.models.architectures import architecture_of
-
         layer = architecture_of(model).cam_layer
         a = create_feature_extractor(model, {layer: "A"})(x[:1])["A"]
         return tuple(int(v) for v in a.shape[-2:])

@@ -51,7 +51,7 @@ def __getattr__(name: str):
     # The nn.Module side needs torch; importing it lazily keeps `from kmx_eval.heads import
     # KMeansHead` light for users who only fit heads on their own arrays.
     if name in ("KMeansHeadModule", "prototype_scores"):
-        from kmx_eval.heads import module
+        from kmx_eval.heads import module  # torch: see above
 
         return getattr(module, name)
     raise AttributeError(f"module 'kmx_eval.heads' has no attribute {name!r}")

@@ -29,7 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from kmx_eval.models.blocks import (BlockExtractor, NORMALISATIONS, RESIZES, block_scales, combine,
+                                    normalise_block, pool)
 from kmx_eval.models.combination import Combination, as_combination
+from kmx_eval.models.embeddings import pooling_weights
 
 __all__ = ["KMeansHeadModule", "prototype_scores"]
 
@@ -87,8 +90,6 @@ class KMeansHeadModule(nn.Module):
     def __init__(self, extractor: nn.Module, combination, normalisation: str, stats, prototypes,
                  resize: str = "bilinear"):
         super().__init__()
-        from kmx_eval.models.blocks import NORMALISATIONS, RESIZES
-
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
         if resize not in RESIZES:
@@ -121,8 +122,6 @@ class KMeansHeadModule(nn.Module):
         not the logits: the class scores come from the prototypes, so the CNN's own classifier
         is never run.
         """
-        from kmx_eval.models.blocks import BlockExtractor
-
         combination = as_combination(combination)
         extractor = BlockExtractor(backbone, blocks=combination.blocks, logits=False)
         return cls(extractor, combination, normalisation, stats, head.prototypes_, resize)
@@ -137,8 +136,6 @@ class KMeansHeadModule(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The combined map ``F_S(x)``, (N, sum_b C_b, H_s, W_s)."""
-        from kmx_eval.models.blocks import combine
-
         acts = self.extractor(x)
         return combine(acts, self.combination, self.normalisation, self.stats, self.resize)
 
@@ -158,9 +155,6 @@ class KMeansHeadModule(nn.Module):
 
     def embeddings_from_blocks(self, acts) -> torch.Tensor:
         """``z_S`` from block activations ``{b: A_b}`` (module docstring), (N, sum_b C_b)."""
-        from kmx_eval.models.blocks import block_scales, normalise_block
-        from kmx_eval.models.embeddings import pooling_weights
-
         comb = self.combination
         grid = tuple(acts[comb.shallowest].shape[-2:])
         # The block weighting g_b is a constant factor per block: it commutes with the pooling.
@@ -192,8 +186,6 @@ class KMeansHeadModule(nn.Module):
 
     def scores_from_features(self, f: torch.Tensor) -> torch.Tensor:
         """Class scores of combined maps ``F_S`` (N, D, H_s, W_s): ``s_c(pool(F))``."""
-        from kmx_eval.models.blocks import pool
-
         return self.scores_from_embeddings(pool(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import norm
 
 # Resamples are drawn in blocks of at most this many indices, so a large test split (10^4
 # samples x 10^3 resamples) never materialises 10^7 indices at once.
@@ -382,8 +383,6 @@ def hierarchical_difference_ci(a_groups, b_groups, *, n_resamples: int = 1000, c
 
 # ------------------------------------------------------------------------------ proportions
 def _z(confidence: float) -> float:
-    from scipy.stats import norm
-
     return float(norm.ppf(0.5 + float(confidence) / 2.0))
 
 

@@ -23,6 +23,8 @@ Cache keys (``features/{ds}/seed{s}.npz``, see docs/ARCHITECTURE.md), for split 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -176,8 +178,6 @@ def load_block_stats(path) -> BlockStats:
     rebuild a head's ``standardize`` normalisation. Raises :class:`KmxError` when the file is
     missing (the embed stage has not run).
     """
-    from pathlib import Path
-
     path = Path(path)
     if not path.exists():
         raise KmxError(f"{path} does not exist; run the embed stage first (dvc repro)")

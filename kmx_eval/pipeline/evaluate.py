@@ -14,13 +14,24 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from kmx_eval import io, paths
+from kmx_eval.data import load_batch, load_prepared
 from kmx_eval.errors import DataError
+from kmx_eval.explain import (EXPLAINERS, MAP_KEYS, applicable_explainers, explainer_names,
+                              quantus_explain_funcs)
+from kmx_eval.explain.concepts import is_concept_key
+from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_kmeans_head,
+                            load_linear_sem, load_probe)
+from kmx_eval.heads.kmex import KMEX_HEAD_NAME, kmex_embeddings
+from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables,
+                                         PrototypeSet, class_means_set, kmeans_prototype_set,
+                                         kmex_reference_set, linear_prototype_set, summary_metrics)
+from kmx_eval.metrics.quantus import QUANTUS_METRICS, QuantusSettings
+from kmx_eval.models.architectures import architecture_of, get_architecture
+from kmx_eval.models.backbone import load_backbone
+from kmx_eval.models.blocks import BlockStats
 from kmx_eval.models.combination import Combination
-
-from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables, PrototypeSet,
-                                         class_means_set, kmeans_prototype_set, kmex_reference_set,
-                                         linear_prototype_set)
-from kmx_eval.metrics.quantus import QuantusSettings
+from kmx_eval.models.embeddings import combination_embeddings
+from kmx_eval.seeding import seed_everything
 
 log = logging.getLogger("kmx_eval")
 
@@ -69,9 +80,6 @@ def not_applicable_baselines(combination: str, explainers: list[str], architectu
 
     Raises ParamsError for an architecture that is not registered, whatever the combination.
     """
-    from kmx_eval.explain import applicable_explainers, explainer_names
-    from kmx_eval.models.architectures import get_architecture
-
     arch = get_architecture(architecture)
     if combination != paths.BASELINES:
         return {}
@@ -90,14 +98,6 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
     heads, the class means of their space (``class_means``: k-means at one prototype per class, the
     matched-capacity reference of docs/METHOD.md, section 6).
     """
-    from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_kmeans_head,
-                                load_linear_sem, load_probe)
-    from kmx_eval.heads.kmex import KMEX_HEAD_NAME, kmex_embeddings
-    from kmx_eval.models.architectures import architecture_of
-    from kmx_eval.models.backbone import load_backbone
-    from kmx_eval.models.blocks import BlockStats
-    from kmx_eval.models.embeddings import combination_embeddings
-
     cache = io.load_npz(paths.embeddings_file(dataset, seed))
     labels, cnn_pred = cache["test/labels"], cache["test/logits"].argmax(axis=1)
     backbone, meta = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
@@ -156,11 +156,6 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     a classifier that is not GAP + linear) to the reason, written in place of its scores. Returns
     the number of evaluated images.
     """
-    from kmx_eval.metrics.quantus import QUANTUS_METRICS
-
-    from kmx_eval.data import load_batch
-    from kmx_eval.explain import EXPLAINERS, MAP_KEYS
-
     indices, targets = maps["indices"].astype(np.int64), maps["targets"].astype(np.int64)
     x, _, masks, parts = load_batch(test_split, indices)
     x = x.numpy()
@@ -177,8 +172,6 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
         tables.add_not_applicable(seed, "explainer", method,
                                   {m: (spec.category.value, spec.higher_is_better) for m, spec in specs.items()},
                                   why)
-    from kmx_eval.explain.concepts import is_concept_key
-
     methods = sorted(k for k in maps if k not in MAP_KEYS and not is_concept_key(k))
     if not methods and not not_applicable:
         raise DataError(f"{source} holds no attribution maps; rerun the explain stage")
@@ -220,11 +213,6 @@ def evaluate_every_seed(params, *, dataset: str, combination: Combination | None
     """Evaluate ``combination`` (``Params.combination``; None for the CNN's baselines) of ``dataset``
     for every seed of ``params``: heads, prototypes, every Quantus metric of ``evaluate.quantus`` on
     every map of ``maps/{dataset}/{name}/seed{s}.npz``, and concept fidelity (:func:`evaluate_seed`)."""
-    from kmx_eval.data import load_prepared
-    from kmx_eval.explain import quantus_explain_funcs
-    from kmx_eval.metrics.evaluation import summary_metrics
-    from kmx_eval.seeding import seed_everything
-
     name = paths.BASELINES if combination is None else combination.name
     ev, features, backbone_cfg = params.evaluate, params.features, params.backbone_for(dataset)
     # CNN explainers that cannot explain this architecture (CAM without GAP + linear): their reason.

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from kmx_eval.data import load_batch
 from kmx_eval.explain.concepts import ConceptModel, concept_key, concept_maps, stored_concept_ids
 from kmx_eval.explain.controls import explain_with_controls
 from kmx_eval.explain.core import Explainer, evaluation_subset
@@ -38,8 +39,6 @@ def evaluation_images(test_split, n_images: int, seed: int
     labels : (n,) int64, ground truth
     masks : (n, H, W) uint8 0/1 object masks, or None where the dataset has none
     """
-    from kmx_eval.data import load_batch
-
     indices = evaluation_subset(len(test_split), n_images, seed)
     x, labels, masks, _ = load_batch(test_split, indices)
     return indices, x, np.asarray(labels, dtype=np.int64), masks

@@ -33,6 +33,7 @@ def common(**extra) -> dict[str, Any]:
 
 
 def _quantus(name: str, **kwargs):
+    # quantus takes seconds to import: the registry (read by the resolve stage) must not need it
     import quantus
 
     return getattr(quantus, name)(**common(**kwargs))
@@ -214,6 +215,7 @@ def ssim_2d(height: int, width: int) -> Callable[..., list[float]]:
     Quantus 0.6 compares flattened vectors, i.e. a 1-D SSIM along the raster order; the 2-D
     structure is what SSIM is meant to compare. ``data_range`` spans both maps.
     """
+    # skimage: only RandomLogit's similarity needs it
     from skimage.metrics import structural_similarity
 
     def similarity(a, b, batched: bool = True, **kwargs) -> list[float]:
@@ -246,6 +248,7 @@ register(QuantusSpec(
 # ----------------------------------------------------------------------------- sanity and stability
 def _build_mprt(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
                 seed: int = 0) -> Built:
+    # sanity loads torch, scipy and the model zoo: only when MPRT is built
     from .sanity import BlockMPRT
 
     return Built(BlockMPRT(seed=seed), {"randomised": "the architecture's blocks, deepest first (cumulative)",

@@ -28,8 +28,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Sequence
 
-
 import numpy as np
+from scipy.stats import rankdata
+import torch
+
+from kmx_eval.models.architectures import architecture_of
+
 
 def explained_backbone(model):
     """``(architecture, backbone)`` of a model under explanation: the CNN itself, or the backbone a
@@ -38,8 +42,6 @@ def explained_backbone(model):
         arch = getattr(module, "architecture", None)
         if arch is not None and hasattr(module, "backbone"):
             return arch, module.backbone
-    from kmx_eval.models.architectures import architecture_of
-
     return architecture_of(model), model
 
 
@@ -80,8 +82,6 @@ def randomised_cascade(model, seed: int):
     The blocks come from the model's registered architecture (:mod:`kmx_eval.models.architectures`),
     so the cascade is B4, B3, B2, B1 for a ResNet and B5..B1 for a VGG.
     """
-    import torch
-
     randomised = copy.deepcopy(model)
     arch, backbone = explained_backbone(randomised)
     groups = block_groups(backbone, arch.blocks, arch.classifier)
@@ -95,8 +95,6 @@ def randomised_cascade(model, seed: int):
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rank correlation between the rows of ``a`` and ``b`` (n, F); NaN for a constant row."""
-    from scipy.stats import rankdata
-
     ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
