@@ -36,6 +36,7 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from kmx_eval.errors import ParamsError
 from kmx_eval.registry import Registry
@@ -151,16 +152,16 @@ class Architecture:
 
 
 @functools.lru_cache(maxsize=None)
-def _meta_model(arch: Architecture) -> nn.Module:
+def meta_model(arch: Architecture) -> nn.Module:
+    """``arch`` built on the meta device (parameter names and shapes, no memory), once per architecture:
+    what its blocks and parameter names are, read without building weights."""
     with torch.device("meta"):
         return arch.build(2).eval()
 
 
 @functools.lru_cache(maxsize=None)
 def _meta_shapes(arch: Architecture, image_size: int) -> tuple:
-    from torchvision.models.feature_extraction import create_feature_extractor
-
-    body = create_feature_extractor(_meta_model(arch), {n: str(b) for b, n in zip(arch.block_numbers, arch.blocks)})
+    body = create_feature_extractor(meta_model(arch), {n: str(b) for b, n in zip(arch.block_numbers, arch.blocks)})
     with torch.no_grad():
         out = body(torch.empty(1, 3, image_size, image_size, device="meta"))
     return tuple((b, tuple(int(d) for d in out[str(b)].shape[1:])) for b in arch.block_numbers)
@@ -189,7 +190,7 @@ def architecture_of(model: nn.Module) -> Architecture:
     if name is not None:
         return ARCHITECTURES.get(name)
     for arch in (ARCHITECTURES.get(n) for n in ARCHITECTURES.names()):
-        meta = _meta_model(arch)
+        meta = meta_model(arch)
         if type(meta) is not type(model):
             continue
         skip = arch.classifier + "."

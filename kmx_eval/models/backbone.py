@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 import torch
 import torchvision
 from torch import nn
@@ -35,7 +37,7 @@ from tqdm.auto import tqdm
 from kmx_eval import io
 from kmx_eval.device import autocast
 from kmx_eval.errors import DataError, ParamsError, UnavailableError
-from kmx_eval.models.architectures import ARCHITECTURES, architecture_of, get_architecture
+from kmx_eval.models.architectures import ARCHITECTURES, architecture_of, get_architecture, meta_model
 
 log = logging.getLogger("kmx_eval")
 
@@ -117,9 +119,6 @@ def _convert_hint(path: Path) -> str:
 def _read_state(path: Path, where: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors or ``weights_only`` PyTorch file (never arbitrary pickle)."""
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -230,12 +229,10 @@ def _assigned(architecture: str, n_classes: int, state: Mapping[str, torch.Tenso
 
 def _matching_architecture(state: Mapping[str, torch.Tensor], tried) -> str | None:
     """The registered architecture whose parameter names equal the state dict's, if any."""
-    from kmx_eval.models.architectures import _meta_model
-
     keys = set(state)
     for name in ARCHITECTURES.names():
         arch = ARCHITECTURES.get(name)
-        if arch is not tried and set(_meta_model(arch).state_dict()) == keys:
+        if arch is not tried and set(meta_model(arch).state_dict()) == keys:
             return name
     return None
 
@@ -253,7 +250,7 @@ def _xy(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[0], batch[1]
 
 
-def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Dataset, cfg,
+def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Dataset, *, cfg,
                    seed: int, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Train ``model`` in place with cross-entropy, AdamW and a one-cycle learning rate.
 
@@ -286,17 +283,8 @@ def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Datas
         ``test_accuracy`` (float, after training, eval mode), ``train_seconds`` (float).
     """
     device = torch.device(device)
-    n_train = len(train_dataset)
-    if n_train < 2:
-        raise DataError(f"the training split has {n_train} image(s); training needs at least 2 "
-                        f"(BatchNorm estimates batch statistics)")
+    loader = _training_loader(train_dataset, cfg, device=device, seed=seed)
     model.to(device)
-    generator = torch.Generator().manual_seed(int(seed))
-    # A last batch of one image breaks BatchNorm's batch statistics (B4 is 1x1 on small images);
-    # dropping the remainder keeps every step a full batch and the shuffle changes it each epoch.
-    drop_last = n_train > cfg.batch_size
-    loader = _loader(train_dataset, cfg.batch_size, cfg.num_workers, device, shuffle=True,
-                     generator=generator, drop_last=drop_last)
     steps = len(loader)
     history: dict[str, Any] = {"loss": [], "train_accuracy": []}
     start = time.perf_counter()
@@ -307,33 +295,12 @@ def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Datas
                                       fused=device.type in ("cpu", "cuda") or None)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr,
                                                         total_steps=cfg.epochs * steps)
-        criterion = nn.CrossEntropyLoss()
         for epoch in range(cfg.epochs):
-            model.train()
-            total_loss = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            seen = 0
-            bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       unit="batch")
-            for step, batch in enumerate(bar):
-                x, y = _xy(batch)
-                x = x.to(device, non_blocking=True)
-                y = torch.as_tensor(y, dtype=torch.long).to(device, non_blocking=True)
-                with autocast(device, cfg.mixed_precision):
-                    logits = model(x)
-                    loss = criterion(logits.float(), y)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                scheduler.step()
-                # Accumulate on the device; one host sync per epoch, not per step.
-                total_loss += loss.detach().double() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-                if step % 10 == 0 or step == steps - 1:  # .item() syncs a GPU: not every step
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-            history["loss"].append(float(total_loss) / seen)
-            history["train_accuracy"].append(float(correct) / seen)
+            loss, accuracy = _train_epoch(model, loader, optimiser=optimiser, scheduler=scheduler,
+                                          device=device, mixed_precision=cfg.mixed_precision,
+                                          desc=f"train epoch {epoch + 1}/{cfg.epochs}")
+            history["loss"].append(loss)
+            history["train_accuracy"].append(accuracy)
             log.info("epoch %d/%d: loss %.4f, train accuracy %.4f", epoch + 1, cfg.epochs,
                      history["loss"][-1], history["train_accuracy"][-1])
     history["train_seconds"] = time.perf_counter() - start
@@ -341,6 +308,52 @@ def train_backbone(model: nn.Module, train_dataset: Dataset, test_dataset: Datas
                                        num_workers=cfg.num_workers)
     history["test_accuracy"] = float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
     return history
+
+
+def _training_loader(train_dataset: Dataset, cfg, *, device: torch.device, seed: int) -> DataLoader:
+    """Shuffled full batches of ``cfg.batch_size`` images, the order drawn from a generator seeded
+    with ``seed``; a DataError for a split too small to train on."""
+    n_train = len(train_dataset)
+    if n_train < 2:
+        raise DataError(f"the training split has {n_train} image(s); training needs at least 2 "
+                        f"(BatchNorm estimates batch statistics)")
+    generator = torch.Generator().manual_seed(int(seed))
+    # A last batch of one image breaks BatchNorm's batch statistics (B4 is 1x1 on small images);
+    # dropping the remainder keeps every step a full batch and the shuffle changes it each epoch.
+    drop_last = n_train > cfg.batch_size
+    return _loader(train_dataset, cfg.batch_size, cfg.num_workers, device, shuffle=True,
+                   generator=generator, drop_last=drop_last)
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, *, optimiser: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device,
+                 mixed_precision: bool, desc: str) -> tuple[float, float]:
+    """One pass over ``loader`` with cross-entropy: ``(mean loss, share of correctly classified
+    images)``, both measured during the epoch."""
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, steps = 0, len(loader)
+    bar = tqdm(loader, desc=desc, leave=False, unit="batch")
+    for step, batch in enumerate(bar):
+        x, y = _xy(batch)
+        x = x.to(device, non_blocking=True)
+        y = torch.as_tensor(y, dtype=torch.long).to(device, non_blocking=True)
+        with autocast(device, mixed_precision):
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        # Accumulate on the device; one host sync per epoch, not per step.
+        total_loss += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if step % 10 == 0 or step == steps - 1:  # .item() syncs a GPU: not every step
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return float(total_loss) / seen, float(correct) / seen
 
 
 @torch.no_grad()

@@ -13,13 +13,25 @@ and, for the report's gallery, the nearest training embedding of every prototype
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from kmx_eval import io
 from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.explain.concepts import concept_subset, fit_concepts, save_concepts, split_features
 from kmx_eval.heads.kmeans import KMeansHead
+from kmx_eval.heads.kmex import (KMEX_HEAD_NAME, KMEX_N_INIT, fit_kmex_reference, is_kmex_space,
+                                 kmex_embeddings)
 from kmx_eval.heads.linear import LinearProbe, LinearSEM
+from kmx_eval.heads.module import KMeansHeadModule
+from kmx_eval.heads.persist import save_kmeans_head, save_linear_sem, save_probe
+from kmx_eval.metrics.accuracy import accuracy, agreement
+from kmx_eval.metrics.prototype_fidelity import nearest_neighbours
+from kmx_eval.models.architectures import architecture_of
+from kmx_eval.models.blocks import BlockExtractor, BlockStats
+from kmx_eval.models.embeddings import combination_embeddings
 
 __all__ = ["LABEL_SOURCES", "FittedHeads", "training_labels", "prototype_neighbours", "fit_heads",
            "cnn_linear_head", "FittedCombination", "fit_combination", "save_fitted_combination"]
@@ -57,8 +69,6 @@ def prototype_neighbours(prototypes: np.ndarray, z_train: np.ndarray) -> tuple[n
     indices : int64 array (...), rows of the training split
     distances : float64 array (...)
     """
-    from kmx_eval.metrics.prototype_fidelity import nearest_neighbours
-
     P = np.asarray(prototypes, dtype=np.float64)
     lead = P.shape[:-1]
     dist, idx = nearest_neighbours(P.reshape(-1, P.shape[-1]), np.asarray(z_train, np.float64), k=1)
@@ -139,8 +149,29 @@ def fit_heads(
     """
     z_train, z_test = np.asarray(z_train), np.asarray(z_test)
     logits_train, logits_test = np.asarray(logits_train), np.asarray(logits_test)
+    splits = {"train": (z_train, y_train, logits_train), "test": (z_test, y_test, logits_test)}
+    fit_labels = _checked_fit_labels(splits, labels)
+    kmeans = KMeansHead(n_prototypes=n_prototypes, n_init=n_init, max_iter=max_iter,
+                        random_state=seed).fit(z_train, fit_labels)
+    probe = LinearProbe(C=probe_C, max_iter=probe_max_iter, random_state=seed).fit(z_train, fit_labels)
+    metrics = _head_metrics(kmeans, probe, z_test=z_test, y_test=y_test, cnn_test=logits_test.argmax(axis=1))
+    if linear is not None and linear.n_features_in_ != z_train.shape[1]:
+        raise DataError(f"the CNN's linear layer takes {linear.n_features_in_} features but z_S has "
+                        f"{z_train.shape[1]}: its prototypes do not live in this space")
+    (km_idx, km_dist), (lin_idx, lin_dist) = (prototype_neighbours(head.prototypes_, z_train)
+                                              for head in (kmeans, linear if linear is not None else probe))
+    neighbours = {"kmeans": km_idx, "kmeans_distance": km_dist, "linear": lin_idx, "linear_distance": lin_dist,
+                  "linear_source": np.array("cnn" if linear is not None else "probe")}
+    return FittedHeads(kmeans, probe, fit_labels, metrics, neighbours, linear)
+
+
+def _checked_fit_labels(splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], labels: str) -> np.ndarray:
+    """The labels the heads are fitted to (:func:`training_labels`), once the splits' (embeddings,
+    labels, logits) agree in size and every class has training embeddings; a DataError saying what
+    to change otherwise."""
+    _, y_train, logits_train = splits["train"]
     n_classes = logits_train.shape[1]
-    for name, z, y, lg in (("train", z_train, y_train, logits_train), ("test", z_test, y_test, logits_test)):
+    for name, (z, y, lg) in splits.items():
         if not (len(z) == len(y) == len(lg)):
             raise DataError(f"{name} split: {len(z)} embeddings, {len(y)} labels and {len(lg)} logits "
                             "do not match; rerun the embed stage")
@@ -155,35 +186,20 @@ def fit_heads(
             f"head.labels={labels}: {why} class(es) {missing}, so the k-means head would have no "
             f"prototypes for them; use head.labels: ground_truth or a better-trained CNN"
         )
+    return fit_labels
 
-    kmeans = KMeansHead(n_prototypes=n_prototypes, n_init=n_init, max_iter=max_iter,
-                        random_state=seed).fit(z_train, fit_labels)
-    probe = LinearProbe(C=probe_C, max_iter=probe_max_iter, random_state=seed).fit(z_train, fit_labels)
 
-    from kmx_eval.metrics.accuracy import accuracy, agreement
-
-    cnn_test = logits_test.argmax(axis=1)
+def _head_metrics(kmeans: KMeansHead, probe: LinearProbe, *, z_test: np.ndarray, y_test: np.ndarray,
+                  cnn_test: np.ndarray) -> dict[str, float]:
+    """Test accuracy of both heads and the CNN, and each head's agreement with the CNN's predictions."""
     km_test, probe_test = kmeans.predict(z_test), probe.predict(z_test)
-    metrics = {
+    return {
         "kmeans_accuracy": float(accuracy(km_test, y_test).mean()),
         "probe_accuracy": float(accuracy(probe_test, y_test).mean()),
         "cnn_accuracy": float(accuracy(cnn_test, y_test).mean()),
         "kmeans_agreement": float(agreement(km_test, cnn_test).mean()),
         "probe_agreement": float(agreement(probe_test, cnn_test).mean()),
     }
-
-    km_idx, km_dist = prototype_neighbours(kmeans.prototypes_, z_train)
-    lin = linear if linear is not None else probe
-    if linear is not None and linear.n_features_in_ != z_train.shape[1]:
-        raise DataError(f"the CNN's linear layer takes {linear.n_features_in_} features but z_S has "
-                        f"{z_train.shape[1]}: its prototypes do not live in this space")
-    lin_idx, lin_dist = prototype_neighbours(lin.prototypes_, z_train)
-    neighbours = {
-        "kmeans": km_idx, "kmeans_distance": km_dist,
-        "linear": lin_idx, "linear_distance": lin_dist,
-        "linear_source": np.array("cnn" if linear is not None else "probe"),
-    }
-    return FittedHeads(kmeans, probe, fit_labels, metrics, neighbours, linear)
 
 
 def cnn_linear_head(fc, z_test: np.ndarray, cnn_logits_test: np.ndarray, source: str) -> LinearSEM:
@@ -232,9 +248,6 @@ def fit_kmex_head(cache, n_blocks: int, n_prototypes: int, seed: int) -> tuple[K
     block factor), with the ground-truth labels, as KMEx's ``get_kmeans_class`` does, whatever
     ``features`` and ``head.labels`` the suite's own heads use.
     """
-    from kmx_eval.heads.kmex import KMEX_HEAD_NAME, fit_kmex_reference, kmex_embeddings
-    from kmx_eval.metrics.accuracy import accuracy, agreement
-
     z_train, z_test = kmex_embeddings(cache, n_blocks)
     head = fit_kmex_reference(z_train, cache["train/labels"], n_prototypes=n_prototypes, seed=seed)
     pred = head.predict(z_test)
@@ -260,13 +273,6 @@ def fit_combination(cache, backbone, train_split, combination, *, normalisation:
     ``kmex_reference`` (``head.kmex_reference``) and the deepest block alone, KMEx's own head too
     (:func:`fit_kmex_head`).
     """
-    from kmx_eval.explain.concepts import concept_subset, fit_concepts, split_features
-    from kmx_eval.heads.kmex import is_kmex_space
-    from kmx_eval.heads.module import KMeansHeadModule
-    from kmx_eval.models.architectures import architecture_of
-    from kmx_eval.models.blocks import BlockExtractor, BlockStats
-    from kmx_eval.models.embeddings import combination_embeddings
-
     z = {s: combination_embeddings(cache, s, combination, normalisation) for s in ("train", "test")}
     # A classifier that is GAP + one linear layer maps z_n (deepest block, no normalisation) to the
     # logits: only there are its rows w_c prototypes in the space of z_S.
@@ -304,13 +310,6 @@ def save_fitted_combination(folder, fitted: FittedCombination, meta: dict, locat
     """Write a :class:`FittedCombination` into ``folder``: ``kmeans``, ``probe``, ``linear`` (when the
     CNN's fc is the linear head), ``kmeans_kmex`` (KMEx's reference head, when fitted), ``neighbours.npz``
     and ``concepts_{scope}`` (docs/ARCHITECTURE.md)."""
-    from pathlib import Path
-
-    from kmx_eval import io
-    from kmx_eval.explain.concepts import save_concepts
-    from kmx_eval.heads.kmex import KMEX_HEAD_NAME, KMEX_N_INIT
-    from kmx_eval.heads.persist import save_kmeans_head, save_linear_sem, save_probe
-
     folder = Path(folder)
     if fitted.kmex is not None:
         save_kmeans_head(fitted.kmex, folder, name=KMEX_HEAD_NAME,

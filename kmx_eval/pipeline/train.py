@@ -86,7 +86,7 @@ def train_seed_backbone(cfg, class_names: Sequence[str], train: Dataset, test: D
         model = copy.deepcopy(start)
     else:
         model = build_backbone(cfg.architecture, len(class_names), cfg.weights)
-    history = train_backbone(model, train, test, cfg, seed, device)
+    history = train_backbone(model, train, test, cfg=cfg, seed=seed, device=device)
     meta = {
         "architecture": cfg.architecture, "n_classes": len(class_names), "class_names": class_names,
         "image_size": cfg.image_size, "weights": cfg.weights, "checkpoint": checkpoint,

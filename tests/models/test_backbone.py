@@ -103,7 +103,7 @@ def test_imagenet_weights_without_network_give_one_sentence(monkeypatch, failure
 def _train(make_images, init_seed: int = 0, shuffle_seed: int = 0):
     seed_everything(init_seed)
     model = build_backbone("resnet18", 2)
-    history = train_backbone(model, make_images(8, seed=1), make_images(4, seed=2), CFG,
+    history = train_backbone(model, make_images(8, seed=1), make_images(4, seed=2), cfg=CFG,
                              seed=shuffle_seed, device="cpu")
     return model, history
 
@@ -128,7 +128,7 @@ def test_history_has_one_entry_per_epoch_and_training_reduces_the_loss(make_imag
     seed_everything(0)
     model = build_backbone("resnet18", 2)
     cfg = CFG.model_copy(update={"epochs": 4})
-    history = train_backbone(model, make_images(12, seed=1), make_images(4, seed=2), cfg, seed=0)
+    history = train_backbone(model, make_images(12, seed=1), make_images(4, seed=2), cfg=cfg, seed=0)
     assert len(history["loss"]) == len(history["train_accuracy"]) == 4
     assert history["loss"][-1] < history["loss"][0]
     assert all(0.0 <= a <= 1.0 for a in history["train_accuracy"])
@@ -142,7 +142,7 @@ def test_zero_epochs_only_evaluates(make_images):
     model = build_backbone("resnet18", 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     history = train_backbone(model, make_images(8), make_images(4),
-                             CFG.model_copy(update={"epochs": 0}), seed=0)
+                             cfg=CFG.model_copy(update={"epochs": 0}), seed=0)
     assert history["loss"] == [] and 0.0 <= history["test_accuracy"] <= 1.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -159,7 +159,7 @@ def test_evaluate_returns_logits_and_labels_in_dataset_order(tiny_resnet18, make
 def test_save_load_round_trip_gives_identical_logits(tmp_path, make_images):
     seed_everything(0)
     model = build_backbone("resnet18", 2)
-    train_backbone(model, make_images(8), make_images(4), CFG.model_copy(update={"epochs": 1}), seed=0)
+    train_backbone(model, make_images(8), make_images(4), cfg=CFG.model_copy(update={"epochs": 1}), seed=0)
     model.eval()
     meta = {"architecture": "resnet18", "n_classes": 2, "class_names": ["a", "b"], "seed": 0}
     save_backbone(model, tmp_path / "seed0", meta)
