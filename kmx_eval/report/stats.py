@@ -25,7 +25,9 @@ and the interval, by what exists for the key (the ``interval`` column says which
   prototypes differ between seeds, so they cannot be aligned as images are; seeds are resampled,
   then prototypes within each drawn seed (``samples.csv`` holds one value per prototype;
   :func:`~kmx_eval.metrics.bootstrap.hierarchical_bootstrap_ci`), so the interval includes the
-  spread of the per-seed means (never narrower than it allows);
+  spread of the per-seed means (never narrower than it allows); for purity, a share per prototype,
+  never narrower than the mean of the per-seed Wilson bounds either (a bootstrap of shares that are
+  all 1 would collapse to [1, 1]);
 - ``mean_of_seed_bounds``: keys without per-sample scores (a per-prototype metric of one seed, or a
   study written before per-prototype values were kept) keep ``ci_low = (1/S) sum_s l_s``,
   ``ci_high = (1/S) sum_s h_s``, the sampling uncertainty of one repetition (with one seed, the
@@ -201,6 +203,10 @@ def _aggregate_key(key: tuple, group: pd.DataFrame, scores: pd.DataFrame | None,
             groups = [values_of[scores["seed"] == s].to_numpy() for s in seeds]
             _, low, high = hierarchical_bootstrap_ci(groups, n_resamples=n_resamples, confidence=confidence,
                                                      seed=min(seeds) if seed is None else int(seed))
+            if proportion(key[2], key[5]) and finite_bounds(bounds.low, bounds.high):
+                # purity: a percentile bootstrap of shares that are all 1 collapses to [1, 1]; the
+                # per-seed Wilson bounds do not, so the interval is never narrower than their mean
+                low, high = min(low, bounds.low), max(high, bounds.high)
             bounds = _Bounds(low, high, bounds.seed_sd, "hierarchical_bootstrap")
     elif scores is not None:
         seeds = sorted(int(x) for x in group["seed"].unique())

@@ -104,3 +104,18 @@ def test_one_seed_keeps_the_seeds_own_interval():
 def test_the_report_names_the_evaluate_stages_reference_rows():
     assert summary.CLASS_MEANS == CLASS_MEANS and summary.CLAIM_METRIC in PROTOTYPE_METRICS
     assert not PROTOTYPE_METRICS[summary.CLAIM_METRIC]  # lower is closer to the data
+
+
+def test_purity_at_100_percent_over_seeds_does_not_collapse():
+    """Shares that are all 1: the hierarchical bootstrap alone gives [1, 1]; the per-seed Wilson bounds
+    keep the interval open."""
+    rows, samples = [], []
+    for seed in SEEDS:
+        keys = dict(dataset="d", seed=seed, combination="B4", method="probe", metric="purity")
+        rows.append(tidy.summary_row(np.ones(4), n_resamples=200, confidence=0.95, bootstrap_seed=seed,
+                                     proportion=True, kind="prototypes", category="prototype_fidelity",
+                                     higher_is_better=True, **keys))
+        samples += tidy.sample_rows(np.ones(4), [None] * 4, np.arange(4), **keys)
+    row = _agg(tidy.frame(rows), tidy.samples_frame(samples)).iloc[0]
+    assert row["interval"] == "hierarchical_bootstrap" and row["value"] == 1.0
+    assert row["ci_low"] < 0.6 and row["ci_high"] == 1.0
