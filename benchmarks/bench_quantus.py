@@ -144,13 +144,13 @@ def run(args) -> tuple[list[common.Check], dict]:
     for name in names:
         walls, model_times, sizes = [], [], None
         # Untimed warm-up on two images: Quantus imports and builds helpers on first use.
-        run_quantus(name, model, x[:2], y[:2], maps[:2], None, settings, seed=0, device="cpu",
+        run_quantus(name, model, x[:2], y[:2], maps[:2], None, settings=settings, seed=0, device="cpu",
                     explain_func=explain_func, n_classes=args.n_classes, batch_size=args.batch_size)
         for r in range(args.repeats):
             counter.start()
             t0 = common.now()
-            scores, reasons, extra = run_quantus(name, model, x, y, maps, None, settings, seed=0, device="cpu",
-                                                 explain_func=explain_func, n_classes=args.n_classes,
+            scores, reasons, extra = run_quantus(name, model, x, y, maps, None, settings=settings, seed=0,
+                                                 device="cpu", explain_func=explain_func, n_classes=args.n_classes,
                                                  batch_size=args.batch_size)
             wall = common.now() - t0
             calls = counter.stop()
@@ -178,11 +178,11 @@ def run(args) -> tuple[list[common.Check], dict]:
                     f"model {common.median(model_times):.3g} s; Quantus overhead {100 * overhead:.0f}% "
                     f"of wall; {scored}/{len(scores)} samples scored"
                     + (f" (missing: {dict(missing)})" if missing else "")
-                    + f"; settings {extra['settings']}"),
+                    + f"; settings {extra.settings}"),
             data={"calls": len(sizes), "images": images, "passes_per_image": images / args.n_images,
                   "passes_per_image_derived": derived.get(name),
                   "batch_sizes": dict(hist), "wall_s": walls, "model_s": model_times,
-                  "overhead_share": overhead, "settings": extra["settings"]}))
+                  "overhead_share": overhead, "settings": extra.settings}))
         detail[name] = checks[-1].data
     return checks, detail
 

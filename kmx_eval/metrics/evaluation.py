@@ -284,12 +284,12 @@ class EvaluationTables:
             common = dict(seed=seed, ps=ps, z_train=zt, z_test=zs, sample_ids=ids,
                           chance=float(np.mean(share[np.clip(ps.classes, 0, len(share) - 1)])))
             if not ps.linear:
-                purity = pf.class_purities(ps.prototypes, ps.classes, zt, y_train, m)
+                purity = pf.class_purities(ps.prototypes, ps.classes, zt, y_train, m=m)
                 self._prototype_rows(method=method, prototypes=ps.prototypes, purity=purity, proto_note=proto_note,
                                      purity_note=f"m = {m} nearest training embeddings", reading="", **common)
                 self.seconds[f"prototypes/{method}"] += time.perf_counter() - t0
                 continue
-            purity = pf.linear_class_purities(ps.prototypes, zt, y_train, m, classes=ps.classes)
+            purity = pf.linear_class_purities(ps.prototypes, zt, y_train, m=m, classes=ps.classes)
             ranked = f"m = {m} training embeddings with the highest centred logit <w_c - wbar, z>"
             self._prototype_rows(method=method, prototypes=ps.prototypes, purity=purity, proto_note=proto_note,
                                  purity_note=ranked, reading="reading alpha = 1, v = 0 (as stored)", **common)
@@ -399,21 +399,21 @@ class EvaluationTables:
                      and spec.invariant_to(Invariance.MAP_SHIFT, Invariance.MAP_SCALE)
                      and (seed, twin, name) in self._results)
             if reuse:
-                scores, reasons, extra = self._results[(seed, twin, name)]
+                scores, reasons, run = self._results[(seed, twin, name)]
                 share_note = f"computed once for {twin} (maps equal up to a per-image positive affine change)"
             else:
-                scores, reasons, extra = run_quantus(name, model, x, y, a, masks, settings, seed, device,
-                                                     explain_func=explain_func, n_classes=n_classes)
-                self._results[(seed, method, name)] = (scores, reasons, extra)
-                self.seconds[name] += extra["seconds"]
-                self.seconds[f"explainer/{method}"] += extra["seconds"]
+                scores, reasons, run = run_quantus(name, model, x, y, a, masks, settings=settings, seed=seed,
+                                                   device=device, explain_func=explain_func, n_classes=n_classes)
+                self._results[(seed, method, name)] = (scores, reasons, run)
+                self.seconds[name] += run.seconds
+                self.seconds[f"explainer/{method}"] += run.seconds
                 share_note = ""
-                settings_out = dict(extra["settings"])
+                settings_out = dict(run.settings)
                 settings_out["invariances"] = sorted(spec.invariances_with(settings.softmax))
                 self.settings.setdefault("quantus", {})[name] = settings_out
             keys = dict(kind="explainer", method=method, category=spec.category.value, metric=name,
                         higher_is_better=spec.higher_is_better)
-            chance = extra.get("chance")
+            chance = run.chance
             scored = np.isfinite(scores)
             if chance is not None and scored.any():
                 chance_value = float(np.mean(np.asarray(chance)[scored]))
@@ -425,9 +425,9 @@ class EvaluationTables:
             else:
                 self._summary(seed, scores, reasons, chance=chance_value, note=share_note, **keys)
             self._samples(seed, method, name, scores, reasons, sample_ids)
-            if "curves" in extra and np.isfinite(extra["curves"]).any():
-                mean_curve = np.nanmean(extra["curves"], axis=0)
-                self.curves.extend(tidy.curve_rows(extra["fractions"], mean_curve, **self._keys(seed),
+            if run.curves is not None and np.isfinite(run.curves).any():
+                mean_curve = np.nanmean(run.curves, axis=0)
+                self.curves.extend(tidy.curve_rows(run.fractions, mean_curve, **self._keys(seed),
                                                    method=method))
             missing = int(np.isnan(scores).sum())
             if missing == len(scores) and not all(r == NO_MASKS for r in reasons):

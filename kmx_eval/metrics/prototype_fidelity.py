@@ -166,14 +166,8 @@ def proximity_ratio(prototypes, train, metric: Metric = "euclidean") -> float:
     return float(np.mean(proximity_ratios(prototypes, train, metric=metric)))
 
 
-def class_purities(
-    prototypes,
-    prototype_classes,
-    train,
-    train_labels,
-    m: int,
-    metric: Metric = "euclidean",
-) -> np.ndarray:
+def class_purities(prototypes, prototype_classes, train, train_labels, *, m: int,
+                   metric: Metric = "euclidean") -> np.ndarray:
     """Per-prototype purity@m: ``1/m sum_{j in NN_m(p)} [y_j = c(p)]``, an array (P,)."""
     classes = np.asarray(prototype_classes).ravel()
     labels = np.asarray(train_labels).ravel()
@@ -188,16 +182,10 @@ def class_purities(
     return (labels[idx] == classes[:, None]).mean(axis=1)
 
 
-def class_purity(
-    prototypes,
-    prototype_classes,
-    train,
-    train_labels,
-    m: int,
-    metric: Metric = "euclidean",
-) -> float:
+def class_purity(prototypes, prototype_classes, train, train_labels, *, m: int,
+                 metric: Metric = "euclidean") -> float:
     """Class purity@m averaged over prototypes (:func:`class_purities`), in [0, 1]."""
-    return float(np.mean(class_purities(prototypes, prototype_classes, train, train_labels, m, metric)))
+    return float(np.mean(class_purities(prototypes, prototype_classes, train, train_labels, m=m, metric=metric)))
 
 
 def nearest_prototype_decisions(embeddings, prototypes, prototype_classes) -> np.ndarray:
@@ -334,7 +322,7 @@ def diversity_kmex(prototypes) -> float:
 
 
 # ---------------------------------------------------------------------------------- linear heads
-def linear_class_purities(weight, train, train_labels, m: int, classes=None) -> np.ndarray:
+def linear_class_purities(weight, train, train_labels, *, m: int, classes=None) -> np.ndarray:
     """Purity@m of linear prototypes ranked by the centred logit, an array (C,).
 
     For class ``c`` the ``m`` training embeddings with the largest ``<w_c - wbar, z_i>``

@@ -77,8 +77,8 @@ def test_map_metrics_are_invariant_to_a_positive_affine_change_of_the_map(k, c, 
     x, y, s, a = _data(3, seed)
     b = (2.0 ** k) * a + c
     for name in MAP_ONLY:
-        s1, r1, _ = qm.run_quantus(name, _model(), x, y, a, s, SETTINGS, seed=0)
-        s2, r2, _ = qm.run_quantus(name, _model(), x, y, b, s, SETTINGS, seed=0)
+        s1, r1, _ = qm.run_quantus(name, _model(), x, y, a, s, settings=SETTINGS, seed=0)
+        s2, r2, _ = qm.run_quantus(name, _model(), x, y, b, s, settings=SETTINGS, seed=0)
         assert r1 == r2 and np.allclose(s1, s2, atol=1e-6, equal_nan=True), name
 
 
@@ -87,8 +87,8 @@ def test_map_metrics_are_invariant_to_a_positive_affine_change_of_the_map(k, c, 
 def test_faithfulness_is_invariant_to_a_positive_affine_change_of_the_model_outputs(alpha, beta, seed):
     x, y, _, a = _data(3, seed)
     for name in FAITHFULNESS:
-        s1, r1, _ = qm.run_quantus(name, _model(), x, y, a, None, SETTINGS, seed=0)
-        s2, r2, _ = qm.run_quantus(name, Affine(_model(), alpha, beta), x, y, a, None, SETTINGS, seed=0)
+        s1, r1, _ = qm.run_quantus(name, _model(), x, y, a, None, settings=SETTINGS, seed=0)
+        s2, r2, _ = qm.run_quantus(name, Affine(_model(), alpha, beta), x, y, a, None, settings=SETTINGS, seed=0)
         assert r1 == r2, name
         assert np.allclose(s1, s2, rtol=1e-3, atol=1e-4, equal_nan=True), (name, s1, s2)
 
@@ -96,8 +96,8 @@ def test_faithfulness_is_invariant_to_a_positive_affine_change_of_the_model_outp
 def test_raw_scores_would_not_be_invariant():
     """The normalisation matters: the raw class scores do scale with the outputs."""
     x, y, _, _ = _data(3, 0)
-    raw = qm.class_scores(_model(), x, y, False, "cpu", 8)
-    scaled = qm.class_scores(Affine(_model(), 10.0, 3.0), x, y, False, "cpu", 8)
+    raw = qm.class_scores(_model(), x, y, softmax=False, device="cpu", batch_size=8)
+    scaled = qm.class_scores(Affine(_model(), 10.0, 3.0), x, y, softmax=False, device="cpu", batch_size=8)
     assert np.allclose(scaled, 10 * raw + 3, atol=1e-4) and not np.allclose(scaled, raw)
 
 
@@ -119,7 +119,7 @@ def test_never_positive_maps_are_scored_by_where_they_exceed_their_mean():
     rng = np.random.default_rng(0)
     distance = -rng.random((4, H, H)).astype(np.float32) - 1.0 + 0.8 * s  # <= 0 everywhere, higher on S
     for name in ("RelevanceMassAccuracy", "AttributionLocalisation"):
-        scores, reasons, _ = qm.run_quantus(name, _model(), x, y, distance, s, SETTINGS, seed=0)
+        scores, reasons, _ = qm.run_quantus(name, _model(), x, y, distance, s, settings=SETTINGS, seed=0)
         assert reasons == [None] * 4 and np.all(scores > qm.mask_share(s)), name
 
 

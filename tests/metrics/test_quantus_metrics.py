@@ -59,18 +59,18 @@ def test_settings_derivation():
 def test_settings_are_reported_with_the_scores():
     x, y, s = _data(4)
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
-    _, _, pf = qm.run_quantus("PixelFlipping", _model(), x, y, a, None, CFG, seed=0)
-    assert (pf["settings"]["features_in_step"], pf["settings"]["n_steps"]) == qm.features_in_step(3, H, H, CFG.n_steps)
-    _, _, fc = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, CFG, seed=0)
-    assert fc["settings"]["nr_runs"] == CFG.nr_runs and fc["settings"]["subset_size"] == 51
-    _, _, tk = qm.run_quantus("TopKIntersection", _model(), x, y, a, s, CFG, seed=0)
-    assert tk["settings"]["k"] == 102 and tk["settings"]["n_images"] == 4
+    _, _, pf = qm.run_quantus("PixelFlipping", _model(), x, y, a, None, settings=CFG, seed=0)
+    assert (pf.settings["features_in_step"], pf.settings["n_steps"]) == qm.features_in_step(3, H, H, CFG.n_steps)
+    _, _, fc = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, settings=CFG, seed=0)
+    assert fc.settings["nr_runs"] == CFG.nr_runs and fc.settings["subset_size"] == 51
+    _, _, tk = qm.run_quantus("TopKIntersection", _model(), x, y, a, s, settings=CFG, seed=0)
+    assert tk.settings["k"] == 102 and tk.settings["n_images"] == 4
 
 
 @pytest.mark.parametrize("name", LOCALISATION)
 def test_a_map_equal_to_the_mask_scores_at_the_top(name):
     x, y, s = _data()
-    scores, reasons, _ = qm.run_quantus(name, _model(), x, y, s.astype(np.float32), s, CFG, seed=0)
+    scores, reasons, _ = qm.run_quantus(name, _model(), x, y, s.astype(np.float32), s, settings=CFG, seed=0)
     assert reasons == [None] * len(x)
     assert np.allclose(scores, 1.0)  # every mask holds 168 pixels > k = 102 for TopK
 
@@ -79,8 +79,8 @@ def test_a_uniform_random_map_scores_near_chance():
     x, y, s = _data(n=60)
     a = np.random.default_rng(5).random(s.shape).astype(np.float32)
     for name in LOCALISATION:
-        scores, _, extra = qm.run_quantus(name, _model(), x, y, a, s, CFG, seed=0)
-        chance = extra["chance"].mean()
+        scores, _, extra = qm.run_quantus(name, _model(), x, y, a, s, settings=CFG, seed=0)
+        chance = extra.chance.mean()
         tol = 0.1 if name == "PointingGame" else 0.03  # a hit is 0/1: binomial noise over 60 images
         assert abs(np.nanmean(scores) - chance) < tol, name
     assert qm.chance_level("AUC", s).tolist() == [0.5] * 60
@@ -94,7 +94,7 @@ def test_a_constant_map_is_nan_with_its_reason_and_the_others_are_scored():
     a[4] = 3.0
     a[5, 0, 0] = np.nan
     for name in ("RelevanceMassAccuracy", "FaithfulnessCorrelation", "Sparseness"):
-        scores, reasons, _ = qm.run_quantus(name, _model(), x, y, a, s, CFG, seed=0)
+        scores, reasons, _ = qm.run_quantus(name, _model(), x, y, a, s, settings=CFG, seed=0)
         assert reasons[2] == "constant map (all zero)" and reasons[4] == "constant map"
         assert reasons[5] == "map has non-finite values"
         assert np.isnan(scores[[2, 4, 5]]).all()
@@ -110,15 +110,15 @@ def test_mass_metrics_read_the_map_above_its_mean_and_rank_metrics_the_order():
     shifted = centred + 10.0  # the same map with a large spatially constant part
     for name in ("RelevanceRankAccuracy", "AUC", "PointingGame", "RelevanceMassAccuracy",
                  "AttributionLocalisation", "Sparseness"):
-        a1, _, e = qm.run_quantus(name, _model(), x, y, centred, s, CFG, seed=0)
-        a2, _, _ = qm.run_quantus(name, _model(), x, y, shifted, s, CFG, seed=0)
+        a1, _, e = qm.run_quantus(name, _model(), x, y, centred, s, settings=CFG, seed=0)
+        a2, _, _ = qm.run_quantus(name, _model(), x, y, shifted, s, settings=CFG, seed=0)
         assert np.allclose(a1, a2, atol=1e-5), name
-    assert e["settings"]["map_scaling"].startswith("per-sample positive part of the map minus its mean")
+    assert e.settings["map_scaling"].startswith("per-sample positive part of the map minus its mean")
     share = qm.mask_share(s)
-    m1, _, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, centred, s, CFG, seed=0)
+    m1, _, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, centred, s, settings=CFG, seed=0)
     assert np.all(m1 > share)  # the centred map localises above chance
     never_positive = -np.abs(np.random.default_rng(1).normal(size=s.shape)).astype(np.float32) - 0.1 + s
-    m, reasons, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, never_positive - 3.0, s, CFG, seed=0)
+    m, reasons, _ = qm.run_quantus("RelevanceMassAccuracy", _model(), x, y, never_positive - 3.0, s, settings=CFG, seed=0)
     assert reasons == [None] * 8 and np.all(m > share)
 
 
@@ -127,10 +127,10 @@ def test_masks_empty_full_or_absent_are_reported():
     s[1] = 0
     s[2] = 1
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
-    scores, reasons, _ = qm.run_quantus("PointingGame", _model(), x, y, a, s, CFG, seed=0)
+    scores, reasons, _ = qm.run_quantus("PointingGame", _model(), x, y, a, s, settings=CFG, seed=0)
     assert reasons[1] == "empty mask" and reasons[2] == "mask covers the whole image"
     assert np.isnan(scores[1]) and np.isnan(scores[2]) and np.isfinite(scores[[0, 3]]).all()
-    scores, reasons, _ = qm.run_quantus("AUC", _model(), x, y, a, None, CFG, seed=0)
+    scores, reasons, _ = qm.run_quantus("AUC", _model(), x, y, a, None, settings=CFG, seed=0)
     assert np.isnan(scores).all() and reasons == [qm.NO_MASKS] * 4
 
 
@@ -152,7 +152,7 @@ def test_a_quantus_failure_is_retried_per_sample(monkeypatch):
                           scaling="rank",
                           build=lambda cfg, size, **kw: qm.Built(RefusesSampleThree(), {}, qm.plain))
     monkeypatch.setitem(qm.QUANTUS_METRICS._items, "Fake", fake)
-    scores, reasons, _ = qm.run_quantus("Fake", _model(), x, y, a, None, CFG, seed=0)
+    scores, reasons, _ = qm.run_quantus("Fake", _model(), x, y, a, None, settings=CFG, seed=0)
     assert calls == [5, 1, 1, 1, 1, 1]
     assert np.isnan(scores[3]) and reasons[3] == ("quantus AssertionError: Attributions should "
                                                   "not all be less than zero.")
@@ -163,11 +163,11 @@ def test_a_quantus_failure_is_retried_per_sample(monkeypatch):
 def test_reseeding_makes_faithfulness_correlation_repeatable():
     x, y, _ = _data(6)
     a = np.random.default_rng(0).random((6, H, H)).astype(np.float32)
-    first, _, _ = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, CFG, seed=11)
+    first, _, _ = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, settings=CFG, seed=11)
     np.random.seed(999)  # whatever ran in between must not matter
     np.random.random(17)
-    second, _, _ = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, CFG, seed=11)
-    other, _, _ = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, CFG, seed=12)
+    second, _, _ = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, settings=CFG, seed=11)
+    other, _, _ = qm.run_quantus("FaithfulnessCorrelation", _model(), x, y, a, None, settings=CFG, seed=12)
     assert np.array_equal(first, second)
     assert not np.array_equal(first, other)
 
@@ -177,8 +177,8 @@ def test_pixel_flipping_curves_run_from_one_to_zero_and_auc_is_their_area():
     x, y, _ = _data(4)
     model = _model()
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
-    scores, reasons, extra = qm.run_quantus("PixelFlipping", model, x, y, a, None, CFG, seed=0)
-    fractions, curves = extra["fractions"], extra["curves"]
+    scores, reasons, extra = qm.run_quantus("PixelFlipping", model, x, y, a, None, settings=CFG, seed=0)
+    fractions, curves = extra.fractions, extra.curves
     steps = qm.features_in_step(3, H, H, CFG.n_steps)[1]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and curves.shape == (4, steps + 1)
     with torch.no_grad():
@@ -208,20 +208,20 @@ def test_faithful_map_beats_its_inverse_on_a_model_that_only_sees_one_region():
     m = Quadrant().eval()
     for name, better in [("PixelFlipping", np.less), ("RegionPerturbation", np.greater),
                          ("FaithfulnessCorrelation", np.greater)]:
-        g, _, _ = qm.run_quantus(name, m, x, y, good, None, CFG, seed=0)
-        b, _, _ = qm.run_quantus(name, m, x, y, bad, None, CFG, seed=0)
+        g, _, _ = qm.run_quantus(name, m, x, y, good, None, settings=CFG, seed=0)
+        b, _, _ = qm.run_quantus(name, m, x, y, bad, None, settings=CFG, seed=0)
         assert better(np.nanmean(g), np.nanmean(b)), name
 
 
 def test_random_logit_needs_an_explanation_function():
     x, y, _ = _data(4)
     a = np.random.default_rng(0).random((4, H, H)).astype(np.float32)
-    scores, reasons, _ = qm.run_quantus("RandomLogit", _model(), x, y, a, None, CFG, seed=0)
+    scores, reasons, _ = qm.run_quantus("RandomLogit", _model(), x, y, a, None, settings=CFG, seed=0)
     assert np.isnan(scores).all() and reasons[0] == "no explanation function for this explainer"
 
     def same_map_for_every_class(model, inputs, targets, **kw):
         return a[: len(inputs)]
 
-    scores, reasons, _ = qm.run_quantus("RandomLogit", _model(), x, y, a, None, CFG, seed=0,
+    scores, reasons, _ = qm.run_quantus("RandomLogit", _model(), x, y, a, None, settings=CFG, seed=0,
                                         explain_func=same_map_for_every_class)
     assert np.allclose(scores, 1.0)  # identical maps for every class: SSIM 1, the worst score

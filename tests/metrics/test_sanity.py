@@ -64,15 +64,16 @@ def test_mprt_separates_a_model_dependent_map_from_one_that_ignores_the_model():
     x, y = _data()
     cam = quantus_explain_func(build_explainer("cam", ExplainConfig(), 0))
     a = cam(_resnet(), x, y)[:, 0]
-    scores, reasons, extra = qm.run_quantus("MPRT", _resnet(), x, y, a, None, SETTINGS, seed=0, explain_func=cam)
+    scores, reasons, extra = qm.run_quantus("MPRT", _resnet(), x, y, a, None, settings=SETTINGS, seed=0,
+                                            explain_func=cam)
     assert reasons[3].startswith("outside the first 3 images") and np.isfinite(scores[:3]).all()
 
     def fixed(model, inputs, targets, **kw):  # a map that never looks at the parameters
         return a[: len(inputs), None]
 
-    same, _, _ = qm.run_quantus("MPRT", _resnet(), x, y, a, None, SETTINGS, seed=0, explain_func=fixed)
+    same, _, _ = qm.run_quantus("MPRT", _resnet(), x, y, a, None, settings=SETTINGS, seed=0, explain_func=fixed)
     assert np.allclose(same[:3], 1.0) and np.all(scores[:3] < 0.9)
-    assert extra["settings"]["n_images"] == 3
+    assert extra.settings["n_images"] == 3
 
 
 def test_spearman_rows_and_max_sensitivity_direction():
@@ -85,7 +86,7 @@ def test_spearman_rows_and_max_sensitivity_direction():
     sens = {}
     for name, f in (("random", rnd), ("cam", cam)):
         a = f(_resnet(), x, y)[:, 0]
-        sens[name], reasons, _ = qm.run_quantus("MaxSensitivity", _resnet(), x, y, a, None, SETTINGS, seed=0,
+        sens[name], reasons, _ = qm.run_quantus("MaxSensitivity", _resnet(), x, y, a, None, settings=SETTINGS, seed=0,
                                                 explain_func=f)
         assert reasons == [None] * 3
     assert np.all(sens["cam"] < sens["random"])  # a redrawn random map is maximally unstable

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -20,7 +21,7 @@ from kmx_eval.errors import KmxError
 
 from .scaling import SCALING_NOTES, SCALINGS, map_problems, mask_problems
 from .settings import QuantusSettings
-from .spec import QUANTUS_METRICS
+from .spec import QUANTUS_METRICS, Built, QuantusSpec
 
 if TYPE_CHECKING:
     import torch
@@ -49,9 +50,10 @@ def rescaled_explain_func(explain_func: Callable, scaling: str = "rank") -> Call
     return wrapped
 
 
-def class_scores(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, softmax: bool, device: str,
+def class_scores(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, *, softmax: bool, device: str,
                  batch_size: int) -> np.ndarray:
     """``f(x)_y`` through Quantus's own model wrapper, so it matches the perturbed scores."""
+    # quantus takes seconds to import: the metric registry (read by the resolve stage) must not need it
     from quantus.helpers.utils import get_wrapped_model
 
     wrapped = get_wrapped_model(model, channel_first=True, softmax=softmax, device=device)
@@ -65,6 +67,7 @@ def class_scores(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, softmax
 def fully_perturbed(x: np.ndarray, perturb_baseline: str) -> np.ndarray:
     """``x`` with every value replaced by Quantus's ``perturb_baseline`` (per sample, as the
     perturbation metrics replace them): the end point of a perturbation curve."""
+    # quantus takes seconds to import: the metric registry (read by the resolve stage) must not need it
     from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
 
     flat = x.reshape(len(x), -1)
@@ -73,61 +76,67 @@ def fully_perturbed(x: np.ndarray, perturb_baseline: str) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(x.shape).astype(np.float32))
 
 
-def run_quantus(
-    name: str,
-    model: "torch.nn.Module",
-    x: np.ndarray,
-    y: np.ndarray,
-    a: np.ndarray,
-    s: np.ndarray | None,
-    settings: QuantusSettings,
-    seed: int,
-    device: str = "cpu",
-    explain_func: Callable | None = None,
-    *,
-    n_classes: int | None = None,
-    batch_size: int = 64,
-) -> tuple[np.ndarray, list[str | None], dict[str, Any]]:
-    """Score one explainer's maps with Quantus metric ``name``, one value per sample.
+@dataclass
+class QuantusRun:
+    """What one :func:`run_quantus` call ran and measured, beside its scores.
 
-    Parameters
-    ----------
-    name : str
-        Key of :data:`~.spec.QUANTUS_METRICS`.
-    model : torch.nn.Module
-        The model under explanation (k-means head module or CNN); put in eval mode here, already
-        on ``device`` (Quantus moves inputs, not the model).
-    x : float array (n, 3, H, W)
-        Normalised inputs, square.
-    y : int array (n,)
-        Explained classes.
-    a : float array (n, H, W)
-        Attribution maps at input resolution (any sign; rescaled here per the spec's ``scaling``).
-    s : 0/1 array (n, H, W) or None
-        Object masks; None when the dataset has none.
-    settings : QuantusSettings
-    seed : int
-        ``np.random.seed(seed)`` runs right before every Quantus call.
-    explain_func : callable, optional
-        Quantus-style ``explain_func(model, inputs, targets, **kw) -> (n, H, W)`` of the same
-        explainer; needed by metrics with ``needs_explain_func``.
-    n_classes : int, optional
-        Number of classes (RandomLogit); default ``model``'s output width.
-
-    Returns
-    -------
-    scores : float array (n,)
-        NaN where a sample was not scored.
-    reasons : list of str or None
-        Why each NaN is missing (None for scored samples).
-    extra : dict
-        ``settings`` (what was run), ``seconds``, ``chance`` (per-sample chance level or None)
-        and, for PixelFlipping, ``fractions`` (L+1,) and ``curves`` (n, L+1) (NaN rows for
-        missing samples).
+    ``settings``: what was run (the metric's settings, ``n_images``, ``softmax``, ``map_scaling``);
+    ``seconds``: time spent scoring (0 when nothing could be); ``chance``: per-sample chance level
+    (localisation metrics with masks), else None; for metrics with curves (PixelFlipping)
+    ``fractions`` (L+1,) and, once scored, ``curves`` (n, L+1) with NaN rows for missing samples.
     """
-    import torch
 
-    spec = QUANTUS_METRICS.get(name)
+    settings: dict[str, Any]
+    seconds: float = 0.0
+    chance: np.ndarray | None = None
+    fractions: np.ndarray | None = None
+    curves: np.ndarray | None = None
+
+
+@dataclass
+class _Scorer:
+    """One metric's Quantus call on a subset ``ix`` of the samples, its fixed inputs bound once."""
+
+    spec: QuantusSpec
+    built: Built
+    model: "torch.nn.Module"
+    x: np.ndarray
+    y: np.ndarray
+    a_scaled: np.ndarray
+    masks: np.ndarray | None
+    explain_func: Callable | None
+    settings: QuantusSettings
+    seed: int
+    device: str
+    batch_size: int
+
+    def __call__(self, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        softmax = bool(self.settings.softmax)
+        s_batch = None if self.masks is None else self.masks[ix][:, None]
+        np.random.seed(self.seed % 2**32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = self.built.metric(model=self.model, x_batch=self.x[ix], y_batch=self.y[ix],
+                                    a_batch=self.a_scaled[ix].copy()[:, None], s_batch=s_batch,
+                                    channel_first=True, explain_func=self.explain_func, softmax=softmax,
+                                    device=self.device, batch_size=self.batch_size)
+        return self.built.finish(raw, self._reference(ix, softmax))
+
+    def _reference(self, ix: np.ndarray, softmax: bool) -> dict[str, np.ndarray] | None:
+        """The unperturbed (and, when the spec asks, fully perturbed) class scores of ``ix``."""
+        if not self.spec.needs_reference:
+            return None
+        scored = dict(softmax=softmax, device=self.device, batch_size=self.batch_size)
+        reference = {"original": class_scores(self.model, self.x[ix], self.y[ix], **scored)}
+        if self.spec.needs_reference == "both":  # the curve does not end fully perturbed (RegionPerturbation)
+            np.random.seed(self.seed % 2**32)
+            x_base = fully_perturbed(self.x[ix], self.settings.perturb_baseline)
+            reference["perturbed"] = class_scores(self.model, x_base, self.y[ix], **scored)
+        return reference
+
+
+def _checked_inputs(name: str, x, y, a) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` float32 contiguous, ``y`` int64 (n,), ``a`` float32; a ValueError unless the shapes fit."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     y = np.asarray(y).astype(np.int64).ravel()
     a = np.asarray(a, dtype=np.float32)
@@ -137,77 +146,42 @@ def run_quantus(
     if a.shape != (n, *x.shape[2:]) or y.shape != (n,):
         raise ValueError(f"{name}: maps {a.shape} and targets {y.shape} must be (n, H, W) and (n,) "
                          f"for inputs {x.shape}")
-    device = str(device)
-    softmax = bool(settings.softmax)
-    model.eval()
-    if n_classes is None:
-        with torch.no_grad():
-            n_classes = int(model(torch.from_numpy(x[:1]).to(device)).shape[1])
-    built = spec.build(settings, x.shape[2], n_channels=x.shape[1], n_classes=n_classes, seed=seed)
-    run_settings = {**built.settings, "n_images": n, "softmax": softmax,
-                    "map_scaling": SCALING_NOTES[spec.scaling]}
-    scores = np.full(n, np.nan)
-    reasons: list[str | None] = list(map_problems(a, spec.scaling))
-    curves = None if built.fractions is None else np.full((n, len(built.fractions)), np.nan)
-    extra: dict[str, Any] = {"settings": run_settings, "chance": None}
-    if curves is not None:
-        extra["fractions"] = built.fractions
+    return x, y, a
 
-    masks = None
-    if spec.needs_masks:
-        if s is None:
-            extra["seconds"] = 0.0
-            return scores, [NO_MASKS] * n, extra
-        masks = (np.asarray(s) > 0).astype(np.uint8)
-        if masks.shape != a.shape:
-            raise ValueError(f"{name}: masks {masks.shape} must match the maps {a.shape}")
-        extra["chance"] = spec.chance(masks) if spec.chance else None
-        reasons = [r or m for r, m in zip(reasons, mask_problems(masks))]
-    if spec.needs_explain_func:
-        if explain_func is None:
-            extra["seconds"] = 0.0
-            return scores, ["no explanation function for this explainer"] * n, extra
-        if n_classes < 2:
-            extra["seconds"] = 0.0
-            return scores, ["needs at least two classes"] * n, extra
 
-    if spec.subset and n > settings.sanity_images:
-        outside = f"outside the first {settings.sanity_images} images (evaluate.sanity.n_images)"
-        reasons = [r if i < settings.sanity_images else outside for i, r in enumerate(reasons)]
-        run_settings["n_images"] = settings.sanity_images
-    start_time = time.perf_counter()
-    idx = np.flatnonzero([r is None for r in reasons])
-    a_scaled = SCALINGS[spec.scaling](a)
-    efunc = rescaled_explain_func(explain_func, spec.scaling) if spec.needs_explain_func else None
+def _output_width(model: "torch.nn.Module", x: np.ndarray, device: str) -> int:
+    """The number of classes ``model`` scores (its output width on the first input)."""
+    import torch  # torch: the metric registry, imported by the resolve stage, stays free of it
 
-    def call(ix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        s_batch = None if masks is None else masks[ix][:, None]
-        np.random.seed(seed % 2**32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = built.metric(model=model, x_batch=x[ix], y_batch=y[ix],
-                               a_batch=a_scaled[ix].copy()[:, None], s_batch=s_batch,
-                               channel_first=True, explain_func=efunc, softmax=softmax,
-                               device=device, batch_size=batch_size)
-        reference = None
-        if spec.needs_reference:
-            reference = {"original": class_scores(model, x[ix], y[ix], softmax, device, batch_size)}
-            if spec.needs_reference == "both":  # the curve does not end fully perturbed (RegionPerturbation)
-                np.random.seed(seed % 2**32)
-                x_base = fully_perturbed(x[ix], settings.perturb_baseline)
-                reference["perturbed"] = class_scores(model, x_base, y[ix], softmax, device, batch_size)
-        return built.finish(raw, reference)
+    with torch.no_grad():
+        return int(model(torch.from_numpy(x[:1]).to(device)).shape[1])
 
+
+def _unscorable(spec: QuantusSpec, explain_func: Callable | None, n_classes: int) -> str | None:
+    """Why no sample can be scored by a metric that needs an explanation function, if none can."""
+    if not spec.needs_explain_func:
+        return None
+    if explain_func is None:
+        return "no explanation function for this explainer"
+    if n_classes < 2:
+        return "needs at least two classes"
+    return None
+
+
+def _score_samples(scorer: _Scorer, idx: np.ndarray, scores: np.ndarray, reasons: list[str | None],
+                   curves: np.ndarray | None) -> None:
+    """Score the samples ``idx`` in one batch into ``scores`` (and ``curves``), retrying each alone if
+    Quantus raises on the batch; a sample that fails alone, or scores NaN, gets its reason."""
     if idx.size:
         try:
-            out, out_curves = call(idx)
+            out, out_curves = scorer(idx)
             scores[idx] = out
             if curves is not None:
                 curves[idx] = out_curves
         except SAMPLE_ERRORS:
             for i in idx:  # one bad sample must not cost the batch: retry each alone
                 try:
-                    out, out_curves = call(np.array([i]))
+                    out, out_curves = scorer(np.array([i]))
                     scores[i] = out[0]
                     if curves is not None:
                         curves[i] = out_curves[0]
@@ -217,8 +191,58 @@ def run_quantus(
     for i in idx:
         if reasons[i] is None and not np.isfinite(scores[i]):
             scores[i] = np.nan
-            reasons[i] = built.nan_reason or "undefined for this sample (Quantus returned NaN)"
-    extra["seconds"] = time.perf_counter() - start_time
-    if curves is not None:
-        extra["curves"] = curves
-    return scores, reasons, extra
+            reasons[i] = scorer.built.nan_reason or "undefined for this sample (Quantus returned NaN)"
+
+
+def run_quantus(name: str, model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, a: np.ndarray,
+                s: np.ndarray | None, *, settings: QuantusSettings, seed: int, device: str = "cpu",
+                explain_func: Callable | None = None, n_classes: int | None = None,
+                batch_size: int = 64) -> tuple[np.ndarray, list[str | None], QuantusRun]:
+    """Score one explainer's maps with Quantus metric ``name`` (a key of :data:`~.spec.QUANTUS_METRICS`),
+    one value per sample; ``np.random.seed(seed)`` runs right before every Quantus call.
+
+    ``model`` (k-means head module or CNN) is put in eval mode here, already on ``device`` (Quantus
+    moves inputs, not the model). ``x`` (n, 3, H, H): normalised inputs; ``y`` (n,): explained
+    classes; ``a`` (n, H, W): maps at input resolution (any sign; rescaled per the spec's
+    ``scaling``); ``s`` (n, H, W) 0/1 object masks or None when the dataset has none.
+    ``explain_func``: Quantus-style ``explain_func(model, inputs, targets, **kw) -> (n, H, W)`` of the
+    same explainer, needed by metrics with ``needs_explain_func``; ``n_classes`` (RandomLogit)
+    defaults to ``model``'s output width.
+
+    Returns ``scores`` (n,) float, NaN where a sample was not scored; ``reasons``, why each NaN is
+    missing (None for scored samples); and the :class:`QuantusRun`.
+    """
+    spec = QUANTUS_METRICS.get(name)
+    x, y, a = _checked_inputs(name, x, y, a)
+    n, device = len(x), str(device)
+    model.eval()
+    if n_classes is None:
+        n_classes = _output_width(model, x, device)
+    built = spec.build(settings, x.shape[2], n_channels=x.shape[1], n_classes=n_classes, seed=seed)
+    run = QuantusRun({**built.settings, "n_images": n, "softmax": bool(settings.softmax),
+                      "map_scaling": SCALING_NOTES[spec.scaling]}, fractions=built.fractions)
+    scores = np.full(n, np.nan)
+    reasons: list[str | None] = list(map_problems(a, spec.scaling))
+    masks = None
+    if spec.needs_masks:
+        if s is None:
+            return scores, [NO_MASKS] * n, run
+        masks = (np.asarray(s) > 0).astype(np.uint8)
+        if masks.shape != a.shape:
+            raise ValueError(f"{name}: masks {masks.shape} must match the maps {a.shape}")
+        run.chance = spec.chance(masks) if spec.chance else None
+        reasons = [r or m for r, m in zip(reasons, mask_problems(masks))]
+    if (why := _unscorable(spec, explain_func, n_classes)) is not None:
+        return scores, [why] * n, run
+    if spec.subset and n > settings.sanity_images:
+        outside = f"outside the first {settings.sanity_images} images (evaluate.sanity.n_images)"
+        reasons = [r if i < settings.sanity_images else outside for i, r in enumerate(reasons)]
+        run.settings["n_images"] = settings.sanity_images
+    start_time = time.perf_counter()
+    efunc = rescaled_explain_func(explain_func, spec.scaling) if spec.needs_explain_func else None
+    scorer = _Scorer(spec, built, model, x, y, SCALINGS[spec.scaling](a), masks, efunc, settings, seed,
+                     device, batch_size)
+    curves = None if built.fractions is None else np.full((n, len(built.fractions)), np.nan)
+    _score_samples(scorer, np.flatnonzero([r is None for r in reasons]), scores, reasons, curves)
+    run.seconds, run.curves = time.perf_counter() - start_time, curves
+    return scores, reasons, run
