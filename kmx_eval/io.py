@@ -57,9 +57,19 @@ def guard_outputs(root: str | os.PathLike) -> Iterator[None]:
         _GUARD_ROOT = previous
 
 
-def _disk_error(path: Path, exc: OSError) -> KmxError:
-    why = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-    return KmxError(f"could not write {path}: {why}; nothing was left half-written")
+@contextlib.contextmanager
+def _written_or_nothing(path: Path, scratch: Path) -> Iterator[None]:
+    """Remove ``scratch`` whatever happens inside; a full disk or quota there becomes one KmxError
+    naming ``path`` (any other OSError propagates as it is)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            why = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+            raise KmxError(f"could not write {path}: {why}; nothing was left half-written") from None
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -79,7 +89,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
-    try:
+    with _written_or_nothing(path, tmp):
         yield target
         if not target.exists():
             raise RuntimeError(f"atomic_path: nothing was written to {target}")
@@ -91,12 +101,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(target, path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise _disk_error(path, exc) from None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -116,19 +120,13 @@ def replace_together(folder: str | os.PathLike, names: Sequence[str]) -> Iterato
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".replace.", suffix=".tmp", dir=folder))
     replaced = staging / ".replaced"
-    try:
+    with _written_or_nothing(folder, staging):
         yield staging
         missing = [n for n in names if not (staging / n).exists()]
         if missing:
             raise RuntimeError(f"replace_together: {', '.join(missing)} not written to {staging}")
         replaced.mkdir()
         _swap_in(folder, staging, replaced, names)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise _disk_error(folder, exc) from None
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _swap_in(folder: Path, staging: Path, replaced: Path, names: Sequence[str]) -> None:
@@ -238,6 +236,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> Path:
     """Save a torch state dict with safetensors, atomically."""
+    # safetensors.torch loads torch: io is imported by the stages that must stay light
     from safetensors.torch import save_file
 
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -247,6 +246,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: 
 
 
 def load_tensors(path: str | os.PathLike) -> dict:
+    # safetensors.torch loads torch: io is imported by the stages that must stay light
     from safetensors.torch import load_file
 
     path = Path(path)

@@ -59,8 +59,13 @@ def head_dir(dataset: str, combination: str, seed: int) -> Path:
     return heads(dataset, combination) / f"seed{seed}"
 
 
+def combination_metrics(dataset: str, combination: str) -> Path:
+    """Folder of one combination's metrics: ``fit.json``, ``evaluate/``, ``evaluate.json``, ``curves.csv``."""
+    return Path("metrics") / dataset / combination
+
+
 def fit_metrics(dataset: str, combination: str) -> Path:
-    return Path("metrics") / dataset / combination / "fit.json"
+    return combination_metrics(dataset, combination) / "fit.json"
 
 
 def maps(dataset: str, combination: str) -> Path:
@@ -74,12 +79,12 @@ def maps_file(dataset: str, combination: str, seed: int) -> Path:
 
 def evaluation(dataset: str, combination: str) -> Path:
     """Folder of ``evaluate@dataset-combination``: tidy metrics, per-sample scores, curves."""
-    return Path("metrics") / dataset / combination / "evaluate"
+    return combination_metrics(dataset, combination) / "evaluate"
 
 
 def evaluation_summary(dataset: str, combination: str) -> Path:
     """Small JSON of key numbers, declared as DVC metrics."""
-    return Path("metrics") / dataset / combination / "evaluate.json"
+    return combination_metrics(dataset, combination) / "evaluate.json"
 
 
 REPORT_DIR = Path("reports")
@@ -87,7 +92,7 @@ REPORT_DIR = Path("reports")
 
 def curves(dataset: str, combination: str) -> Path:
     """Pixel-flipping curves (CSV), declared as DVC plots, beside the evaluate folder."""
-    return Path("metrics") / dataset / combination / "curves.csv"
+    return combination_metrics(dataset, combination) / "curves.csv"
 
 
 def platform_record(stage: str, dataset: str | None = None, combination: str | None = None) -> Path:
