@@ -1,5 +1,6 @@
-"""Scale-out: a two-dataset study as two local submitit jobs (``kmx-eval launch --executor local``
-then ``kmx-eval collect``) against one serial ``dvc repro`` of the same commit.
+"""Scale-out: a two-dataset study as two submitit jobs (``kmx-eval launch --executor local``, or
+``--executor slurm`` on a SLURM cluster, then ``kmx-eval collect``) against one serial ``dvc repro``
+of the same commit.
 
 Each round builds a fresh git + DVC repository with a fresh local-directory remote (so nothing is
 restored from an earlier round), then times, in alternating order:
@@ -19,6 +20,7 @@ On a shared, loaded machine the two jobs compete with everything else; read the 
 
     .venv/bin/python benchmarks/bench_launch.py --quick     # the study of tests/launch
     .venv/bin/python benchmarks/bench_launch.py             # the tiny study of tests/e2e, two synthetic sets
+    .venv/bin/python benchmarks/bench_launch.py --quick --executor slurm   # two SLURM jobs (one CPU each)
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-def one_round(base: Path, params_text: str, env: dict, serial_first: bool) -> dict[str, float | str]:
+def one_round(base: Path, params_text: str, env: dict, *, serial_first: bool,
+              executor: str) -> dict[str, float | str]:
     """Fresh repository and remote; time the serial run and the launch + collect, in the given order."""
     root = base / "study"
     root.mkdir(parents=True)
@@ -94,7 +97,9 @@ def one_round(base: Path, params_text: str, env: dict, serial_first: bool) -> di
         launcher = [sys.executable, "-m", "kmx_eval.launch"]
         job_env = {**env, "PYTHONPATH": str(common.REPO)}  # the jobs import this kmx_eval.launch
         t0 = common.now()
-        run([*launcher, "launch", "--executor", "local"], root, job_env)
+        # slurm: wait for the jobs (local waits by default); each job asks for one CPU.
+        extra = ["--wait", "--cpus-per-job", "1"] if executor == "slurm" else []
+        run([*launcher, "launch", "--executor", executor, *extra], root, job_env)
         out["launch_s"] = common.now() - t0
         collected = run([*launcher, "collect"], root, job_env)
         out["launch_collect_s"] = common.now() - t0
@@ -108,6 +113,9 @@ def one_round(base: Path, params_text: str, env: dict, serial_first: bool) -> di
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__, threads=1)
     p.add_argument("--workdir", default=None, help="where to create the temporary repositories")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local processes (default), or SLURM jobs (sbatch must answer; the repository and "
+                        "--workdir must be on a filesystem the nodes share)")
     args = p.parse_args(argv)
     repeats = args.repeats or 1
     if args.threads:
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(repeats):
         base = Path(tempfile.mkdtemp(prefix="kmx-bench-launch-", dir=args.workdir))
         try:
-            rounds.append(one_round(base, params_text, env, serial_first=(r % 2 == 0)))
+            rounds.append(one_round(base, params_text, env, serial_first=(r % 2 == 0), executor=args.executor))
             print(f"round {r + 1}: serial {rounds[-1]['serial_s']:.0f} s, launch {rounds[-1]['launch_s']:.0f} s, "
                   f"launch + collect {rounds[-1]['launch_collect_s']:.0f} s "
                   f"(collect ran: {rounds[-1]['collect_ran']})", flush=True)
@@ -134,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         common.Check("serial dvc repro / 2-job launch alone (no report)", common.paired_ratio(serial, jobs),
                      detail=f"launch {common.spread(jobs)}"),
     ]
-    common.print_table(f"two local jobs vs serial ({'quick' if args.quick else 'tiny'} two-dataset study, "
+    common.print_table(f"two {args.executor} jobs vs serial ({'quick' if args.quick else 'tiny'} two-dataset study, "
                        f"{args.threads or 'default'} thread(s) per stage, {repeats} round(s))", checks,
                        notes=["collect ran: " + "; ".join(str(r["collect_ran"]) for r in rounds)])
-    return common.finish(args, "bench_launch", checks, {"repeats": repeats, "threads": args.threads},
+    return common.finish(args, "bench_launch", checks,
+                         {"repeats": repeats, "threads": args.threads, "executor": args.executor},
                          {"rounds": rounds}, env_before)
 
 
