@@ -28,16 +28,13 @@ from kmx_eval.metrics import concept_fidelity as cf
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.accuracy import accuracy, agreement
-from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Invariance, QuantusSettings, affine_equivalent,
-                                      run_quantus)
+from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Invariance, QuantusRun, QuantusSettings,
+                                      affine_equivalent, run_quantus)
+from kmx_eval.metrics.tidy import PROTOTYPE_METRICS
 
 log = logging.getLogger("kmx_eval")
 
 NO_PARTS = "not applicable: dataset has no part maps or masks"
-#: Prototype-fidelity metrics: name -> higher_is_better. Two diversities (docs/METHOD.md, section 4): ``diversity_scaled``, scale-free, compared across heads in
-#: different spaces; ``diversity_kmex``, KMEx's formula, which depends on the scale of the space.
-PROTOTYPE_METRICS = {"proximity": False, "separation": False, "purity": True, "decision_agreement": True,
-                     "diversity_scaled": True, "diversity_kmex": True}
 #: The prototype metrics with one value per prototype (the rest, decision agreement, has one per test
 #: sample): their values go to ``samples.csv`` with the prototype's index as ``sample``, and across
 #: seeds the report resamples seeds, then prototypes within each seed (:func:`is_per_prototype`).
@@ -369,7 +366,7 @@ class EvaluationTables:
                                       metric=metric, value=None, higher_is_better=higher, note=note))
 
     # ------------------------------------------------------------------ explainers
-    def add_explainer(self, seed: int, method: str, model, x: np.ndarray, y: np.ndarray, a: np.ndarray,
+    def add_explainer(self, seed: int, method: str, model, *, x: np.ndarray, y: np.ndarray, a: np.ndarray,
                       masks: np.ndarray | None, metrics: list[str], settings: QuantusSettings, device,
                       sample_ids: np.ndarray, explain_func: Callable | None = None,
                       n_classes: int | None = None, progress: bool = True,
@@ -411,28 +408,34 @@ class EvaluationTables:
                 settings_out = dict(run.settings)
                 settings_out["invariances"] = sorted(spec.invariances_with(settings.softmax))
                 self.settings.setdefault("quantus", {})[name] = settings_out
-            keys = dict(kind="explainer", method=method, category=spec.category.value, metric=name,
-                        higher_is_better=spec.higher_is_better)
-            chance = run.chance
-            scored = np.isfinite(scores)
-            if chance is not None and scored.any():
-                chance_value = float(np.mean(np.asarray(chance)[scored]))
-            else:
-                chance_value = spec.chance_without_masks
-            if all(r == NO_MASKS for r in reasons):
-                self.rows.append(tidy.row(**self._keys(seed), value=None, n=0, n_missing=len(scores),
-                                          chance=chance_value, note=NO_MASKS, **keys))
-            else:
-                self._summary(seed, scores, reasons, chance=chance_value, note=share_note, **keys)
-            self._samples(seed, method, name, scores, reasons, sample_ids)
-            if run.curves is not None and np.isfinite(run.curves).any():
-                mean_curve = np.nanmean(run.curves, axis=0)
-                self.curves.extend(tidy.curve_rows(run.fractions, mean_curve, **self._keys(seed),
-                                                   method=method))
-            missing = int(np.isnan(scores).sum())
-            if missing == len(scores) and not all(r == NO_MASKS for r in reasons):
-                log.warning("%s %s seed %d: %s scored no sample (%s)", self.combination, method, seed,
-                            name, tidy.missing_note(reasons))
+            self._quantus_rows(seed, method, name, (scores, reasons, run), note=share_note, sample_ids=sample_ids)
+
+    def _quantus_rows(self, seed: int, method: str, name: str,
+                      result: tuple[np.ndarray, list[str | None], QuantusRun], *, note: str,
+                      sample_ids: np.ndarray) -> None:
+        """The summary row, per-sample scores and mean curve of one Quantus metric on one explainer."""
+        scores, reasons, run = result
+        spec = QUANTUS_METRICS.get(name)
+        keys = dict(kind="explainer", method=method, category=spec.category.value, metric=name,
+                    higher_is_better=spec.higher_is_better)
+        scored = np.isfinite(scores)
+        if run.chance is not None and scored.any():
+            chance_value = float(np.mean(np.asarray(run.chance)[scored]))
+        else:
+            chance_value = spec.chance_without_masks
+        if all(r == NO_MASKS for r in reasons):
+            self.rows.append(tidy.row(**self._keys(seed), value=None, n=0, n_missing=len(scores),
+                                      chance=chance_value, note=NO_MASKS, **keys))
+        else:
+            self._summary(seed, scores, reasons, chance=chance_value, note=note, **keys)
+        self._samples(seed, method, name, scores, reasons, sample_ids)
+        if run.curves is not None and np.isfinite(run.curves).any():
+            mean_curve = np.nanmean(run.curves, axis=0)
+            self.curves.extend(tidy.curve_rows(run.fractions, mean_curve, **self._keys(seed), method=method))
+        missing = int(np.isnan(scores).sum())
+        if missing == len(scores) and not all(r == NO_MASKS for r in reasons):
+            log.warning("%s %s seed %d: %s scored no sample (%s)", self.combination, method, seed,
+                        name, tidy.missing_note(reasons))
 
     # ------------------------------------------------------------------ concepts
     def add_concepts(self, seed: int, concepts: Mapping[str, np.ndarray], parts: np.ndarray | None,

@@ -32,6 +32,13 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 )
 #: Columns of ``curves.csv``: the mean pixel-flipping curve of each explainer.
 CURVE_COLUMNS: tuple[str, ...] = ("dataset", "seed", "combination", "method", "fraction", "score")
+#: Prototype-fidelity metrics (the ``metric`` of ``kind`` prototypes rows), in table order: name ->
+#: higher_is_better. Two diversities (docs/METHOD.md, section 4): ``diversity_scaled``, scale-free,
+#: compared across heads in different spaces; ``diversity_kmex``, KMEx's formula, which depends on
+#: the scale of the space. Here, not in kmx_eval.metrics.evaluation, so the report reads it without torch.
+PROTOTYPE_METRICS: dict[str, bool] = {"proximity": False, "separation": False, "purity": True,
+                                      "decision_agreement": True, "diversity_scaled": True,
+                                      "diversity_kmex": True}
 
 #: Allowed values of the ``kind`` column.
 KINDS = ("head", "prototypes", "explainer", "concepts")

@@ -176,8 +176,9 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     if not methods and not not_applicable:
         raise DataError(f"{source} holds no attribution maps; rerun the explain stage")
     for method in methods:
-        tables.add_explainer(seed, method, explained.model, x, targets, maps[method], masks, metrics, settings,
-                             device, indices, explain_func=explain_func_for(method),
+        tables.add_explainer(seed, method, explained.model, x=x, y=targets, a=maps[method], masks=masks,
+                             metrics=metrics, settings=settings, device=device, sample_ids=indices,
+                             explain_func=explain_func_for(method),
                              n_classes=explained.n_classes,
                              equivalent_to=EXPLAINERS.get(method).affine_equivalent_to if method in EXPLAINERS else None)
     tables.settings["explain_target"] = str(maps["target"]) if "target" in maps else "label"

@@ -28,6 +28,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kmx_eval.metrics.tidy import PROTOTYPE_METRICS
 from kmx_eval.paths import BASELINES
 from kmx_eval.report.numbers import direction, fmt
 from kmx_eval.report.stats import first_row
@@ -50,6 +51,8 @@ RC = {
 }
 #: The attribution map of k-means heads shown in the trade-off figure and the gallery.
 TRADEOFF_EXPLAINER = "margin"
+#: The prototype metrics drawn as bars: all but KMEx's scale-dependent diversity (docs/METHOD.md, section 4).
+SCALE_FREE_PROTOTYPE_METRICS = tuple(m for m in PROTOTYPE_METRICS if m != "diversity_kmex")
 #: Markers of the CNN's post-hoc baselines in the trade-off figure (others get "P").
 BASELINE_MARKERS = {"cam": "s", "gradcam": "^", "integrated_gradients": "D", "saliency": "v",
                     "random": "X"}
@@ -272,8 +275,7 @@ def _err(v, low, high):
 
 # ------------------------------------------------------------------------ prototype fidelity
 def prototype_fidelity_figure(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *,
-                              metrics: Sequence[str] = ("proximity", "separation", "purity",
-                                                         "decision_agreement", "diversity_scaled")) -> Figure:
+                              metrics: Sequence[str] = SCALE_FREE_PROTOTYPE_METRICS) -> Figure:
     """Bars of each prototype-fidelity metric: linear versus k-means prototypes per combination.
 
     One panel per metric (scales differ); bar height is the aggregated value, whiskers the

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kmx_eval.errors import DataError
-from kmx_eval.metrics.tidy import TIDY_COLUMNS
+from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
 from kmx_eval.report.numbers import finite, fmt, format_cell
 from kmx_eval.report.stats import CONTROLS, aggregate_seeds
 from kmx_eval.report.table import Table, assemble
@@ -164,8 +164,7 @@ def report_tables(
     seeds = _seeds_phrase(agg)
     best = " Bold: best value of the column within the dataset (respecting the metric's direction)."
     order = dict(datasets=datasets, combinations=combinations)
-    prototype_metrics = ["proximity", "separation", "purity", "decision_agreement", "diversity_scaled",
-                         "diversity_kmex"]
+    prototype_metrics = list(PROTOTYPE_METRICS)
     return [
         metric_table(agg, name="accuracy", title="Accuracy and agreement of each head",
                      caption="Top-1 test accuracy of each head and agreement with the original CNN's "

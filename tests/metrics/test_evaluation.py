@@ -140,8 +140,10 @@ def test_explainer_rows_with_and_without_masks():
     a = rng.random((5, H, H)).astype(np.float32)
     a[1] = 0.0
     t = _tables()
-    t.add_explainer(0, "margin", _model(), x, y, a, masks, QUANTUS, SETTINGS, "cpu", np.arange(10, 15), progress=False)
-    t.add_explainer(1, "margin", _model(), x, y, a, None, QUANTUS, SETTINGS, "cpu", np.arange(10, 15), progress=False)
+    same = dict(x=x, y=y, a=a, metrics=QUANTUS, settings=SETTINGS, device="cpu", sample_ids=np.arange(10, 15),
+                progress=False)
+    t.add_explainer(0, "margin", _model(), masks=masks, **same)
+    t.add_explainer(1, "margin", _model(), masks=None, **same)
     df, samples, curves = t.frames()
     with_masks = df[df.seed == 0].set_index("metric")
     assert with_masks.loc["RelevanceMassAccuracy", "n"] == 4

@@ -128,8 +128,8 @@ def test_the_evaluation_reports_the_same_faithfulness_for_outputs_times_ten_plus
     tables = {}
     for label, model in (("plain", _model()), ("scaled", Affine(_model(), 10.0, -7.5))):
         t = EvaluationTables("toy", "B4", n_resamples=20, confidence=0.9)
-        t.add_explainer(0, "margin", model, x, y, a, s, FAITHFULNESS, SETTINGS, "cpu", np.arange(4),
-                        progress=False)
+        t.add_explainer(0, "margin", model, x=x, y=y, a=a, masks=s, metrics=FAITHFULNESS, settings=SETTINGS,
+                        device="cpu", sample_ids=np.arange(4), progress=False)
         tables[label] = t.frames()
     (m1, s1, c1), (m2, s2, c2) = tables["plain"], tables["scaled"]
     assert set(m1.metric) == set(FAITHFULNESS) and m1.value.notna().all()
@@ -142,11 +142,11 @@ def test_maps_equal_up_to_a_constant_share_their_results():
     x, y, s, a = _data(3, 4)
     t = EvaluationTables("toy", "B4", n_resamples=20, confidence=0.9)
     names = ["PixelFlipping", "RelevanceMassAccuracy"]
-    t.add_explainer(0, "margin", _model(), x, y, a + 100.0, s, names, SETTINGS, "cpu", np.arange(3), progress=False)
-    t.add_explainer(0, "margin_centred", _model(), x, y, a - a.mean(axis=(1, 2), keepdims=True), s, names,
-                    SETTINGS, "cpu", np.arange(3), progress=False)
-    t.add_explainer(0, "random", _model(), x, y, np.random.default_rng(1).random(a.shape).astype(np.float32), s,
-                    names, SETTINGS, "cpu", np.arange(3), progress=False)
+    same = dict(x=x, y=y, masks=s, metrics=names, settings=SETTINGS, device="cpu", sample_ids=np.arange(3),
+                progress=False)
+    t.add_explainer(0, "margin", _model(), a=a + 100.0, **same)
+    t.add_explainer(0, "margin_centred", _model(), a=a - a.mean(axis=(1, 2), keepdims=True), **same)
+    t.add_explainer(0, "random", _model(), a=np.random.default_rng(1).random(a.shape).astype(np.float32), **same)
     m = t.frames()[0].set_index(["method", "metric"])
     assert t.shared == {"margin_centred": "margin"}
     assert m.loc[("margin", "PixelFlipping"), "n"] > 0

@@ -11,7 +11,8 @@
 
 from . import metrics as _metrics  # noqa: F401  (registers every metric)
 from .metrics import ssim_2d
-from .runner import NO_MASKS, SAMPLE_ERRORS, class_scores, fully_perturbed, rescaled_explain_func, run_quantus
+from .runner import (NO_MASKS, SAMPLE_ERRORS, QuantusRun, class_scores, fully_perturbed, rescaled_explain_func,
+                     run_quantus)
 from .scaling import (SCALING_NOTES, SCALINGS, affine_equivalent, centred_positive, map_problems, mask_problems,
                       minmax, positive_part)
 from .settings import (DETERMINISTIC_BASELINES, QuantusSettings, features_in_step, monotonicity_repeats,
@@ -21,7 +22,7 @@ from .spec import (MAP_AFFINE, QUANTUS_METRICS, Built, Category, Direction, Inva
 
 __all__ = [
     "QUANTUS_METRICS", "QuantusSpec", "Built", "Category", "Direction", "Invariance", "MAP_AFFINE",
-    "QuantusSettings", "run_quantus", "class_scores", "chance_level", "mask_share", "NO_MASKS",
+    "QuantusSettings", "run_quantus", "QuantusRun", "class_scores", "chance_level", "mask_share", "NO_MASKS",
     "SAMPLE_ERRORS", "SCALINGS", "SCALING_NOTES", "minmax", "positive_part", "map_problems",
     "mask_problems", "rescaled_explain_func", "features_in_step", "top_k", "patch_size", "subset_size",
     "monotonicity_repeats", "DETERMINISTIC_BASELINES", "ssim_2d", "plain", "headline_refusal", "affine_equivalent", "centred_positive", "fully_perturbed",
