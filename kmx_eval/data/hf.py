@@ -165,6 +165,7 @@ def convert(split_datasets: dict, cfg: "HuggingFace.Config", image_size: int, wh
     """
     # datasets takes seconds to import: only where a split is built or read
     from datasets import Image as ImageFeature
+
     cols = cfg.columns
     wanted = [c for c in (cols.image, cols.label, cols.mask) if c is not None]
     for split, ds in split_datasets.items():
@@ -193,19 +194,8 @@ def convert(split_datasets: dict, cfg: "HuggingFace.Config", image_size: int, wh
 
     decoded = {}
     for split, ds in raw.items():
-        images, masks = [], []
-        for i, row in enumerate(tqdm(ds, desc=f"{where} {split}", leave=False)):
-            at = f"{where} split {split!r} row {i}"
-            img = to_rgb(_to_pil(row[cols.image], f"{at} ({cols.image})"), at)
-            images.append(resize_rgb(img, image_size))
-            if cols.mask is not None:
-                m = _to_pil(row[cols.mask], f"{at} ({cols.mask})")
-                if m.size != img.size:
-                    raise DataError(f"{at}: mask is {m.size[0]}x{m.size[1]} but the image is "
-                                    f"{img.size[0]}x{img.size[1]}")
-                masks.append(resize_mask(binary_mask(m, f"{at} mask"), image_size))
-        decoded[split] = {"images": images, "labels": labels[split],
-                          "masks": masks if cols.mask is not None else None}
+        images, masks = _decoded_rows(ds, cols, image_size=image_size, where=where, split=split)
+        decoded[split] = {"images": images, "labels": labels[split], "masks": masks}
 
     if "test" not in decoded:
         whole = decoded.pop("train")
@@ -222,6 +212,23 @@ def convert(split_datasets: dict, cfg: "HuggingFace.Config", image_size: int, wh
             raise DataError(f"{where}: split {cfg.split_train!r} has no image of class "
                             f"{names[int(np.flatnonzero(present == 0)[0])]!r}")
     return assemble(decoded, names, where)
+
+
+def _decoded_rows(ds, cols, *, image_size: int, where: str, split: str) -> tuple[list, list | None]:
+    """The images of one raw split (and its masks, None without a mask column), decoded and resized
+    one row at a time so that a corrupt row is named."""
+    images, masks = [], []
+    for i, row in enumerate(tqdm(ds, desc=f"{where} {split}", leave=False)):
+        row_at = f"{where} split {split!r} row {i}"
+        img = to_rgb(_to_pil(row[cols.image], f"{row_at} ({cols.image})"), row_at)
+        images.append(resize_rgb(img, image_size))
+        if cols.mask is not None:
+            m = _to_pil(row[cols.mask], f"{row_at} ({cols.mask})")
+            if m.size != img.size:
+                raise DataError(f"{row_at}: mask is {m.size[0]}x{m.size[1]} but the image is "
+                                f"{img.size[0]}x{img.size[1]}")
+            masks.append(resize_mask(binary_mask(m, f"{row_at} mask"), image_size))
+    return images, (masks if cols.mask is not None else None)
 
 
 @SOURCES.register("hf")

@@ -475,19 +475,8 @@ def fit_concepts(
                else rng(seed, "concept-locations", salt, scope) for scope in scopes}
     step = int(image_batch_size)
     starts = range(0, len(subset), step)
-    total = total_sq = None
-    count = 0.0
-    for start in tqdm(starts, desc="concepts", disable=not progress, leave=False):
-        F = features(subset[start:start + step])
-        y = labels[start:start + step]
-        for scope, model in models.items():
-            model.consume(F, y, streams[scope])
-        f64 = F.detach().to(torch.float64)
-        s, sq = f64.sum((0, 2, 3)).cpu().numpy(), (f64 * f64).sum((0, 2, 3)).cpu().numpy()
-        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
-        count += F.shape[0] * F.shape[2] * F.shape[3]
-    if total is None:
-        raise DataError("concepts: no training image to fit the concepts on (explain.concepts.n_images)")
+    total, total_sq, count = _stream_concepts(features, subset, labels, models=models, streams=streams,
+                                              step=step, progress=progress)
     for model in models.values():
         model.finish()
     assignments: dict[str, list[np.ndarray]] = {scope: [] for scope in scopes}
@@ -499,6 +488,27 @@ def fit_concepts(
                                                       n_classes=head_shape[0], n_prototypes=head_shape[1])
               for scope, a in assignments.items()}
     return FittedConcepts(models, shares, variance_shares(total, total_sq, count, block_channels))
+
+
+def _stream_concepts(features: Callable[[np.ndarray], torch.Tensor], subset: np.ndarray, labels: np.ndarray, *,
+                     models: Mapping[str, ConceptModel], streams: Mapping[str, np.random.Generator], step: int,
+                     progress: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`fit_concepts`' first pass: stream F_S of ``subset`` (``step`` images at a time) into every
+    scope's model; return F_S's per-channel sum, sum of squares and number of locations."""
+    total = total_sq = None
+    count = 0.0
+    for start in tqdm(range(0, len(subset), step), desc="concepts", disable=not progress, leave=False):
+        F = features(subset[start:start + step])
+        y = labels[start:start + step]
+        for scope, model in models.items():
+            model.consume(F, y, streams[scope])
+        f64 = F.detach().to(torch.float64)
+        s, sq = f64.sum((0, 2, 3)).cpu().numpy(), (f64 * f64).sum((0, 2, 3)).cpu().numpy()
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        count += F.shape[0] * F.shape[2] * F.shape[3]
+    if total is None:
+        raise DataError("concepts: no training image to fit the concepts on (explain.concepts.n_images)")
+    return total, total_sq, count
 
 
 def save_concepts(folder, fitted: FittedConcepts, subset: np.ndarray, meta: Mapping[str, Any],
