@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from threadpoolctl import threadpool_limits
 import torch
 
 from kmx_eval.errors import UnavailableError
@@ -40,6 +39,9 @@ def pin_threads(threads: int) -> None:
     the machine's core count, makes a run reproduce byte for byte on another machine of the same
     kind whatever its number of cores.
     """
+    # threadpoolctl: only a stage that computes pins threads, and the resolve stage imports this module
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(int(threads))
     threadpool_limits(limits=int(threads))  # stays in force: the returned object is not used
 

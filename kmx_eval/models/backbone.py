@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 import torch
 import torchvision
 from torch import nn
@@ -118,6 +116,10 @@ def _convert_hint(path: Path) -> str:
 
 def _read_state(path: Path, where: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors or ``weights_only`` PyTorch file (never arbitrary pickle)."""
+    # safetensors: only reading a checkpoint needs it, and the resolve stage imports this module
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
