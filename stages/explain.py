@@ -47,8 +47,8 @@ def main(params, dataset, combination):
                                                     feat.resize).to(device)
             explainers = {name: build_explainer(name, cfg, seed) for name in names}
             concepts = {scope: load_concepts(head_dir, scope) for scope in cfg.concepts.scope}
-            arrays = kmeans_head_maps(module, explainers, concepts, x, labels, masks, indices, cfg.target,
-                                      cfg.batch_size)
+            arrays = kmeans_head_maps(module, explainers, concepts, x=x, labels=labels, masks=masks,
+                                      indices=indices, target=cfg.target, batch_size=cfg.batch_size)
             io.save_npz(folder / paths.maps_file(dataset, comb.name, seed).name, arrays)
             log.info("seed %d: k-means head accuracy %.3f on the evaluation subset", seed,
                      float((arrays["predictions"] == labels).mean()))

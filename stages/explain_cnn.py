@@ -44,8 +44,8 @@ def main(params, dataset):
             backbone, _ = load_backbone(paths.backbone_weights(dataset, seed).parent, device)
             explainers = {name: build_explainer(name, cfg, seed) for name in names}
             # CAM and Grad-CAM live on B4's grid (oracle), pixel-level maps on the pixels (oracle_pixel)
-            arrays = explain_with_controls(backbone, explainers, x, labels, masks, indices, cfg.target,
-                                           cfg.batch_size, pixel_oracle=True)
+            arrays = explain_with_controls(backbone, explainers, x, labels=labels, masks=masks, indices=indices,
+                                           target=cfg.target, batch_size=cfg.batch_size, pixel_oracle=True)
             io.save_npz(folder / paths.maps_file(dataset, paths.BASELINES, seed).name, arrays)
             log.info("seed %d: CNN accuracy %.3f on the evaluation subset", seed,
                      float((arrays["predictions"] == labels).mean()))

@@ -66,14 +66,15 @@ def explained_classes(model: torch.nn.Module, x, labels: np.ndarray, target: str
         return predict(model, x, batch_size)
 
 
-def explain_with_controls(model: torch.nn.Module, explainers: Mapping[str, Explainer], x, labels, masks,
+def explain_with_controls(model: torch.nn.Module, explainers: Mapping[str, Explainer], x, *, labels, masks,
                           indices, target: str, batch_size: int = 32, pixel_oracle: bool = False,
                           progress: bool = True) -> dict[str, np.ndarray]:
     """The arrays of a maps file: :func:`~.core.explain_subset` for the explained classes of
     ``target``, plus ``labels`` (ground truth), ``target`` (the setting, a 0-d string array) and,
     where ``masks`` exist, the ``oracle`` map on the explained model's grid (and ``oracle_pixel``)."""
     targets = explained_classes(model, x, labels, target, batch_size)
-    arrays = explain_subset(model, explainers, x, targets, indices, batch_size, progress=progress)
+    arrays = explain_subset(model, explainers, x, targets=targets, indices=indices, batch_size=batch_size,
+                            progress=progress)
     arrays["labels"] = np.asarray(labels, dtype=np.int64)
     arrays["target"] = np.array(target)
     if masks is not None:

@@ -233,6 +233,7 @@ def explain_subset(
     model: torch.nn.Module,
     explainers: Mapping[str, Explainer],
     x: Any,
+    *,
     targets: Any,
     indices: Any,
     batch_size: int = 32,

@@ -71,7 +71,7 @@ def pooling_weights(source: tuple[int, int], grid: tuple[int, int], resize: str 
 
 
 @torch.no_grad()
-def _extract_split(extractor: BlockExtractor, dataset: Dataset, split: str, batch_size: int,
+def _extract_split(extractor: BlockExtractor, dataset: Dataset, *, split: str, batch_size: int,
                    resize: str, device: torch.device, num_workers: int,
                    accumulator: BlockStatsAccumulator | None) -> dict[str, np.ndarray]:
     n = len(dataset)
@@ -155,11 +155,11 @@ def extract_embedding_cache(extractor: BlockExtractor, train_dataset: Dataset, t
     extractor.to(device).eval()
     try:
         accumulator = BlockStatsAccumulator()
-        cache = _extract_split(extractor, train_dataset, "train", batch_size, resize, device,
-                               num_workers, accumulator)
+        cache = _extract_split(extractor, train_dataset, split="train", batch_size=batch_size, resize=resize,
+                               device=device, num_workers=num_workers, accumulator=accumulator)
         cache.update(accumulator.finalize().to_dict())
-        cache.update(_extract_split(extractor, test_dataset, "test", batch_size, resize, device,
-                                    num_workers, None))
+        cache.update(_extract_split(extractor, test_dataset, split="test", batch_size=batch_size, resize=resize,
+                                    device=device, num_workers=num_workers, accumulator=None))
     finally:
         extractor.train(was_training)
     return cache

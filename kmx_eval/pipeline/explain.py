@@ -45,7 +45,7 @@ def evaluation_images(test_split, n_images: int, seed: int
 
 
 def kmeans_head_maps(module: torch.nn.Module, explainers: Mapping[str, Explainer],
-                     concepts: Mapping[str, ConceptModel], x: Any, labels: np.ndarray,
+                     concepts: Mapping[str, ConceptModel], *, x: Any, labels: np.ndarray,
                      masks: np.ndarray | None, indices: np.ndarray, target: str,
                      batch_size: int = 32) -> dict[str, np.ndarray]:
     """The maps file of a k-means head for one seed.
@@ -58,7 +58,8 @@ def kmeans_head_maps(module: torch.nn.Module, explainers: Mapping[str, Explainer
     nearest concept, ``k_ij = argmin_k ||f_ij - q_k||^2``, among those of the explained class for
     the ``class`` scope, so concept and attribution maps explain the same decision.
     """
-    arrays = explain_with_controls(module, explainers, x, labels, masks, indices, target, batch_size)
+    arrays = explain_with_controls(module, explainers, x, labels=labels, masks=masks, indices=indices, target=target,
+                                   batch_size=batch_size)
     targets = arrays["targets"]
     for scope, model in concepts.items():
         ids = concept_maps(module, model, x, targets, batch_size)

@@ -116,7 +116,7 @@ def test_batched_explain_equals_one_batch(resnet18, kmeans_module, images):
 
 def test_explain_subset_writes_the_maps_file_keys(resnet18, images):
     explainers = {n: build_explainer(n, CFG, 0) for n in ("cam", "saliency")}
-    out = explain_subset(resnet18, explainers, images, TARGETS, indices=[3, 8, 9, 20], batch_size=2,
+    out = explain_subset(resnet18, explainers, images, targets=TARGETS, indices=[3, 8, 9, 20], batch_size=2,
                          progress=False)
     assert set(out) == {"indices", "targets", "predictions", "cam", "saliency"}
     np.testing.assert_array_equal(out["indices"], [3, 8, 9, 20])

@@ -48,8 +48,8 @@ def test_kmeans_head_maps_add_each_scopes_concepts_for_the_explained_class(kmean
         concepts[scope] = model
     cfg = ExplainConfig(batch_size=2)
     explainers = {"margin": build_explainer("margin", cfg, 0)}
-    arrays = kmeans_head_maps(kmeans_module, explainers, concepts, images, labels, None, np.arange(4),
-                              "label", batch_size=2)
+    arrays = kmeans_head_maps(kmeans_module, explainers, concepts, x=images, labels=labels, masks=None,
+                              indices=np.arange(4), target="label", batch_size=2)
     assert set(arrays) == {"indices", "targets", "predictions", "labels", "target", "margin",
                            "concepts_global", "concepts_class"}
     np.testing.assert_array_equal(arrays["targets"], labels)  # explain.target: label
