@@ -11,11 +11,12 @@ export PYTHONHASHSEED := 0
 # dvc.yaml's commands call `python`: the one in .venv, where kmx_eval is installed.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro digests test setup chromium bench results clean-outputs help
+.PHONY: repro digests test test-slurm setup chromium bench results clean-outputs help
 
 help:
 	@echo "make repro  - set up .venv and run the whole pipeline (dvc repro); prints where the report is"
 	@echo "make test   - set up .venv and run the test suite (includes an end-to-end dvc repro)"
+	@echo "make test-slurm - start a one-node SLURM here (root) and run the scale-out test on it"
 	@echo "make bench  - run the benchmark scripts in benchmarks/"
 	@echo "make results DEST=docs/results/<name> - copy a finished study's sentences, tables and metrics"
 	@echo "make digests - write digests.json (SHA-256 of every output) of a finished study, to commit with it"
@@ -61,6 +62,13 @@ chromium:
 TEST_WORKERS ?= 2
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# Scale-out on a real one-node SLURM (tests/launch/slurm): start.sh installs slurm-wlm, munge, slurmdbd
+# and MariaDB where missing (root, apt-get) and starts the daemons (idempotent); the test module
+# skips with its reason where sbatch does not answer. `make test` does not collect it.
+test-slurm: $(STAMP)
+	tests/launch/slurm/start.sh || echo "SLURM could not be started: the real-cluster test will be skipped"
+	KMX_TEST_SLURM=1 $(BIN)/python -m pytest -q -p no:xdist -s -ra tests/launch/slurm
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
