@@ -44,7 +44,8 @@ def main(params, dataset):
         folder.mkdir()
         for seed in params.seeds:
             seed_everything(seed)
-            trained = train_seed_backbone(cfg, names, train, test, seed, device, start, checkpoint)
+            trained = train_seed_backbone(cfg, names, train=train, test=test, seed=seed, device=device,
+                                          start=start, checkpoint=checkpoint)
             save_backbone(trained.model, folder / paths.backbone_weights(dataset, seed).parent.name, trained.meta)
             metrics[f"seed{seed}"] = trained.metrics
             log.info("seed %d: test accuracy %.4f after %.0f s", seed, trained.metrics["test_accuracy"],

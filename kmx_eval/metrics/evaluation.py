@@ -239,7 +239,7 @@ class EvaluationTables:
                 self._samples(seed, method, "agreement", agr, None, sample_ids)
 
     # ------------------------------------------------------------------ prototypes
-    def add_prototypes(self, seed: int, sets: Mapping[str, PrototypeSet], z_train: np.ndarray,
+    def add_prototypes(self, seed: int, sets: Mapping[str, PrototypeSet], *, z_train: np.ndarray,
                        y_train: np.ndarray, z_test: np.ndarray, purity_m: int,
                        sample_ids: np.ndarray | None = None) -> None:
         """Prototype fidelity (docs/METHOD.md, sections 4 and 6) of each prototype set in z_S.

@@ -119,7 +119,7 @@ def _extract_split(extractor: BlockExtractor, dataset: Dataset, *, split: str, b
     return out
 
 
-def extract_embedding_cache(extractor: BlockExtractor, train_dataset: Dataset, test_dataset: Dataset,
+def extract_embedding_cache(extractor: BlockExtractor, train_dataset: Dataset, test_dataset: Dataset, *,
                             batch_size: int = 128, resize: str = "bilinear",
                             device: torch.device | str = "cpu",
                             num_workers: int = 0) -> dict[str, np.ndarray]:

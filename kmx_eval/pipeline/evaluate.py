@@ -162,8 +162,8 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     test_ids = np.arange(len(explained.labels))
     tables.add_heads(seed, explained.predictions, explained.labels, explained.cnn_predictions, test_ids)
     if explained.prototype_sets:
-        tables.add_prototypes(seed, explained.prototype_sets, explained.z_train, explained.y_train,
-                              explained.z_test, purity_m)
+        tables.add_prototypes(seed, explained.prototype_sets, z_train=explained.z_train, y_train=explained.y_train,
+                              z_test=explained.z_test, purity_m=purity_m)
     for name, why in explained.prototype_notes.items():
         tables.add_not_applicable(seed, "prototypes", name,
                                   {m: ("prototype_fidelity", h) for m, h in PROTOTYPE_METRICS.items()}, why)

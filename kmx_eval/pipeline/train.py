@@ -59,7 +59,7 @@ class TrainedBackbone:
     seconds: float
 
 
-def train_seed_backbone(cfg, class_names: Sequence[str], train: Dataset, test: Dataset, seed: int,
+def train_seed_backbone(cfg, class_names: Sequence[str], *, train: Dataset, test: Dataset, seed: int,
                         device: torch.device | str, start: nn.Module | None = None,
                         checkpoint: dict[str, str] | None = None) -> TrainedBackbone:
     """Train the backbone of one seed: ``cfg.architecture`` with ``len(class_names)`` outputs.

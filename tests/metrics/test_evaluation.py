@@ -51,7 +51,7 @@ def test_prototype_rows_separate_on_data_from_off_data_prototypes():
     assert kmeans.prototypes.shape == (3, 8)  # padded repeats are not prototypes
     off = PrototypeSet(means * 30.0, np.arange(3), y)
     t = _tables()
-    t.add_prototypes(0, {"kmeans": kmeans, "linear": off}, z, y, z, purity_m=5)
+    t.add_prototypes(0, {"kmeans": kmeans, "linear": off}, z_train=z, y_train=y, z_test=z, purity_m=5)
     df = t.frames()[0].set_index(["method", "metric"])
     assert df.loc[("kmeans", "proximity"), "value"] < 1.5 < 10 < df.loc[("linear", "proximity"), "value"]
     assert df.loc[("kmeans", "purity"), "value"] == 1.0
@@ -72,7 +72,8 @@ def test_a_prototype_set_with_its_own_space_is_measured_there():
     raw = 50.0 * z + 7.0  # another space: rescaled and shifted
     head = fit_kmex_reference(raw, y, n_prototypes=2, seed=0)
     t = _tables()
-    t.add_prototypes(0, {"kmeans_kmex": kmex_reference_set(head, raw, raw)}, z, y, z, purity_m=5)
+    t.add_prototypes(0, {"kmeans_kmex": kmex_reference_set(head, raw, raw)}, z_train=z, y_train=y, z_test=z,
+                     purity_m=5)
     df = t.frames()[0].set_index(["method", "metric"])
     assert df.loc[("kmeans_kmex", "proximity"), "value"] < 1.5
     assert df.loc[("kmeans_kmex", "purity"), "value"] == 1.0
@@ -86,7 +87,7 @@ def _linear_rows(W, b, z, y, decisions):
     t = _tables()
     t.add_prototypes(0, {"linear": PrototypeSet(W, np.arange(len(W)), decisions, linear=True, bias=b),
                          "class_means": class_means_set(z, y, z, np.arange(len(W)))},
-                     z, y, z, purity_m=5)
+                     z_train=z, y_train=y, z_test=z, purity_m=5)
     return t.frames()[0].set_index(["method", "metric"])
 
 
@@ -299,7 +300,7 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
     y = np.repeat(np.arange(3), 16)
     protos = np.concatenate([centres, centres + 1.0])
     ps = PrototypeSet(protos, np.r_[np.arange(3), np.arange(3)], y)
-    t.add_prototypes(2, {"kmeans": ps}, z, y, z, purity_m=5, sample_ids=np.arange(48) * 2)
+    t.add_prototypes(2, {"kmeans": ps}, z_train=z, y_train=y, z_test=z, purity_m=5, sample_ids=np.arange(48) * 2)
     df, samples, _ = t.frames()
     rows = df.set_index(["method", "metric"])
     low = wilson_interval(48, 48, 0.9)[0]
@@ -320,7 +321,7 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
     assert list(agree["sample"]) == list(np.arange(48) * 2) and set(agree["value"]) == {1.0}
     # Without sample ids: positions 0..n_test-1 (as the heads' rows).
     t2 = _tables()
-    t2.add_prototypes(0, {"kmeans": ps}, z, y, z, purity_m=5)
+    t2.add_prototypes(0, {"kmeans": ps}, z_train=z, y_train=y, z_test=z, purity_m=5)
     t2_samples = t2.frames()[1]
     assert list(t2_samples[t2_samples.metric == "decision_agreement"]["sample"]) == list(range(48))
     # Per-prototype values under the prototype's index, for the report's seeds-then-prototypes interval.

@@ -38,8 +38,9 @@ def test_user_checkpoint_is_loaded_with_the_record_of_its_file(tmp_path, tiny_re
 
 def test_epochs_0_keeps_a_copy_of_the_checkpoint_and_reports_only_test_accuracy(tiny_resnet18, make_images):
     record = {"file": "weights.safetensors", "sha256": "0" * 64}
-    trained = train_seed_backbone(_cfg(epochs=0), NAMES, make_images(6, n_classes=3),
-                                  make_images(5, n_classes=3, seed=1), 7, "cpu", tiny_resnet18, record)
+    trained = train_seed_backbone(_cfg(epochs=0), NAMES, train=make_images(6, n_classes=3),
+                                  test=make_images(5, n_classes=3, seed=1), seed=7, device="cpu",
+                                  start=tiny_resnet18, checkpoint=record)
     assert trained.model is not tiny_resnet18 and _equal(trained.model, tiny_resnet18)
     assert set(trained.metrics) == {"test_accuracy"}  # nothing trained: no loss, no train accuracy
     meta = trained.meta
@@ -54,7 +55,8 @@ def test_epochs_0_keeps_a_copy_of_the_checkpoint_and_reports_only_test_accuracy(
 def test_each_seed_trains_its_own_copy_from_the_seeded_initialisation(tiny_resnet18, make_images):
     train, test = make_images(8, n_classes=3), make_images(4, n_classes=3, seed=1)
     before = {k: v.clone() for k, v in tiny_resnet18.state_dict().items()}
-    tuned = train_seed_backbone(_cfg(epochs=1), NAMES, train, test, 0, "cpu", tiny_resnet18)
+    tuned = train_seed_backbone(_cfg(epochs=1), NAMES, train=train, test=test, seed=0, device="cpu",
+                                start=tiny_resnet18)
     assert all(torch.equal(before[k], v) for k, v in tiny_resnet18.state_dict().items())  # start untouched
     assert not _equal(tuned.model, tiny_resnet18)
     assert set(tuned.metrics) == {"test_accuracy", "train_accuracy", "final_loss"}
@@ -63,5 +65,5 @@ def test_each_seed_trains_its_own_copy_from_the_seeded_initialisation(tiny_resne
     runs = []
     for _ in range(2):
         seed_everything(3)
-        runs.append(train_seed_backbone(_cfg(epochs=0), NAMES, train, test, 3, "cpu").model)
+        runs.append(train_seed_backbone(_cfg(epochs=0), NAMES, train=train, test=test, seed=3, device="cpu").model)
     assert _equal(runs[0], runs[1]) and runs[0].fc.out_features == 3
