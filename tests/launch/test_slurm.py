@@ -16,6 +16,9 @@ import stat
 import sys
 from pathlib import Path
 
+# `import dvc` binds DVC's log handler to the sys.stdout of that moment: imported first inside a
+# capsys test, that stream is closed afterwards and later tests' in-process DVC logging fails.
+import dvc  # noqa: F401
 import pytest
 
 from kmx_eval.launch import cli, executors, status
