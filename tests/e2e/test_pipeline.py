@@ -294,3 +294,25 @@ def test_the_repro_line_compares_the_tiny_study_with_its_digests(repo, tmp_path)
     io.write_json(committed, outside)
     line = digests.compare(repo, committed).line()
     assert f"1 of {len(snap['headlines'])} headline numbers fall outside their committed interval: {key}" in line
+
+
+def test_a_report_that_cannot_be_written_leaves_the_old_report_whole(repo):
+    # A full disk during the report, under dvc repro: DVC would delete the old outputs before the
+    # stage ran (they are persist: true) and the stage swaps its new outputs in only once all are
+    # written. The stand-in for a full disk is a 20 KiB file-size limit on the stage's command.
+    reports = sorted(p for p in (repo / "reports").rglob("*") if p.is_file())
+    assert any(p.suffix == ".png" for p in reports) and (repo / "reports" / "index.html") in reports
+    before = digest(reports)
+    original = (repo / "dvc.yaml").read_text()
+    (repo / "dvc.yaml").write_text(original.replace("cmd: python stages/report.py",
+                                                    "cmd: ulimit -f 20 && python stages/report.py"))
+    try:
+        proc = dvc("repro", "report", cwd=repo, check=False, timeout=1200)
+    finally:
+        (repo / "dvc.yaml").write_text(original)
+    assert proc.returncode != 0 and "report" in ran_stages(proc)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out and "File too large" in out
+    assert sorted(p for p in (repo / "reports").rglob("*") if p.is_file()) == reports  # no staging left
+    assert digest(reports) == before
+    assert stale_stages(repo) == set()
