@@ -166,11 +166,11 @@ def kmex_reference_set(head, z_train: np.ndarray, z_test: np.ndarray) -> Prototy
 
 
 def summary_metrics(fidelity_metric: str, computed: list[str]) -> tuple[str, ...]:
-    """The explainer metrics of the DVC metrics file ``evaluate.json`` (:meth:`EvaluationTables.summary`):
-    the report's ``fidelity_metric`` (docs/METHOD.md, section 5, the trade-off's y axis), then
-    FaithfulnessCorrelation and PixelFlipping, each only where ``computed`` (``evaluate.quantus``)
-    has it."""
-    return tuple(m for m in (fidelity_metric, "FaithfulnessCorrelation", "PixelFlipping") if m in computed)
+    """The explainer metric of the DVC metrics file ``evaluate.json`` (:meth:`EvaluationTables.summary`):
+    the report's ``fidelity_metric`` (docs/METHOD.md, section 5, the trade-off's y axis) where
+    ``computed`` (``evaluate.quantus``) has it. DVC's metrics hold the key numbers; every other metric
+    stays in ``metrics.csv`` and the report's tables (``dvc metrics show`` prints one column per key)."""
+    return (fidelity_metric,) if fidelity_metric in computed else ()
 
 
 @dataclass
@@ -525,15 +525,13 @@ class EvaluationTables:
     def summary(self, explainer_metrics: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
         """Key numbers per seed for the DVC metrics file: ``{"seed0": {"kmeans/accuracy": ...}}``.
 
-        Heads' accuracy and agreement, the per-prototype metrics (proximity, separation, purity, both
-        diversities), concept scores,
-        and for each explainer the metrics named in ``explainer_metrics``.
+        Heads' accuracy and agreement, and for each explainer (its controls included) the metrics
+        named in ``explainer_metrics`` (:func:`summary_metrics`); prototype and concept scores stay in
+        ``metrics.csv``.
         """
         out: dict[str, dict[str, float]] = {}
         for r in self.rows:
-            keep = (r["kind"] in ("head", "concepts")
-                    or (r["kind"] == "prototypes" and r["metric"] in PER_PROTOTYPE_METRICS)
-                    or (r["kind"] == "explainer" and r["metric"] in explainer_metrics))
+            keep = r["kind"] == "head" or (r["kind"] == "explainer" and r["metric"] in explainer_metrics)
             if keep:
                 out.setdefault(f"seed{r['seed']}", {})[f"{r['method']}/{r['metric']}"] = r["value"]
         return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
