@@ -218,7 +218,7 @@ class EvaluationTables:
                                              method=method, metric=metric))
 
     # ------------------------------------------------------------------ heads
-    def add_heads(self, seed: int, predictions: Mapping[str, np.ndarray], labels: np.ndarray,
+    def add_heads(self, seed: int, predictions: Mapping[str, np.ndarray], *, labels: np.ndarray,
                   cnn_predictions: np.ndarray | None, sample_ids: np.ndarray) -> None:
         """Accuracy ``[yhat_i = y_i]`` of each head and its agreement ``[yhat_i = yhat_i^CNN]``.
 
@@ -438,7 +438,7 @@ class EvaluationTables:
                         name, tidy.missing_note(reasons))
 
     # ------------------------------------------------------------------ concepts
-    def add_concepts(self, seed: int, concepts: Mapping[str, np.ndarray], parts: np.ndarray | None,
+    def add_concepts(self, seed: int, concepts: Mapping[str, np.ndarray], *, parts: np.ndarray | None,
                      masks: np.ndarray | None, sample_ids: np.ndarray,
                      grid: tuple[int, int] | None = None) -> None:
         """Concept purity, ARI and NMI of each set of concept maps against part maps (or the mask).

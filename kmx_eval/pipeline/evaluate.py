@@ -160,7 +160,8 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     x, _, masks, parts = load_batch(test_split, indices)
     x = x.numpy()
     test_ids = np.arange(len(explained.labels))
-    tables.add_heads(seed, explained.predictions, explained.labels, explained.cnn_predictions, test_ids)
+    tables.add_heads(seed, explained.predictions, labels=explained.labels, cnn_predictions=explained.cnn_predictions,
+                     sample_ids=test_ids)
     if explained.prototype_sets:
         tables.add_prototypes(seed, explained.prototype_sets, z_train=explained.z_train, y_train=explained.y_train,
                               z_test=explained.z_test, purity_m=purity_m)
@@ -186,7 +187,7 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     if concepts:
         # The ceiling of the concept maps lives on the grid of F_S (none for the CNN: no concepts).
         grid = explained.model.feature_grid(x) if hasattr(explained.model, "feature_grid") else None
-        tables.add_concepts(seed, concepts, parts, masks, indices, grid=grid)
+        tables.add_concepts(seed, concepts, parts=parts, masks=masks, sample_ids=indices, grid=grid)
     log.info("seed %d: %s", seed, ", ".join(f"{r['method']} {r['metric']} {r['value']:.3f}"
                                             for r in tables.rows if r["seed"] == seed and r["kind"] == "head"))
     return len(indices)

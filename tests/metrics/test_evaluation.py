@@ -31,8 +31,8 @@ def _model():
 def test_head_rows_and_samples():
     t = _tables()
     labels = np.array([0, 1, 2, 1])
-    t.add_heads(0, {"kmeans": np.array([0, 1, 1, 1]), "probe": labels}, labels,
-                np.array([0, 1, 2, 2]), np.arange(4))
+    t.add_heads(0, {"kmeans": np.array([0, 1, 1, 1]), "probe": labels}, labels=labels,
+                cnn_predictions=np.array([0, 1, 2, 2]), sample_ids=np.arange(4))
     df, samples, _ = t.frames()
     acc = df[(df.metric == "accuracy")].set_index("method")["value"]
     assert acc["kmeans"] == 0.75 and acc["probe"] == 1.0
@@ -173,10 +173,11 @@ def test_concept_rows_against_parts_mask_or_nothing():
     parts[:, 2:8, 6:10] = 2
     parts[2] = 0  # a part map with one label: ARI and NMI undefined
     t = _tables()
-    t.add_concepts(0, {"concepts_global": parts.astype(np.int16) + 4}, parts, None, np.arange(3), grid=(3, 3))
-    t.add_concepts(1, {"concepts_global": parts.astype(np.int16)}, None, (parts > 0).astype(np.uint8),
-                   np.arange(3))
-    t.add_concepts(2, {"concepts_global": parts.astype(np.int16)}, None, None, np.arange(3))
+    t.add_concepts(0, {"concepts_global": parts.astype(np.int16) + 4}, parts=parts, masks=None,
+                   sample_ids=np.arange(3), grid=(3, 3))
+    t.add_concepts(1, {"concepts_global": parts.astype(np.int16)}, parts=None, masks=(parts > 0).astype(np.uint8),
+                   sample_ids=np.arange(3))
+    t.add_concepts(2, {"concepts_global": parts.astype(np.int16)}, parts=None, masks=None, sample_ids=np.arange(3))
     df = t.frames()[0].set_index(["seed", "method", "metric"])
     exact = df.loc[(0, "concepts_global")]
     for region in ("object", "image"):
@@ -202,7 +203,7 @@ def test_concept_rows_against_parts_mask_or_nothing():
 def test_summary_keeps_key_numbers_per_seed():
     t = _tables()
     labels = np.array([0, 1])
-    t.add_heads(3, {"kmeans": labels}, labels, labels, np.arange(2))
+    t.add_heads(3, {"kmeans": labels}, labels=labels, cnn_predictions=labels, sample_ids=np.arange(2))
     assert t.summary() == {"seed3": {"kmeans/accuracy": 1.0, "kmeans/agreement": 1.0}}
 
 
@@ -292,7 +293,7 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
 
     t = _tables()
     labels = np.arange(48) % 3
-    t.add_heads(2, {"kmeans": labels}, labels, labels, np.arange(48))
+    t.add_heads(2, {"kmeans": labels}, labels=labels, cnn_predictions=labels, sample_ids=np.arange(48))
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 8)) * 10
     z = np.concatenate([c + rng.normal(size=(16, 8)) for c in centres])
