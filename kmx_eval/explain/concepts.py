@@ -341,7 +341,7 @@ class ConceptModel:
         return model
 
 
-def concept_maps(model: torch.nn.Module, concepts: ConceptModel, x: Any, labels: Any,
+def concept_maps(model: torch.nn.Module, concepts: ConceptModel, x: Any, *, labels: Any,
                  batch_size: int = 32, progress: bool = True) -> np.ndarray:
     """Concept maps of images at input resolution: ``(n, H, W)`` int64.
 

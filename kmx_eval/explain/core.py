@@ -197,6 +197,7 @@ def explain(
     explainer: Explainer,
     model: torch.nn.Module,
     x: Any,
+    *,
     target: Any,
     batch_size: int = 32,
     progress: bool = True,
@@ -255,7 +256,7 @@ def explain_subset(
     with eval_mode(model):
         out = {"indices": indices, "targets": targets, "predictions": predict(model, x, batch_size)}
         for name, explainer in explainers.items():
-            out[name] = explain(explainer, model, x, targets, batch_size=batch_size, progress=progress)
+            out[name] = explain(explainer, model, x, target=targets, batch_size=batch_size, progress=progress)
     return out
 
 

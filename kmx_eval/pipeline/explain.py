@@ -62,6 +62,6 @@ def kmeans_head_maps(module: torch.nn.Module, explainers: Mapping[str, Explainer
                                    batch_size=batch_size)
     targets = arrays["targets"]
     for scope, model in concepts.items():
-        ids = concept_maps(module, model, x, targets, batch_size)
+        ids = concept_maps(module, model, x, labels=targets, batch_size=batch_size)
         arrays[concept_key(scope)] = stored_concept_ids(ids)
     return arrays

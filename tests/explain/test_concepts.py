@@ -132,7 +132,7 @@ def test_concept_maps_at_input_resolution(kmeans_module, images):
         F = kmeans_module.features(images)
     model = ConceptModel(n_concepts=4, random_state=0, batch_size=32)
     model.fit_stream([(F, np.zeros(len(F)))], 16, np.random.default_rng(0), progress=False)
-    maps = concept_maps(kmeans_module, model, images, [0, 1, 2, 1], batch_size=3, progress=False)
+    maps = concept_maps(kmeans_module, model, images, labels=[0, 1, 2, 1], batch_size=3, progress=False)
     assert maps.shape == (4, 64, 64) and maps.dtype == np.int64
     grid = model.assign(F)
     stride = 64 // F.shape[-1]

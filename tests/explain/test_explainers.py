@@ -110,7 +110,7 @@ def test_batched_explain_equals_one_batch(resnet18, kmeans_module, images):
         model = _model_for(name, resnet18, kmeans_module)
         explainer = build_explainer(name, CFG, 0)
         whole = explainer.explain(model, images, TARGETS)
-        batched = explain(explainer, model, images, TARGETS, batch_size=3, progress=False)
+        batched = explain(explainer, model, images, target=TARGETS, batch_size=3, progress=False)
         np.testing.assert_allclose(batched, whole, rtol=1e-4, atol=1e-5 * np.abs(whole).max())
 
 

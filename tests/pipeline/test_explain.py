@@ -56,7 +56,7 @@ def test_kmeans_head_maps_add_each_scopes_concepts_for_the_explained_class(kmean
     for scope, model in concepts.items():
         ids = arrays[f"concepts_{scope}"]
         assert ids.dtype == np.int16 and ids.shape == (4, 64, 64)
-        np.testing.assert_array_equal(ids, concept_maps(kmeans_module, model, images, labels, 2))
+        np.testing.assert_array_equal(ids, concept_maps(kmeans_module, model, images, labels=labels, batch_size=2))
     # Class-scoped ids belong to the explained class (2 concepts per class).
     for ids, t in zip(arrays["concepts_class"], labels):
         assert set(np.unique(ids)) <= {2 * t, 2 * t + 1}
