@@ -94,6 +94,7 @@ def _distance_block(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tens
 def nearest_neighbours(
     queries,
     reference,
+    *,
     k: int = 1,
     metric: Metric = "euclidean",
     exclude_self: bool = False,
