@@ -52,6 +52,11 @@ PORTABLE_ENV: dict[str, str] = {
     "NPY_ENABLE_CPU_FEATURES": "SSSE3 SSE41 POPCNT SSE42 AVX F16C FMA3 AVX2",
 }
 
+#: ``torch.cdist``'s mode that sums squared differences pair by pair (no BLAS product): the same bits
+#: on every run and any thread count, where a multi-threaded product may sum in another order from run
+#: to run. Every distance that decides an assignment or a metric uses it (concept ids, prototype fidelity).
+EXACT_CDIST = "donot_use_mm_for_euclid_dist"
+
 #: Libraries whose kernels are chosen when they load: pinning after this is too late.
 _PINNED_AT_LOAD = ("numpy", "torch", "scipy", "sklearn")
 

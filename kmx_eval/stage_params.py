@@ -208,6 +208,7 @@ def resolved_settings(params: Params, stage: str, dataset: str | None = None,
 
 def _file_sha256(path: str) -> str:
     """The checkpoint's sha256, or ``"missing"`` (the train stage then stops with one line)."""
+    # models.backbone loads torch: only a study that names a checkpoint needs its digest
     from kmx_eval.models.backbone import checkpoint_sha256
 
     file = Path(path).expanduser()

@@ -28,14 +28,11 @@ from tqdm.auto import tqdm
 from kmx_eval import io
 from kmx_eval.data import load_batch
 from kmx_eval.errors import DataError, KmxError
+from kmx_eval.numerics import EXACT_CDIST
 from kmx_eval.seeding import rng
 
 from .attribution import upsample
 from .core import is_concept_key, model_device  # noqa: F401  (is_concept_key: re-exported)
-
-#: torch.cdist summing squared differences pair by pair, as kmx_eval.metrics.prototype_fidelity does:
-#: a BLAS product may sum in another order from run to run (the same study gave other bits).
-EXACT_CDIST = "donot_use_mm_for_euclid_dist"
 
 __all__ = ["ConceptModel", "SCOPES", "MAX_CONCEPT_ID", "sample_locations", "concept_maps",
            "stored_concept_ids", "concept_key", "is_concept_key", "concept_subset", "FittedConcepts",

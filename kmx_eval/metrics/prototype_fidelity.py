@@ -9,8 +9,8 @@ Distances are computed with :func:`torch.cdist` in float64, in blocks of rows, s
 nearest-neighbour search over N training embeddings never materialises an N x N x D array
 (a numpy broadcast over 1,500 x 1,500 x 512 takes gigabytes). They are computed from the
 differences, never through the matrix product ``||a||^2 - 2<a, b> + ||b||^2``
-(:data:`EXACT_CDIST`): a multi-threaded BLAS product may sum in another order from one run to the
-next, and the prototypes' neighbour distances then differed in the 10th digit between two clean
+(:data:`kmx_eval.numerics.EXACT_CDIST`): a multi-threaded BLAS product may sum in another order
+from one run to the next, and the prototypes' neighbour distances then differed in the 10th digit between two clean
 runs of the same study; the difference form gives every pair the same bits on every run, and
 without cancellation.
 
@@ -53,6 +53,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from kmx_eval.numerics import EXACT_CDIST
+
 Metric = Literal["euclidean", "cosine"]
 #: ``cosine`` is kept for neighbour searches; it is not a prototype-fidelity metric (a shift ``v``
 #: of linear prototypes moves it arbitrarily).
@@ -74,11 +76,6 @@ def _as_tensor(name: str, x, ndim: int) -> torch.Tensor:
 def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"distance metric {metric!r} is not one of {', '.join(METRICS)}")
-
-
-#: torch.cdist's mode that sums squared differences pair by pair (no BLAS product): the same bits
-#: on every run and any thread count (module docstring).
-EXACT_CDIST = "donot_use_mm_for_euclid_dist"
 
 
 def _distance_block(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
@@ -298,7 +295,7 @@ def diversity_kmex_per_prototype(prototypes) -> np.ndarray:
     **Exact distances.** KMEx calls ``torch.cdist`` on float32 prototypes with its default mode,
     whose matrix-product path (``||a||^2 - 2<a, b> + ||b||^2``) leaves the diagonal at about 1e-3
     instead of 0 by cancellation; since ``s_ii`` is steep near 0, that alone moves the value above
-    from 0.0158 to 0.0302. Here the distances are float64 differences (:data:`EXACT_CDIST`), so
+    from 0.0158 to 0.0302. Here the distances are float64 differences (:data:`~kmx_eval.numerics.EXACT_CDIST`), so
     ``d_ii = 0`` exactly and the value is the formula's.
 
     Returns
