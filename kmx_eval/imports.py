@@ -159,3 +159,50 @@ def uncovered(files: Iterable[Path], deps: Iterable[str]) -> list[str]:
     dep_paths = [Path(d) for d in deps]
     return sorted(str(f) for f in files
                   if not any(f == d or d in f.parents for d in dep_paths))
+
+
+def unexplained_local_imports(package_dir: str | Path) -> list[str]:
+    """``file:line: statement`` for every import inside a function under ``package_dir`` with no
+    comment saying why it is there: on its own line(s), or on the line directly above it, or above
+    the unbroken run of imports it continues. A function-local import is kept only for a stated
+    reason (import cost, an optional dependency, a cycle)."""
+    package_dir = Path(package_dir)
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        tree = ast.parse(text, filename=str(path))
+        seen: set[int] = set()
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for body in _statement_lists(function):
+                run_explained, previous_end = False, -1
+                for stmt in body:
+                    if not isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                        run_explained, previous_end = False, -1
+                        continue
+                    above = lines[stmt.lineno - 2].strip() if stmt.lineno >= 2 else ""
+                    if above.startswith("#"):
+                        run_explained = True
+                    elif previous_end != stmt.lineno - 1:
+                        run_explained = False
+                    inline = any("#" in lines[i - 1]
+                                 for i in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+                    previous_end = stmt.end_lineno or stmt.lineno
+                    if stmt.lineno in seen:
+                        continue
+                    seen.add(stmt.lineno)
+                    if not (inline or run_explained):
+                        where = path.relative_to(package_dir.parent).as_posix()
+                        found.append(f"{where}:{stmt.lineno}: {lines[stmt.lineno - 1].strip()}")
+    return found
+
+
+def _statement_lists(function: ast.AST) -> Iterable[list[ast.stmt]]:
+    """Every list of statements inside ``function`` (its body, and those of its ifs, trys, loops)."""
+    for node in ast.walk(function):
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            value = getattr(node, field, None)
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                yield value

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kmx_eval.imports import find_cycles, import_graph, transitive_imports
+from kmx_eval.imports import find_cycles, import_graph, transitive_imports, unexplained_local_imports
 
 PACKAGE = Path(__file__).resolve().parents[2] / "kmx_eval"
 
@@ -109,4 +109,32 @@ def test_an_arrow_back_up_hidden_in_a_function_is_caught(tmp_path):
         "kmx_eval.heads.fitting -> kmx_eval.metrics: layer 2 imports layer 4",
         "kmx_eval.heads.fitting -> kmx_eval.metrics.accuracy: layer 2 imports layer 4",
         "kmx_eval.heads.named -> kmx_eval.paths: a domain package turns names into files",
+    ]
+
+
+def test_every_function_local_import_says_why():
+    assert unexplained_local_imports(PACKAGE) == []
+
+
+def test_an_uncommented_function_local_import_is_caught(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import json\n")
+    (pkg / "a.py").write_text(
+        "def explained():\n"
+        "    import torch  # torch: loaded only when a model is built\n"
+        "    # scipy: slow to import, only this function needs it\n"
+        "    from scipy import stats\n"
+        "    from scipy import special\n"
+        "    return stats, special, torch\n"
+        "\n"
+        "def bare():\n"
+        "    x = 1  # a comment on another statement explains nothing\n"
+        "    import yaml\n"
+        "    if x:\n"
+        "        from pathlib import Path\n"
+        "    return yaml, Path\n")
+    assert unexplained_local_imports(pkg) == [
+        "pkg/a.py:10: import yaml",
+        "pkg/a.py:12: from pathlib import Path",
     ]
