@@ -67,7 +67,7 @@ def test_imagenet_weights_come_from_the_torch_hub_cache_without_the_network(monk
     monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
     monkeypatch.setattr("urllib.request.urlopen", no_network)
     builder = get_architecture(architecture).builder
-    url = torchvision.models.get_model_weights(builder)["IMAGENET1K_V1"].url
+    url = torchvision.models.get_model_weights(builder)["IMAGENET1K_V1"].url  # offline: only its file name
     torch.manual_seed(7)
     stored = builder(weights=None).state_dict()  # 1000 classes, as the published file
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
