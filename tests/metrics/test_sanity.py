@@ -90,3 +90,33 @@ def test_spearman_rows_and_max_sensitivity_direction():
                                                 explain_func=f)
         assert reasons == [None] * 3
     assert np.all(sens["cam"] < sens["random"])  # a redrawn random map is maximally unstable
+
+
+def test_an_anti_correlated_map_does_not_win_mprt_or_random_logit():
+    """MPRT and RandomLogit read |rho| and |SSIM| (docs/METHOD.md, section 6): a map whose
+    re-explanation is the original reversed is as model-independent as one that never changes, so it
+    scores 1, the worst, not -1, the best under a signed reading."""
+    x, y = _data()
+    cam = quantus_explain_func(build_explainer("cam", ExplainConfig(), 0))
+    a = cam(_resnet(), x, y)[:, 0]
+
+    def reversed_map(model, inputs, targets, **kw):  # anti-correlated with the original, whatever the model
+        return -a[: len(inputs), None]
+
+    depends, _, _ = qm.run_quantus("MPRT", _resnet(), x, y, a, None, settings=SETTINGS, seed=0, explain_func=cam)
+    anti, _, _ = qm.run_quantus("MPRT", _resnet(), x, y, a, None, settings=SETTINGS, seed=0,
+                                explain_func=reversed_map)
+    assert np.allclose(anti[:3], 1.0, atol=1e-3) and np.all(depends[:3] < anti[:3])
+    assert qm.QUANTUS_METRICS.get("MPRT").magnitude and not qm.QUANTUS_METRICS.get("MPRT").higher_is_better
+    signed, _, _ = qm.run_quantus("RandomLogit", _resnet(), x, y, a, None, settings=SETTINGS, seed=0,
+                                  explain_func=reversed_map)
+    assert np.all(signed[np.isfinite(signed)] >= 0)  # |SSIM|: no negative score to win with
+    assert qm.QUANTUS_METRICS.get("RandomLogit").magnitude
+
+
+def test_magnitude_metrics_are_lower_is_better_similarities():
+    """Only a similarity with 'lower is better' may be read as a magnitude (its floor is 0)."""
+    for name in qm.QUANTUS_METRICS.names():
+        spec = qm.QUANTUS_METRICS.get(name)
+        if spec.magnitude:
+            assert not spec.higher_is_better and spec.category.value == "randomisation", name

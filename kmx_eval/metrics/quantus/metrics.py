@@ -240,9 +240,9 @@ def _build_random_logit(settings: QuantusSettings, image_size: int, n_channels: 
 
 register(QuantusSpec(
     "RandomLogit", Category.RANDOMISATION, LOWER, needs_masks=False, needs_model=True, needs_explain_func=True,
-    invariances=MAP_AFFINE, scaling="rank", build=_build_random_logit, subset=True,
-    description="SSIM between the map of the explained class and that of a random other "
-                "class (lower = the explanation depends on the class)"))
+    invariances=MAP_AFFINE, scaling="rank", build=_build_random_logit, subset=True, magnitude=True,
+    description="|SSIM| between the map of the explained class and that of a random other "
+                "class (0 = unrelated; lower = the explanation depends on the class)"))
 
 
 # ----------------------------------------------------------------------------- sanity and stability
@@ -258,7 +258,8 @@ def _build_mprt(settings: QuantusSettings, image_size: int, n_channels: int = 3,
 register(QuantusSpec(
     "MPRT", Category.RANDOMISATION, LOWER, needs_masks=False, needs_model=True, needs_explain_func=True,
     invariances=MAP_AFFINE, scaling="rank", build=_build_mprt, chance_without_masks=0.0, subset=True,
-    description="Spearman correlation between the map and the map after the backbone's blocks are "
+    magnitude=True,
+    description="|Spearman correlation| between the map and the map after the backbone's blocks are "
                 "re-initialised from B4 down (mean over the cascade; 0 = unrelated, lower is better)"))
 
 

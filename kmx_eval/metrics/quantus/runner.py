@@ -120,7 +120,10 @@ class _Scorer:
                                     a_batch=self.a_scaled[ix].copy()[:, None], s_batch=s_batch,
                                     channel_first=True, explain_func=self.explain_func, softmax=softmax,
                                     device=self.device, batch_size=self.batch_size)
-        return self.built.finish(raw, self._reference(ix, softmax))
+        scores, curves = self.built.finish(raw, self._reference(ix, softmax))
+        if self.spec.magnitude:  # a similarity read as its size: anti-correlation is no merit (spec)
+            scores = np.abs(np.asarray(scores, dtype=np.float64))
+        return scores, curves
 
     def _reference(self, ix: np.ndarray, softmax: bool) -> dict[str, np.ndarray] | None:
         """The unperturbed (and, when the spec asks, fully perturbed) class scores of ``ix``."""

@@ -5,14 +5,18 @@ and stability.
 ``layer_order="top_down"``) at the granularity of the backbone's blocks: the blocks B4, B3, B2, B1
 are re-initialised one after the other, cumulatively from the top (each module's own
 ``reset_parameters``, seeded), the explainer re-explains the same images and target on each
-randomised copy, and the score of a sample is the mean over the four steps of the Spearman rank
-correlation (Quantus's ``correlation_spearman``) between the original map and the map of the
-randomised model. Quantus randomises every layer with parameters (about 70 for a ResNet34), one
-re-explanation each; block granularity asks the question of the method (do the k-means maps change
-when the features they read are destroyed?) in four. Lower is better; a map unrelated to the
-original scores about 0, a map that ignores the model's parameters (the oracle) scores 1. The
-random control redraws its values on every call and so scores about 0 too: MPRT is a necessary
-check, not a sufficient one. Invariant to a per-image positive affine change of the maps (ranks).
+randomised copy, and the score of a sample is the mean over the four steps of ``|rho|``, the
+magnitude of the Spearman rank correlation (Quantus's ``correlation_spearman``) between the
+original map and the map of the randomised model. Quantus randomises every layer with parameters
+(about 70 for a ResNet34), one re-explanation each; block granularity asks the question of the
+method (do the k-means maps change when the features they read are destroyed?) in four. The spec
+declares the score a magnitude (``QuantusSpec.magnitude``; docs/METHOD.md, section 6, "Sanity and
+stability"), taken per step so that an anti-correlated step and a correlated one do not cancel.
+Lower is better: a map unrelated to the original scores about 0, a map that ignores the model's
+parameters (the oracle) scores 1, and an anti-correlated map (rho = -0.34) scores 0.34 like a
+correlated one, since the original map predicts it just as well. The random control redraws its
+values on every call and so scores about 0 too: MPRT is a necessary check, not a sufficient one.
+Invariant to a per-image positive affine change of the maps (ranks).
 
 **MaxSensitivity** (Yeh et al. 2019; Quantus ``MaxSensitivity``): the largest relative change
 ``||e(x) - e(x + d)|| / ||e(x)||`` of the (min-max rescaled) map over ``nr_samples`` uniform input
@@ -105,7 +109,8 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 class BlockMPRT:
     """A Quantus-style metric object: ``metric(model=..., x_batch=..., y_batch=..., a_batch=...,
-    explain_func=..., ...) -> (n,)`` mean Spearman correlation over the block cascade."""
+    explain_func=..., ...) -> (n,)`` mean over the block cascade of ``|rho|``, the magnitude of the
+    Spearman correlation (module docstring)."""
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
@@ -117,7 +122,8 @@ class BlockMPRT:
         self.steps = []
         for name, randomised in randomised_cascade(model, self.seed):
             maps = explain_func(model=randomised, inputs=x_batch, targets=y_batch)
-            sims.append(spearman_rows(original, np.asarray(maps, dtype=np.float64).reshape(len(x_batch), -1)))
+            maps = np.asarray(maps, dtype=np.float64).reshape(len(x_batch), -1)
+            sims.append(np.abs(spearman_rows(original, maps)))
             self.steps.append(name)
         if not sims:
             raise ValueError("the model's architecture has no block to randomise")

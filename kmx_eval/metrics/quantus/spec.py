@@ -109,6 +109,13 @@ class QuantusSpec:
         perturbed input ("both").
     subset : bool
         Costly re-explanations: scored on the first ``QuantusSettings.sanity_images`` images only.
+    magnitude : bool
+        The metric is a similarity whose sign carries no merit (MPRT's Spearman correlation,
+        RandomLogit's SSIM): 0 means "unrelated", and an anti-correlated map depends on the model or
+        class no less than an unrelated one. The per-sample score is then ``|similarity|`` (the run
+        takes the absolute value of what ``finish`` returns), so with ``direction`` LOWER a map
+        cannot win by anti-correlating; its floor is 0 (docs/METHOD.md, section 6, "Sanity and
+        stability").
     proportion : bool
         Each per-sample score is a 0/1 outcome (PointingGame's hit), so the mean is a proportion
         and gets a Wilson interval instead of a percentile bootstrap, which collapses to [1, 1]
@@ -131,6 +138,7 @@ class QuantusSpec:
     chance_without_masks: float | None = None
     needs_reference: bool | str = False
     subset: bool = False
+    magnitude: bool = False
     proportion: bool = False
     description: str = ""
 
