@@ -5,7 +5,8 @@ A params entry ``datasets.<name>: {source: ..., ...}`` names a source registered
 :class:`~kmx_eval.schema.DatasetConfig` subclass; unknown keys are errors) and
 ``build(cfg, image_size) -> datasets.DatasetDict`` with splits ``train`` and ``test`` and columns
 ``image`` (RGB, square, at the model's input size), ``label`` (ClassLabel), optional ``mask``
-(L, 0/255 object mask) and optional ``parts`` (L, part ids 1..P, 0 background).
+(L, 0/255 object mask), optional ``parts`` (L, part ids 1..P, 0 background) and optional
+``keypoints`` (named part locations, :func:`load_keypoints`).
 
 Sources:
 
@@ -14,6 +15,8 @@ Sources:
 - ``digits`` (:mod:`.digits`): scikit-learn's bundled handwritten digits, ink as mask.
 - ``imagefolder`` (:mod:`.imagefolder`): your images in class folders, optional mask folder.
 - ``hf`` (:mod:`.hf`): a Hugging Face dataset, from the hub or a local ``save_to_disk`` copy.
+- ``cub`` (:mod:`.cub`): CUB-200-2011 in its distributed layout, with segmentations as masks and
+  the 15 annotated part locations as ``keypoints``.
 
 Adding a source is one module with one registered class, imported below.
 """
@@ -24,7 +27,10 @@ from kmx_eval.data.prepared import (
     class_counts,
     class_names,
     has_masks,
+    has_keypoints,
     has_parts,
+    keypoint_names,
+    load_keypoints,
     load_prepared,
     prepare_dataset,
     save_prepared,
@@ -32,7 +38,7 @@ from kmx_eval.data.prepared import (
 from kmx_eval.data.torch_data import MEAN, STD, ImageDataset, decode_column, load_batch, normalise
 
 # Imported for their registration in SOURCES.
-from kmx_eval.data import digits, hf, imagefolder, synthetic  # noqa: E402,F401  isort: skip
+from kmx_eval.data import cub, digits, hf, imagefolder, synthetic  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "SOURCES",
@@ -44,7 +50,10 @@ __all__ = [
     "class_names",
     "decode_column",
     "has_masks",
+    "has_keypoints",
     "has_parts",
+    "keypoint_names",
+    "load_keypoints",
     "load_batch",
     "load_prepared",
     "normalise",

@@ -7,7 +7,12 @@ labels, optional 0/1 object masks and part maps); :func:`assemble` turns those a
 - ``image``: ``datasets.Image``, RGB, square ``image_size`` x ``image_size``;
 - ``label``: ``ClassLabel`` with the class names;
 - ``mask`` (optional): ``datasets.Image``, mode L, 0 background / 255 object;
-- ``parts`` (optional): ``datasets.Image``, mode L, 0 background, 1..P part ids.
+- ``parts`` (optional): ``datasets.Image``, mode L, 0 background, 1..P part ids;
+- ``keypoints`` (optional): one ``{"part", "x", "y", "visible"}`` record per named part, in the
+  order of the part names, which the ``part`` ClassLabel holds (``List`` of a struct). ``x`` (column)
+  and ``y`` (row) are float32 pixel coordinates in the stored image; ``visible`` is False where the
+  part is not annotated (its ``x``, ``y`` are then 0). :func:`kmx_eval.data.prepared.load_keypoints`
+  reads them as arrays.
 
 Images are stored as PNG (lossless), so masks, part maps and images stay aligned pixel for pixel.
 """
@@ -32,10 +37,11 @@ SOURCES: Registry = Registry("dataset source")
 SPLITS = ("train", "test")
 
 
-def features(class_names: Sequence[str], masks: bool, parts: bool):
+def features(class_names: Sequence[str], masks: bool, parts: bool,
+             keypoint_names: Sequence[str] | None = None):
     """The ``datasets.Features`` of a prepared split (see the module docstring)."""
     # datasets takes seconds to import: only where a split is built or read
-    from datasets import ClassLabel, Features
+    from datasets import ClassLabel, Features, List, Value
     from datasets import Image as ImageFeature
 
     spec: dict[str, Any] = {"image": ImageFeature(), "label": ClassLabel(names=list(class_names))}
@@ -43,7 +49,16 @@ def features(class_names: Sequence[str], masks: bool, parts: bool):
         spec["mask"] = ImageFeature()
     if parts:
         spec["parts"] = ImageFeature()
+    if keypoint_names is not None:
+        spec["keypoints"] = List({"part": ClassLabel(names=list(keypoint_names)), "x": Value("float32"),
+                                  "y": Value("float32"), "visible": Value("bool")})
     return Features(spec)
+
+
+def keypoint_records(keypoints: np.ndarray) -> list[dict]:
+    """One image's ``(P, 3)`` array of ``x, y, visible`` as the ``keypoints`` column's records."""
+    return [{"part": p, "x": float(x), "y": float(y), "visible": bool(v)}
+            for p, (x, y, v) in enumerate(np.asarray(keypoints, dtype=np.float64))]
 
 
 def encode_png(array: np.ndarray) -> dict:
@@ -120,7 +135,8 @@ def _column(items: Sequence[np.ndarray], desc: str, mode: str) -> list[dict]:
 
 
 def assemble(
-    splits: dict[str, dict[str, Any]], class_names: Sequence[str], where: str
+    splits: dict[str, dict[str, Any]], class_names: Sequence[str], where: str,
+    keypoint_names: Sequence[str] | None = None,
 ):
     """Build the prepared ``DatasetDict`` from arrays.
 
@@ -130,7 +146,9 @@ def assemble(
         ``{"train": {...}, "test": {...}}``; each holds ``images`` (sequence of uint8 (S, S, 3)),
         ``labels`` (int sequence in ``0..len(class_names)-1``), optionally ``masks`` (sequence of
         (S, S) arrays, nonzero = object; stored as 0/255) and ``parts`` (sequence of (S, S) uint8
-        part ids, 0 = background). Either every split has masks (parts) or none has.
+        part ids, 0 = background). Either every split has masks (parts) or none has. With
+        ``keypoint_names``, each split also holds ``keypoints``: one ``(P, 3)`` array of ``x, y,
+        visible`` per image, P = ``len(keypoint_names)``.
     class_names
         Names of the classes, in label order.
     where
@@ -150,7 +168,7 @@ def assemble(
     check_class_count(all_labels, class_names, where)
     if all_labels.min() < 0 or all_labels.max() >= len(class_names):
         raise ValueError(f"assemble: labels must lie in 0..{len(class_names) - 1}")
-    feats = features(class_names, masks, parts)
+    feats = features(class_names, masks, parts, keypoint_names)
     out = {}
     for name in SPLITS:
         s = splits[name]
@@ -173,6 +191,8 @@ def assemble(
             columns["mask"] = _column(binary, f"{where} {name} masks", "L")
         if parts:
             columns["parts"] = _column(s["parts"], f"{where} {name} parts", "L")
+        if keypoint_names is not None:
+            columns["keypoints"] = [keypoint_records(k) for k in s["keypoints"]]
         lengths = {k: len(v) for k, v in columns.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"assemble: {name} columns differ in length: {lengths}")

@@ -33,6 +33,37 @@ def has_parts(dd) -> bool:
     return "parts" in _split(dd).features
 
 
+def has_keypoints(dd) -> bool:
+    """Whether the dataset has named part locations (the ``keypoints`` column)."""
+    return "keypoints" in _split(dd).features
+
+
+def keypoint_names(dd) -> list[str]:
+    """Names of the annotated parts, in the order of each row's keypoint records."""
+    return list(_split(dd).features["keypoints"].feature["part"].names)
+
+
+def load_keypoints(split, indices=None) -> tuple[np.ndarray, np.ndarray]:
+    """Part locations of rows ``indices`` (all rows by default) of a prepared split.
+
+    Returns ``xy`` float32 ``(n, P, 2)`` (column, row in the stored image's pixels) and ``visible``
+    bool ``(n, P)``, parts in the order of :func:`keypoint_names` (docs/ARCHITECTURE.md,
+    "Prepared dataset"; the column's format is in :mod:`kmx_eval.data.base`).
+    """
+    rows = split.select_columns(["keypoints"])
+    if indices is not None:
+        rows = rows.select(np.asarray(indices, dtype=np.int64).ravel().tolist())
+    records = rows["keypoints"]
+    n_parts = len(split.features["keypoints"].feature["part"].names)
+    xy = np.zeros((len(records), n_parts, 2), dtype=np.float32)
+    visible = np.zeros((len(records), n_parts), dtype=bool)
+    for i, parts in enumerate(records):
+        for rec in parts:
+            xy[i, rec["part"]] = (rec["x"], rec["y"])
+            visible[i, rec["part"]] = rec["visible"]
+    return xy, visible
+
+
 def validate_prepared(dd, image_size: int | None, where: str) -> None:
     """Check a DatasetDict against the prepared-dataset contract (docs/ARCHITECTURE.md).
 

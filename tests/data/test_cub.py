@@ -1,0 +1,170 @@
+"""The cub source on a tiny tree in CUB-200-2011's distributed layout (tests/cub_tree.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cub_tree import (BOX, CLASSES, H, NO_SEGMENTATION, NOT_VISIBLE, PARTS, W, image_rel, part_location,
+                      soft_segmentation, write_cub_tree)
+
+from kmx_eval.data import (SOURCES, decode_column, has_masks, keypoint_names, load_keypoints, prepare_dataset)
+from kmx_eval.data.images import resize_mask
+from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.validation import parse_params
+
+SIZE = 32
+TRAIN_IDS = [1, 2, 4, 5, 7, 8]  # the official split of the tiny tree: two per class train
+TEST_IDS = [3, 6, 9]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return write_cub_tree(tmp_path_factory.mktemp("cub"))
+
+
+def cub(path, **over):
+    return SOURCES.get("cub").Config.model_validate({"source": "cub", "path": str(path), **over})
+
+
+@pytest.fixture(scope="module")
+def prepared(tree):
+    return prepare_dataset(cub(tree), SIZE, name="birds")
+
+
+def test_the_official_split_classes_and_images(prepared):
+    assert prepared["train"].features["label"].names == [c.split(".")[1] for c in CLASSES]
+    assert prepared["train"]["label"] == [0, 0, 1, 1, 2, 2] and prepared["test"]["label"] == [0, 1, 2]
+    assert decode_column(prepared["test"]).shape == (3, SIZE, SIZE, 3)
+
+
+def test_masks_are_the_segmentations_above_half_agreement_and_a_missing_one_is_empty(prepared, caplog):
+    assert has_masks(prepared)
+    masks = decode_column(prepared["train"], "mask") > 127
+    for row, image_id in enumerate(TRAIN_IDS):
+        if image_id == NO_SEGMENTATION:
+            assert not masks[row].any()  # no mask: the localisation metrics skip it as "empty mask"
+            continue
+        # 153 (3 of 5 annotators) and 255 are object, 102 (2 of 5) is not
+        expected = resize_mask(soft_segmentation(image_id) > 127.5, SIZE)
+        np.testing.assert_array_equal(masks[row], expected)
+        assert 0 < masks[row].mean() < 1
+
+
+def test_a_missing_segmentation_is_counted_in_the_log(tree, caplog):
+    with caplog.at_level("WARNING", logger="kmx_eval"):
+        prepare_dataset(cub(tree, classes=[2, 3]), SIZE)
+    assert "1 image(s) have no segmentation" in caplog.text and image_rel(NO_SEGMENTATION) in caplog.text
+
+
+def test_a_lower_threshold_takes_the_two_of_five_band_into_the_object(tree, prepared):
+    low = decode_column(prepare_dataset(cub(tree, mask_threshold=0.3), SIZE)["test"], "mask") > 127
+    high = decode_column(prepared["test"], "mask") > 127
+    assert (low >= high).all() and low.sum() > high.sum()
+
+
+def test_part_locations_are_named_keypoints_scaled_to_the_stored_image(prepared):
+    assert keypoint_names(prepared) == list(PARTS)
+    xy, visible = load_keypoints(prepared["train"])
+    assert xy.shape == (6, len(PARTS), 2) and visible.shape == (6, len(PARTS))
+    for row, image_id in enumerate(TRAIN_IDS):
+        for p in range(len(PARTS)):
+            if (image_id, p + 1) == NOT_VISIBLE:
+                assert not visible[row, p] and (xy[row, p] == 0).all()
+                continue
+            x, y = part_location(image_id, p + 1)
+            assert visible[row, p]
+            np.testing.assert_allclose(xy[row, p], (x * SIZE / W, y * SIZE / H), rtol=1e-6)
+    assert visible.sum() == 6 * len(PARTS) - 1
+    xy2, vis2 = load_keypoints(prepared["train"], [1])
+    np.testing.assert_array_equal(xy2[0], xy[1]) and np.testing.assert_array_equal(vis2[0], visible[1])
+
+
+def test_bbox_crops_move_the_part_locations_into_the_box(tree):
+    dd = prepare_dataset(cub(tree, crop="bbox"), SIZE)
+    xy, visible = load_keypoints(dd["test"])
+    x0, y0, w, h = BOX
+    for row, image_id in enumerate(TEST_IDS):
+        x, y = part_location(image_id, 1)
+        np.testing.assert_allclose(xy[row, 0], ((x - x0) * SIZE / w, (y - y0) * SIZE / h), rtol=1e-6)
+    mask = decode_column(dd["test"], "mask")[0] > 127
+    seg = soft_segmentation(TEST_IDS[0])[int(y0):int(y0 + h), int(x0):int(x0 + w)] > 127.5
+    np.testing.assert_array_equal(mask, resize_mask(seg, SIZE))
+
+
+@pytest.mark.parametrize("classes, names", [
+    (2, ["Black_footed_Albatross", "Laysan_Albatross"]),
+    ([3, "001.Black_footed_Albatross"], ["Black_footed_Albatross", "Sooty_Albatross"]),
+    (["laysan_albatross", 3], ["Laysan_Albatross", "Sooty_Albatross"]),
+])
+def test_a_class_subset(tree, classes, names):
+    dd = prepare_dataset(cub(tree, classes=classes), SIZE)
+    assert dd["train"].features["label"].names == names
+    assert sorted(set(dd["train"]["label"])) == [0, 1] and len(dd["test"]) == 2
+
+
+@pytest.mark.parametrize("classes, says", [
+    (["Sooty_Albatros", 1], "did you mean 'Sooty_Albatross'"),
+    (1, "at least 2"),
+    ([7, 1], "ids 1..3"),
+])
+def test_a_wrong_class_subset_is_one_line_naming_the_key(tree, classes, says):
+    with pytest.raises(ParamsError) as err:
+        prepare_dataset(cub(tree, classes=classes), SIZE, name="birds")
+    assert "cub.classes" in str(err.value) and says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_without_a_segmentations_folder_there_are_no_masks(tmp_path, tree):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "CUB_200_2011").symlink_to(tree, target_is_directory=True)
+    dd = prepare_dataset(cub(lone), SIZE)  # the parent folder is taken for CUB_200_2011/ as well
+    assert not has_masks(dd) and len(dd["train"]) == 6
+
+
+def test_the_cub_entry_validates_in_params():
+    params = parse_params({"datasets": {"birds": {"source": "cub", "path": "cub/CUB_200_2011",
+                                                  "classes": 20, "crop": "bbox"}}})
+    assert params.datasets["birds"].classes == 20
+    with pytest.raises(ParamsError, match="datasets.birds.crop"):
+        parse_params({"datasets": {"birds": {"source": "cub", "path": "x", "crop": "box"}}})
+
+
+def _break(tree: Path, tmp_path: Path, how: str) -> tuple[Path, str]:
+    """A copy of the tree broken one way; returns it and the file the message must name."""
+    broken = tmp_path / how / "CUB_200_2011"
+    shutil.copytree(tree, broken)
+    if how == "no_images_txt":
+        (broken / "images.txt").unlink()
+        return broken, str(broken / "images.txt")
+    if how == "absent_image":
+        (broken / "images" / image_rel(4)).unlink()
+        return broken, str(broken / "images" / image_rel(4))
+    labels = broken / "image_class_labels.txt"
+    labels.write_text(labels.read_text().replace("\n7 3\n", "\n7 204\n"))
+    return broken, f"{labels} line 7: class id 204 is out of range"
+
+
+@pytest.mark.parametrize("how", ["no_images_txt", "absent_image", "class_out_of_range"])
+def test_a_bad_tree_stops_with_one_line_naming_the_file(tree, tmp_path, how):
+    broken, named = _break(tree, tmp_path, how)
+    with pytest.raises(DataError) as err:
+        prepare_dataset(cub(broken), SIZE, name="birds")
+    assert str(err.value).startswith("datasets.birds: ") and named in str(err.value)
+    assert "\n" not in str(err.value)
+    proc = subprocess.run([sys.executable, "-m", "kmx_eval.data.cub_check", str(broken)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and named in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_download_check_prints_the_counts(tree):
+    proc = subprocess.run([sys.executable, "-m", "kmx_eval.data.cub_check", str(tree)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "9 images of 3 classes (6 train, 3 test" in proc.stdout
+    assert "8 found, 1 missing" in proc.stdout and f"{len(PARTS) * 9 - 1} visible" in proc.stdout
