@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from kmx_eval.metrics import concept_fidelity as cf
 from kmx_eval.metrics import prototype_fidelity as pf
+from kmx_eval.metrics import sharpness as sh
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.accuracy import accuracy, agreement
 from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Invariance, QuantusRun, QuantusSettings,
@@ -490,6 +491,38 @@ class EvaluationTables:
                                   chance=float(np.mean(chance[score][ok])) if ok.any() else None)
                     self._samples(seed, method, metric, v, reasons, sample_ids)
         self.seconds["concepts"] += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ sharpness
+    def add_sharpness(self, seed: int, maps: Mapping[str, np.ndarray], *, grid: tuple[int, int],
+                      masks: np.ndarray | None, parts: np.ndarray | None, sample_ids: np.ndarray) -> None:
+        """Sharpness of each explainer's maps (n, H, W) beyond ``grid``, the study's coarsest (B4's):
+        every score of :func:`~kmx_eval.metrics.sharpness.sharpness_scores` beside its coarse twin's
+        (kind and category ``sharpness``, docs/METHOD.md section 6). Maps and masks only, no model
+        call. Mask scores are rows of :data:`NO_MASKS` without masks; part scores need part maps."""
+        t0 = time.perf_counter()
+        regions = sh.part_regions(parts) if parts is not None else None
+        chances = {"mass_in_mask": None if masks is None else (np.asarray(masks) > 0).mean(axis=(1, 2)),
+                   "part_pointing": None if regions is None else regions.chance()}
+        for method, a in maps.items():
+            scores = sh.sharpness_scores(a, grid=grid, masks=masks, regions=regions)
+            why = sh.missing_reasons(a, masks=masks, regions=regions)
+            for metric, higher in sh.SHARPNESS_METRICS.items():
+                keys = dict(kind="sharpness", method=method, category="sharpness", metric=metric,
+                            higher_is_better=higher)
+                needs = "parts" if metric.startswith("part_") else "map" if metric.startswith("fine_") else "mask"
+                if metric not in scores:
+                    note = NO_MASKS if needs == "mask" else "not applicable: dataset has no part maps"
+                    self.rows.append(tidy.row(**self._keys(seed), value=None, n=0, n_missing=len(a),
+                                              note=note, **keys))
+                    continue
+                v = scores[metric]
+                chance = chances.get(metric.removesuffix("_coarse"))
+                ok = np.isfinite(v)
+                self._summary(seed, v, why[needs], note=f"coarse grid {grid[0]}x{grid[1]}",
+                              chance=float(np.mean(chance[ok])) if chance is not None and ok.any() else None,
+                              **keys)
+                self._samples(seed, method, metric, v, why[needs], sample_ids)
+        self.seconds["sharpness"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ outputs
     def log_seconds(self) -> None:

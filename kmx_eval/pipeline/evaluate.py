@@ -86,6 +86,14 @@ def not_applicable_baselines(combination: str, explainers: list[str], architectu
     return applicable_explainers(explainer_names(explainers, "cnn"), arch)[1]
 
 
+def coarsest_grid(architecture: str, image_size: int) -> tuple[int, int]:
+    """The study's coarsest grid: ``(H_n, W_n)`` of the deepest block of ``architecture``
+    (``backbone.architecture``; B4 for a ResNet) at ``image_size`` px, read from a meta-device
+    forward (no weights, no image). Sharpness is measured beyond it (docs/METHOD.md, section 6)."""
+    arch = get_architecture(architecture)
+    return tuple(int(v) for v in arch.shapes(int(image_size))[arch.n_blocks][1:])
+
+
 def load_explained(*, dataset: str, combination: Combination | None, seed: int, normalisation: str,
                    resize: str, device) -> Explained:
     """The explained model of ``combination`` (``Params.combination``, which carries the block
@@ -148,8 +156,10 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
 def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
                   explain_func_for: Callable[[str], Callable | None], source: str = "maps",
-                  not_applicable: Mapping[str, str] | None = None) -> int:
-    """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts.
+                  not_applicable: Mapping[str, str] | None = None,
+                  coarse_grid: tuple[int, int] | None = None) -> int:
+    """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts,
+    and with ``coarse_grid`` (:func:`coarsest_grid`) each map's sharpness beyond that grid.
 
     ``explain_func_for(method)`` gives the Quantus ``explain_func`` of an explainer (None for a
     map without one). ``not_applicable`` maps an explainer that cannot explain this model (CAM on
@@ -182,6 +192,9 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
                              explain_func=explain_func_for(method),
                              n_classes=explained.n_classes,
                              equivalent_to=EXPLAINERS.get(method).affine_equivalent_to if method in EXPLAINERS else None)
+    if coarse_grid is not None and methods:
+        tables.add_sharpness(seed, {m: maps[m] for m in methods}, grid=coarse_grid, masks=masks, parts=parts,
+                             sample_ids=indices)
     tables.settings["explain_target"] = str(maps["target"]) if "target" in maps else "label"
     concepts = {k: maps[k] for k in maps if is_concept_key(k)}
     if concepts:
@@ -232,7 +245,8 @@ def evaluate_every_seed(params, *, dataset: str, combination: Combination | None
                                  test_split=test, metrics=list(ev.quantus), settings=settings,
                                  purity_m=ev.purity_m, device=str(device),
                                  explain_func_for=quantus_explain_funcs(params.explain, seed),
-                                 source=str(maps_path), not_applicable=not_applicable)
+                                 source=str(maps_path), not_applicable=not_applicable,
+                                 coarse_grid=coarsest_grid(backbone_cfg.architecture, backbone_cfg.image_size))
     tables.log_seconds()
     settings_file = tables.settings_file(ev, params.seeds, n_images,
                                          described_normalisation(name, features.normalisation), params.head.labels)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kmx_eval.errors import DataError
+from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
 from kmx_eval.report.numbers import finite, fmt, format_cell
 from kmx_eval.report.stats import CONTROLS, aggregate_seeds
@@ -229,7 +230,28 @@ def report_tables(
                      methods=["concepts_global", "concepts_class", "oracle"],
                      metrics=[f"concept_{score}_{region}" for region in ("object", "image")
                               for score in ("purity", "ari", "nmi")]),
+        sharpness_table(agg, seeds=seeds, explainers=explainers, **order),
     ]
+
+
+def sharpness_table(agg: pd.DataFrame, *, seeds: str = "", explainers: Sequence[str] | None = None,
+                    datasets: Sequence[str] | None = None, combinations: Sequence[str] | None = None) -> Table:
+    """Sharpness of each map beside its coarse twin (the map pooled to the study's coarsest grid and
+    upsampled back; :mod:`kmx_eval.metrics.sharpness`, docs/METHOD.md section 6)."""
+    return metric_table(
+        agg, name="sharpness", title="Sharpness beyond the coarsest grid (B4's)",
+        caption="Is a map sharper than B4's grid could show? Each score of the map beside its coarse twin "
+                "(_coarse: the same map average-pooled to the study's coarsest grid, B4's, and upsampled "
+                "back bilinearly), so a finer grid or the upsampling alone cannot pass for sharpness. "
+                "mass_in_mask: share of the map's mass above its mean on the object; _gain: map minus "
+                "coarse twin, per image (its interval is the paired one; about 0 for a B4 map). "
+                "fine_energy: share of the mean-removed DCT energy beyond the coarse grid's Nyquist limit. "
+                "half_max_area: pixels at or above the half maximum over object pixels (lower: more "
+                "concentrated, not better localised). part_pointing: per part, whether the map's maximum "
+                "in the pixels nearest that part falls on it (synthetic part maps only). Every score is "
+                "invariant to a per-image positive affine change of the map." + seeds,
+        categories=["sharpness"], kinds=["sharpness"], datasets=datasets, combinations=combinations,
+        methods=list(explainers or []) + list(CONTROLS), metrics=list(SHARPNESS_METRICS))
 
 
 def variance_share_table(fit_metrics: dict, datasets: Sequence[str] | None = None,

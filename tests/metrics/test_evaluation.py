@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from kmx_eval.heads.kmex import fit_kmex_reference
 from kmx_eval.metrics import prototype_fidelity as pf
+from kmx_eval.metrics import sharpness as sh
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.evaluation import (NO_PARTS, EvaluationTables, PrototypeSet, class_means_set,
                                          kmeans_prototype_set, kmex_reference_set)
@@ -328,3 +329,40 @@ def test_proportion_rows_get_wilson_and_the_others_keep_their_bootstrap():
     sep = samples[samples.metric == "separation"]
     assert list(sep["sample"]) == list(range(6))
     np.testing.assert_allclose(sep["value"], pf.separation_proximities(protos, ps.classes, z), rtol=1e-9)
+
+
+def test_sharpness_rows_beside_the_coarse_twin_with_parts_masks_or_neither():
+    parts = np.zeros((4, 24, 24), dtype=np.int64)
+    parts[:, 4:10, 4:10] = 1
+    parts[:, 4:10, 14:20] = 2
+    sharp = (parts > 0).astype(np.float32) + np.random.default_rng(0).random(parts.shape).astype(np.float32) * 0.01
+    maps = {"sharp": sharp, "flat": np.ones_like(sharp)}
+    t = _tables()
+    t.add_sharpness(0, maps, grid=(2, 2), masks=(parts > 0).astype(np.uint8), parts=parts, sample_ids=np.arange(4))
+    t.add_sharpness(1, maps, grid=(2, 2), masks=None, parts=None, sample_ids=np.arange(4))
+    rows, samples, _ = t.frames()
+    df = rows.set_index(["seed", "method", "metric"])
+    got = df.loc[(0, "sharp")]
+    assert set(got.index) == set(sh.SHARPNESS_METRICS) and (rows["category"] == "sharpness").all()
+    assert got.loc["mass_in_mask_gain", "value"] > 0.1
+    assert got.loc["fine_energy", "value"] > got.loc["fine_energy_coarse", "value"]
+    assert got.loc["part_pointing", "value"] == 1.0 > got.loc["part_pointing_coarse", "value"]
+    assert 0 < got.loc["part_pointing", "chance"] < 1
+    assert got.loc["mass_in_mask", "chance"] == pytest.approx((parts > 0).mean())
+    assert "coarse grid 2x2" in got.loc["fine_energy", "note"]
+    flat = df.loc[(0, "flat")]
+    assert np.isnan(flat.loc["fine_energy", "value"]) and "constant map" in flat.loc["fine_energy", "note"]
+    none = df.loc[(1, "sharp")]
+    assert np.isfinite(none.loc["fine_energy", "value"])
+    assert none.loc["mass_in_mask", "note"] == NO_MASKS
+    assert "no part maps" in none.loc["part_pointing", "note"]
+    per_image = samples[(samples["seed"] == 0) & (samples["method"] == "sharp") & (samples["metric"] == "fine_energy")]
+    assert len(per_image) == 4
+
+
+def test_the_coarsest_grid_is_the_deepest_blocks_at_the_image_size():
+    from kmx_eval.pipeline.evaluate import coarsest_grid  # as the test above imports the pipeline
+
+    assert coarsest_grid("resnet18", 96) == (3, 3)
+    assert coarsest_grid("resnet34", 224) == (7, 7)
+    assert coarsest_grid("resnet18", 64) == (2, 2)

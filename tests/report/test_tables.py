@@ -96,3 +96,31 @@ def test_variance_share_table_shows_each_blocks_share_per_combination():
     assert t.sort_keys.loc[("d", "B34", "F_S"), "B4"] == pytest.approx(0.69)
     assert t.sort_keys.loc[("d", "B34_balanced", "F_S"), "B3"] == pytest.approx(0.49)
     assert tables.variance_share_table({}, ["d"], ["B4"]).cells.empty
+
+
+def test_the_sharpness_table_shows_each_score_beside_its_coarse_twin():
+    import numpy as np  # only this test builds maps
+
+    from kmx_eval.metrics.evaluation import EvaluationTables
+    from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
+
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 24, 24), np.uint8)
+    masks[:, 6:14, 6:14] = 1
+    frames = []
+    for comb, fine in (("B4", 2), ("B234", 12)):
+        t = EvaluationTables("d", comb, n_resamples=50, confidence=0.9)
+        cells = rng.random((6, fine, fine))
+        maps = np.kron(cells, np.ones((24 // fine, 24 // fine))) + masks
+        t.add_sharpness(0, {"margin": maps, "random": rng.random((6, 24, 24))}, grid=(2, 2), masks=masks,
+                        parts=None, sample_ids=np.arange(6))
+        frames.append(t.frames()[0])
+    agg = stats.aggregate_seeds(pd.concat(frames, ignore_index=True))
+    sharp = {t.name: t for t in tables.report_tables(agg, datasets=["d"], combinations=["B4", "B234"],
+                                                    explainers=["margin"])}["sharpness"]
+    assert list(sharp.cells.columns) == list(SHARPNESS_METRICS)
+    assert [m for _, _, m in sharp.cells.index] == ["margin", "random", "margin", "random"]
+    assert "n/a" in set(sharp.cells["part_pointing"])
+    # the random control is never marked best; B234's finer map is
+    assert not sharp.best.xs("random", level="method").to_numpy().any()
+    assert sharp.best.loc[("d", "B234", "margin"), "fine_energy"]
