@@ -9,14 +9,25 @@ B234 on the same evaluation subset) is a paired bootstrap of the differences ``d
 (:func:`paired_bootstrap`), much tighter than two independent intervals when the samples vary more
 than the methods.
 
-**Several training seeds** (:func:`cluster_bootstrap_ci`, :func:`paired_cluster_bootstrap`).
+**Several training seeds, seeds in the interval** (:func:`hierarchical_matrix_test`,
+:func:`paired_hierarchical_test`; what the report uses). Three trained networks are a sample of the
+networks the training could have given, so the interval resamples them too: each of ``B`` resamples
+draws ``S`` seeds with replacement, then, for each drawn seed, that seed's images with replacement
+(a two-stage bootstrap); the statistic is the same mean over seeds of per-seed means. The interval is
+the percentile interval of these, joined with that of the seed level alone, so it is never narrower
+than the spread of the per-seed means allows; with one seed it is the image bootstrap
+(:func:`bootstrap_ci`). Each comes with the two-sided bootstrap p-value of "the mean is 0"
+(:func:`bootstrap_p_value`), which the report's multiplicity control adjusts.
+
+**Several training seeds, seeds fixed** (:func:`cluster_bootstrap_ci`, :func:`paired_cluster_bootstrap`).
 Values ``v_si`` of image ``i`` under seed ``s`` (S seeds, the same n images under every seed) are not
 S*n independent samples: an image that is hard under one seed is hard under the others. The
 statistic is the mean over seeds of the per-seed means,
 ``m = 1/S sum_s mean_{i present under s} v_si``, and each resample draws n *images* with
 replacement and keeps every seed's value of a drawn image (images are clusters; an image's results
 under every seed move together). Seed-level spread is reported beside it
-(:func:`seed_spread`: the standard deviation, ``ddof=1``, of the S per-seed means), not mixed into it.
+(:func:`seed_spread`: the standard deviation, ``ddof=1``, of the S per-seed means), not mixed into it:
+this interval conditions on the S trained networks.
 With one seed and no missing value :func:`cluster_bootstrap_ci` equals :func:`bootstrap_ci`
 (same resampled indices, same arithmetic).
 
@@ -300,9 +311,38 @@ def _within_seed_means(v: np.ndarray, n_draws: int, gen: np.random.Generator) ->
     return out
 
 
-def _hierarchical_interval(parts: list[tuple[np.ndarray, ...]], signs: tuple[float, ...], *, n_resamples: int,
-                           confidence: float, seed: int) -> tuple[float, float, float]:
-    """The interval of :func:`hierarchical_bootstrap_ci` for ``sum_k signs[k] * mean(parts[s][k])``."""
+class BootstrapTest(NamedTuple):
+    """A mean with its percentile interval and the two-sided bootstrap p-value of "the mean is 0"
+    (:func:`hierarchical_test`)."""
+
+    mean: float
+    low: float
+    high: float
+    p_value: float
+
+
+def bootstrap_p_value(stats: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the statistic is 0" from its ``B`` resampled values.
+
+    ``p = min(1, 2 (min(#{t_b <= 0}, #{t_b >= 0}) + 1) / (B + 1))``: twice the smaller tail that 0
+    cuts off the bootstrap distribution, the p-value that inverts the percentile interval (0 lies
+    outside the interval at confidence ``c`` when ``p`` is below about ``1 - c``), with the +1 of a
+    resampling p-value, so that ``B`` resamples never claim ``p = 0`` (the least is ``2 / (B + 1)``).
+    A point mass at 0 gives 1.
+    """
+    t = np.asarray(stats, dtype=np.float64)
+    t = t[~np.isnan(t)]
+    if t.size == 0:
+        return float("nan")
+    tail = min(int(np.count_nonzero(t <= 0.0)), int(np.count_nonzero(t >= 0.0)))
+    return float(min(1.0, 2.0 * (tail + 1) / (t.size + 1)))
+
+
+def _hierarchical(parts: list[tuple[np.ndarray, ...]], signs: tuple[float, ...], *, n_resamples: int,
+                  confidence: float, seed: int) -> BootstrapTest:
+    """The interval of :func:`hierarchical_bootstrap_ci` for ``sum_k signs[k] * mean(parts[s][k])``, and
+    its p-value (:func:`bootstrap_p_value`; with the seed level's interval joined in, the larger of the
+    two p-values, so that 0 is outside the joined interval only when it is outside both)."""
     _check(n_resamples, confidence)
     S, B = len(parts), int(n_resamples)
     per_seed = np.array([sum(sg * v.mean() for sg, v in zip(signs, p)) for p in parts])
@@ -315,12 +355,41 @@ def _hierarchical_interval(parts: list[tuple[np.ndarray, ...]], signs: tuple[flo
     within = np.stack([sum(sg * _within_seed_means(v, B * S, gen) for sg, v in zip(signs, p)) for p in parts])
     stats = within[drawn, np.arange(B * S).reshape(B, S)].mean(axis=1)
     low, high = (float(x) for x in np.quantile(stats, [alpha, 1.0 - alpha]))
+    p_value = bootstrap_p_value(stats)
     # The seed level alone (the same seed draws, each seed at its own mean) never gives a narrower
     # interval: with S = 2 or 3 seeds at 95% it is [min, max] of the per-seed means.
     if S == 1:
-        return mean, low, high
-    seed_low, seed_high = (float(x) for x in np.quantile(per_seed[drawn].mean(axis=1), [alpha, 1.0 - alpha]))
-    return mean, min(low, seed_low), max(high, seed_high)
+        return BootstrapTest(mean, low, high, p_value)
+    seed_stats = per_seed[drawn].mean(axis=1)
+    seed_low, seed_high = (float(x) for x in np.quantile(seed_stats, [alpha, 1.0 - alpha]))
+    low, high, p_value = min(low, seed_low), max(high, seed_high), max(p_value, bootstrap_p_value(seed_stats))
+    if S <= _EXACT_SEED_LEVEL:
+        exact_low, exact_high, exact_p = _exact_seed_level(per_seed, alpha)
+        low, high, p_value = min(low, exact_low), max(high, exact_high), max(p_value, exact_p)
+    return BootstrapTest(mean, low, high, p_value)
+
+
+#: Up to this many seeds the seed level's distribution is enumerated (S^S equally likely draws).
+_EXACT_SEED_LEVEL = 6
+
+
+def _exact_seed_level(per_seed: np.ndarray, alpha: float) -> tuple[float, float, float]:
+    """The seed level's percentile interval and p-value, exactly: the mean of ``S`` seeds drawn with
+    replacement takes each of the ``S^S`` draws with the same probability. Monte Carlo draws can miss
+    the rare all-one-seed draw that makes the exact interval [min, max] of the per-seed means (2 seeds,
+    or 3 seeds at 95%: ``3^-3 > 0.025``); the enumeration cannot."""
+    S = per_seed.size
+    draws = np.array(np.meshgrid(*[np.arange(S)] * S, indexing="ij")).reshape(S, -1)
+    t = np.sort(per_seed[draws].mean(axis=0))
+    k = max(int(math.ceil(alpha * t.size - 1e-9)), 1)
+    tail = min(int(np.count_nonzero(t <= 0.0)), int(np.count_nonzero(t >= 0.0)))
+    return float(t[k - 1]), float(t[t.size - k]), float(min(1.0, 2.0 * tail / t.size))
+
+
+def _hierarchical_interval(parts: list[tuple[np.ndarray, ...]], signs: tuple[float, ...], *, n_resamples: int,
+                           confidence: float, seed: int) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of :func:`_hierarchical`."""
+    return tuple(_hierarchical(parts, signs, n_resamples=n_resamples, confidence=confidence, seed=seed)[:3])
 
 
 def hierarchical_bootstrap_ci(groups, *, n_resamples: int = 1000, confidence: float = 0.95,
@@ -379,6 +448,52 @@ def hierarchical_difference_ci(a_groups, b_groups, *, n_resamples: int = 1000, c
     if not parts:
         return (float("nan"),) * 3
     return _hierarchical_interval(parts, (1.0, -1.0), n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+def hierarchical_test(groups, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> BootstrapTest:
+    """:func:`hierarchical_bootstrap_ci` of ``groups`` (one vector per seed) with the two-sided bootstrap
+    p-value of "the mean is 0" (:func:`bootstrap_p_value` of the same resamples; docs/METHOD.md, section 6,
+    "Intervals"). With one seed: :func:`bootstrap_ci` of its values and the p-value of its resampled means."""
+    _check(n_resamples, confidence)
+    parts = _seed_groups(groups)
+    if not parts:
+        return BootstrapTest(*(float("nan"),) * 4)
+    if len(parts) > 1:
+        return _hierarchical([(v,) for v in parts], (1.0,), n_resamples=n_resamples, confidence=confidence,
+                             seed=seed)
+    v = parts[0]
+    mean, low, high = bootstrap_ci(v, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    constant = v.size == 1 or bool(np.all(v == v[0]))
+    means = np.full(int(n_resamples), mean) if constant else _resampled_means(v, int(n_resamples), int(seed))
+    return BootstrapTest(mean, low, high, bootstrap_p_value(means))
+
+
+def hierarchical_matrix_test(values, *, n_resamples: int = 1000, confidence: float = 0.95,
+                             seed: int = 0) -> BootstrapTest:
+    """:func:`hierarchical_test` of per-image values ``v_si`` (n_seeds, n_images) or (n_images,), NaN =
+    missing: the rows are the seeds, and within a drawn seed its images are resampled.
+
+    This is the report's interval over training seeds and evaluation images (docs/METHOD.md, section 6,
+    "Intervals"): unlike :func:`cluster_bootstrap_ci`, which resamples images across three fixed seeds and
+    so conditions on the trained networks, the seeds themselves are resampled, so the spread between
+    trainings is inside the interval (never narrower than the spread of the per-seed means allows). The
+    point estimate is the same mean over seeds of per-seed means (:func:`seed_mean`). With one seed it is
+    the image bootstrap of that seed (:func:`bootstrap_ci`, NaN dropped), the per-seed row's interval.
+    """
+    return hierarchical_test(list(_as_seed_matrix(values)), n_resamples=n_resamples, confidence=confidence,
+                             seed=seed)
+
+
+def paired_hierarchical_test(a, b, *, n_resamples: int = 1000, confidence: float = 0.95,
+                             seed: int = 0) -> BootstrapTest:
+    """Mean paired difference ``a - b`` over seeds and images with the interval and p-value of
+    :func:`hierarchical_matrix_test` of ``d_si = a_si - b_si`` (NaN where either is missing). ``a`` and
+    ``b`` are aligned (seeds in rows, the shared evaluation images in columns): the pairs are the same
+    image under the same seed, and seeds, then the pairs within each drawn seed, are resampled."""
+    x, y = _as_seed_matrix(a), _as_seed_matrix(b)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_hierarchical_test needs aligned values, got shapes {x.shape} and {y.shape}")
+    return hierarchical_matrix_test(x - y, n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
 # ------------------------------------------------------------------------------ proportions
@@ -464,11 +579,13 @@ def proportion_ci(values, confidence: float = 0.95) -> tuple[float, float, float
 
 
 class Interval(NamedTuple):
-    """A point estimate with its interval over images (clusters across seeds) and its seed spread.
+    """A point estimate with its interval over training seeds and images, and its seed spread.
 
-    ``mean, low, high``: :func:`proportion_ci` (``method="wilson"``) or :func:`cluster_bootstrap_ci`
-    (``method="cluster_bootstrap"``); ``seed_sd``, ``n_seeds``: :func:`seed_spread`; ``n``: images
-    with at least one value.
+    ``mean, low, high``: for a real-valued score :func:`hierarchical_matrix_test`
+    (``method="hierarchical_bootstrap"``: seeds, then images within each; with one seed the image
+    bootstrap); for a proportion the Wilson interval of :func:`proportion_ci` (``method="wilson"``),
+    joined over two seeds or more with the hierarchical interval (``method="hierarchical_wilson"``);
+    ``seed_sd``, ``n_seeds``: :func:`seed_spread`; ``n``: images with at least one value.
     """
 
     mean: float
@@ -482,8 +599,14 @@ class Interval(NamedTuple):
 
 def summarise(values, *, proportion: bool = False, n_resamples: int = 1000, confidence: float = 0.95,
               seed: int = 0) -> Interval:
-    """One call for an interval across seeds: Wilson for proportions, cluster bootstrap otherwise (the
-    report's intervals from per-sample scores, :func:`kmx_eval.report.stats.aggregate_seeds`).
+    """One call for an interval across seeds (the report's intervals from per-sample scores,
+    :func:`kmx_eval.report.stats.aggregate_seeds`; docs/METHOD.md, section 6, "Intervals").
+
+    Real-valued scores: :func:`hierarchical_matrix_test` (seeds resampled, then images within each drawn
+    seed). Proportions (0/1 per image): with one seed the Wilson interval (a bootstrap of values that are
+    all 1 collapses to [1, 1]); with two seeds or more the union of the Wilson interval at the cluster
+    design's effective number of images (:func:`proportion_ci`) and the hierarchical interval of the
+    0/1 values, so that the spread between seeds is inside it and it still does not collapse at 100%.
 
     Parameters
     ----------
@@ -493,12 +616,16 @@ def summarise(values, *, proportion: bool = False, n_resamples: int = 1000, conf
     n_resamples, confidence, seed : bootstrap settings (``params.evaluate.bootstrap``).
     """
     v = _as_seed_matrix(values)
+    sd, n_seeds = seed_spread(v)
     if proportion:
         mean, low, high = proportion_ci(v, confidence)
         method = "wilson"
+        if n_seeds > 1:
+            _, h_low, h_high, _ = hierarchical_matrix_test(v, n_resamples=n_resamples, confidence=confidence,
+                                                            seed=seed)
+            low, high, method = min(low, h_low), max(high, h_high), "hierarchical_wilson"
     else:
-        mean, low, high = cluster_bootstrap_ci(v, n_resamples, confidence, seed)
-        method = "cluster_bootstrap"
-    sd, n_seeds = seed_spread(v)
+        mean, low, high, _ = hierarchical_matrix_test(v, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        method = "hierarchical_bootstrap"
     n = int((~np.isnan(v).all(axis=0)).sum())
     return Interval(mean, low, high, sd, n_seeds, n, method)

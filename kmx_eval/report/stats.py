@@ -13,13 +13,15 @@ and per-seed bounds ``l_s, h_s``)::
 
 and the interval, by what exists for the key (the ``interval`` column says which):
 
-- ``wilson`` / ``cluster_bootstrap``: the per-sample scores (``samples.csv``) of the key, as a
-  matrix ``v_si`` (seeds x images, aligned by sample id, NaN where missing): images are resampled
-  as clusters across seeds (an image's results under every seed move together;
-  :func:`~kmx_eval.metrics.bootstrap.cluster_bootstrap_ci`), and a proportion (0/1 values:
-  accuracy, agreement, decision agreement, PointingGame) gets the Wilson interval at the cluster
-  design's effective number of images (:func:`~kmx_eval.metrics.bootstrap.proportion_ci`). With one
-  seed both reproduce the per-seed row's interval;
+- ``hierarchical_bootstrap`` / ``wilson`` / ``hierarchical_wilson``: the per-sample scores
+  (``samples.csv``) of the key, as a matrix ``v_si`` (seeds x images, aligned by sample id, NaN where
+  missing): training seeds are resampled, then images within each drawn seed
+  (:func:`~kmx_eval.metrics.bootstrap.hierarchical_matrix_test`), so the interval includes the spread
+  between trainings (never narrower than the spread of the per-seed means allows); a proportion (0/1
+  values: accuracy, agreement, decision agreement, PointingGame) gets the Wilson interval, with two
+  seeds or more joined with the hierarchical interval (``hierarchical_wilson``;
+  :func:`~kmx_eval.metrics.bootstrap.summarise`). With one seed both reproduce the per-seed row's
+  interval (the image bootstrap, or Wilson);
 - ``hierarchical_bootstrap``: per-prototype metrics (proximity, separation, purity, both
   diversities; :func:`~kmx_eval.metrics.evaluation.is_per_prototype`) with two seeds or more: their
   prototypes differ between seeds, so they cannot be aligned as images are; seeds are resampled,
@@ -48,7 +50,7 @@ from scipy.stats import kendalltau
 
 from kmx_eval.errors import DataError
 from kmx_eval.metrics.bootstrap import (hierarchical_bootstrap_ci, hierarchical_difference_ci,
-                                        paired_cluster_bootstrap, seed_mean, seed_spread, summarise)
+                                        paired_hierarchical_test, seed_mean, seed_spread, summarise)
 # The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
 # lists are the contract.
 from kmx_eval.metrics.tidy import SAMPLE_COLUMNS, TIDY_COLUMNS
@@ -72,7 +74,7 @@ def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> No
 
 
 #: Values of the aggregated frame's ``interval`` column: how ``ci_low``/``ci_high`` were computed.
-INTERVALS = ("wilson", "cluster_bootstrap", "hierarchical_bootstrap", "mean_of_seed_bounds")
+INTERVALS = ("wilson", "hierarchical_wilson", "hierarchical_bootstrap", "mean_of_seed_bounds")
 #: Columns of :func:`aggregate_seeds`'s frame.
 AGGREGATED_COLUMNS = KEYS + ["value", "ci_low", "ci_high", "seed_sd", "n_seeds", "n", "n_missing", "chance",
                              "higher_is_better", "note", "interval"]
@@ -234,7 +236,8 @@ def _aggregate_key(key: tuple, group: pd.DataFrame, scores: pd.DataFrame | None,
 def _sample_bounds(key: tuple, finite: pd.DataFrame, matrix: np.ndarray, *, proportion: bool,
                    n_resamples: int, confidence: float, seed: int) -> _Bounds:
     """The interval of ``key`` from its (seeds x images) per-sample ``matrix``: Wilson for a
-    proportion, else the cluster bootstrap (:func:`~kmx_eval.metrics.bootstrap.summarise`)."""
+    proportion (joined with the hierarchical interval over two seeds or more), else the hierarchical
+    bootstrap, seeds then images (:func:`~kmx_eval.metrics.bootstrap.summarise`)."""
     if proportion:
         present = matrix[~np.isnan(matrix)]
         if np.any((present != 0.0) & (present != 1.0)):
@@ -243,11 +246,11 @@ def _sample_bounds(key: tuple, finite: pd.DataFrame, matrix: np.ndarray, *, prop
     elif (int(finite["seed"].nunique()) == 1 and int((~np.isnan(matrix)).any(axis=1).sum()) == 1
           and int(finite["seed"].iloc[0]) == seed
           and finite_bounds(finite["ci_low"].iloc[0], finite["ci_high"].iloc[0])):
-        # One seed: the cluster bootstrap is the per-seed row's bootstrap (same indices, same
+        # One seed: the hierarchical bootstrap is the per-seed row's bootstrap (same indices, same
         # arithmetic; tested), which metrics.csv keeps at full precision while samples.csv rounds
         # the scores to 10 significant digits.
         return _Bounds(float(finite["ci_low"].iloc[0]), float(finite["ci_high"].iloc[0]),
-                       seed_spread(matrix)[0], "cluster_bootstrap")
+                       seed_spread(matrix)[0], "hierarchical_bootstrap")
     interval = summarise(matrix, proportion=proportion, n_resamples=n_resamples, confidence=confidence,
                          seed=seed)
     return _Bounds(interval.low, interval.high, interval.seed_sd, interval.method)
@@ -285,12 +288,12 @@ def paired_comparisons(
 
         d = (1/S) sum_s mean_{i matched under s} (s_B,si - s_A,si)
 
-    is reported with the percentile interval of
-    :func:`kmx_eval.metrics.bootstrap.paired_cluster_bootstrap`, which resamples images as clusters
-    across seeds (an image's pairs under every seed move together; docs/METHOD.md, section 6,
-    "Intervals"). With one seed this is the paired bootstrap of the ``n`` matched pairs in sample
-    order. ``mean_a`` and ``mean_b`` are the same mean over seeds of per-seed means. Positive
-    ``difference`` means B scores higher.
+    is reported with the percentile interval and the two-sided bootstrap p-value of
+    :func:`kmx_eval.metrics.bootstrap.paired_hierarchical_test`, which resamples training seeds, then
+    the matched images within each drawn seed (docs/METHOD.md, section 6, "Intervals"), so the spread
+    between trainings is inside the interval. With one seed this is the paired bootstrap of the ``n``
+    matched pairs in sample order. ``mean_a`` and ``mean_b`` are the same mean over seeds of per-seed
+    means. Positive ``difference`` means B scores higher.
 
     Parameters
     ----------
@@ -300,16 +303,17 @@ def paired_comparisons(
     pairs : sequence of (str, str)
         Combinations to compare, ``(A, B)``.
     n_resamples, confidence, seed
-        Passed to ``paired_cluster_bootstrap``.
+        Passed to ``paired_hierarchical_test``.
 
     Returns
     -------
     DataFrame
-        ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high``.
+        ``dataset, a, b, method, metric, n, n_seeds, mean_a, mean_b, difference, ci_low, ci_high,
+        p_value`` (unadjusted; :mod:`kmx_eval.report.multiplicity` adjusts them over the table).
     """
     check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
     cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
-            "ci_low", "ci_high"]
+            "ci_low", "ci_high", "p_value"]
     frame = _finite_scores(samples)
     rows = []
     for dataset in dict.fromkeys(frame["dataset"]):
@@ -340,6 +344,7 @@ class PairedDifference:
     difference: float
     ci_low: float
     ci_high: float
+    p_value: float  # two-sided bootstrap p-value of "no difference", unadjusted
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, n_resamples: int, confidence: float,
@@ -348,8 +353,8 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, n_resamples: int, con
     ``(seed, sample)``; None with fewer than two pairs.
 
     The pairs form aligned (seed x image) matrices (NaN where a seed lacks the pair) and the
-    difference and its interval are :func:`~kmx_eval.metrics.bootstrap.paired_cluster_bootstrap`
-    of B − A, which resamples images as clusters across seeds (docs/METHOD.md, section 6,
+    difference, its interval and p-value are :func:`~kmx_eval.metrics.bootstrap.paired_hierarchical_test`
+    of B − A, which resamples seeds, then the pairs within each drawn seed (docs/METHOD.md, section 6,
     "Intervals"); with one seed, the paired bootstrap of the pairs in sample order. ``mean_a`` and
     ``mean_b`` are :func:`~kmx_eval.metrics.bootstrap.seed_mean` of each side.
     """
@@ -358,9 +363,10 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, *, n_resamples: int, con
     if len(joined) < 2:
         return None
     va, vb = _paired_matrices(joined, "value_a", "value_b")
-    diff, low, high = paired_cluster_bootstrap(vb, va, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    diff, low, high, p = paired_hierarchical_test(vb, va, n_resamples=n_resamples, confidence=confidence, seed=seed)
     return PairedDifference(n=len(joined), n_seeds=int(joined["seed"].nunique()), mean_a=seed_mean(va),
-                            mean_b=seed_mean(vb), difference=float(diff), ci_low=float(low), ci_high=float(high))
+                            mean_b=seed_mean(vb), difference=float(diff), ci_low=float(low), ci_high=float(high),
+                            p_value=float(p))
 
 
 @dataclass(frozen=True)
@@ -422,8 +428,8 @@ def control_differences(samples: pd.DataFrame, metrics: Sequence[str], *, n_resa
     """Oracle minus random on the same model, per dataset, combination and metric (paired bootstrap).
 
     The (seed, sample) pairs form aligned (seed x image) matrices and the interval is
-    :func:`kmx_eval.metrics.bootstrap.paired_cluster_bootstrap` of oracle − random (images resampled
-    as clusters across seeds, docs/METHOD.md, section 6, "Intervals"); with one seed, the paired
+    :func:`kmx_eval.metrics.bootstrap.paired_hierarchical_test` of oracle − random (seeds resampled,
+    then images within each, docs/METHOD.md, section 6, "Intervals"); with one seed, the paired
     bootstrap of the pairs in sample order. ``random``, ``oracle`` and ``difference`` are means over
     seeds of per-seed means; ``n`` counts the pairs.
 

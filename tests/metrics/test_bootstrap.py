@@ -156,10 +156,15 @@ def test_effective_images_spans_clusters_to_independent_seeds():
 def test_summarise_reports_the_method_and_seed_spread():
     acc = np.array([[1, 1, 0, 1], [1, 0, 0, 1.0]])
     s = summarise(acc, proportion=True)
-    assert s.method == "wilson" and s.n == 4 and s.n_seeds == 2
+    # Two seeds: the Wilson interval joined with the hierarchical one (issue 22).
+    assert s.method == "hierarchical_wilson" and s.n == 4 and s.n_seeds == 2
     assert s.mean == pytest.approx(0.625) and s.seed_sd == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    wilson = proportion_ci(acc)
+    assert s.low <= wilson[1] and s.high >= wilson[2]
+    assert summarise(acc[:1], proportion=True).method == "wilson"
+    assert summarise(acc[:1], proportion=True)[:3] == proportion_ci(acc[:1])
     r = summarise(acc * 2.5, proportion=False, n_resamples=200)
-    assert r.method == "cluster_bootstrap" and r.low <= r.mean <= r.high
+    assert r.method == "hierarchical_bootstrap" and r.low <= r.mean <= r.high
 
 
 @settings(max_examples=40, deadline=None)
@@ -252,3 +257,62 @@ def test_hierarchical_difference_pairs_seeds_and_drops_missing_ones():
     assert np.isnan(hierarchical_difference_ci([[np.nan]], [[1.0]])[0])
     with pytest.raises(ValueError, match="same seeds"):
         hierarchical_difference_ci(a, b[:2])
+
+
+# ------------------------------------------------------- seeds in the interval of per-image scores (issue 22)
+from kmx_eval.metrics.bootstrap import (bootstrap_p_value, hierarchical_matrix_test,  # noqa: E402
+                                        paired_hierarchical_test)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-50, 50), min_size=2, max_size=30), st.integers(0, 1000))
+def test_one_seed_hierarchical_matrix_is_the_image_bootstrap(values, seed):
+    """With one training seed the seeds-then-images bootstrap is the image bootstrap, also under NaN."""
+    row = np.array(values + [np.nan])
+    test = hierarchical_matrix_test(row[None, :], n_resamples=300, seed=seed)
+    assert tuple(test[:3]) == bootstrap_ci(row, n_resamples=300, seed=seed)
+    assert tuple(test[:3]) == cluster_bootstrap_ci(np.array(values)[None, :], n_resamples=300, seed=seed)
+    assert 0.0 < test.p_value <= 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_seeds=st.integers(2, 3), n_images=st.integers(2, 30), offsets=st.lists(st.floats(-100, 100), min_size=3,
+       max_size=3), data_seed=st.integers(0, 10_000))
+def test_per_image_interval_is_never_narrower_than_the_spread_of_the_per_seed_means(n_seeds, n_images, offsets,
+                                                                                     data_seed):
+    """Seeds whose means differ a lot: the interval over seeds and images contains [min, max] of the
+    per-seed means (2 or 3 seeds at 95%), which the cluster bootstrap over fixed seeds does not."""
+    rng = np.random.default_rng(data_seed)
+    v = rng.normal(size=(n_seeds, n_images)) * 0.01 + np.array(offsets[:n_seeds])[:, None]
+    mean, low, high, p = hierarchical_matrix_test(v, n_resamples=400, seed=2)
+    seed_means = v.mean(axis=1)
+    assert mean == pytest.approx(seed_means.mean())
+    assert low <= seed_means.min() + 1e-9 and high >= seed_means.max() - 1e-9
+    if seed_means.min() < 0 < seed_means.max():  # the seeds disagree on the sign: no evidence
+        assert p > 0.05
+
+
+def test_cluster_bootstrap_hides_the_seeds_that_the_hierarchical_interval_shows():
+    rng = np.random.default_rng(0)
+    v = np.array([[0.2], [0.5], [0.8]]) + 0.01 * rng.normal(size=(3, 40))
+    _, c_low, c_high = cluster_bootstrap_ci(v, n_resamples=500, seed=0)
+    _, h_low, h_high, _ = hierarchical_matrix_test(v, n_resamples=500, seed=0)
+    assert c_high - c_low < 0.02 and h_low <= 0.21 and h_high >= 0.79
+
+
+def test_paired_hierarchical_difference_and_its_p_value():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(3, 50))
+    same = paired_hierarchical_test(a, a, n_resamples=200)
+    assert tuple(same) == (0.0, 0.0, 0.0, 1.0)
+    shifted = paired_hierarchical_test(a + 1.0, a, n_resamples=200)
+    assert shifted.mean == pytest.approx(1.0) and shifted.p_value == pytest.approx(2 / 201)
+    with pytest.raises(ValueError, match="aligned"):
+        paired_hierarchical_test(a, a[:2])
+
+
+def test_bootstrap_p_value_inverts_the_percentile_interval():
+    stats = np.arange(-100, 900) / 100.0  # 101 values at or below 0, 900 at or above
+    assert bootstrap_p_value(stats) == pytest.approx(2 * 102 / 1001)
+    assert bootstrap_p_value(-stats) == bootstrap_p_value(stats)
+    assert bootstrap_p_value(np.zeros(10)) == 1.0 and np.isnan(bootstrap_p_value([np.nan]))

@@ -9,8 +9,8 @@ import pytest
 
 from kmx_eval.errors import DataError
 from kmx_eval.metrics import tidy
-from kmx_eval.metrics.bootstrap import (cluster_bootstrap_ci, paired_bootstrap, paired_cluster_bootstrap,
-                                        proportion_ci, seed_spread)
+from kmx_eval.metrics.bootstrap import (cluster_bootstrap_ci, hierarchical_matrix_test, paired_bootstrap,
+                                        paired_hierarchical_test, proportion_ci, seed_spread)
 from kmx_eval.report import numbers, stats, tables
 
 from report_fixtures import SEEDS, tidy_row
@@ -62,11 +62,12 @@ def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):
               & (out["metric"] == "RelevanceMassAccuracy")].iloc[0]
     sel = samples[(samples["dataset"] == "shapes") & (samples["method"] == "margin")
                   & (samples["metric"] == "RelevanceMassAccuracy")]
-    # Images are clusters across seeds: (seed x image) matrices, paired_cluster_bootstrap (issue 12).
+    # Seeds, then images within each: (seed x image) matrices, paired_hierarchical_test (issue 22).
     a = sel[sel["combination"] == "B4"].pivot(index="seed", columns="sample", values="value").to_numpy()
     b = sel[sel["combination"] == "B234"].pivot(index="seed", columns="sample", values="value").to_numpy()
     assert a.shape == (len(SEEDS), 6)
-    diff, low, high = paired_cluster_bootstrap(b, a, n_resamples=200, confidence=0.9, seed=3)
+    diff, low, high, p = paired_hierarchical_test(b, a, n_resamples=200, confidence=0.9, seed=3)
+    assert row["p_value"] == pytest.approx(p, rel=1e-9)
     assert row["difference"] == pytest.approx(np.mean(b - a), rel=1e-9)
     assert row["difference"] == pytest.approx(diff, rel=1e-9)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), rel=1e-9)
@@ -156,28 +157,29 @@ def test_100_percent_accuracy_keeps_an_interval_below_1_across_seeds():
     assert (metrics["ci_low"] < 1).all()  # per seed: Wilson
     r = stats.aggregate_seeds(metrics, samples).iloc[0]
     assert r["value"] == 1.0 and r["ci_high"] == 1.0 and r["ci_low"] < 1
+    # Two seeds: Wilson joined with the hierarchical interval (here the bootstrap's is [1, 1]).
     assert r["ci_low"] == pytest.approx(proportion_ci(np.ones((2, 48)))[1], rel=1e-9)
-    assert r["interval"] == "wilson" and r["seed_sd"] == 0.0
+    assert r["interval"] == "hierarchical_wilson" and r["seed_sd"] == 0.0
 
 
-def test_aggregated_interval_of_a_real_metric_is_the_cluster_bootstrap_of_the_seed_matrix():
+def test_aggregated_interval_of_a_real_metric_is_the_hierarchical_bootstrap_of_the_seed_matrix():
     rng = np.random.default_rng(1)
     v0, v1 = rng.random(20), rng.random(20)
     v1[[2, 5]] = np.nan  # an image missing under one seed counts for the other
     metrics, samples = _study({0: v0, 1: v1})
     r = stats.aggregate_seeds(metrics, samples, n_resamples=200, confidence=0.95).iloc[0]
     matrix = np.vstack([v0, v1])
-    _, low, high = cluster_bootstrap_ci(matrix, n_resamples=200, confidence=0.95, seed=0)
+    _, low, high, _ = hierarchical_matrix_test(matrix, n_resamples=200, confidence=0.95, seed=0)
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((low, high), rel=1e-9)
     assert r["seed_sd"] == pytest.approx(seed_spread(matrix)[0], rel=1e-9)
     assert r["value"] == pytest.approx((np.mean(v0) + np.nanmean(v1)) / 2, rel=1e-9)
-    assert r["interval"] == "cluster_bootstrap" and r["n_seeds"] == 2
+    assert r["interval"] == "hierarchical_bootstrap" and r["n_seeds"] == 2
     # A bootstrap seed can be given; the seeds' order in the frame does not matter.
     shuffled = stats.aggregate_seeds(metrics.iloc[::-1], samples.iloc[::-1], n_resamples=200).iloc[0]
     assert (shuffled["ci_low"], shuffled["ci_high"]) == (r["ci_low"], r["ci_high"])
     other = stats.aggregate_seeds(metrics, samples, n_resamples=200, bootstrap_seed=5).iloc[0]
     assert (other["ci_low"], other["ci_high"]) == pytest.approx(
-        cluster_bootstrap_ci(matrix, n_resamples=200, confidence=0.95, seed=5)[1:], rel=1e-9)
+        hierarchical_matrix_test(matrix, n_resamples=200, confidence=0.95, seed=5)[1:3], rel=1e-9)
 
 
 @pytest.mark.parametrize("proportion", [False, True])
@@ -191,12 +193,13 @@ def test_one_seed_reproduces_the_per_seed_row(proportion):
     # The interval of the (1 x n) seed matrix is the per-seed row's, exactly.
     matrix = stats.seed_matrix(samples)
     assert matrix.shape == (1, 30)
-    across = proportion_ci(matrix, 0.9) if proportion else cluster_bootstrap_ci(matrix, n_resamples=300, confidence=0.9, seed=7)
+    across = (proportion_ci(matrix, 0.9) if proportion
+              else tuple(hierarchical_matrix_test(matrix, n_resamples=300, confidence=0.9, seed=7)[:3]))
     assert across == (row["value"], row["ci_low"], row["ci_high"])
     # And so is the aggregated row, also from the files (samples.csv keeps 10 significant digits).
     for m, smp in ((metrics, samples), (_csv(metrics), _csv(samples))):
         r = stats.aggregate_seeds(m, smp, n_resamples=300, confidence=0.9).iloc[0]
-        assert r["interval"] == ("wilson" if proportion else "cluster_bootstrap")
+        assert r["interval"] == ("wilson" if proportion else "hierarchical_bootstrap")
         for col in ("value", "ci_low", "ci_high"):
             assert r[col] == numbers.round_significant(row[col])
     # Without samples the same bounds, as the mean of one seed's bounds.
@@ -219,9 +222,9 @@ def test_keys_without_samples_keep_the_mean_of_per_seed_bounds(frames):
     # Per-sample keys: the value is unchanged, the interval comes from the samples.
     assert (agg["value"].fillna(-1) == plain["value"].fillna(-1)).all()
     acc = agg[(agg["metric"] == "accuracy") & (agg["combination"] != "cnn")]
-    assert set(acc["interval"]) == {"wilson"}
+    assert set(acc["interval"]) == {"hierarchical_wilson"}  # two seeds
     pg = agg[(agg["metric"] == "PointingGame") & (agg["dataset"] == "shapes")]
-    assert set(pg["interval"]) == {"wilson"}
+    assert set(pg["interval"]) == {"hierarchical_wilson"}
 
 
 def test_a_proportion_whose_samples_are_not_0_1_is_refused():
@@ -264,26 +267,28 @@ def test_paired_comparison_with_one_seed_equals_the_old_pooled_numbers():
     assert out["n"] == 11
 
 
-def test_paired_comparison_with_two_seeds_resamples_images_as_clusters():
+def test_paired_comparison_with_two_seeds_resamples_seeds_then_images():
     samples = _pairs([0, 1])
     out = stats.paired_comparisons(samples, [("B4", "B234")], n_resamples=150, confidence=0.9, seed=0).iloc[0]
     wide = {c: samples[samples["combination"] == c].pivot(index="seed", columns="sample", values="value")
             .to_numpy() for c in ("B4", "B234")}
-    diff, low, high = paired_cluster_bootstrap(wide["B234"], wide["B4"], n_resamples=150, confidence=0.9, seed=0)
+    diff, low, high, _ = paired_hierarchical_test(wide["B234"], wide["B4"], n_resamples=150, confidence=0.9, seed=0)
     assert (out["difference"], out["ci_low"], out["ci_high"]) == pytest.approx((diff, low, high), rel=1e-9)
+    per_seed = (wide["B234"] - wide["B4"]).mean(axis=1)  # the seeds' spread is inside the interval
+    assert out["ci_low"] <= per_seed.min() + 1e-9 and out["ci_high"] >= per_seed.max() - 1e-9
     assert out["n"] == 24 and out["n_seeds"] == 2
     _, _, pooled = _old_pooled(samples, samples["combination"] == "B4", samples["combination"] == "B234", 0)
     assert (out["ci_low"], out["ci_high"]) != pytest.approx(pooled[1:], rel=1e-6)  # no longer pooled
 
 
-def test_control_differences_resample_images_as_clusters_and_equal_the_old_numbers_for_one_seed():
+def test_control_differences_resample_seeds_then_images_and_equal_the_old_numbers_for_one_seed():
     for seeds in ([2], [0, 1]):
         samples = _pairs(seeds, methods=("random", "oracle"), combos=("B4",), metric="Good")
         out = stats.control_differences(samples, ["Good"], n_resamples=150, confidence=0.9, seed=seeds[0]).iloc[0]
         wide = {m: samples[samples["method"] == m].pivot(index="seed", columns="sample", values="value")
                 .to_numpy() for m in ("random", "oracle")}
-        diff, low, high = paired_cluster_bootstrap(wide["oracle"], wide["random"], n_resamples=150, confidence=0.9,
-                                                   seed=seeds[0])
+        diff, low, high, _ = paired_hierarchical_test(wide["oracle"], wide["random"], n_resamples=150,
+                                                      confidence=0.9, seed=seeds[0])
         assert (out["difference"], out["ci_low"], out["ci_high"]) == pytest.approx((diff, low, high), rel=1e-12)
         if len(seeds) == 1:
             mean_r, mean_o, old = _old_pooled(samples, samples["method"] == "random",
