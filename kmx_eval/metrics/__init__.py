@@ -9,6 +9,8 @@
   settings, and :func:`~.quantus.run_quantus`, which scores each sample or says why it could not.
 - :mod:`.concept_fidelity`: purity, adjusted Rand index and normalised mutual information of
   concept maps against part maps (or object masks).
+- :mod:`.parts`: the part pointing game and concept-part alignment against annotated part
+  locations (keypoints, such as CUB-200-2011's).
 - :mod:`.bootstrap`: percentile bootstrap intervals and paired differences over samples; across
   seeds, images resampled as clusters, seed-level spread; Wilson intervals for proportions.
 - :mod:`.tidy`: the tidy table format of ``metrics.csv``, ``samples.csv`` and ``curves.csv``.

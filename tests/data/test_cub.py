@@ -15,6 +15,7 @@ from cub_tree import (BOX, CLASSES, H, NO_SEGMENTATION, NOT_VISIBLE, PARTS, W, i
 from kmx_eval.data import (SOURCES, decode_column, has_masks, keypoint_names, load_keypoints, prepare_dataset)
 from kmx_eval.data.images import resize_mask
 from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.metrics.parts import part_pointing_game
 from kmx_eval.validation import parse_params
 
 SIZE = 32
@@ -168,3 +169,12 @@ def test_the_download_check_prints_the_counts(tree):
     assert proc.returncode == 0, proc.stderr
     assert "9 images of 3 classes (6 train, 3 test" in proc.stdout
     assert "8 found, 1 missing" in proc.stdout and f"{len(PARTS) * 9 - 1} visible" in proc.stdout
+
+
+def test_the_part_pointing_game_reads_the_prepared_keypoints(prepared):
+    xy, visible = load_keypoints(prepared["test"])
+    maps = np.zeros((len(xy), SIZE, SIZE))
+    for row, (x, y) in enumerate(xy[:, 0]):  # each map peaks on the image's first part (the beak)
+        maps[row, int(y), int(x)] = 1.0
+    np.testing.assert_array_equal(part_pointing_game(maps, xy, visible), [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(part_pointing_game(maps[:, ::-1], xy, visible), [0.0, 0.0, 0.0])

@@ -1,0 +1,108 @@
+"""Part-level localisation against annotated part locations (keypoints), docs/METHOD.md, section 4.
+
+Where a dataset annotates named part locations rather than part maps (CUB-200-2011's 15 parts,
+the ``keypoints`` column of a prepared dataset, :func:`kmx_eval.data.load_keypoints`):
+
+- :func:`part_pointing_game`: does the map's maximum (or its ``top_k`` highest pixels) lie on a
+  visible annotated part, within ``tolerance`` pixels? One hit (1) or miss (0) per image, NaN where
+  the image has no visible part or the map is constant (it points nowhere). The mean is a hit rate
+  in [0, 1]; :func:`pointing_chance` is the rate a uniformly drawn pixel reaches.
+- :func:`concept_part_alignment`: adjusted mutual information between the concept id found at
+  each visible part location and the part's name, over all images: 1 when each part always falls
+  in a concept of its own, 0 (in expectation) when concepts ignore parts.
+
+Invariances: the pointing game reads only the order of a map's values, so it is unchanged when an
+image's map is shifted or scaled by a positive factor (``a * m + b``, ``a > 0``); the alignment is
+unchanged when concept ids are renamed. Both are property-tested (tests/metrics/test_parts.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import adjusted_mutual_info_score
+
+
+def _near_pixels(shape: tuple[int, int], xy: np.ndarray, tolerance: float) -> np.ndarray:
+    """(H, W) bool: pixels whose square ``[j, j+1] x [i, i+1]`` lies within ``tolerance`` of a point.
+
+    ``xy`` is ``(k, 2)``: column, row in pixel units (the pixel ``(i, j)`` covers ``x`` in
+    ``[j, j+1)``, ``y`` in ``[i, i+1)``), so with ``tolerance`` 0 a point hits its own pixel.
+    """
+    h, w = shape
+    cols, rows = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    near = np.zeros(shape, dtype=bool)
+    for x, y in np.asarray(xy, dtype=np.float64):
+        dx = np.maximum(np.maximum(cols - x, x - (cols + 1)), 0.0)
+        dy = np.maximum(np.maximum(rows - y, y - (rows + 1)), 0.0)
+        near |= dy[:, None] ** 2 + dx[None, :] ** 2 <= tolerance ** 2
+    return near
+
+
+def part_pointing_game(maps: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, *,
+                       top_k: int = 1, tolerance: float = 0.0) -> np.ndarray:
+    """Per image: 1.0 when the map's ``top_k`` highest pixels reach a visible part, else 0.0.
+
+    Parameters
+    ----------
+    maps
+        ``(n, H, W)`` relevance maps at the resolution of the keypoints.
+    keypoints
+        ``(n, P, 2)`` part locations, ``x`` (column) then ``y`` (row), in the maps' pixels.
+    visible
+        ``(n, P)`` bool: parts annotated in the image (the others are ignored).
+    top_k
+        Pixels in the pointing region: the ``top_k`` largest values, ties taken in raster order
+        (1: the pointing game's maximum).
+    tolerance
+        How far (pixels) a region pixel may be from a part and still hit it (0: the part's own
+        pixel; the pointing game of Zhang et al. uses 15 px at 224 px).
+
+    Returns
+    -------
+    ``(n,)`` float: 1.0 hit, 0.0 miss, NaN where no part is visible or the map is constant.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    keypoints, visible = np.asarray(keypoints, dtype=np.float64), np.asarray(visible, dtype=bool)
+    if maps.ndim != 3 or keypoints.shape[:1] != maps.shape[:1] or keypoints.shape[2:] != (2,) \
+            or visible.shape != keypoints.shape[:2]:
+        raise ValueError(f"part_pointing_game: maps (n, H, W), keypoints (n, P, 2), visible (n, P); got "
+                         f"{maps.shape}, {keypoints.shape}, {visible.shape}")
+    if not 1 <= top_k <= maps.shape[1] * maps.shape[2] or tolerance < 0:
+        raise ValueError(f"part_pointing_game: top_k must be 1..H*W and tolerance >= 0 (got {top_k}, {tolerance})")
+    out = np.full(len(maps), np.nan)
+    for i, m in enumerate(maps):
+        flat = m.ravel()
+        if not visible[i].any() or not np.isfinite(flat).all() or flat.min() == flat.max():
+            continue
+        region = np.argsort(-flat, kind="stable")[:top_k]  # order only: invariant to a * m + b, a > 0
+        near = _near_pixels(m.shape, keypoints[i][visible[i]], tolerance).ravel()
+        out[i] = float(near[region].any())
+    return out
+
+
+def pointing_chance(shape: tuple[int, int], keypoints: np.ndarray, visible: np.ndarray, *,
+                    tolerance: float = 0.0) -> np.ndarray:
+    """Per image: the share of pixels that hit a visible part, the pointing game's chance level
+    for ``top_k`` 1 (a uniformly drawn pixel); NaN where no part is visible."""
+    keypoints, visible = np.asarray(keypoints, dtype=np.float64), np.asarray(visible, dtype=bool)
+    return np.array([_near_pixels(shape, kp[vis], tolerance).mean() if vis.any() else np.nan
+                     for kp, vis in zip(keypoints, visible)])
+
+
+def concept_part_alignment(concept_maps: np.ndarray, keypoints: np.ndarray, visible: np.ndarray) -> float:
+    """Adjusted mutual information between the concept at each visible part location and the part.
+
+    ``concept_maps`` ``(n, H, W)`` integer concept ids at the keypoints' resolution; each visible
+    part ``p`` of image ``i`` contributes the pair (concept id at its pixel, ``p``). At most 1 (each
+    part in a concept of its own, whatever the ids); 0 in expectation for concepts independent of
+    the parts (the adjustment removes chance agreement). NaN with fewer than two visible parts.
+    """
+    maps = np.asarray(concept_maps)
+    keypoints, visible = np.asarray(keypoints, dtype=np.float64), np.asarray(visible, dtype=bool)
+    h, w = maps.shape[1:]
+    image, part = np.nonzero(visible)
+    if image.size < 2:
+        return float("nan")
+    cols = np.clip(np.floor(keypoints[image, part, 0]).astype(np.int64), 0, w - 1)
+    rows = np.clip(np.floor(keypoints[image, part, 1]).astype(np.int64), 0, h - 1)
+    return float(adjusted_mutual_info_score(part, maps[image, rows, cols]))
