@@ -182,6 +182,11 @@ class FaithfulnessConfig(Strict):
     nr_samples: int = Field(3, ge=1)        # MonotonicityCorrelation
     patch_fraction: float = Field(0.125, gt=0, le=1)  # RegionPerturbation patch side / image side
     regions_evaluation: int = Field(8, ge=1)
+    # PixelFlipping and RegionPerturbation: spans below this share of the curve's range are refused
+    span_tolerance: float = Field(0.1, gt=0, le=1)
+    road_percentages: list[float] = Field([20.0, 40.0, 60.0, 80.0], min_length=1)  # ROAD, % of the grid's cells
+    road_noise: float = Field(0.01, ge=0)   # ROAD's imputation noise (normalised input units)
+    pixel_grid: int = Field(12, ge=1)       # cells per side for pixel-level maps (IG, saliency)
 
 
 class SanityConfig(Strict):
@@ -202,7 +207,7 @@ class EvaluateConfig(Strict):
     quantus: list[str] = ["PointingGame", "AttributionLocalisation", "RelevanceMassAccuracy",
                           "RelevanceRankAccuracy", "TopKIntersection", "AUC",
                           "FaithfulnessCorrelation", "PixelFlipping", "RegionPerturbation",
-                          "MonotonicityCorrelation", "Sparseness", "RandomLogit", "MPRT", "MaxSensitivity"]
+                          "MonotonicityCorrelation", "SymmetricMoRFLeRF", "ROAD", "Sparseness", "RandomLogit", "MPRT", "MaxSensitivity"]
     softmax: bool = False
     purity_m: int = Field(10, ge=1)
     top_k_fraction: float = Field(0.1, gt=0, le=1)

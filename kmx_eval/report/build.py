@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from kmx_eval import io, numerics, paths
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
-from kmx_eval.report import figures, galleries, html, inputs, stats, summary, tables
+from kmx_eval.metrics.quantus.spec import metric_aliases
+from kmx_eval.report import duplicates, figures, galleries, html, inputs, stats, summary, tables
 from kmx_eval.report.inputs import Evaluations, ReportSettings
 from kmx_eval.report.table import Table, to_csv_frames, to_latex, to_markdown
 
@@ -93,7 +94,11 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
     localisation = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "localisation"]
     controls = stats.control_differences(samples, localisation, **bootstrap, seed=settings.seeds[0])
     skip = stats.uninformative(controls)
-    ranking, agreement = stats.metric_ranking(agg, skip)
+    # Distinct maps and metrics only (docs/METHOD.md, section 6): same-map groups from the maps files
+    # (a DVC dependency of the report), aliases from the metric specs.
+    same_map = duplicates.map_duplicates(datasets, settings.models, settings.seeds, excluded=stats.CONTROLS)
+    ranking, agreement = stats.metric_ranking(agg, skip, same_as=duplicates.same_as_mapping(same_map),
+                                              aliases=metric_aliases())
     result_tables += [comparison, tables.variance_share_table(inputs.fit_metrics(settings), datasets, combos),
                       tables.controls_table(controls, settings.confidence), tables.ranking_table(ranking, agreement)]
     metric_name, explainer = settings.fidelity_metric, settings.explainer

@@ -465,28 +465,48 @@ def uninformative(controls: pd.DataFrame) -> dict[str, set[str]]:
 
 
 
+#: The categories ranked, each with the kind of rows it ranks: attribution maps for the first four,
+#: concept maps for concept fidelity (docs/METHOD.md, section 6, "A ranking of distinct maps and metrics").
+RANKED_CATEGORIES = {"localisation": "explainer", "faithfulness": "explainer", "randomisation": "explainer",
+                     "robustness": "explainer", "concept_fidelity": "concepts"}
+#: Columns of :func:`metric_ranking`'s ranking frame before the one column per metric.
+RANKING_COLUMNS = ["dataset", "category", "combination", "method", "median_rank", "n_metrics", "same_as"]
+
+
 def metric_ranking(agg: pd.DataFrame, skip: Mapping[str, set[str]] | None = None,
-                   categories: Sequence[str] = ("localisation", "faithfulness", "randomisation", "robustness"),
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rank every explainer x combination per metric, then take the median rank, per dataset.
+                   categories: Sequence[str] = tuple(RANKED_CATEGORIES), *,
+                   same_as: Mapping[tuple[str, str, str], str] | None = None,
+                   aliases: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rank the distinct maps on the distinct metrics of each category, per dataset.
 
-    Per dataset and metric (``categories``, minus the metrics in ``skip[dataset]``), explainer maps
-    (controls excluded) are ranked 1 = best respecting the metric's direction (ties share the mean
-    rank); the overall rank is the median over metrics. Agreement between metrics is Kendall's tau
-    (``scipy.stats.kendalltau``) between every pair of metric rankings; its mean is reported.
-    Ranks are invariant to any increasing change of a metric, so they can be compared across metrics.
+    Per dataset and category (``categories``, kinds as in :data:`RANKED_CATEGORIES`), the metrics
+    that pass their control there (all but ``skip[dataset]``, :func:`uninformative`) and are not an
+    alias of another scored metric (``aliases``: ``{metric: the metric of the same formula}``,
+    :func:`kmx_eval.metrics.quantus.spec.metric_aliases`) rank the maps (controls excluded; maps in
+    ``same_as``, ``{(dataset, combination, method): representative}`` from
+    :mod:`kmx_eval.report.duplicates`, are counted once, under their representative) 1 = best
+    respecting the metric's direction (ties share the mean rank); a map's rank in the category is
+    its median over those metrics. Categories are not pooled: a faithfulness win says nothing about
+    localisation. Agreement between metrics of a category is Kendall's tau
+    (``scipy.stats.kendalltau``) between every pair of their rankings. Ranks are invariant to any
+    increasing change of a metric, so they can be compared across metrics.
 
-    Returns ``(ranking, agreement)``: ranking ``dataset, combination, method, median_rank, n_metrics``
-    plus one column per metric; agreement ``dataset, metric_a, metric_b, tau, n``.
+    Returns ``(ranking, agreement)``: ranking :data:`RANKING_COLUMNS` (``same_as``: the maps counted
+    under this one, comma-separated) plus one column per metric; agreement ``dataset, category,
+    metric_a, metric_b, tau, n``.
     """
-    skip = skip or {}
-    sel = agg[(agg["kind"] == "explainer") & agg["category"].isin(list(categories))
-              & ~agg["method"].isin(CONTROLS)]
+    skip, same_as, aliases = skip or {}, same_as or {}, aliases or {}
+    kinds = {c: RANKED_CATEGORIES.get(c, "explainer") for c in categories}
+    sel = agg[agg["category"].isin(list(categories)) & ~agg["method"].isin(CONTROLS)]
+    sel = sel[[kinds[c] == k for c, k in zip(sel["category"], sel["kind"])]]
+    duplicate = [(d, c, m) in same_as for d, c, m in zip(sel["dataset"], sel["combination"], sel["method"])]
+    sel = sel[~np.asarray(duplicate, dtype=bool)]
     ranking, agreement = [], []
-    for ds, group in sel.groupby("dataset", sort=False):
+    for (ds, category), group in sel.groupby(["dataset", "category"], sort=False):
+        scored = set(group["metric"])
         ranks = {}
         for metric, g in group.groupby("metric", sort=False):
-            if metric in skip.get(ds, set()):
+            if metric in skip.get(ds, set()) or aliases.get(metric) in scored:
                 continue
             g = g[np.isfinite(g["value"].to_numpy(dtype=float))]
             hib = direction(g["higher_is_better"].iloc[0]) if len(g) else None
@@ -499,20 +519,27 @@ def metric_ranking(agg: pd.DataFrame, skip: Mapping[str, set[str]] | None = None
         table = pd.DataFrame(ranks)
         med = table.median(axis=1, skipna=True)
         for (comb, method), r in table.iterrows():
-            ranking.append({"dataset": ds, "combination": comb, "method": method,
+            merged = sorted(m for (d, c, m), rep in same_as.items() if (d, c, rep) == (ds, comb, method))
+            ranking.append({"dataset": ds, "category": category, "combination": comb, "method": method,
                             "median_rank": float(med[(comb, method)]), "n_metrics": int(r.notna().sum()),
-                            **{m: float(v) for m, v in r.items()}})
-        names = list(table.columns)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                both = table[[a, b]].dropna()
-                if len(both) >= 3:
-                    tau = kendalltau(both[a], both[b]).statistic
-                    agreement.append({"dataset": ds, "metric_a": a, "metric_b": b, "tau": float(tau),
-                                      "n": len(both)})
-    rank_frame = pd.DataFrame(ranking)
+                            "same_as": ", ".join(merged), **{m: float(v) for m, v in r.items()}})
+        agreement += _rank_agreement(table, dataset=ds, category=category)
+    rank_frame = pd.DataFrame(ranking, columns=None if ranking else RANKING_COLUMNS)
     if len(rank_frame):
-        rank_frame = rank_frame.sort_values(["dataset", "median_rank", "combination", "method"], kind="stable")
-    return rank_frame.reset_index(drop=True), pd.DataFrame(agreement, columns=["dataset", "metric_a", "metric_b",
-                                                                               "tau", "n"])
+        order = {c: i for i, c in enumerate(categories)}
+        rank_frame = rank_frame.assign(_order=rank_frame["category"].map(order)).sort_values(
+            ["dataset", "_order", "median_rank", "combination", "method"], kind="stable").drop(columns="_order")
+    return rank_frame.reset_index(drop=True), pd.DataFrame(
+        agreement, columns=["dataset", "category", "metric_a", "metric_b", "tau", "n"])
 
+
+def _rank_agreement(table: pd.DataFrame, *, dataset: str, category: str) -> list[dict]:
+    """Kendall's tau between every pair of metric rankings (columns of ``table``) with three maps or more."""
+    names, rows = list(table.columns), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = table[[a, b]].dropna()
+            if len(both) >= 3:
+                rows.append({"dataset": dataset, "category": category, "metric_a": a, "metric_b": b,
+                             "tau": float(kendalltau(both[a], both[b]).statistic), "n": len(both)})
+    return rows

@@ -15,6 +15,7 @@ import pandas as pd
 from kmx_eval.errors import DataError
 from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
+from kmx_eval.report.duplicates import SAME_MAP_RHO
 from kmx_eval.report.numbers import finite, fmt, format_cell
 from kmx_eval.report.stats import CONTROLS, aggregate_seeds
 from kmx_eval.report.table import Table, assemble
@@ -378,18 +379,20 @@ def controls_table(controls: pd.DataFrame, confidence: float = 0.95) -> Table:
 
 
 def ranking_table(ranking: pd.DataFrame, agreement: pd.DataFrame) -> Table:
-    """Display table of :func:`metric_ranking`: median rank, number of metrics, mean Kendall's tau."""
-    index = ["dataset", "combination", "method"]
-    taus = agreement.groupby("dataset")["tau"].mean().to_dict() if len(agreement) else {}
+    """Display table of :func:`metric_ranking`, per dataset and category: median rank, number of
+    metrics, the maps counted as this one, mean Kendall's tau of the category's metric rankings."""
+    index = ["dataset", "category", "combination", "method"]
+    taus = (agreement.groupby(["dataset", "category"])["tau"].mean().to_dict() if len(agreement) else {})
     long_rows = []
     for r in ranking.to_dict("records"):
-        base = dict(dataset=r["dataset"], combination=r["combination"], method=r["method"], higher_is_better=False,
-                    note="", is_chance=False, seed_sd=np.nan, chance=np.nan, n_seeds=1, ci_low=np.nan,
-                    ci_high=np.nan, best=False)
+        base = dict(dataset=r["dataset"], category=r["category"], combination=r["combination"],
+                    method=r["method"], higher_is_better=False, note="", is_chance=False, seed_sd=np.nan,
+                    chance=np.nan, n_seeds=1, ci_low=np.nan, ci_high=np.nan, best=False)
         long_rows.append({**base, "column": "median rank", "value": r["median_rank"], "text": None})
         long_rows.append({**base, "column": "metrics", "value": float(r["n_metrics"]),
                           "text": str(int(r["n_metrics"]))})
-        tau = taus.get(r["dataset"], np.nan)
+        long_rows.append({**base, "column": "counted with", "value": np.nan, "text": r.get("same_as") or "—"})
+        tau = taus.get((r["dataset"], r["category"]), np.nan)
         long_rows.append({**base, "column": "agreement (mean Kendall tau)", "value": tau, "text": None})
     numbers = pd.DataFrame(long_rows, columns=index + [
         "column", "value", "ci_low", "ci_high", "seed_sd", "n_seeds", "chance", "higher_is_better",
@@ -398,9 +401,13 @@ def ranking_table(ranking: pd.DataFrame, agreement: pd.DataFrame) -> Table:
     def text(r):
         return r["text"] if isinstance(r["text"], str) else fmt(r["value"])
 
-    caption = ("Median over the informative localisation, faithfulness, randomisation and stability "
-               "metrics of each map's rank among the explainers and combinations of the dataset "
-               "(1 = best; controls excluded), and how much the metric rankings agree (mean Kendall's tau "
-               "over pairs of metrics; 1 = identical rankings, 0 = unrelated). Read the agreement first.")
-    return assemble(numbers, name="ranking", title="Ranking across metrics", caption=caption, index=index,
-                    columns=["median rank", "metrics", "agreement (mean Kendall tau)"], text=text)
+    caption = ("Per category (localisation, faithfulness, randomisation, stability, concepts), the median "
+               "over the category's metrics of each map's rank among the explainers and combinations of "
+               "the dataset (1 = best; controls excluded). Only distinct maps and metrics count: maps whose "
+               f"Spearman correlation exceeds {SAME_MAP_RHO} on every image are one map (\"counted with\" lists the "
+               "others), a metric of the same formula as another (an alias) is dropped, and a metric that "
+               "fails its control on the dataset is left out. Agreement: mean Kendall's tau over pairs of "
+               "the category's metrics (1 = identical rankings, 0 = unrelated). Read the agreement first.")
+    return assemble(numbers, name="ranking", title="Ranking of distinct maps, per category", caption=caption,
+                    index=index, columns=["median rank", "metrics", "counted with", "agreement (mean Kendall tau)"],
+                    text=text)

@@ -59,6 +59,8 @@ register(QuantusSpec(
     "AttributionLocalisation", LOC, HIGHER, needs_masks=True, needs_model=False, needs_explain_func=False,
     invariances=MAP_AFFINE | NO_MODEL, scaling="centred",
     build=_fixed("AttributionLocalisation", weighted=False), chance=mask_share,
+    # Quantus 0.6 without ``weighted``: inside / (total + 1e-9), RelevanceMassAccuracy's formula
+    alias_of="RelevanceMassAccuracy",
     description="share of the map's mass above its mean that lies inside the mask"))
 
 register(QuantusSpec(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from kmx_eval.errors import KmxError
+from kmx_eval.metrics.faithfulness import pixel_grid
 
 from .scaling import SCALING_NOTES, SCALINGS, map_problems, mask_problems
 from .settings import QuantusSettings
@@ -200,7 +201,7 @@ def _score_samples(scorer: _Scorer, idx: np.ndarray, scores: np.ndarray, reasons
 def run_quantus(name: str, model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, a: np.ndarray,
                 s: np.ndarray | None, *, settings: QuantusSettings, seed: int, device: str = "cpu",
                 explain_func: Callable | None = None, n_classes: int | None = None,
-                batch_size: int = 64) -> tuple[np.ndarray, list[str | None], QuantusRun]:
+                batch_size: int = 64, grid: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str | None], QuantusRun]:
     """Score one explainer's maps with Quantus metric ``name`` (a key of :data:`~.spec.QUANTUS_METRICS`),
     one value per sample; ``np.random.seed(seed)`` runs right before every Quantus call.
 
@@ -210,7 +211,8 @@ def run_quantus(name: str, model: "torch.nn.Module", x: np.ndarray, y: np.ndarra
     ``scaling``); ``s`` (n, H, W) 0/1 object masks or None when the dataset has none.
     ``explain_func``: Quantus-style ``explain_func(model, inputs, targets, **kw) -> (n, H, W)`` of the
     same explainer, needed by metrics with ``needs_explain_func``; ``n_classes`` (RandomLogit)
-    defaults to ``model``'s output width.
+    defaults to ``model``'s output width. ``grid`` (gh, gw): the grid the maps live on, for metrics
+    that perturb its cells (``needs_grid``); None: the fixed ``pixel_grid`` patch grid.
 
     Returns ``scores`` (n,) float, NaN where a sample was not scored; ``reasons``, why each NaN is
     missing (None for scored samples); and the :class:`QuantusRun`.
@@ -221,7 +223,10 @@ def run_quantus(name: str, model: "torch.nn.Module", x: np.ndarray, y: np.ndarra
     model.eval()
     if n_classes is None:
         n_classes = _output_width(model, x, device)
-    built = spec.build(settings, x.shape[2], n_channels=x.shape[1], n_classes=n_classes, seed=seed)
+    build_args = dict(n_channels=x.shape[1], n_classes=n_classes, seed=seed)
+    if spec.needs_grid:
+        build_args["grid"] = tuple(grid) if grid is not None else pixel_grid(x.shape[2], settings.pixel_grid)
+    built = spec.build(settings, x.shape[2], **build_args)
     run = QuantusRun({**built.settings, "n_images": n, "softmax": bool(settings.softmax),
                       "map_scaling": SCALING_NOTES[spec.scaling]}, fractions=built.fractions)
     scores = np.full(n, np.nan)

@@ -13,6 +13,11 @@ below derive the per-image-size arguments, recorded with every result (``setting
 - FaithfulnessCorrelation: ``subset_size = max(1, round(subset_fraction * H * W))`` values drawn
   from the ``C*H*W`` input values, ``nr_runs`` runs.
 - TopKIntersection: ``k = round(top_k_fraction * H * W)`` pixels.
+- PixelFlipping and RegionPerturbation: a span below ``span_tolerance`` times the curve's range is
+  refused (:func:`kmx_eval.metrics.faithfulness.bounded_curves`).
+- SymmetricMoRFLeRF: ``n_steps`` steps over the cells of the map's grid; ROAD: ``road_percentages``
+  of the cells, imputation noise ``road_noise``; pixel-level maps use a ``pixel_grid`` x
+  ``pixel_grid`` patch grid (:mod:`kmx_eval.metrics.faithfulness`).
 """
 
 from __future__ import annotations
@@ -41,14 +46,20 @@ class QuantusSettings:
     regions_evaluation: int = 8
     sanity_images: int = 8
     stability_samples: int = 2
+    span_tolerance: float = 0.1
+    road_percentages: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)
+    road_noise: float = 0.01
+    pixel_grid: int = 12
 
     @classmethod
     def from_config(cls, evaluate: Any) -> "QuantusSettings":
         """The settings of ``params.evaluate`` (an ``EvaluateConfig``): its ``softmax`` and
         ``top_k_fraction``, every key of ``faithfulness``, and ``sanity.n_images`` and
         ``sanity.nr_samples`` as ``sanity_images`` and ``stability_samples``."""
+        faithfulness = evaluate.faithfulness.model_dump()
+        faithfulness["road_percentages"] = tuple(float(p) for p in faithfulness["road_percentages"])
         return cls(softmax=evaluate.softmax, top_k_fraction=evaluate.top_k_fraction,
-                   **evaluate.faithfulness.model_dump(), sanity_images=evaluate.sanity.n_images,
+                   **faithfulness, sanity_images=evaluate.sanity.n_images,
                    stability_samples=evaluate.sanity.nr_samples)
 
     def as_dict(self) -> dict[str, Any]:

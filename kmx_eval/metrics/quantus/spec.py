@@ -116,6 +116,10 @@ class QuantusSpec:
         takes the absolute value of what ``finish`` returns), so with ``direction`` LOWER a map
         cannot win by anti-correlating; its floor is 0 (docs/METHOD.md, section 6, "Sanity and
         stability").
+    alias_of : str or None
+        The metric computes the same formula as metric ``alias_of`` (as configured here), so a
+        ranking counts the two once: it keeps ``alias_of`` and drops this one where both are scored
+        (docs/METHOD.md, section 6, "A ranking of distinct maps and metrics").
     proportion : bool
         Each per-sample score is a 0/1 outcome (PointingGame's hit), so the mean is a proportion
         and gets a Wilson interval instead of a percentile bootstrap, which collapses to [1, 1]
@@ -139,6 +143,7 @@ class QuantusSpec:
     needs_reference: bool | str = False
     subset: bool = False
     magnitude: bool = False
+    alias_of: str | None = None
     proportion: bool = False
     description: str = ""
 
@@ -180,6 +185,12 @@ def mask_share(masks: np.ndarray) -> np.ndarray:
 def half(masks: np.ndarray) -> np.ndarray:
     """The chance level 0.5 for every sample (AUC)."""
     return np.full(len(masks), 0.5)
+
+
+def metric_aliases() -> dict[str, str]:
+    """``{metric: the metric it is an alias of}`` for every registered spec with ``alias_of``."""
+    return {name: QUANTUS_METRICS.get(name).alias_of for name in QUANTUS_METRICS.names()
+            if QUANTUS_METRICS.get(name).alias_of}
 
 
 def chance_level(name: str, masks: np.ndarray | None) -> np.ndarray | None:
