@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kmx_eval.metrics.faithfulness import (FLAT_RESPONSE, REFUSED_SPAN, GridPerturbation, bounded_curves,
+                                           symmetric_score)
+
 from .settings import (QuantusSettings, features_in_step, monotonicity_repeats, patch_size, subset_size,
                        top_k)
 from .spec import (MAP_AFFINE, Built, Category, Direction, Invariance, QuantusSpec, half, mask_share, plain,
@@ -93,19 +96,17 @@ register(QuantusSpec(
 
 
 # ----------------------------------------------------------------------------- faithfulness
-NOT_DECREASING = "the fully perturbed input scores no lower than the original (f(x_0) <= f(x_L))"
+#: Why a PixelFlipping or RegionPerturbation sample is NaN: its span is refused (bounded_curves).
+NOT_DECREASING = REFUSED_SPAN
 
 
-def normalised_curves(curves: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """Per-sample ``(c_k - c_floor) / (c_0 - c_floor)``; NaN rows where ``c_0 <= c_floor``.
+def normalised_curves(curves: np.ndarray, *, tolerance: float) -> np.ndarray:
+    """Per-sample ``clip((c_k - c_L) / (c_0 - c_L), 0, 1)``, NaN rows where the span is refused
+    (:func:`kmx_eval.metrics.faithfulness.bounded_curves`: below ``tolerance`` times the curve's range).
 
-    Invariant to ``c -> alpha c + beta`` (``alpha > 0``): the explained model's output units cancel.
+    Bounded in [0, 1] (clipped to the end points); invariant to ``c -> alpha c + beta`` (``alpha > 0``).
     """
-    curves = np.asarray(curves, dtype=np.float64)
-    floor = np.asarray(floor, dtype=np.float64)[:, None]
-    span = curves[:, :1] - floor
-    ok = span > 0
-    return np.where(ok, (curves - floor) / np.where(ok, span, 1.0), np.nan)
+    return bounded_curves(curves, tolerance=tolerance)[0]
 
 
 def _build_faithfulness_correlation(settings: QuantusSettings, image_size: int, n_channels: int = 3,
@@ -137,13 +138,16 @@ def _build_pixel_flipping(settings: QuantusSettings, image_size: int, n_channels
     def finish(raw, reference):
         # c_k = f(x with the k*fis most relevant values replaced)_y, k = 0 (unperturbed) .. L (all
         # replaced); the curve is (c_k - c_L) / (c_0 - c_L), so alpha f + beta gives the same curve.
+        # Clipped to [0, 1], so the area lies in [0, 1]; a span below span_tolerance times the
+        # curve's range is refused (docs/METHOD.md, section 4).
         raw_curves = np.concatenate([np.asarray(reference["original"], dtype=np.float64)[:, None],
                                      np.asarray(raw, dtype=np.float64)], axis=1)
-        curves = normalised_curves(raw_curves, raw_curves[:, -1])
+        curves = normalised_curves(raw_curves, tolerance=settings.span_tolerance)
         return np.trapezoid(curves, fractions, axis=1), curves
 
     return Built(metric, {"features_in_step": fis, "n_steps": steps, "perturb_baseline": settings.perturb_baseline,
-                          "curve": "(f(x_k) - f(x_L)) / (f(x_0) - f(x_L)) per sample"}, finish, fractions,
+                          "curve": "clip((f(x_k) - f(x_L)) / (f(x_0) - f(x_L)), 0, 1) per sample",
+                          "span_tolerance": settings.span_tolerance}, finish, fractions,
                  nan_reason=NOT_DECREASING)
 
 
@@ -152,7 +156,7 @@ register(QuantusSpec(
     invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_pixel_flipping,
     needs_reference=True,
     description="area under the class score, rescaled per image from 1 (unperturbed) to 0 (all values "
-                "removed), as the most relevant values are removed first (lower is better)"))
+                "removed) and clipped to [0, 1], as the most relevant values are removed first (lower is better)"))
 
 
 def _build_region_perturbation(settings: QuantusSettings, image_size: int, n_channels: int = 3,
@@ -166,15 +170,19 @@ def _build_region_perturbation(settings: QuantusSettings, image_size: int, n_cha
     def finish(raw, reference):
         # Quantus returns f(x)_y - f(x^k)_y for k = 1..L; AOPC (Samek et al. 2017) averages over
         # k = 0..L, where the k = 0 term is 0. Each drop is divided by f(x)_y - f(x^base)_y, the
-        # drop when every value is replaced, so alpha f + beta gives the same number.
-        drops = np.asarray(raw, dtype=np.float64)
-        span = np.asarray(reference["original"], np.float64) - np.asarray(reference["perturbed"], np.float64)
-        aopc = drops.sum(axis=1) / (drops.shape[1] + 1)
-        return np.where(span > 0, aopc / np.where(span > 0, span, 1.0), np.nan), None
+        # drop when every value is replaced, and clipped to [0, 1] (bounded_curves: the curve
+        # c_0, c_1..c_L, c_base between its end points), so alpha f + beta gives the same number
+        # and AOPC lies in [0, L / (L + 1)].
+        original = np.asarray(reference["original"], np.float64)[:, None]
+        raw_curves = np.concatenate([original, original - np.asarray(raw, dtype=np.float64),
+                                     np.asarray(reference["perturbed"], np.float64)[:, None]], axis=1)
+        share_kept = normalised_curves(raw_curves, tolerance=settings.span_tolerance)[:, 1:-1]
+        return (1.0 - share_kept).sum(axis=1) / (share_kept.shape[1] + 1), None
 
     return Built(metric, {"patch_size": size, "regions_evaluation": regions, "order": "morf",
-                          "perturb_baseline": settings.perturb_baseline,
-                          "drops": "divided by f(x_0) - f(x fully perturbed) per sample"}, finish,
+                          "perturb_baseline": settings.perturb_baseline, "span_tolerance": settings.span_tolerance,
+                          "drops": "divided by f(x_0) - f(x fully perturbed) per sample, clipped to [0, 1]"},
+                 finish,
                  nan_reason=NOT_DECREASING)
 
 
@@ -183,7 +191,56 @@ register(QuantusSpec(
     invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_region_perturbation,
     needs_reference="both",
     description="AOPC: mean drop in class score as the most relevant patches are removed, as a share "
-                "of the drop when the whole image is removed"))
+                "of the drop when the whole image is removed, clipped to [0, 1]"))
+
+
+def _grid_finish(raw, reference) -> tuple[np.ndarray, None]:
+    """``S = mean_k (l_k - m_k) / R`` per sample (:func:`~kmx_eval.metrics.faithfulness.symmetric_score`)."""
+    return symmetric_score(reference["original"], raw["morf"], raw["lerf"])[0], None
+
+
+def _build_symmetric(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                     seed: int = 0, grid: tuple[int, int] = (1, 1)) -> Built:
+    metric = GridPerturbation(grid=tuple(grid), n_steps=settings.n_steps,
+                              perturb_baseline=settings.perturb_baseline)
+    counts = metric.counts(image_size, image_size)
+    return Built(metric, {"grid": list(grid), "cells_removed": counts.tolist(),
+                          "model_calls_per_image": metric.model_calls(image_size, image_size),
+                          "perturb_baseline": settings.perturb_baseline,
+                          "score": "mean_k (LeRF_k - MoRF_k) / range of the class scores, in [-1, 1]"},
+                 _grid_finish, nan_reason=FLAT_RESPONSE)
+
+
+register(QuantusSpec(
+    # Differences of class scores over their own range: invariant to alpha f + beta; only the order
+    # of the cells' mean relevance matters: invariant to a per-image alpha a + c.
+    "SymmetricMoRFLeRF", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
+    invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_symmetric,
+    needs_reference=True, needs_grid=True, chance_without_masks=0.0,
+    description="cells of the map's own grid removed least- minus most-relevant first: mean gap between "
+                "the two class-score curves over their range, in [-1, 1] (0 = a random order)"))
+
+
+def _build_road(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
+                seed: int = 0, grid: tuple[int, int] = (1, 1)) -> Built:
+    metric = GridPerturbation(grid=tuple(grid), percentages=tuple(settings.road_percentages),
+                              imputation="noisy_linear", noise=settings.road_noise)
+    counts = metric.counts(image_size, image_size)
+    return Built(metric, {"grid": list(grid), "percentages": list(settings.road_percentages),
+                          "cells_removed": counts.tolist(), "noise": settings.road_noise,
+                          "model_calls_per_image": metric.model_calls(image_size, image_size),
+                          "imputation": "noisy linear (Quantus noisy_linear_imputation, all channels)",
+                          "score": "mean_p (LeRF_p - MoRF_p) / range of the class scores, in [-1, 1]"},
+                 _grid_finish, nan_reason=FLAT_RESPONSE)
+
+
+register(QuantusSpec(
+    # ROAD's removal with the symmetric score of SymmetricMoRFLeRF: the same invariances.
+    "ROAD", FAITH, HIGHER, needs_masks=False, needs_model=True, needs_explain_func=False,
+    invariances=MAP_AFFINE | {Invariance.OUTPUT_AFFINE}, scaling="rank", build=_build_road,
+    needs_reference=True, needs_grid=True, chance_without_masks=0.0,
+    description="ROAD (remove and debias): cells of the map's own grid filled by noisy linear imputation, "
+                "least- minus most-relevant first at a few percentages, over the scores' range, in [-1, 1]"))
 
 
 def _build_monotonicity(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,

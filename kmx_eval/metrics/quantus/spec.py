@@ -107,6 +107,9 @@ class QuantusSpec:
     needs_reference : bool or "both"
         ``finish`` needs the unperturbed class scores (True), and also those of the fully
         perturbed input ("both").
+    needs_grid : bool
+        Perturbs the cells of the grid the map lives on (:mod:`kmx_eval.metrics.faithfulness`):
+        ``build`` also takes ``grid=(gh, gw)``.
     subset : bool
         Costly re-explanations: scored on the first ``QuantusSettings.sanity_images`` images only.
     magnitude : bool
@@ -142,6 +145,7 @@ class QuantusSpec:
     chance_without_masks: float | None = None
     needs_reference: bool | str = False
     subset: bool = False
+    needs_grid: bool = False
     magnitude: bool = False
     alias_of: str | None = None
     proportion: bool = False
