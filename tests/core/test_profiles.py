@@ -1,10 +1,13 @@
 """The study profiles under profiles/ are valid params files that keep their promises."""
 
+import urllib.error
 from pathlib import Path
 
 import pytest
 
+from kmx_eval import validation
 from kmx_eval.config import load_params
+from kmx_eval.models.backbone import ARCHITECTURES
 
 PROFILES = sorted((Path(__file__).resolve().parents[2] / "profiles").glob("*.yaml"))
 
@@ -24,3 +27,64 @@ def test_thorough_profile_has_seeds_the_hard_set_and_a_fine_grid():
     assert params.backbone_for("shapes").image_size // 8 >= 16
     assert any(c.startswith("B2") for c in params.combinations)  # a combination with B2's grid
     assert ("B4", "B234") in [tuple(p) for p in params.evaluate.compare]
+
+
+PAPER = Path(__file__).resolve().parents[2] / "profiles" / "paper.yaml"
+PAPER_SYNTHETIC = PAPER.with_name("paper_synthetic.yaml")
+
+
+def _grids(params, dataset: str) -> dict[str, int]:
+    cfg = params.backbone_for(dataset)
+    shapes = ARCHITECTURES.get(cfg.architecture).shapes(cfg.image_size)
+    return {f"B{block}": shape[1] for block, shape in shapes.items()}
+
+
+@pytest.mark.parametrize("path", [PAPER, PAPER_SYNTHETIC], ids=["cub", "synthetic"])
+def test_the_paper_profiles_run_the_papers_grid_and_combinations(path):
+    params = validation.load_params(path)
+    (name,) = params.datasets
+    cfg = params.backbone_for(name)
+    assert (cfg.architecture, cfg.image_size) == ("resnet34", 224)
+    assert {b: g for b, g in _grids(params, name).items() if b in ("B2", "B3", "B4")} == \
+        {"B2": 28, "B3": 14, "B4": 7}
+    assert params.combinations == ["B4", "B34", "B234"]
+    assert params.head.n_prototypes == 10  # KMEx's prototypes per class on CUB-200
+    assert ("B4", "B234") in [tuple(p) for p in params.evaluate.compare]
+
+
+def test_the_paper_profile_is_cub_from_a_path_with_imagenet_weights_on_a_gpu():
+    params = validation.load_params(PAPER)
+    cub = params.datasets["cub"]
+    assert cub.source == "cub" and cub.path and cub.classes is None  # all 200 species
+    cfg = params.backbone_for("cub")
+    assert (cfg.weights, cfg.checkpoint, cfg.device) == ("imagenet", None, "cuda")
+    synthetic = validation.load_params(PAPER_SYNTHETIC)
+    assert [d.source for d in synthetic.datasets.values()] == ["synthetic"]
+    assert synthetic.backbone.device == "auto"  # runs where there is no GPU, too
+
+
+def test_the_paper_profiles_weights_come_from_the_torch_hub_cache(monkeypatch, tmp_path):
+    """paper.yaml's backbone, built as the train stage builds it, from a cached file, offline."""
+    import torch
+    import torchvision
+
+    from kmx_eval.models.architectures import get_architecture
+    from kmx_eval.models.backbone import build_backbone
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("the network is unreachable in this test")
+
+    cfg = validation.load_params(PAPER).backbone_for("cub")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    builder = get_architecture(cfg.architecture).builder
+    url = torchvision.models.get_model_weights(builder)["IMAGENET1K_V1"].url
+    torch.manual_seed(3)
+    stored = builder(weights=None).state_dict()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(stored, tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
+    model = build_backbone(cfg.architecture, 200, cfg.weights)  # kmx_eval/pipeline/train.py's call
+    got = model.state_dict()
+    assert got["fc.weight"].shape[0] == 200
+    assert all(torch.equal(got[k], v) for k, v in stored.items() if not k.startswith("fc."))
