@@ -150,7 +150,7 @@ class ExplainConfig(Strict):
 
     n_images: int = Field(48, ge=2)
     explainers: list[str] = ["margin", "margin_centred", "distance", "cam", "gradcam",
-                             "integrated_gradients", "random"]
+                             "integrated_gradients", "random", "random_grid"]
     ig_steps: int = Field(16, ge=2)
     batch_size: int = Field(32, ge=1)
     #: The explained class: the model's own prediction (the method explains the decision) or the label.

@@ -25,6 +25,7 @@ from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
 from kmx_eval.metrics.quantus.spec import metric_aliases
 from kmx_eval.report import duplicates, figures, galleries, html, inputs, stats, summary, tables
+from kmx_eval.report import multiplicity
 from kmx_eval.report.inputs import Evaluations, ReportSettings
 from kmx_eval.report.table import Table, to_csv_frames, to_latex, to_markdown
 
@@ -90,6 +91,10 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
                                          explainers=settings.explainers, metrics=settings.metrics)
     cmp = stats.paired_comparisons(samples, [tuple(p) for p in settings.compare], **bootstrap,
                                    seed=settings.seeds[0])
+    # Multiplicity (docs/METHOD.md, section 6): the primary endpoints unadjusted, every other row by
+    # Benjamini-Hochberg over the table; "within the noise" follows the adjusted decision.
+    cmp = multiplicity.adjust(cmp, primary=multiplicity.primary_endpoints(
+        explainer=settings.explainer, fidelity_metric=settings.fidelity_metric), confidence=settings.confidence)
     comparison = tables.comparison_table(cmp, agg, settings.confidence)
     localisation = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "localisation"]
     controls = stats.control_differences(samples, localisation, **bootstrap, seed=settings.seeds[0])

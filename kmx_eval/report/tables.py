@@ -16,7 +16,8 @@ from kmx_eval.errors import DataError
 from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
 from kmx_eval.report.duplicates import SAME_MAP_RHO
-from kmx_eval.report.numbers import finite, fmt, format_cell
+from kmx_eval.report import multiplicity
+from kmx_eval.report.numbers import fmt, format_cell
 from kmx_eval.report.stats import CONTROLS, aggregate_seeds
 from kmx_eval.report.table import Table, assemble
 
@@ -289,11 +290,17 @@ def variance_share_table(fit_metrics: dict, datasets: Sequence[str] | None = Non
 
 def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
                      confidence: float = 0.95) -> Table:
-    """Display table of :func:`paired_comparisons`; bold where the interval excludes zero.
+    """Display table of :func:`paired_comparisons`; bold where the difference is declared.
 
-    Columns: the mean of A, the mean of B, ``B − A [low, high]``, ``n`` pairs and which combination
-    the difference favours (using the metric's ``higher_is_better`` from ``agg`` when given).
+    Columns: the mean of A, the mean of B, ``B − A [low, high]``, ``n`` pairs, the p-value (adjusted
+    by :mod:`kmx_eval.report.multiplicity` over the secondary rows; the unadjusted one of a primary
+    endpoint), whether the row is a primary endpoint, and which combination the difference favours
+    (using the metric's ``higher_is_better`` from ``agg`` when given), or "within the noise". The
+    decision is ``differs`` of :func:`kmx_eval.report.multiplicity.adjust` when the frame has it (a
+    frame without it is adjusted here, with no primary endpoint), so it follows the adjusted p-value.
     """
+    if "differs" not in comparisons:
+        comparisons = multiplicity.adjust(comparisons, confidence=confidence)
     index = ["dataset", "comparison", "method", "metric"]
     directions = {}
     if agg is not None and len(agg):
@@ -303,10 +310,10 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
     long_rows = []
     for r in comparisons.itertuples(index=False):
         base = dict(dataset=r.dataset, comparison=f"{r.b} − {r.a}", method=r.method, metric=r.metric)
-        excludes_zero = finite(r.ci_low) and finite(r.ci_high) and (r.ci_low > 0 or r.ci_high < 0)
+        differs = bool(r.differs)
         hib = directions.get((r.dataset, r.metric))
-        if not excludes_zero:
-            favours = "neither"
+        if not differs:
+            favours = "within the noise"
         elif hib is None:
             favours = r.b if r.difference > 0 else r.a
             favours = f"{favours} (higher)"
@@ -320,9 +327,13 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
             {**base, **common, "column": "mean B", "value": r.mean_b, "ci_low": np.nan,
              "ci_high": np.nan, "best": False, "text": None},
             {**base, **common, "column": "B − A", "value": r.difference, "ci_low": r.ci_low,
-             "ci_high": r.ci_high, "best": bool(excludes_zero), "text": None},
+             "ci_high": r.ci_high, "best": differs, "text": None},
             {**base, **common, "column": "pairs", "value": float(r.n), "ci_low": np.nan,
              "ci_high": np.nan, "best": False, "text": str(int(r.n))},
+            {**base, **common, "column": "p", "value": float(r.p_adjusted), "ci_low": np.nan,
+             "ci_high": np.nan, "best": False, "text": None},
+            {**base, **common, "column": "endpoint", "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+             "best": False, "text": "primary" if r.primary else "secondary"},
             {**base, **common, "column": "favours", "value": np.nan, "ci_low": np.nan,
              "ci_high": np.nan, "best": False, "text": favours},
         ]
@@ -335,12 +346,18 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
             return r["text"]
         return format_cell(r["value"], r["ci_low"], r["ci_high"])
 
+    q = 1.0 - confidence
     caption = (f"Paired differences B − A over the same evaluation images (mean over seeds), with "
-               f"{confidence:.0%} paired-bootstrap intervals that resample images as clusters across seeds. "
-               "Bold: the interval excludes zero.")
+               f"{confidence:.0%} paired-bootstrap intervals that resample the training seeds, then the "
+               f"images within each drawn seed. p: the two-sided bootstrap p-value, adjusted by "
+               f"{multiplicity.METHOD} over the {multiplicity.family_size(comparisons)} secondary rows "
+               f"(false discovery rate {q:.2g}); a primary endpoint (params report.primary) keeps its "
+               "unadjusted p-value and is decided by its interval. Bold, and a combination under "
+               f"'favours': the difference is declared (primary: the interval excludes zero; secondary: "
+               f"adjusted p below {q:.2g} and the interval excludes zero); otherwise within the noise.")
     table = assemble(numbers, name="comparisons", title="Paired comparisons of block combinations",
-                     caption=caption, index=index, columns=["mean A", "mean B", "B − A", "pairs", "favours"],
-                     text=text)
+                     caption=caption, index=index,
+                     columns=["mean A", "mean B", "B − A", "pairs", "p", "endpoint", "favours"], text=text)
     table.numbers = numbers.drop(columns=["text"])
     return table
 

@@ -21,7 +21,8 @@ from kmx_eval.explain import (
     explainer_names,
     quantus_explain_func,
 )
-from kmx_eval.explain.attribution import class_scores, pool
+from kmx_eval.explain.attribution import class_scores, pool, upsample
+from kmx_eval.explain.controls import explained_grid
 
 N_CLASSES, SIZE = 3, 64  # as in tests/tiny_models.py
 
@@ -35,13 +36,15 @@ def _model_for(name, resnet18, kmeans_module):
 
 def test_registry_holds_the_methods_of_the_paper():
     assert set(EXPLAINERS.names()) >= {"margin", "margin_centred", "distance", "cam", "gradcam",
-                                       "integrated_gradients", "saliency", "random"}
+                                       "integrated_gradients", "saliency", "random", "random_grid"}
     for name in EXPLAINERS:
         cls = EXPLAINERS.get(name)
         assert cls.name == name and cls.explains in KINDS + ("any",)
-    # the random control explains every model: a floor on the model it explains
-    assert explainer_names(CFG.explainers, "kmeans") == ["margin", "margin_centred", "distance", "random"]
-    assert explainer_names(CFG.explainers, "cnn") == ["cam", "gradcam", "integrated_gradients", "random"]
+    # the random controls explain every model: floors (pixel and grid) on the model they explain
+    assert explainer_names(CFG.explainers, "kmeans") == ["margin", "margin_centred", "distance", "random",
+                                                         "random_grid"]
+    assert explainer_names(CFG.explainers, "cnn") == ["cam", "gradcam", "integrated_gradients", "random",
+                                                      "random_grid"]
     with pytest.raises(ParamsError, match="explain.explainers.*did you mean 'gradcam'"):
         build_explainer("gradcm", CFG, 0)
 
@@ -103,6 +106,26 @@ def test_random_explainer_is_determined_by_its_seed(resnet18, images):
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert 0 <= a.min() and a.max() <= 1 and abs(a.mean() - 0.5) < 0.02
+
+
+def test_random_grid_is_uniform_per_cell_of_the_explained_grid_upsampled_bilinearly(resnet18, kmeans_module,
+                                                                                     images):
+    """The grid floor: one U(0, 1) draw per cell of the model's explained grid, upsampled as the
+    k-means maps are; seeded; a map on the grid (pooling it back to the grid and up again changes
+    nothing), unlike the pixel random map."""
+    for model in (resnet18, kmeans_module):
+        grid = explained_grid(model, torch.as_tensor(images))
+        a = build_explainer("random_grid", CFG, seed=5).explain(model, images, TARGETS)
+        np.testing.assert_array_equal(a, build_explainer("random_grid", CFG, seed=5).explain(model, images, TARGETS))
+        assert not np.array_equal(a, build_explainer("random_grid", CFG, seed=6).explain(model, images, TARGETS))
+        cells = np.random.default_rng([5] + [int.from_bytes(s.encode(), "little") % 2**32
+                                             for s in ("explainer", "random_grid")]).uniform(0, 1, (4, *grid))
+        expected = upsample(torch.as_tensor(cells.astype(np.float32)), (SIZE, SIZE)).numpy()
+        np.testing.assert_allclose(a, expected, rtol=0, atol=1e-6)
+        assert grid[0] < SIZE and 0 <= a.min() and a.max() <= 1
+    pixel = build_explainer("random", CFG, seed=5).explain(resnet18, images, TARGETS)
+    smooth = lambda m: np.abs(np.diff(m, axis=-1)).mean()  # noqa: E731
+    assert smooth(a) < smooth(pixel) / 4
 
 
 def test_batched_explain_equals_one_batch(resnet18, kmeans_module, images):

@@ -58,4 +58,4 @@ def test_the_interval_note_says_whether_seeds_are_resampled():
 
     one, three = page([0]), page([0, 1, 2])
     assert "one training seed, so\nthey do not cover the spread between trainings" in one
-    assert "clusters across the\n3 training seeds" in three and "one training seed" not in three
+    assert "each resample draws the\n3 training seeds with replacement" in three and "one training seed" not in three

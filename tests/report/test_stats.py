@@ -11,7 +11,7 @@ from kmx_eval.errors import DataError
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.bootstrap import (cluster_bootstrap_ci, hierarchical_matrix_test, paired_bootstrap,
                                         paired_hierarchical_test, proportion_ci, seed_spread)
-from kmx_eval.report import numbers, stats, tables
+from kmx_eval.report import multiplicity, numbers, stats, tables
 
 from report_fixtures import SEEDS, tidy_row
 
@@ -75,10 +75,10 @@ def test_paired_comparisons_match_a_direct_paired_bootstrap(frames):
     assert row["difference"] > 0  # the fixture's B234 localises better
     # Missing per-sample values (no masks) give no comparison rather than a fake one.
     assert out[(out["dataset"] == "digits") & (out["metric"] == "RelevanceMassAccuracy")].empty
-    # Display: bold exactly where the interval excludes zero; direction-aware "favours".
+    # Display: bold exactly where the adjusted decision declares a difference; direction-aware "favours".
     t = tables.comparison_table(out, stats.aggregate_seeds(frames[0]))
-    excl = (out["ci_low"] > 0) | (out["ci_high"] < 0)
-    assert int(t.best["B − A"].sum()) == int(excl.sum())
+    declared = multiplicity.adjust(out)["differs"]
+    assert int(t.best["B − A"].sum()) == int(declared.sum())
     pf = t.cells.loc[("shapes", "B234 − B4", "margin", "PixelFlipping")]
     assert pf["favours"] == "B234"  # lower PixelFlipping AUC is better and B234's is lower
 
