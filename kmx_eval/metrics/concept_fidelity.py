@@ -15,7 +15,11 @@ so that their mean and bootstrap interval come from the same vector:
 - adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`) between concept and part
   labels of the pixels: 1 for identical partitions (up to renaming), about 0 for random ones;
 - normalised mutual information (:func:`sklearn.metrics.normalized_mutual_info_score`,
-  arithmetic normalisation): 1 for identical partitions, about 0 for independent ones.
+  arithmetic normalisation): 1 for identical partitions, about 0 for independent ones;
+- adjusted mutual information (:func:`sklearn.metrics.adjusted_mutual_info_score`, arithmetic
+  normalisation): ``(I - E[I]) / (mean(H(C), H(P)) - E[I])``, NMI corrected for the agreement that
+  partitions of the same sizes reach by chance: about 0 for a random partition, where NMI stays
+  positive (more so with more concepts on few pixels).
 
 Each score is read between a floor and a ceiling (docs/METHOD.md, section 6):
 
@@ -23,7 +27,13 @@ Each score is read between a floor and a ceiling (docs/METHOD.md, section 6):
   scored pixels of each image (same concept sizes, no relation to the parts);
 - grid ceiling (:func:`grid_ceiling_maps`): the part map averaged onto the grid the concept map
   lives on (each cell takes its majority part) and upsampled the same way: the best a concept map
-  at that resolution can reach.
+  at that resolution can reach;
+- floors with structure (:data:`CONCEPT_FLOORS`, :func:`floor_maps`), with the study's number of
+  concepts K: any spatially coherent partition beats shuffled ids, so a concept map is also read
+  against partitions that know nothing of the network: ``floor_colour`` (k-means with K clusters on
+  each image's pixel colours, :func:`colour_kmeans_maps`), ``floor_slic`` (SLIC superpixels with K
+  requested segments, :func:`slic_maps`) and ``floor_grid`` (the image cut into K equal grid cells,
+  :func:`grid_label_maps`).
 
 Scores inside the object mask ignore the background, which otherwise dominates purity (its chance
 level is the largest part's share, about 0.8 on the synthetic shapes); scores over the whole image
@@ -36,8 +46,15 @@ and NMI, which compare partitions and are undefined against a trivial one
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from skimage.segmentation import slic
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, normalized_mutual_info_score
+
+from kmx_eval.data.torch_data import MEAN, STD
 
 
 def part_map_from_mask(mask) -> np.ndarray:
@@ -123,6 +140,15 @@ def concept_nmi(concept_map, part_map, mask=None) -> np.ndarray:
     return _pairwise(normalized_mutual_info_score, concept_map, part_map, mask)
 
 
+def concept_ami(concept_map, part_map, mask=None) -> np.ndarray:
+    """Per-image adjusted mutual information between concept and part labels, shape (n,).
+
+    About 0 for a random partition (NMI is not), 1 for identical ones; it can fall below 0. NaN for
+    an image whose (masked) part map holds fewer than two labels.
+    """
+    return _pairwise(adjusted_mutual_info_score, concept_map, part_map, mask)
+
+
 def trivial_part_maps(part_map, mask=None) -> np.ndarray:
     """Boolean (n,): images whose (masked) part map holds fewer than two labels."""
     p = np.asarray(part_map)
@@ -183,18 +209,86 @@ def shuffled_concept_maps(concept_map, mask=None, seed: int = 0) -> np.ndarray:
     return c
 
 
-#: The three concept scores (name -> per-image function).
-SCORES = {"purity": concept_purity, "ari": concept_ari, "nmi": concept_nmi}
+#: The concept scores (name -> per-image function).
+SCORES = {"purity": concept_purity, "ari": concept_ari, "nmi": concept_nmi, "ami": concept_ami}
 
 
 def concept_scores(concept_map, part_map, mask=None) -> dict[str, np.ndarray]:
-    """Per-image purity, ARI and NMI (each (n,)) of concept maps against part maps.
+    """Per-image purity, ARI, NMI and AMI (each (n,)) of concept maps against part maps.
 
     With ``mask`` only its pixels count; an image whose scored part map holds a single label gets
-    NaN for all three (purity would be a trivial 1), with :func:`trivial_part_maps` naming it.
+    NaN for all four (purity would be a trivial 1), with :func:`trivial_part_maps` naming it.
     Invariance: unchanged when concept ids (or part ids) are renamed by any one-to-one map.
     """
     out = {name: f(concept_map, part_map, mask) for name, f in SCORES.items()}
     trivial = trivial_part_maps(part_map, mask)
     out["purity"] = np.where(trivial, np.nan, out["purity"])
     return out
+
+
+# ---------------------------------------------------------------- floors with structure
+#: Method names of the structured floors (:func:`floor_maps`), reference rows of the concept table.
+CONCEPT_FLOORS = ("floor_colour", "floor_slic", "floor_grid")
+
+
+def rgb_images(x) -> np.ndarray:
+    """Normalised images ``(n, 3, H, W)`` (``(rgb - MEAN) / STD``, :func:`kmx_eval.data.load_batch`)
+    back to RGB in [0, 1], channels last ``(n, H, W, 3)``, float64."""
+    x = np.asarray(x, dtype=np.float64)
+    rgb = x * np.asarray(STD)[:, None, None] + np.asarray(MEAN)[:, None, None]
+    return np.clip(np.moveaxis(rgb, 1, -1), 0.0, 1.0)
+
+
+def colour_kmeans_maps(images, n_concepts: int, seed: int = 0) -> np.ndarray:
+    """Per image, k-means with ``n_concepts`` clusters on its pixel colours (RGB ``(n, H, W, 3)``),
+    each pixel labelled by its cluster; (n, H, W) int64. One seeded k-means++ start per image; an
+    image with fewer distinct colours than ``n_concepts`` gets as many clusters as it has colours."""
+    rgb = np.asarray(images, dtype=np.float64)
+    out = np.zeros(rgb.shape[:3], dtype=np.int64)
+    for i, img in enumerate(rgb):
+        pixels = img.reshape(-1, 3)
+        k = min(int(n_concepts), len(np.unique(pixels, axis=0)))
+        if k < 2:
+            continue
+        with warnings.catch_warnings():  # near-duplicate colours: fewer distinct clusters, said above
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(pixels)
+        out[i] = km.labels_.reshape(img.shape[:2])
+    return out
+
+
+def slic_maps(images, n_concepts: int) -> np.ndarray:
+    """Per image, SLIC superpixels (:func:`skimage.segmentation.slic`, CIELAB colour, compactness 10)
+    with ``n_concepts`` requested segments on RGB ``(n, H, W, 3)`` in [0, 1]; (n, H, W) int64. SLIC
+    seeds a regular grid of about that many centres, so an image gets about ``n_concepts`` segments."""
+    rgb = np.asarray(images, dtype=np.float64)
+    if not len(rgb):
+        return np.zeros(rgb.shape[:3], np.int64)
+    return np.stack([slic(img, n_segments=int(n_concepts), compactness=10.0, start_label=0, channel_axis=-1)
+                     for img in rgb]).astype(np.int64)
+
+
+def grid_shape(n_concepts: int) -> tuple[int, int]:
+    """``(rows, cols)`` with ``rows * cols = n_concepts`` and ``rows <= cols`` as close as possible
+    (8 -> 2 x 4, 9 -> 3 x 3; a prime K gives K vertical stripes)."""
+    k = int(n_concepts)
+    rows = max(r for r in range(1, int(np.sqrt(k)) + 1) if k % r == 0)
+    return rows, k // rows
+
+
+def grid_label_maps(shape: tuple[int, int, int], n_concepts: int) -> np.ndarray:
+    """Maps of ``shape`` (n, H, W) cut into :func:`grid_shape` equal cells (as nearest upsampling of
+    a ``rows x cols`` grid, :func:`grid_cells`), labelled ``0 .. n_concepts - 1``; int64."""
+    n, H, W = (int(v) for v in shape)
+    rows, cols = grid_shape(n_concepts)
+    labels = grid_cells(H, rows)[:, None] * cols + grid_cells(W, cols)[None, :]
+    return np.broadcast_to(labels, (n, H, W)).astype(np.int64)
+
+
+def floor_maps(x, n_concepts: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The structured floors (:data:`CONCEPT_FLOORS`) of normalised images ``x`` (n, 3, H, W), each a
+    partition with ``n_concepts`` labels that knows nothing of the network."""
+    rgb = rgb_images(x)
+    return {"floor_colour": colour_kmeans_maps(rgb, n_concepts, seed=seed),
+            "floor_slic": slic_maps(rgb, n_concepts),
+            "floor_grid": grid_label_maps(rgb.shape[:3], n_concepts)}

@@ -47,7 +47,11 @@ CANONICAL = "_canonical"
 #: prototype per class), in the space of the linear heads it is compared with (:func:`class_means_set`).
 CLASS_MEANS = "class_means"
 CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")
-                        for score in ("purity", "ari", "nmi"))
+                        for score in cf.SCORES)
+#: What each structured concept floor is, at the front of its rows' notes.
+FLOOR_NOTES = {"floor_colour": "k-means on each image's pixel colours",
+               "floor_slic": "SLIC superpixels (about K segments)",
+               "floor_grid": "K equal grid cells"}
 #: (kind, metric) of the rows whose values are proportions (Wilson intervals): 0/1 outcomes per
 #: sample, and purity@m (a share k_j / m per prototype). Quantus metrics declare it in their spec
 #: (``QuantusSpec.proportion``).
@@ -441,8 +445,9 @@ class EvaluationTables:
     # ------------------------------------------------------------------ concepts
     def add_concepts(self, seed: int, concepts: Mapping[str, np.ndarray], *, parts: np.ndarray | None,
                      masks: np.ndarray | None, sample_ids: np.ndarray,
-                     grid: tuple[int, int] | None = None) -> None:
-        """Concept purity, ARI and NMI of each set of concept maps against part maps (or the mask).
+                     grid: tuple[int, int] | None = None, images: np.ndarray | None = None,
+                     n_concepts: int | None = None) -> None:
+        """Concept purity, ARI, NMI and AMI of each set of concept maps against part maps (or the mask).
 
         ``concepts`` maps a method name (``concepts_global``, ``concepts_class``) to its maps
         (n, H, W). Each metric is computed inside the object mask (``concept_{metric}_object``) and
@@ -450,8 +455,11 @@ class EvaluationTables:
         column: the mean score of the same maps with ids shuffled over the scored pixels,
         :func:`~kmx_eval.metrics.concept_fidelity.shuffled_concept_maps`). With ``grid``, the
         ``oracle`` rows hold the grid ceiling: the part map averaged onto that grid
-        (:func:`~kmx_eval.metrics.concept_fidelity.grid_ceiling_maps`). Invariance: every number is
-        unchanged when concept ids are renamed (tested).
+        (:func:`~kmx_eval.metrics.concept_fidelity.grid_ceiling_maps`). With ``images`` (normalised,
+        (n, 3, H, W)) and ``n_concepts`` (the study's K), the structured floors
+        (:data:`~kmx_eval.metrics.concept_fidelity.CONCEPT_FLOORS`: colour k-means, SLIC, grid cells,
+        each with K labels) are rows beside them. Invariance: every number is unchanged when concept
+        ids are renamed (tested).
         """
         source = "parts" if parts is not None else "mask" if masks is not None else None
         maps = dict(concepts)
@@ -471,6 +479,8 @@ class EvaluationTables:
             "image": cf.grid_ceiling_maps(part_map, grid)}
         if oracle:
             maps["oracle"] = oracle["image"]
+        if images is not None and n_concepts is not None:
+            maps.update(cf.floor_maps(images, n_concepts, seed=seed))
         regions = {"object": (obj, "inside the object mask"), "image": (None, "over the whole image")}
         for method, method_map in maps.items():
             for region, (mask, where) in regions.items():
@@ -480,6 +490,7 @@ class EvaluationTables:
                 trivial = cf.trivial_part_maps(part_map, mask)
                 reason = f"a single {'part' if source == 'parts' else 'label'} {where}"
                 what = ("ground-truth part map averaged onto the F_S grid (ceiling); " if method == "oracle"
+                        else f"{FLOOR_NOTES[method]}, K = {n_concepts} (floor); " if method in FLOOR_NOTES
                         else "")
                 for score, v in values.items():
                     metric = f"concept_{score}_{region}"

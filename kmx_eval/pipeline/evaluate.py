@@ -156,11 +156,12 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
 def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
                   explain_func_for: Callable[[str], Callable | None], source: str = "maps",
-                  not_applicable: Mapping[str, str] | None = None,
+                  not_applicable: Mapping[str, str] | None = None, n_concepts: int | None = None,
                   coarse_grid: tuple[int, int] | None = None) -> int:
     """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts,
     and with ``coarse_grid`` (:func:`coarsest_grid`) each map's sharpness beyond that grid.
 
+    ``n_concepts`` (``explain.concepts.n_concepts``) gives the concept floors their number of labels.
     ``explain_func_for(method)`` gives the Quantus ``explain_func`` of an explainer (None for a
     map without one). ``not_applicable`` maps an explainer that cannot explain this model (CAM on
     a classifier that is not GAP + linear) to the reason, written in place of its scores. Returns
@@ -200,7 +201,8 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     if concepts:
         # The ceiling of the concept maps lives on the grid of F_S (none for the CNN: no concepts).
         grid = explained.model.feature_grid(x) if hasattr(explained.model, "feature_grid") else None
-        tables.add_concepts(seed, concepts, parts=parts, masks=masks, sample_ids=indices, grid=grid)
+        tables.add_concepts(seed, concepts, parts=parts, masks=masks, sample_ids=indices, grid=grid,
+                            images=x, n_concepts=n_concepts)
     log.info("seed %d: %s", seed, ", ".join(f"{r['method']} {r['metric']} {r['value']:.3f}"
                                             for r in tables.rows if r["seed"] == seed and r["kind"] == "head"))
     return len(indices)
@@ -246,6 +248,7 @@ def evaluate_every_seed(params, *, dataset: str, combination: Combination | None
                                  purity_m=ev.purity_m, device=str(device),
                                  explain_func_for=quantus_explain_funcs(params.explain, seed),
                                  source=str(maps_path), not_applicable=not_applicable,
+                                 n_concepts=params.explain.concepts.n_concepts,
                                  coarse_grid=coarsest_grid(backbone_cfg.architecture, backbone_cfg.image_size))
     tables.log_seconds()
     settings_file = tables.settings_file(ev, params.seeds, n_images,

@@ -49,6 +49,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from kmx_eval.errors import DataError
+from kmx_eval.metrics.concept_fidelity import CONCEPT_FLOORS
 from kmx_eval.metrics.bootstrap import (hierarchical_bootstrap_ci, hierarchical_difference_ci,
                                         paired_hierarchical_test, seed_mean, seed_spread, summarise)
 # The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
@@ -62,7 +63,7 @@ METRIC_COLUMNS = TIDY_COLUMNS
 #: What identifies one aggregated value.
 KEYS = ["dataset", "combination", "kind", "method", "category", "metric"]
 #: Control maps (kmx_eval.explain.controls): shown beside the explainers, never ranked or bolded.
-CONTROLS = ("random", "oracle", "oracle_pixel")
+CONTROLS = ("random", "oracle", "oracle_pixel", *CONCEPT_FLOORS)
 
 
 def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:

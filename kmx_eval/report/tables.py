@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from kmx_eval.errors import DataError
+from kmx_eval.metrics.concept_fidelity import CONCEPT_FLOORS
+from kmx_eval.metrics.evaluation import CONCEPT_METRICS
 from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
 from kmx_eval.report.duplicates import SAME_MAP_RHO
@@ -222,16 +224,21 @@ def report_tables(
                      kinds=["explainer"], with_chance=False,
                      **order, methods=list(explainers or []) + list(CONTROLS), metrics=metrics),
         metric_table(agg, name="concept_fidelity", title="Semantic fidelity of concept maps",
-                     caption="Purity of concepts on parts and agreement (ARI, NMI) between concept map "
+                     caption="Purity of concepts on parts and agreement (ARI, NMI, and AMI: NMI corrected "
+                             "for chance, about 0 for a random partition) between concept map "
                              "and part map, inside the object mask (_object) and over the whole image "
                              "(_image), where part or object masks exist; one row per concept scope "
                              "(concepts_global: shared by all classes, concepts_class: per class). Chance: "
                              "the same maps with ids shuffled over the scored pixels. Ceiling: the 'oracle' "
-                             "row, the part map averaged onto the combination's grid." + seeds + best,
+                             "row, the part map averaged onto the combination's grid. Floors with structure, "
+                             "with the study's number of concepts K and no knowledge of the network: "
+                             "floor_colour (k-means on each image's pixel colours), floor_slic (SLIC "
+                             "superpixels, about K segments) and floor_grid (K equal grid cells); a concept "
+                             "map that does not beat them says no more about parts than colour or position."
+                             + seeds + best,
                      categories=["concept_fidelity"], with_chance=True, **order,
-                     methods=["concepts_global", "concepts_class", "oracle"],
-                     metrics=[f"concept_{score}_{region}" for region in ("object", "image")
-                              for score in ("purity", "ari", "nmi")]),
+                     methods=["concepts_global", "concepts_class", "oracle", *CONCEPT_FLOORS],
+                     metrics=list(CONCEPT_METRICS)),
         sharpness_table(agg, seeds=seeds, explainers=explainers, **order),
     ]
 

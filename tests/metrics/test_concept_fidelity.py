@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kmx_eval.data.torch_data import MEAN, STD
 from kmx_eval.metrics import concept_fidelity as cf
 
 
@@ -142,3 +143,63 @@ def test_the_object_ceiling_ignores_background_majorities():
     assert (plain == 0).all()
     inside = cf.grid_ceiling_maps(parts, (2, 2), ignore_background=True)
     assert inside[0, 3, 3] == 1 and inside[0, 12, 12] == 0
+
+
+def test_ami_of_a_random_partition_is_about_zero_where_nmi_is_not():
+    parts = _parts(n=4, size=16)
+    concepts = np.random.default_rng(3).integers(0, 8, parts.shape)
+    ami, nmi = cf.concept_ami(concepts, parts), cf.concept_nmi(concepts, parts)
+    assert np.all(np.abs(ami) < 0.02) and abs(ami.mean()) < 0.005
+    assert nmi.min() > 0.015 > 3 * abs(ami.mean())
+    assert np.allclose(cf.concept_ami(parts * 3 + 1, parts), 1.0)
+    assert "ami" in cf.concept_scores(concepts, parts)
+
+
+def _coloured(parts, seed=0):
+    """RGB images (n, H, W, 3) in [0, 1] whose every part has its own colour, plus a little noise."""
+    colours = np.array([[0.1, 0.1, 0.1], [0.9, 0.2, 0.2], [0.2, 0.8, 0.3], [0.2, 0.3, 0.9]])
+    noise = np.random.default_rng(seed).normal(0, 0.02, parts.shape + (3,))
+    return np.clip(colours[parts] + noise, 0, 1)
+
+
+@pytest.mark.parametrize("k", [4, 6, 9])
+def test_each_floor_is_computed_with_the_requested_number_of_concepts(k):
+    parts = _parts(n=3, size=48)
+    rgb = _coloured(parts)
+    colour = cf.colour_kmeans_maps(rgb, k, seed=0)
+    assert [len(np.unique(c)) for c in colour] == [k] * 3
+    grid = cf.grid_label_maps(parts.shape, k)
+    assert [len(np.unique(g)) for g in grid] == [k] * 3
+    rows, cols = cf.grid_shape(k)
+    assert rows * cols == k and rows <= cols
+    # SLIC seeds about k centres: the segment count stays near the request
+    segments = [len(np.unique(s)) for s in cf.slic_maps(rgb, k)]
+    assert all(k / 3 <= n <= 3 * k for n in segments), segments
+    more = [len(np.unique(s)) for s in cf.slic_maps(rgb, 4 * k)]
+    assert np.mean(more) > np.mean(segments)
+
+
+def test_the_colour_floor_recovers_a_colour_defined_part_map_and_can_win():
+    parts = _parts(n=3, size=48)
+    x = (np.moveaxis(_coloured(parts), -1, 1) - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
+    floors = cf.floor_maps(x, 4, seed=0)
+    assert set(floors) == set(cf.CONCEPT_FLOORS)
+    assert np.allclose(cf.concept_ami(floors["floor_colour"], parts), 1.0)
+    # the grid floor knows nothing of the colours: far lower; a concept map must beat the colour floor
+    assert np.all(cf.concept_ami(floors["floor_grid"], parts) < 0.5)
+    assert np.allclose(cf.rgb_images(x), _coloured(parts))
+
+
+def test_the_floors_are_reference_rows_of_the_concept_table():
+    from kmx_eval.metrics.evaluation import EvaluationTables  # the table side of the same floors
+
+    parts = _parts(n=3, size=48)
+    x = (np.moveaxis(_coloured(parts), -1, 1) - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
+    t = EvaluationTables("d", "B4", n_resamples=50, confidence=0.9)
+    t.add_concepts(0, {"concepts_global": (parts > 0).astype(np.int16)}, parts=parts, masks=parts > 0,
+                   sample_ids=np.arange(3), grid=(6, 6), images=x, n_concepts=4)
+    df = t.frames()[0].set_index(["method", "metric"])
+    for floor in cf.CONCEPT_FLOORS:
+        assert "K = 4 (floor)" in df.loc[(floor, "concept_ami_image"), "note"]
+    assert df.loc[("floor_colour", "concept_ami_image"), "value"] == pytest.approx(1.0)
+    assert df.loc[("floor_colour", "concept_ami_image"), "value"] > df.loc[("concepts_global", "concept_ami_image"), "value"]
