@@ -23,6 +23,15 @@ Difficulty: with ``n_styles`` set, every class draws its ``n_parts`` styles from
 ``n_styles`` styles, so classes share parts (each class a distinct set); a class is then told only
 by which parts occur together and how they are arranged, and distractors copied from the pool look
 like parts of several classes.
+
+Colour (``colour``, docs/METHOD.md, section 4, "Synthetic parts"): with ``per_style`` (the source's
+default, the dataset of the first studies) colour is part of a style, so a part can be told by its
+colour alone and a pixel-colour k-means recovers the part map without looking at any network. With
+``per_image`` a style is a (shape, texture) pair: every image draws one colour from
+:data:`COLOURS` (and one brightness) for its object's parts and its distractors alike, and every
+texture is two-tone with about half its pixels in each tone (:data:`TWO_TONE_TEXTURES`, no solid
+fill), so pixel colour tells neither the class, nor a part from another, nor the object from a
+distractor; the class is in the parts' shapes, textures and arrangement.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from math import comb
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -58,6 +68,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
 }
 TEXTURES = ("solid", "stripes", "checker")
+#: The textures of ``colour: per_image``: each paints about half of a part in its base colour and
+#: half in the alternate one, so the two tones split every part alike and carry no part identity.
+TWO_TONE_TEXTURES = ("stripes", "checker", "rings")
+#: ``Style.colour`` of ``colour: per_image``: the part takes the colour its image draws.
+IMAGE_COLOUR = "image"
+#: How colour is assigned (``datasets.<name>.colour``), see the module docstring.
+COLOUR_MODES = ("per_style", "per_image")
 
 
 def _normalise(poly: np.ndarray) -> np.ndarray:
@@ -102,6 +119,13 @@ SHAPES: dict[str, np.ndarray] = {
 SHAPE_REACH = {name: float(np.linalg.norm(p, axis=1).max()) for name, p in SHAPES.items()}
 
 N_STYLES = len(SHAPES) * len(COLOURS) * len(TEXTURES)
+#: Styles of ``colour: per_image``: (shape, two-tone texture) pairs.
+N_SHAPE_STYLES = len(SHAPES) * len(TWO_TONE_TEXTURES)
+
+
+def n_styles_of(colour: str) -> int:
+    """How many distinct part styles the ``colour`` mode offers (:data:`COLOUR_MODES`)."""
+    return N_SHAPE_STYLES if colour == "per_image" else N_STYLES
 
 
 @dataclass(frozen=True)
@@ -132,12 +156,18 @@ class ClassDesign:
     area: float
 
 
-def _styles(n: int, seed: int) -> list[Style]:
+def _styles(n: int, seed: int, colour: str = "per_style") -> list[Style]:
     """``n`` distinct styles; the first up to 80 differ in (shape, colour), not in texture only.
 
     Parts that differ only by texture are the hardest to tell apart at low resolution, so such
     pairs are used only when a config asks for more parts than there are (shape, colour) pairs.
+    With ``colour="per_image"`` a style is a (shape, two-tone texture) pair in a seeded order and
+    its colour is :data:`IMAGE_COLOUR`.
     """
+    if colour == "per_image":
+        pairs = list(itertools.product(SHAPES, TWO_TONE_TEXTURES))
+        order = rng(seed, "shape-styles").permutation(len(pairs))
+        return [Style(pairs[i][0], IMAGE_COLOUR, pairs[i][1]) for i in order[:n]]
     gen = rng(seed, "styles")
     pairs = list(itertools.product(SHAPES, COLOURS))
     order = gen.permutation(len(pairs))
@@ -199,7 +229,7 @@ def n_style_sets(n_styles: int, n_parts: int) -> int:
 
 @lru_cache(maxsize=32)
 def design_classes(n_classes: int, n_parts: int, seed: int,
-                   n_styles: int | None = None) -> tuple[ClassDesign, ...]:
+                   n_styles: int | None = None, colour: str = "per_style") -> tuple[ClassDesign, ...]:
     """Draw the class designs of a synthetic dataset (styles and arrangements, from ``seed``).
 
     Without ``n_styles``, every part of every class has its own style while
@@ -209,17 +239,19 @@ def design_classes(n_classes: int, n_parts: int, seed: int,
     (no two classes the same set) and classes share parts, as bird species share wing or beak
     types: the class is then told by the combination and its arrangement. The layout is rescaled so that the object's bounding radius
     (farthest vertex from the object's centre) is 1, and ``area`` is the object's pixel area at
-    bounding radius R divided by R^2 (measured by rasterising at R = 100 px).
+    bounding radius R divided by R^2 (measured by rasterising at R = 100 px). ``colour`` picks
+    the styles (:func:`_styles`): with ``per_image`` there are :data:`N_SHAPE_STYLES` of them.
     """
-    if n_styles is None and n_classes * n_parts <= N_STYLES:
-        styles = _styles(n_classes * n_parts, seed)
+    available = n_styles_of(colour)
+    if n_styles is None and n_classes * n_parts <= available:
+        styles = _styles(n_classes * n_parts, seed, colour)
         part_sets = [styles[c * n_parts:(c + 1) * n_parts] for c in range(n_classes)]
     else:
-        size = N_STYLES if n_styles is None else int(n_styles)
+        size = available if n_styles is None else int(n_styles)
         if n_style_sets(size, n_parts) < n_classes:
             raise ValueError(f"{n_classes} classes need {n_classes} distinct sets of {n_parts} styles, "
                              f"but {size} styles give only {n_style_sets(size, n_parts)}")
-        pool = _styles(size, seed)
+        pool = _styles(size, seed, colour)
         gen, seen, part_sets = rng(seed, "shared-styles"), set(), []
         while len(part_sets) < n_classes:
             pick = tuple(int(i) for i in gen.choice(size, n_parts, replace=False))
@@ -244,7 +276,9 @@ def design_classes(n_classes: int, n_parts: int, seed: int,
                                         (ref + 2, ref + 2), ref, 0.0, False), covered.shape[0])
         designs.append(ClassDesign("", parts, float(covered.sum() / ref**2)))
     names = [f"{d.parts[0].style.colour}-{d.parts[0].style.shape}" for d in designs]
-    if len(set(names)) < len(names):
+    if colour == "per_image":
+        names = [f"{d.parts[0].style.texture}-{d.parts[0].style.shape}" for d in designs]
+    if len(set(names)) < len(names) and colour != "per_image":
         names = [f"{d.parts[0].style.colour}-{d.parts[0].style.texture}-{d.parts[0].style.shape}"
                  for d in designs]
     if len(set(names)) < len(names):  # shared styles: several classes start with the same part
@@ -285,25 +319,33 @@ class _Canvas:
         field += g.normal(0, 5, (s, s, 1))
         return field
 
-    def draw(self, style: Style, poly_px: np.ndarray, centre, size_px: float, angle: float) -> np.ndarray:
+    def draw(self, style: Style, poly_px: np.ndarray, centre, size_px: float, angle: float,
+             tones: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Paint a textured shape; returns its pixel mask.
 
         Stripes and checks follow the part's own frame (``u, v`` = pixel coordinates rotated by
         ``angle`` around ``centre``, in units of a band width ``0.4 * size_px``), so a texture
-        turns with its part and keeps its scale relative to it.
+        turns with its part and keeps its scale relative to it; rings are bands of the distance
+        to ``centre``. ``tones`` (base, alternate) is the image's colour under ``colour:
+        per_image``; without it the style's colour is used, under a brightness drawn per shape.
         """
         mask = _fill(poly_px, self.size)
-        jitter = self.gen.uniform(0.85, 1.1)  # lighting varies; a part is not one exact RGB value
-        base = np.clip(np.asarray(COLOURS[style.colour], float) * jitter, 0, 255)
-        if style.texture == "solid":
-            self.rgb[mask] = base
-            return mask
-        alt = np.clip(_alternate(COLOURS[style.colour]) * jitter, 0, 255)
+        if tones is None:
+            jitter = self.gen.uniform(0.85, 1.1)  # lighting varies; a part is not one exact RGB value
+            base = np.clip(np.asarray(COLOURS[style.colour], float) * jitter, 0, 255)
+            if style.texture == "solid":
+                self.rgb[mask] = base
+                return mask
+            alt = np.clip(_alternate(COLOURS[style.colour]) * jitter, 0, 255)
+        else:
+            base, alt = tones
         band = max(1.5, 0.4 * size_px)
         dx, dy = self.xx[mask] - centre[0], self.yy[mask] - centre[1]
         u = np.floor((dx * np.cos(angle) + dy * np.sin(angle)) / band)
         if style.texture == "stripes":
             odd = u % 2 == 1
+        elif style.texture == "rings":
+            odd = np.floor(np.hypot(dx, dy) / band) % 2 == 1
         else:
             v = np.floor((-dx * np.sin(angle) + dy * np.cos(angle)) / band)
             odd = (u + v) % 2 == 1
@@ -314,11 +356,74 @@ class _Canvas:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
 
 
-def render(
-    design: ClassDesign, size: int, gen: np.random.Generator, clutter: int, pool: tuple[Style, ...],
-    coverage: tuple[float, float] = COVERAGE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one image of ``design``; returns ``(image uint8 (S,S,3), parts uint8 (S,S))``.
+def image_tones(gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The (base, alternate) colours of one image under ``colour: per_image``: a colour of
+    :data:`COLOURS` drawn uniformly and one brightness for every shape of the image."""
+    colour = COLOURS[str(gen.choice(list(COLOURS)))]
+    jitter = gen.uniform(0.85, 1.1)
+    return (np.clip(np.asarray(colour, float) * jitter, 0, 255),
+            np.clip(_alternate(colour) * jitter, 0, 255))
+
+
+@dataclass
+class Scene:
+    """One image taken apart: what lies behind the object, and the object's parts as layers.
+
+    ``backdrop`` is the float RGB canvas with background and distractors, before the object;
+    ``layers[k-1]`` is part k as painted (its pixel mask and their RGB values, in painting order);
+    ``tones`` the image's colour under ``colour: per_image`` (None otherwise); ``placement`` the
+    object's centre, bounding radius and mean part radius in pixels.
+    """
+
+    backdrop: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    tones: tuple[np.ndarray, np.ndarray] | None
+    placement: tuple[np.ndarray, float, float]
+
+    def compose(self, *, without: int = 0, backdrop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(image uint8 (S,S,3), parts uint8 (S,S))`` with the parts painted over ``backdrop``
+        (default: the scene's own) in their order, part ``without`` (1..P) left out."""
+        rgb = (self.backdrop if backdrop is None else backdrop).copy()
+        parts = np.zeros(rgb.shape[:2], dtype=np.uint8)
+        for k, (mask, values) in enumerate(self.layers, start=1):
+            if k != without:
+                rgb[mask] = values
+                parts[mask] = k
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), parts
+
+
+def _distractors(canvas: _Canvas, gen: np.random.Generator, *, clutter: int, pool: tuple[Style, ...],
+                 placement: tuple[np.ndarray, float, float], colour: str,
+                 tones: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Paint ``clutter`` distractors off the object's bounding circle (see :func:`render`)."""
+    centre, radius, part_px = placement
+    textures = TWO_TONE_TEXTURES if colour == "per_image" else TEXTURES
+    for _ in range(clutter):
+        if gen.random() < DISTRACTOR_FROM_PARTS:
+            style = pool[int(gen.integers(len(pool)))]
+        elif colour == "per_image":
+            style = Style(str(gen.choice(list(SHAPES))), IMAGE_COLOUR, str(gen.choice(textures)))
+        else:
+            style = Style(
+                str(gen.choice(list(SHAPES))), str(gen.choice(list(COLOURS))), str(gen.choice(textures))
+            )
+        r = part_px * gen.uniform(0.75, 1.2)
+        for _ in range(30):  # keep distractors off the object, so they do not extend it
+            at = gen.uniform(0, canvas.size, 2)
+            if np.linalg.norm(at - centre) > radius + 0.5 * r:
+                break
+        else:
+            continue
+        angle = gen.uniform(0, 2 * np.pi)
+        poly = _transform(_part_polygon(style.shape, (0.0, 0.0), 1.0, angle), at, r, 0.0, False)
+        canvas.draw(style, poly, at, r, angle, tones)
+
+
+def render_scene(
+    design: ClassDesign, size: int, gen: np.random.Generator, *, clutter: int, pool: tuple[Style, ...],
+    coverage: tuple[float, float] = COVERAGE, colour: str = "per_style",
+) -> Scene:
+    """Draw one image of ``design`` as a :class:`Scene` (:func:`render` composes it).
 
     The object's bounding radius is ``R = min(sqrt(a S^2 / area), MAX_RADIUS S)`` with ``a`` drawn
     uniformly in ``coverage``; its centre is uniform where the bounding circle fits in the
@@ -327,41 +432,54 @@ def render(
     part map is exact: a pixel's part id is that of the last part painted on it.
     """
     canvas = _Canvas(size, gen)
+    tones = image_tones(gen) if colour == "per_image" else None
     target = gen.uniform(*coverage)
     radius = min(np.sqrt(target * size * size / design.area), MAX_RADIUS * size)
     centre = gen.uniform(radius, size - radius, 2)
     theta = gen.uniform(0, 2 * np.pi)
     mirror = bool(gen.integers(2))
-    part_px = radius * float(np.mean([p.size for p in design.parts]))
-
-    for _ in range(clutter):
-        if gen.random() < DISTRACTOR_FROM_PARTS:
-            style = pool[int(gen.integers(len(pool)))]
-        else:
-            style = Style(
-                str(gen.choice(list(SHAPES))), str(gen.choice(list(COLOURS))), str(gen.choice(TEXTURES))
-            )
-        r = part_px * gen.uniform(0.75, 1.2)
-        for _ in range(30):  # keep distractors off the object, so they do not extend it
-            at = gen.uniform(0, size, 2)
-            if np.linalg.norm(at - centre) > radius + 0.5 * r:
-                break
-        else:
-            continue
-        angle = gen.uniform(0, 2 * np.pi)
-        poly = _transform(_part_polygon(style.shape, (0.0, 0.0), 1.0, angle), at, r, 0.0, False)
-        canvas.draw(style, poly, at, r, angle)
-
-    parts = np.zeros((size, size), dtype=np.uint8)
-    for k, p in enumerate(design.parts, start=1):
+    placement = (centre, radius, radius * float(np.mean([p.size for p in design.parts])))
+    _distractors(canvas, gen, clutter=clutter, pool=pool, placement=placement, colour=colour, tones=tones)
+    backdrop = canvas.rgb.copy()
+    layers = []
+    for p in design.parts:
         poly = _transform(_part_polygon(p.style.shape, p.offset, p.size, p.angle), centre, radius, theta, mirror)
         at = _transform(np.asarray([p.offset]), centre, radius, theta, mirror)[0]
         # The part's own x axis in pixels: Rot(theta) M (cos a, sin a) = direction theta + a, or
         # theta + pi - a when mirrored; textures follow it, like those of distractors.
         angle = theta + (np.pi - p.angle if mirror else p.angle)
-        mask = canvas.draw(p.style, poly, at, radius * p.size, angle)
-        parts[mask] = k
-    return canvas.image(), parts
+        mask = canvas.draw(p.style, poly, at, radius * p.size, angle, tones)
+        layers.append((mask, canvas.rgb[mask].copy()))
+    return Scene(backdrop, layers, tones, placement)
+
+
+def render(
+    design: ClassDesign, size: int, gen: np.random.Generator, clutter: int, pool: tuple[Style, ...],
+    coverage: tuple[float, float] = COVERAGE, *, colour: str = "per_style",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one image of ``design``; returns ``(image uint8 (S,S,3), parts uint8 (S,S))``
+    (:func:`render_scene`, composed)."""
+    return render_scene(design, size, gen, clutter=clutter, pool=pool, coverage=coverage,
+                        colour=colour).compose()
+
+
+def replaced_backdrop(scene: Scene, size: int, gen: np.random.Generator, *, clutter: int,
+                      pool: tuple[Style, ...], colour: str = "per_style") -> np.ndarray:
+    """Another backdrop for ``scene``'s object: a new background with new distractors, drawn by
+    ``gen`` as :func:`render_scene` draws them (kept off the same object circle, in the image's
+    own colour under ``per_image``), so that the object-only copy stays in the training
+    distribution everywhere but behind the object."""
+    canvas = _Canvas(size, gen)
+    _distractors(canvas, gen, clutter=clutter, pool=pool, placement=scene.placement, colour=colour,
+                 tones=scene.tones)
+    return canvas.rgb
+
+
+def _designs_and_pool(cfg: "Synthetic.Config") -> tuple[tuple[ClassDesign, ...], tuple[Style, ...]]:
+    """The class designs of ``cfg`` and the distractors' style pool: the styles of class parts,
+    each once however many classes share it."""
+    designs = design_classes(cfg.n_classes, cfg.n_parts, cfg.seed, cfg.n_styles, cfg.colour)
+    return designs, tuple(dict.fromkeys(p.style for d in designs for p in d.parts))
 
 
 def generate(cfg: "Synthetic.Config", image_size: int, split: str, n_per_class: int):
@@ -370,20 +488,55 @@ def generate(cfg: "Synthetic.Config", image_size: int, split: str, n_per_class: 
     Image ``i`` of ``split`` is drawn from the generator seeded by ``(seed, split, i)``, so any
     image can be regenerated alone and the splits are independent draws.
     """
-    designs = design_classes(cfg.n_classes, cfg.n_parts, cfg.seed, cfg.n_styles)
-    # Distractors copy the styles of class parts (each style once, however many classes share it).
-    pool = tuple(dict.fromkeys(p.style for d in designs for p in d.parts))
+    designs, pool = _designs_and_pool(cfg)
     n = n_per_class * cfg.n_classes
     images, labels, masks, parts = [], [], [], []
     for i in tqdm(range(n), desc=f"synthetic {split}", leave=False):
         label = i % cfg.n_classes
         image, part_map = render(designs[label], image_size, rng(cfg.seed, split, i), cfg.clutter, pool,
-                                 tuple(cfg.coverage))
+                                 tuple(cfg.coverage), colour=cfg.colour)
         images.append(image)
         labels.append(label)
         parts.append(part_map)
         masks.append(part_map > 0)
     return {"images": images, "labels": labels, "masks": masks, "parts": parts}
+
+
+@dataclass
+class InterventionCopies:
+    """Copies of test images with exact ground truth (docs/METHOD.md, section 4, "Part interventions").
+
+    ``indices`` (n,) are positions in the test split; ``original`` (n, S, S, 3) the images as the
+    test split stores them; ``without_part`` (n, P, S, S, 3) image i with part k+1 removed (what lay
+    behind it shown); ``object_only`` (n, S, S, 3) its object, pixel for pixel, over another
+    background with other distractors.
+    """
+
+    indices: np.ndarray
+    original: np.ndarray
+    without_part: np.ndarray
+    object_only: np.ndarray
+
+
+def intervention_copies(cfg: "Synthetic.Config", image_size: int, indices) -> InterventionCopies:
+    """The :class:`InterventionCopies` of test images ``indices``: image ``i`` is redrawn from
+    ``(seed, "test", i)`` exactly as :func:`generate` drew it, and its new backdrop from
+    ``(seed, "test", i, "replaced")``; a pure function of the config and ``indices``."""
+    designs, pool = _designs_and_pool(cfg)
+    indices = np.asarray(indices, dtype=np.int64)
+    original, without, only = [], [], []
+    for i in indices:
+        scene = render_scene(designs[int(i) % cfg.n_classes], image_size, rng(cfg.seed, "test", int(i)),
+                             clutter=cfg.clutter, pool=pool, coverage=tuple(cfg.coverage), colour=cfg.colour)
+        backdrop = replaced_backdrop(scene, image_size, rng(cfg.seed, "test", int(i), "replaced"),
+                                     clutter=cfg.clutter, pool=pool, colour=cfg.colour)
+        original.append(scene.compose()[0])
+        without.append([scene.compose(without=k)[0] for k in range(1, cfg.n_parts + 1)])
+        only.append(scene.compose(backdrop=backdrop)[0])
+    pixels = (image_size, image_size, 3)  # reshape: an empty ``indices`` keeps its shapes
+    return InterventionCopies(indices, np.asarray(original, np.uint8).reshape((-1,) + pixels),
+                              np.asarray(without, np.uint8).reshape((len(indices), cfg.n_parts) + pixels),
+                              np.asarray(only, np.uint8).reshape((-1,) + pixels))
 
 
 @SOURCES.register("synthetic")
@@ -404,6 +557,9 @@ class Synthetic:
         n_styles: int | None = Field(None, ge=1, le=N_STYLES)
         #: Share of the image the object covers, drawn uniformly in [low, high] (before the frame cap).
         coverage: tuple[float, float] = COVERAGE
+        #: per_style: colour is part of a part's style (told by colour alone); per_image: one colour
+        #: per image for every shape, two-tone textures (told by shape, texture and arrangement).
+        colour: Literal["per_style", "per_image"] = "per_style"
 
         @model_validator(mode="after")
         def _enough_styles(self):
@@ -411,6 +567,9 @@ class Synthetic:
                 raise ValueError(f"{self.n_classes} classes of one part each need more than the "
                                  f"{N_STYLES} part styles; use n_parts of 2 or more")
             if self.n_styles is not None:
+                if self.n_styles > n_styles_of(self.colour):
+                    raise ValueError(f"n_styles {self.n_styles} exceeds the {n_styles_of(self.colour)} part "
+                                     f"styles of colour: {self.colour}")
                 if self.n_styles < self.n_parts:
                     raise ValueError(f"n_styles ({self.n_styles}) must be at least n_parts ({self.n_parts})")
                 sets = n_style_sets(self.n_styles, self.n_parts)
@@ -433,5 +592,10 @@ class Synthetic:
             "train": generate(cfg, image_size, "train", cfg.train_per_class),
             "test": generate(cfg, image_size, "test", cfg.test_per_class),
         }
-        names = [d.name for d in design_classes(cfg.n_classes, cfg.n_parts, cfg.seed, cfg.n_styles)]
+        names = [d.name for d in _designs_and_pool(cfg)[0]]
         return assemble(splits, names, where)
+
+    @classmethod
+    def interventions(cls, cfg: "Synthetic.Config", image_size: int) -> InterventionCopies:
+        """The part-intervention copies of every test image (:func:`intervention_copies`)."""
+        return intervention_copies(cfg, image_size, np.arange(cfg.test_per_class * cfg.n_classes))

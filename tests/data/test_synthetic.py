@@ -175,3 +175,84 @@ def test_style_pool_and_coverage_are_validated():
         Config(source="synthetic", coverage=[0.2, 0.1])
     with pytest.raises(ValidationError, match="coverage"):
         Config(source="synthetic", coverage=[0.0, 0.1])
+
+
+def _default_shapes(**overrides):
+    """The study's ``shapes`` entry of params.yaml (with ``overrides``) and its number of concepts."""
+    from pathlib import Path
+
+    from kmx_eval.validation import load_params
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    return params.dataset("shapes").model_copy(update=overrides), params.explain.concepts.n_concepts
+
+
+def test_pixel_colour_cannot_recover_the_part_maps_of_the_default_set():
+    """The colour floor (docs/METHOD.md, section 4): a pixel-colour k-means with the study's number of
+    concepts, fitted on the object's pixels, scores about chance (AMI ~ 0) against the part maps of the
+    default set (colour: per_image), while on the same set drawn with colour per style it recovers them."""
+    from kmx_eval.data.synthetic import generate
+    from kmx_eval.metrics.colour_floor import colour_kmeans_ami
+
+    cfg, n_concepts = _default_shapes()
+    ami = {}
+    for colour in ("per_image", "per_style"):
+        split = generate(cfg.model_copy(update={"colour": colour}), 64, "test", 4)
+        ami[colour] = np.nanmean(colour_kmeans_ami(np.stack(split["images"]), np.stack(split["parts"]),
+                                                   n_concepts=n_concepts, seed=0))
+    assert abs(ami["per_image"]) < 0.05, ami
+    assert ami["per_style"] > 0.5, ami
+
+
+def test_per_image_colour_paints_every_shape_of_an_image_in_two_tones(tiny_config, size):
+    """colour: per_image: the object's pixels hold two colours per image (base and alternate tone of
+    the image's colour), shared by the distractors; the class names read texture and shape."""
+    from kmx_eval.data import class_names, prepare_dataset
+
+    dd = prepare_dataset(tiny_config(colour="per_image"), size)
+    images, _, _, parts = _arrays(dd["train"])
+    tones = [np.unique(im[p > 0], axis=0) for im, p in zip(images, parts)]
+    assert all(len(t) == 2 for t in tones)
+    assert len({tuple(t[0]) for t in tones}) > 3  # the colour changes from image to image
+    # Distractors carry the same two tones: every saturated background pixel is one of them.
+    for im, p, t in zip(images, parts, tones):
+        outside = im[p == 0]
+        painted = (outside[:, None, :] == t[None]).all(axis=2).any(axis=1)
+        assert painted.sum() > 0
+    assert all(name.split("-")[0] in ("stripes", "checker", "rings") for name in class_names(dd))
+
+
+def test_intervention_copies_change_only_what_they_say(tiny_config, synthetic_dd, size):
+    """Part removal changes only that part's pixels; object-only keeps the object pixel for pixel and
+    replaces the rest; the originals are the test split's images."""
+    from kmx_eval.data.synthetic import intervention_copies
+
+    for cfg, dd in ((tiny_config(), synthetic_dd),):
+        images, _, _, parts = _arrays(dd["test"])
+        idx = np.array([0, 4, 7])
+        copies = intervention_copies(cfg, size, idx)
+        np.testing.assert_array_equal(copies.original, images[idx])
+        for j, i in enumerate(idx):
+            for k in range(cfg.n_parts):
+                changed = (copies.without_part[j, k] != images[i]).any(axis=2)
+                assert not (changed & (parts[i] != k + 1)).any()
+                if (parts[i] == k + 1).sum() > 20:
+                    assert changed.sum() > 0.3 * (parts[i] == k + 1).sum()
+            obj = parts[i] > 0
+            np.testing.assert_array_equal(copies.object_only[j][obj], images[i][obj])
+            assert (copies.object_only[j] != images[i]).any(axis=2)[~obj].mean() > 0.5
+    again = intervention_copies(tiny_config(), size, [4])
+    np.testing.assert_array_equal(again.object_only[0], copies.object_only[1])
+    assert intervention_copies(tiny_config(), size, []).without_part.shape == (0, 3, size, size, 3)
+
+
+def test_per_image_style_pool_is_validated():
+    from kmx_eval.data import SOURCES
+    from kmx_eval.data.synthetic import N_SHAPE_STYLES
+
+    Config = SOURCES.get("synthetic").Config
+    assert Config(source="synthetic").colour == "per_style"
+    with pytest.raises(ValidationError, match="colour: per_image"):
+        Config(source="synthetic", colour="per_image", n_styles=N_SHAPE_STYLES + 1)
+    with pytest.raises(ValidationError):
+        Config(source="synthetic", colour="per_part")
