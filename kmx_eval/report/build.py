@@ -24,7 +24,7 @@ from kmx_eval import io, numerics, paths
 from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
 from kmx_eval.metrics.quantus.spec import metric_aliases
-from kmx_eval.report import duplicates, figures, galleries, html, inputs, stats, summary, tables
+from kmx_eval.report import duplicates, figures, floors, galleries, html, inputs, stats, summary, tables
 from kmx_eval.report import multiplicity
 from kmx_eval.report.inputs import Evaluations, ReportSettings
 from kmx_eval.report.table import Table, to_csv_frames, to_latex, to_markdown
@@ -113,11 +113,16 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
                           | ((samples["metric"] == "accuracy") & (samples["method"] == "kmeans"))]
     every_pair = [(a, b) for i, a in enumerate(combos) for b in combos[i + 1:]]
     paired = stats.paired_comparisons(fid_samples, every_pair, **bootstrap, seed=settings.seeds[0])
+    # Each headline value between its floor and ceiling, and the map against its floor over the same
+    # images (docs/METHOD.md, section 6, "Headlines that check the room").
+    rooms = floors.rooms(agg, samples, datasets=datasets, combinations=combos, method=explainer,
+                         metrics=[metric_name], **bootstrap, seed=settings.seeds[0])
     return Results(agg=agg, tables=result_tables, comparison=comparison,
                    numbers=summary.key_numbers(agg, datasets, combos, fidelity_metric=metric_name,
                                                        explainer=explainer),
                    sentences=summary.headlines(agg, datasets, combos, fidelity_metric=metric_name,
-                                                        explainer=explainer, paired=paired, uninformative=skip),
+                                                        explainer=explainer, paired=paired, uninformative=skip,
+                                                        rooms=rooms),
                    claims=summary.prototype_claims(agg, datasets, combos, samples=samples, **bootstrap,
                                                    seed=settings.seeds[0]), fidelity_metric=metric_name,
                    curves=evaluations.curves)

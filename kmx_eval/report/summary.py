@@ -13,16 +13,21 @@ formatted difference, whichever way the numbers come out, or "at an accuracy wit
 the paired interval of the difference (the same test images under both heads) includes 0. Every number goes through
 :func:`kmx_eval.report.numbers.fmt` (accuracies as percentages ``fmt(100 * a)``), the same format
 as the tables, from the same aggregated frame.
+
+Every value of the headline stands between its floor and its ceiling, and the best map is named only
+when it is above its floor by a paired interval that excludes 0; otherwise the sentence says it is at
+chance (:mod:`kmx_eval.report.floors`; docs/METHOD.md, section 6, "Headlines that check the room").
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from kmx_eval.paths import BASELINES
 from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
+from kmx_eval.report.floors import Room, room
 from kmx_eval.report.numbers import direction, finite, fmt
 from kmx_eval.report.stats import PrototypeDifference, first_row, prototype_difference
 
@@ -51,6 +56,7 @@ def headline(
     explainer: str = TRADEOFF_EXPLAINER,
     paired: pd.DataFrame | None = None,
     uninformative: bool = False,
+    rooms: Mapping[str, Room] | None = None,
 ) -> str:
     """One sentence on the accuracy / semantic-fidelity trade-off of ``dataset``.
 
@@ -58,6 +64,14 @@ def headline(
     the paired interval of the two compared combinations includes 0 the sentence says the
     difference is within the noise instead of naming a winner. ``uninformative``: the metric could
     not tell the oracle from the random map on this dataset, and the sentence says so.
+
+    ``rooms`` (``{combination: Room}``, :func:`kmx_eval.report.floors.rooms`) places every value
+    between its floor and its ceiling ("0.42 (grid floor 0.44, ceiling 0.8)") and gates the verdict:
+    the best map is named "best" only when it is above its floor by a paired interval that excludes
+    0 (:meth:`~kmx_eval.report.floors.Room.above_floor`); otherwise the sentence says that the
+    best map is at chance and names no winner (docs/METHOD.md, section 6, "Headlines that check the
+    room"). Without ``rooms`` the floor and ceiling are looked up in ``agg`` by name, and the best
+    value must exceed the floor's.
 
     Parameters
     ----------
@@ -90,12 +104,19 @@ def headline(
         return (f"On {dataset}, {fidelity_metric} of the {explainer} map cannot be measured{why}; "
                 f"{acc_clause}{cnn_clause}.")
     best, other = _best_and_other(fid, scored, combinations)
+    rooms = dict(rooms) if rooms is not None else {
+        c: r for c in scored if (r := room(agg, None, dataset=dataset, combination=c, method=explainer,
+                                           metric=fidelity_metric)) is not None}
+    higher = direction(fid[best]["higher_is_better"]) is not False
+    if best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher):
+        return f"On {dataset}, " + _at_chance(fid, rooms, best, fidelity_metric=fidelity_metric,
+                                              explainer=explainer) + f"; {acc_clause}{cnn_clause}."
     if other is None:
         return (f"On {dataset}, {best} is the only combination with a {fidelity_metric} value "
                 f"({fmt(fid[best]['value'])}{_interval(fid[best])}); {acc_clause}{cnn_clause}.")
     diff = _paired(paired, dataset, method=explainer, metric=fidelity_metric, best=best, other=other)
     text = f"On {dataset}, " + _fidelity_clause(fid, best, other, fidelity_metric=fidelity_metric,
-                                                explainer=explainer, diff=diff)
+                                                explainer=explainer, diff=diff, rooms=rooms)
     acc_diff = _paired(paired, dataset, method="kmeans", metric="accuracy", best=best, other=other)
     accuracy = _accuracy_clause(acc.get(best), acc.get(other), other=other, acc_diff=acc_diff)
     text += accuracy if accuracy is not None else f"; {acc_clause}"
@@ -124,17 +145,40 @@ def _best_and_other(fid: dict, scored: list[str], combinations: Sequence[str]) -
     return best, (reference if reference in scored else [c for c in scored if c != best][0])
 
 
-def _fidelity_clause(fid: dict, best: str, other: str, *, fidelity_metric: str, explainer: str, diff) -> str:
+def _in_room(r: pd.Series, room_of: Room | None) -> str:
+    """A value with its floor and ceiling, ``"0.42 (grid floor 0.44, ceiling 0.8)"``."""
+    return fmt(r["value"]) + ("" if room_of is None or not room_of.bounds() else " " + room_of.bounds())
+
+
+def _at_chance(fid: dict, rooms: Mapping[str, Room], best: str, *, fidelity_metric: str, explainer: str) -> str:
+    """The fidelity half when even the best map is not above its floor: no winner is named."""
+    verb = "localises" if fid[best]["category"] == "localisation" else "scores"
+    versus = rooms[best].against_floor()
+    why = (f"; its {versus} does not lie above 0" if versus
+           else f", not above its {rooms[best].floor_word}")
+    return (f"no combination's {explainer} map {verb} above chance on {fidelity_metric}: the best of them, "
+            f"{best}, scores {_in_room(fid[best], rooms[best])}, at chance{why}")
+
+
+def _fidelity_clause(fid: dict, best: str, other: str, *, fidelity_metric: str, explainer: str, diff,
+                     rooms: Mapping[str, Room] | None = None) -> str:
     """The headline's fidelity half: which combination's map scores best, or that the two are alike
-    within the noise (``diff``, their paired difference, includes 0)."""
+    within the noise (``diff``, their paired difference, includes 0); each value with its floor and
+    ceiling where ``rooms`` has them."""
+    rooms = rooms or {}
     if diff is not None and not (diff["ci_low"] > 0 or diff["ci_high"] < 0):
         return (f"{best} and {other} localise alike within the noise ({fidelity_metric} of the "
-                f"{explainer} map {fmt(fid[best]['value'])} vs {fmt(fid[other]['value'])}; paired difference "
-                f"{fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] includes 0)")
+                f"{explainer} map {_in_room(fid[best], rooms.get(best))} vs {_in_room(fid[other], rooms.get(other))}; "
+                f"paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] "
+                "includes 0)")
     verb = ("localises best" if fid[best]["category"] == "localisation"
             else f"scores best on {fidelity_metric}")
+    versus = rooms[best].against_floor() if best in rooms else ""
     text = (f"{best} {verb} ({fidelity_metric} of the {explainer} map "
-            f"{fmt(fid[best]['value'])}{_interval(fid[best])} vs {fmt(fid[other]['value'])} for {other}")
+            f"{fmt(fid[best]['value'])}{_interval(fid[best])}"
+            f"{' ' + rooms[best].bounds() if best in rooms and rooms[best].bounds() else ''}"
+            f"{', ' + versus if versus else ''} "
+            f"vs {_in_room(fid[other], rooms.get(other))} for {other}")
     return text + (f"; paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}])"
                    if diff is not None else ")")
 
@@ -191,10 +235,18 @@ def backbone_provenance(architecture: str, weights: str, checkpoint: dict | None
 
 def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str], *,
               fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
-              uninformative: dict | None = None) -> dict[str, str]:
-    """:func:`headline` of every dataset, in the given order."""
+              uninformative: dict | None = None, rooms: Mapping[tuple[str, str, str], Room] | None = None
+              ) -> dict[str, str]:
+    """:func:`headline` of every dataset, in the given order; ``rooms`` as
+    :func:`kmx_eval.report.floors.rooms` returns them (``{(dataset, combination, metric): Room}``)."""
+    def of(ds):
+        if rooms is None:
+            return None
+        return {c: r for (d, c, m), r in rooms.items() if d == ds and m == fidelity_metric}
+
     return {ds: headline(agg, ds, list(combinations), fidelity_metric=fidelity_metric, explainer=explainer,
-                         paired=paired, uninformative=fidelity_metric in (uninformative or {}).get(ds, set()))
+                         paired=paired, uninformative=fidelity_metric in (uninformative or {}).get(ds, set()),
+                         rooms=of(ds))
             for ds in datasets}
 
 

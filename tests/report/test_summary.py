@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kmx_eval.metrics import tidy
-from kmx_eval.report import stats, summary
+from kmx_eval.report import floors, stats, summary
 from kmx_eval.report.numbers import fmt
 
 COMBOS = ["B4", "B34", "B234"]
@@ -147,3 +147,58 @@ def test_single_combination_is_described_without_a_comparison():
 def test_prototype_claim_says_when_it_was_not_tested():
     agg = _agg({"B4": 0.9, "B34": 0.9, "B234": 0.9}, {"B4": 0.2, "B34": 0.2, "B234": 0.2})
     assert "not tested" in summary.prototype_claim(agg, "d", COMBOS)
+
+
+# ------------------------------------------------------------------ the room of a headline (issue 22)
+def _with_controls(agg_rows_fid: dict, floor: float, ceiling: float | None, floor_method="random_grid",
+                   ceiling_method="ceiling"):
+    """The aggregate of :func:`_agg` plus a floor (and ceiling) map on every combination."""
+    import pandas as pd
+
+    rows = []
+    for comb in COMBOS:
+        for method, value in ((floor_method, floor), (ceiling_method, ceiling)):
+            if value is not None:
+                rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method=method,
+                                     category="localisation", metric="RelevanceMassAccuracy", value=value))
+    return pd.concat([agg_rows_fid, stats.aggregate_seeds(tidy.frame(rows))], ignore_index=True)
+
+
+def test_a_best_map_below_its_floor_is_at_chance_never_best():
+    # digits in docs/results/thorough: B234_balanced 0.4221, B4 0.3774, the random map 0.4375
+    base = _agg({"B4": 0.97, "B34": 0.96, "B234": 0.95}, {"B4": 0.3774, "B34": 0.40, "B234": 0.4221})
+    agg = _with_controls(base, floor=0.4375, ceiling=0.8)
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy")
+    assert "localises best" not in text and "at chance" in text
+    assert text.startswith("On d, no combination's margin map localises above chance on RelevanceMassAccuracy: "
+                           "the best of them, B234, scores 0.4221 (grid floor 0.4375, ceiling 0.8), at chance, "
+                           "not above its grid floor;")
+    # without a grid floor and ceiling, the pixel random map and the oracle, named as such
+    old = _with_controls(base, floor=0.4375, ceiling=0.8, floor_method="random", ceiling_method="oracle")
+    text = summary.headline(old, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy")
+    assert "localises best" not in text and "at chance" in text and "pixel floor" in text and "oracle 0.8" in text
+
+
+def test_a_best_map_above_its_floor_by_a_paired_interval_is_named_with_its_room():
+    import pandas as pd
+
+    base = _agg({"B4": 0.97, "B34": 0.96, "B234": 0.95}, {"B4": 0.22, "B34": 0.3, "B234": 0.41})
+    agg = _with_controls(base, floor=0.2, ceiling=0.8)
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy")
+    assert text.startswith("On d, B234 localises best (RelevanceMassAccuracy of the margin map 0.41 [0.36, 0.46] "
+                           "(grid floor 0.2, ceiling 0.8) vs 0.22 (grid floor 0.2, ceiling 0.8) for B4")
+    # the value is above the floor's, but the paired interval to the floor includes 0: at chance
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(40):
+        noise = rng.normal(scale=0.3)
+        for method, value in (("margin", 0.41 + noise), ("random_grid", 0.40 - noise)):
+            samples.append(dict(dataset="d", seed=0, combination="B234", method=method,
+                                metric="RelevanceMassAccuracy", sample=i, value=value, reason=""))
+    r = floors.room(agg, pd.DataFrame(samples), dataset="d", combination="B234", method="margin",
+                    metric="RelevanceMassAccuracy", n_resamples=200, seed=0)
+    assert r.ci_low < 0 < r.ci_high and not r.above_floor()
+    text = summary.headline(agg, "d", COMBOS, fidelity_metric="RelevanceMassAccuracy", rooms={"B234": r})
+    assert "localises best" not in text and "at chance" in text and "paired difference to the grid floor" in text
+    # lower-is-better reads the other side of the interval
+    assert floors.Room(0.1, 0.3, "grid floor", 0.0, "ceiling", -0.2, -0.3, -0.1).above_floor(False)

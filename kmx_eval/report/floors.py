@@ -1,0 +1,125 @@
+"""The room a headline number lives in: its floor, its ceiling, and whether the map is above the floor
+(docs/METHOD.md, section 6, "Headlines that check the room").
+
+A headline value ``v`` of a map is read between two control maps of the same model, images and
+metric: the *floor*, a random map (``random_grid``, the random map of the map's own grid, where the
+study has it; else ``random``, the pixel random map, named "pixel floor"), and the *ceiling*
+(``ceiling``, the metric's maximum on that grid, where the study has it; else ``oracle``, the mask
+on the grid, named "oracle"). Pixel-level maps (Integrated Gradients, saliency) are read against the
+pixel controls (``random``; ``ceiling_pixel`` else ``oracle_pixel``). The map is *above the floor*
+when the paired interval of ``v_i - floor_i`` over the same images (seeds, then images, resampled:
+:func:`~kmx_eval.report.stats.paired_difference`) excludes 0 on the better side; otherwise the
+headline says "at chance" and names no winner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kmx_eval.report.numbers import finite, fmt
+from kmx_eval.report.stats import first_row, paired_difference
+
+#: Floors and ceilings in the order they are looked up, with the words a sentence uses for them.
+GRID_FLOORS = (("random_grid", "grid floor"), ("random", "pixel floor"))
+GRID_CEILINGS = (("ceiling", "ceiling"), ("oracle", "oracle"))
+PIXEL_FLOORS = (("random", "pixel floor"),)
+PIXEL_CEILINGS = (("ceiling_pixel", "pixel ceiling"), ("oracle_pixel", "pixel oracle"))
+#: Maps that live on the input pixels rather than on a feature grid.
+PIXEL_MAPS = frozenset({"integrated_gradients", "saliency"})
+
+
+@dataclass(frozen=True)
+class Room:
+    """A map's value between its floor and ceiling, and its paired difference to the floor.
+
+    ``floor_word``/``ceiling_word``: what the sentence calls them ("grid floor", "pixel floor",
+    "ceiling", "oracle"); NaN numbers where a control is missing. ``difference``, ``ci_low``,
+    ``ci_high``: map minus floor over the same images (NaN without per-sample scores).
+    """
+
+    value: float
+    floor: float
+    floor_word: str
+    ceiling: float
+    ceiling_word: str
+    difference: float = np.nan
+    ci_low: float = np.nan
+    ci_high: float = np.nan
+
+    def above_floor(self, higher_is_better: bool = True) -> bool:
+        """Better than the floor: by a paired interval that excludes 0 on the better side where one
+        was computed, else (no per-sample scores) by the value alone, strictly. False without a floor."""
+        if finite(self.ci_low) and finite(self.ci_high):
+            return bool(self.ci_low > 0) if higher_is_better else bool(self.ci_high < 0)
+        if not (finite(self.value) and finite(self.floor)):
+            return False
+        return self.value > self.floor if higher_is_better else self.value < self.floor
+
+    def bounds(self) -> str:
+        """``"(grid floor 0.44, ceiling 0.8)"``: the references that were measured, as the tables format
+        them ("" with neither)."""
+        parts = [f"{word} {fmt(v)}" for word, v in ((self.floor_word, self.floor), (self.ceiling_word, self.ceiling))
+                 if finite(v)]
+        return f"({', '.join(parts)})" if parts else ""
+
+    def against_floor(self) -> str:
+        """``"paired difference to the grid floor 0.01 [-0.02, 0.03]"``, or "" without an interval."""
+        if not (finite(self.ci_low) and finite(self.ci_high)):
+            return ""
+        return (f"paired difference to the {self.floor_word} {fmt(self.difference)} "
+                f"[{fmt(self.ci_low)}, {fmt(self.ci_high)}]")
+
+
+def _reference(agg: pd.DataFrame, order, *, dataset: str, combination: str, metric: str
+               ) -> tuple[str | None, str, float]:
+    """The first control of ``order`` with a finite value of ``metric`` on this model: (method, word, value)."""
+    for method, word in order:
+        row = first_row(agg, dataset=dataset, combination=combination, method=method, metric=metric)
+        if row is not None and finite(row["value"]):
+            return method, word, float(row["value"])
+    return None, order[-1][1], np.nan
+
+
+def room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: str, combination: str, method: str,
+         metric: str, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Room | None:
+    """The :class:`Room` of ``method``'s ``metric`` on ``dataset``/``combination`` (None without a value
+    or without any control),
+    with the paired difference to its floor from ``samples`` (per-sample scores) when given."""
+    row = first_row(agg, dataset=dataset, combination=combination, method=method, metric=metric)
+    if row is None or not finite(row["value"]):
+        return None
+    pixel = method in PIXEL_MAPS
+    where = dict(dataset=dataset, combination=combination, metric=metric)
+    floor_method, floor_word, floor = _reference(agg, PIXEL_FLOORS if pixel else GRID_FLOORS, **where)
+    _, ceiling_word, ceiling = _reference(agg, PIXEL_CEILINGS if pixel else GRID_CEILINGS, **where)
+    if not (finite(floor) or finite(ceiling)):  # a study without controls: nothing to read against
+        return None
+    out = Room(float(row["value"]), floor, floor_word, ceiling, ceiling_word)
+    if samples is None or floor_method is None or not len(samples):
+        return out
+    sel = samples[(samples["dataset"] == dataset) & (samples["combination"] == combination)
+                  & (samples["metric"] == metric)].copy()
+    sel["value"] = pd.to_numeric(sel["value"], errors="coerce")
+    sel = sel[np.isfinite(sel["value"].to_numpy(dtype=float))]
+    d = paired_difference(sel[sel["method"] == floor_method], sel[sel["method"] == method],
+                          n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if d is None:
+        return out
+    return Room(out.value, floor, floor_word, ceiling, ceiling_word, d.difference, d.ci_low, d.ci_high)
+
+
+def rooms(agg: pd.DataFrame, samples: pd.DataFrame | None, *, datasets, combinations, method: str,
+          metrics, **bootstrap) -> dict[tuple[str, str, str], Room]:
+    """``{(dataset, combination, metric): Room}`` of ``method``'s map for every metric of ``metrics``
+    (None entries left out)."""
+    out = {}
+    for ds in datasets:
+        for comb in combinations:
+            for metric in metrics:
+                r = room(agg, samples, dataset=ds, combination=comb, method=method, metric=metric, **bootstrap)
+                if r is not None:
+                    out[(ds, comb, metric)] = r
+    return out
