@@ -25,7 +25,7 @@ from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
 from kmx_eval.metrics.quantus.spec import metric_aliases
 from kmx_eval.report import duplicates, figures, floors, galleries, html, inputs, stats, summary, tables
-from kmx_eval.report import multiplicity
+from kmx_eval.report import forest, multiplicity
 from kmx_eval.report.inputs import Evaluations, ReportSettings
 from kmx_eval.report.table import Table, to_csv_frames, to_latex, to_markdown
 
@@ -33,6 +33,15 @@ log = logging.getLogger("kmx_eval")
 
 #: What the report stage writes under ``reports/``, all swapped in together.
 OUTPUTS = ("tables", "figures", "metrics.json", "summary.md", "index.html")
+
+
+#: Caption of the forest plots (kmx_eval/report/forest.py).
+FOREST_CAPTION = ("Paired differences B − A of the map and the heads over the same images and seeds, one row per "
+                  "metric, grouped by category, with intervals that resample seeds, then images. Each row has its "
+                  "own scale (its numbers, in the metric's units, at the right), turned so that right means B is "
+                  "better. Filled: declared (primary endpoint: interval excludes 0; other rows: Benjamini-Hochberg "
+                  "adjusted); hollow: within the noise; grey: the metric fails its control on this dataset. "
+                  "Every row is in the full comparisons table under Paired comparisons and Full tables.")
 
 
 def check_settings(settings: ReportSettings) -> None:
@@ -66,6 +75,10 @@ class Results:
     claims: dict[str, str]  # the prototype claim of each dataset
     fidelity_metric: str
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: multiplicity.adjust of the paired comparisons (the forest plots read it)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: per dataset, the metrics that fail their control (greyed in the forest plots)
+    failed_controls: dict = field(default_factory=dict)
 
     def table(self, name: str) -> Table:
         return next(t for t in self.tables if t.name == name)
@@ -125,7 +138,7 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
                                                         rooms=rooms),
                    claims=summary.prototype_claims(agg, datasets, combos, samples=samples, **bootstrap,
                                                    seed=settings.seeds[0]), fidelity_metric=metric_name,
-                   curves=evaluations.curves)
+                   curves=evaluations.curves, comparisons=cmp, failed_controls=skip)
 
 
 class _Figures:
@@ -162,6 +175,10 @@ def _dataset_section(settings: ReportSettings, results: Results, ds: str, *, dd,
     tradeoff = store.add(f"tradeoff_{ds}", figures.tradeoff_figure(points, ds, fidelity_metric=metric_name,
                                                                  explainer=explainer),
                          alt=f"trade-off figure of {ds}")
+    rows = forest.forest_rows(results.comparisons, agg, ds, methods=[explainer, "kmeans", "probe"],
+                              failed=results.failed_controls)
+    forest_plot = store.add(f"comparisons_{ds}", forest.forest_figure(rows, ds), alt=f"paired comparisons of {ds}",
+                            caption=FOREST_CAPTION) if len(rows) else None
     proto = store.add(f"prototype_fidelity_{ds}", figures.prototype_fidelity_figure(agg, ds, settings.models),
                       alt=f"prototype fidelity of {ds}")
     prototypes = []
@@ -188,7 +205,7 @@ def _dataset_section(settings: ReportSettings, results: Results, ds: str, *, dd,
         name=ds, headline=results.sentences[ds], key_numbers=results.numbers[ds], tradeoff=tradeoff,
         prototype_table=results.table("prototype_fidelity").subset(ds), prototype_claim=results.claims[ds],
         prototype_figure=proto, prototype_galleries=prototypes, explanation_gallery=gallery,
-        gallery_note=g.note, curves=curves,
+        gallery_note=g.note, curves=curves, forest=forest_plot,
         comparisons=results.comparison.subset(ds, method=[explainer, "kmeans", "probe"]))
 
 

@@ -7,8 +7,11 @@ the same numbers give the same bytes on every run (DVC then sees no change where
 - :func:`tradeoff_figure` (docs/METHOD.md, section 5): per dataset, each block combination is a point
   ``(accuracy of its k-means head, semantic fidelity of its margin map)`` with bootstrap intervals
   on both axes, beside the original CNN (linear head; CAM, Grad-CAM and the other post-hoc
-  baselines at the CNN's accuracy). The Pareto front joins the points that no other point beats
-  on both axes.
+  baselines at the CNN's accuracy). Fidelity is on the normalised scale ``(v - floor) / (ceiling -
+  floor)`` of each map's own grid where the study has the grid floor and ceiling rows (raw values
+  otherwise); floor and ceiling are bands, never points. The Pareto front joins the compared heads
+  that no other compared head beats on both axes (controls never).
+- :func:`kmx_eval.report.forest.forest_figure`: the paired comparisons as a forest plot.
 - :func:`prototype_fidelity_figure`: linear prototypes ``w_c`` versus k-means prototypes ``p_ch``.
 - the galleries (image, mask, concept and attribution maps; nearest training images of the
   prototypes) are in :mod:`kmx_eval.report.galleries`, drawn in the same :func:`style`.
@@ -31,7 +34,7 @@ from matplotlib.figure import Figure
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS
 from kmx_eval.paths import BASELINES
 from kmx_eval.report.numbers import direction, fmt
-from kmx_eval.report.stats import first_row
+from kmx_eval.report.stats import CONTROLS, first_row
 
 #: Resolution of the PNG files (the HTML embeds the PNG).
 DPI = 110
@@ -128,6 +131,53 @@ def _legend_entries(fig: Figure) -> tuple[list, list[str]]:
     return handles, labels
 
 
+#: Control maps (floors and ceilings): drawn as bands of the trade-off figure, never as its points nor on its
+#: Pareto front (``stats.CONTROLS`` plus the grid floor and the ceilings of docs/METHOD.md, section 6).
+CONTROL_MAPS = frozenset(CONTROLS) | {"random_grid", "ceiling", "ceiling_pixel"}
+#: Maps that live on the input pixels: read against the pixel floor and the pixel ceiling.
+PIXEL_MAPS = frozenset({"integrated_gradients", "saliency"})
+#: (floor, ceiling) of the normalised scale ``(v - floor) / (ceiling - floor)``: the random map and the
+#: true ceiling of the map's own grid (of the pixels for a pixel map).
+NORMALISED_REFERENCES = {"grid": ("random_grid", "ceiling"), "pixel": ("random", "ceiling_pixel")}
+#: (floor, ceiling) drawn as bands on the raw scale, where a study has no grid floor or ceiling rows.
+RAW_REFERENCES = {"grid": ("random", "oracle"), "pixel": ("random", "oracle_pixel")}
+#: Columns of :func:`tradeoff_points`.
+TRADEOFF_COLUMNS = ["label", "group", "method", "combination", "x", "x_low", "x_high", "y", "y_low", "y_high",
+                    "chance", "higher_is_better", "note", "floor", "floor_low", "floor_high", "ceiling",
+                    "ceiling_low", "ceiling_high", "y_norm", "y_norm_low", "y_norm_high", "raw_floor",
+                    "raw_floor_low", "raw_floor_high", "raw_ceiling", "raw_ceiling_low", "raw_ceiling_high"]
+
+
+def _reference_values(agg: pd.DataFrame, *, dataset: str, combination: str, method: str, metric: str) -> dict:
+    """``value, low, high`` of a control row of ``metric`` (NaN where the study has none)."""
+    row = first_row(agg, dataset=dataset, combination=combination, method=method, metric=metric)
+    if row is None or not math.isfinite(float(row["value"])):
+        return dict(value=np.nan, low=np.nan, high=np.nan)
+    return dict(value=float(row["value"]), low=float(row["ci_low"]), high=float(row["ci_high"]))
+
+
+def normalise(value: float, floor: float, ceiling: float) -> float:
+    """``(value - floor) / (ceiling - floor)``: 0 at the floor, 1 at the ceiling (whichever way the metric
+    points: a lower-is-better metric has its ceiling below its floor); NaN without both or when they
+    coincide (a grid on which the metric cannot tell the ceiling from chance)."""
+    if not all(math.isfinite(float(v)) for v in (value, floor, ceiling)) or abs(ceiling - floor) <= 1e-12:
+        return float("nan")
+    return (float(value) - floor) / (ceiling - floor)
+
+
+def _rooms(agg: pd.DataFrame, *, dataset: str, combination: str, method: str, metric: str) -> dict:
+    """The point's floor and ceiling on both scales (NaN where absent) and its normalised value."""
+    kind = "pixel" if method in PIXEL_MAPS else "grid"
+    where = dict(dataset=dataset, combination=combination, metric=metric)
+    out = {}
+    for prefix, (floor_m, ceiling_m) in (("", NORMALISED_REFERENCES[kind]), ("raw_", RAW_REFERENCES[kind])):
+        for name, m in (("floor", floor_m), ("ceiling", ceiling_m)):
+            ref = _reference_values(agg, method=m, **where)
+            out.update({f"{prefix}{name}": ref["value"], f"{prefix}{name}_low": ref["low"],
+                        f"{prefix}{name}_high": ref["high"]})
+    return out
+
+
 def tradeoff_points(
     agg: pd.DataFrame,
     dataset: str,
@@ -140,28 +190,39 @@ def tradeoff_points(
 
     One row per block combination (``x`` = accuracy of its k-means head, ``y`` = ``fidelity_metric``
     of its ``explainer`` map) and one per explainer filed under the CNN (``x`` = the CNN's accuracy,
-    ``y`` = that explainer's ``fidelity_metric``).
+    ``y`` = that explainer's ``fidelity_metric``), control maps (:data:`CONTROL_MAPS`) left out: they
+    are the floors and ceilings, not competitors. Each point carries the floor and ceiling of its own
+    grid (:data:`NORMALISED_REFERENCES`: ``random_grid`` and ``ceiling``, the pixel ones for a pixel
+    map) with ``y_norm = (y - floor) / (ceiling - floor)`` and its interval mapped the same way (the
+    floor and ceiling taken at their values; NaN where the study has no such rows), and the raw
+    floor and ceiling (:data:`RAW_REFERENCES`: ``random`` and ``oracle``) for the raw scale.
 
     Returns
     -------
     DataFrame
-        ``label, group (combination|baseline), method, combination, x, x_low, x_high, y, y_low,
-        y_high, chance, higher_is_better, note``.
+        :data:`TRADEOFF_COLUMNS`.
     """
     rows = []
 
     def add(label, group, method, comb, acc, fid):
+        rooms = _rooms(agg, dataset=dataset, combination=comb, method=method, metric=fidelity_metric)
+        y = fid["value"] if fid is not None else np.nan
+        y_low = fid["ci_low"] if fid is not None else np.nan
+        y_high = fid["ci_high"] if fid is not None else np.nan
+        ends = [normalise(v, rooms["floor"], rooms["ceiling"]) for v in (y_low, y_high)]
         rows.append(dict(
             label=label, group=group, method=method, combination=comb,
             x=acc["value"] if acc is not None else np.nan,
             x_low=acc["ci_low"] if acc is not None else np.nan,
             x_high=acc["ci_high"] if acc is not None else np.nan,
-            y=fid["value"] if fid is not None else np.nan,
-            y_low=fid["ci_low"] if fid is not None else np.nan,
-            y_high=fid["ci_high"] if fid is not None else np.nan,
+            y=y, y_low=y_low, y_high=y_high,
             chance=fid["chance"] if fid is not None else np.nan,
             higher_is_better=direction(fid["higher_is_better"]) if fid is not None else None,
             note=(fid["note"] if fid is not None else f"no {fidelity_metric} row for {method}"),
+            y_norm=normalise(y, rooms["floor"], rooms["ceiling"]),
+            y_norm_low=min(ends) if all(map(math.isfinite, ends)) else np.nan,
+            y_norm_high=max(ends) if all(map(math.isfinite, ends)) else np.nan,
+            **rooms,
         ))
 
     for comb in combinations:
@@ -172,11 +233,32 @@ def tradeoff_points(
         add(comb, "combination", explainer, comb, acc, fid)
     acc = cnn_accuracy(agg, dataset)
     base = agg[(agg["dataset"] == dataset) & (agg["combination"] == BASELINES)
-               & (agg["kind"] == "explainer") & (agg["metric"] == fidelity_metric)]
+               & (agg["kind"] == "explainer") & (agg["metric"] == fidelity_metric)
+               & ~agg["method"].isin(list(CONTROL_MAPS))]
     for _, fid in base.iterrows():
         add(f"CNN + {_label(fid['method'])}", "baseline", fid["method"], BASELINES, acc, fid)
-    return pd.DataFrame(rows, columns=["label", "group", "method", "combination", "x", "x_low", "x_high",
-                                       "y", "y_low", "y_high", "chance", "higher_is_better", "note"])
+    return pd.DataFrame(rows, columns=TRADEOFF_COLUMNS)
+
+
+def normalised_scale(points: pd.DataFrame) -> bool:
+    """Draw on the normalised scale: every point with a value has its grid's floor and ceiling."""
+    drawn = points[np.isfinite(points["x"].astype(float)) & np.isfinite(points["y"].astype(float))]
+    return bool(len(drawn)) and bool(np.isfinite(drawn["y_norm"].astype(float)).all())
+
+
+def tradeoff_front(points: pd.DataFrame, *, normalised: bool | None = None) -> pd.DataFrame:
+    """The points on the Pareto front (:func:`pareto_front`), over the heads being compared only: the
+    block combinations and the CNN's own explainers, never a control map (:data:`CONTROL_MAPS`), on
+    the scale the figure draws (normalised: higher is nearer the ceiling, whatever the metric's
+    direction)."""
+    normalised = normalised_scale(points) if normalised is None else normalised
+    compared = points[~points["method"].isin(list(CONTROL_MAPS))]
+    y = compared["y_norm" if normalised else "y"].astype(float)
+    hib = [d for d in compared["higher_is_better"] if d is not None]
+    higher = True if normalised or not hib else hib[0]
+    ok = np.isfinite(compared["x"].astype(float)) & np.isfinite(y)
+    front = pareto_front(compared["x"][ok], y[ok], higher)
+    return compared[ok][front].sort_values("x")
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, higher_y: bool = True) -> np.ndarray:
@@ -195,43 +277,74 @@ def pareto_front(x: np.ndarray, y: np.ndarray, higher_y: bool = True) -> np.ndar
     return front
 
 
+def _bands(ax, points: pd.DataFrame, *, normalised: bool) -> None:
+    """Floor and ceiling as horizontal bands: on the normalised scale each point's floor interval mapped
+    around 0 and its ceiling's around 1 (and the room below the floor shaded); on the raw scale the span
+    of the models' floor (random map) and ceiling (oracle) intervals."""
+    floor_span, ceiling_span = [], []
+    for _, p in points.iterrows():
+        if normalised:
+            f, c = p["floor"], p["ceiling"]
+            floor_span += [normalise(p["floor_low"], f, c), normalise(p["floor_high"], f, c), 0.0]
+            ceiling_span += [normalise(p["ceiling_low"], f, c), normalise(p["ceiling_high"], f, c), 1.0]
+        else:
+            floor_span += [p["raw_floor"], p["raw_floor_low"], p["raw_floor_high"]]
+            ceiling_span += [p["raw_ceiling"], p["raw_ceiling_low"], p["raw_ceiling_high"]]
+    for span, colour, name in ((floor_span, "#d9534f", "floor"), (ceiling_span, "#2e7d32", "ceiling")):
+        span = [float(v) for v in span if math.isfinite(float(v))]
+        if not span:
+            continue
+        lo, hi = min(span), max(span)
+        what = ("random map on the map's grid" if name == "floor" else "best map of the grid") if normalised \
+            else ("random map" if name == "floor" else "oracle")
+        ax.axhspan(lo, hi if hi > lo else lo + 1e-3 * max(abs(lo), 1.0), color=colour, alpha=0.18, lw=0, zorder=1,
+                   label=f"{name}: {what} ({fmt(lo)} to {fmt(hi)})")
+
+
 def tradeoff_figure(points: pd.DataFrame, dataset: str, *, fidelity_metric: str,
                     explainer: str = TRADEOFF_EXPLAINER) -> Figure:
-    """The trade-off figure of one dataset (see module docstring); see :func:`tradeoff_points`."""
+    """The trade-off figure of one dataset (see module docstring); see :func:`tradeoff_points`.
+
+    On the normalised scale (:func:`normalised_scale`) each point is placed between the floor (0) and
+    ceiling (1) of its own grid, so maps of different resolutions compare; without the grid floor and
+    ceiling rows the raw values are drawn with the random map and the oracle as bands. Controls are
+    bands, never points; the Pareto front joins the compared heads only (:func:`tradeoff_front`).
+    """
     fig = new_figure(6.4, 4.2)
+    normalised = normalised_scale(points)
+    ycol = "y_norm" if normalised else "y"
     with style():
         ax = fig.add_subplot(1, 1, 1)
         combos = points[points["group"] == "combination"]
         colours = palette(list(combos["label"]))
-        finite = points[np.isfinite(points["x"]) & np.isfinite(points["y"])]
-        for _, p in points.iterrows():
-            if not (math.isfinite(p["x"]) and math.isfinite(p["y"])):
-                continue
+        finite = points[np.isfinite(points["x"].astype(float)) & np.isfinite(points[ycol].astype(float))]
+        if not finite.empty:
+            _bands(ax, finite, normalised=normalised)
+        for _, p in finite.iterrows():
             is_combo = p["group"] == "combination"
             xerr = _err(p["x"], p["x_low"], p["x_high"])
-            yerr = _err(p["y"], p["y_low"], p["y_high"])
+            yerr = _err(p[ycol], p[f"{ycol}_low"], p[f"{ycol}_high"])
             colour = colours[p["label"]] if is_combo else "0.3"
             marker = "o" if is_combo else BASELINE_MARKERS.get(p["method"], "P")
             label = f"{p['label']} (k-means, {_label(explainer)})" if is_combo else p["label"]
-            ax.errorbar([p["x"]], [p["y"]], xerr=xerr, yerr=yerr, fmt=marker, color=colour,
+            ax.errorbar([p["x"]], [p[ycol]], xerr=xerr, yerr=yerr, fmt=marker, color=colour,
                         markersize=8 if is_combo else 7, capsize=3, elinewidth=1, label=label,
                         markeredgecolor="black" if is_combo else "white", zorder=3)
             if is_combo:
-                ax.annotate(p["label"], (p["x"], p["y"]), xytext=(6, 6), textcoords="offset points",
+                ax.annotate(p["label"], (p["x"], p[ycol]), xytext=(6, 6), textcoords="offset points",
                             fontsize=9, fontweight="bold", color=colour)
         hib = [d for d in points["higher_is_better"] if d is not None]
         higher = hib[0] if hib else True
-        if len(finite) >= 1:
-            front = finite[pareto_front(finite["x"], finite["y"], higher)].sort_values("x")
-            ax.plot(front["x"], front["y"], "--", color="0.55", lw=1.2, zorder=2, label="Pareto front")
-        chance = points["chance"][np.isfinite(points["chance"])]
-        if len(chance) and not finite.empty:
-            ax.axhline(float(chance.mean()), ls=":", color="0.45", lw=1,
-                       label=f"chance ({fmt(float(chance.mean()))})")
+        front = tradeoff_front(points, normalised=normalised)
+        if len(front):
+            ax.plot(front["x"], front[ycol], "--", color="0.55", lw=1.2, zorder=2, label="Pareto front (compared heads)")
         if finite.empty:
             _accuracies_only(ax, points, colours, fidelity_metric=fidelity_metric, dataset=dataset)
         ax.set_xlabel("test accuracy (k-means head; CNN for its baselines)")
-        ax.set_ylabel(f"{fidelity_metric} {'(higher is better)' if higher else '(lower is better)'}")
+        if normalised:
+            ax.set_ylabel(f"{fidelity_metric}, (value - floor) / (ceiling - floor)\non each map's own grid")
+        else:
+            ax.set_ylabel(f"{fidelity_metric} {'(higher is better)' if higher else '(lower is better)'}")
         ax.set_title(f"{dataset}: semantic fidelity versus accuracy")
         if not finite.empty:
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)

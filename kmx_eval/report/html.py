@@ -5,8 +5,9 @@ and the small table-sorting script are inline, and nothing refers to an external
 or script). The page is assembled from the same frames as the CSV tables and ``metrics.json``
 (:mod:`kmx_eval.report.numbers` formats every number), so the HTML never disagrees with them.
 
-Sections, in order: summary, trade-off, prototype fidelity, explanation galleries, faithfulness
-curves, full tables (sortable) with the metric settings, params and versions.
+Sections, in order: summary, trade-off (with the paired comparisons as a forest plot), prototype
+fidelity, explanation galleries, faithfulness curves, the paired comparisons tables, full tables
+(sortable) with the metric settings, params and versions.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class DatasetSection:
     gallery_note: str = ""
     curves: Figure | None = None
     comparisons: Table | None = None
+    #: The paired comparisons as a forest plot (kmx_eval.report.forest), shown before the tables.
+    forest: Figure | None = None
 
     def key_table(self) -> dict:
         """The key-numbers table: one row per number, one column per combination.

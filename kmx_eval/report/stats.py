@@ -54,7 +54,7 @@ from kmx_eval.metrics.bootstrap import (hierarchical_bootstrap_ci, hierarchical_
                                         paired_hierarchical_test, seed_mean, seed_spread, summarise)
 # The report reads the files the evaluate stages write through kmx_eval.metrics.tidy; its column
 # lists are the contract.
-from kmx_eval.metrics.tidy import SAMPLE_COLUMNS, TIDY_COLUMNS
+from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, SAMPLE_COLUMNS, TIDY_COLUMNS
 from kmx_eval.report.numbers import direction, finite, finite_bounds, round_significant
 
 #: Columns of the tidy metrics frame that the report reads (the contract of ``metrics.csv``).
@@ -272,6 +272,11 @@ def lookup(agg: pd.DataFrame, **where) -> pd.DataFrame:
 
 
 
+#: Metrics with one value per prototype (``samples.csv``): prototype j of one head is not prototype j of
+#: another, so :func:`paired_comparisons` never pairs them (:func:`prototype_difference` compares them).
+UNPAIRED_METRICS = frozenset(m for m in PROTOTYPE_METRICS if m != "decision_agreement")
+
+
 def paired_comparisons(
     samples: pd.DataFrame,
     pairs: Sequence[tuple[str, str]],
@@ -300,7 +305,8 @@ def paired_comparisons(
     ----------
     samples : DataFrame
         Per-sample scores (columns :data:`SAMPLE_COLUMNS`); rows with a non-finite value (a reason
-        in ``reason``) are left out, and so is their partner.
+        in ``reason``) are left out, and so is their partner; per-prototype metrics
+        (:data:`UNPAIRED_METRICS`) are not paired.
     pairs : sequence of (str, str)
         Combinations to compare, ``(A, B)``.
     n_resamples, confidence, seed
@@ -315,7 +321,7 @@ def paired_comparisons(
     check_columns(samples, SAMPLE_COLUMNS, "the per-sample scores frame")
     cols = ["dataset", "a", "b", "method", "metric", "n", "n_seeds", "mean_a", "mean_b", "difference",
             "ci_low", "ci_high", "p_value"]
-    frame = _finite_scores(samples)
+    frame = _finite_scores(samples[~samples["metric"].isin(list(UNPAIRED_METRICS))])
     rows = []
     for dataset in dict.fromkeys(frame["dataset"]):
         ds = frame[frame["dataset"] == dataset]

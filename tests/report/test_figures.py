@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pytest
 from report_fixtures import COMBINATIONS, N_EVAL, synthetic_images, synthetic_maps
 
@@ -33,7 +34,8 @@ def test_tradeoff_points_read_kmeans_accuracy_and_margin_fidelity(frames):
         assert combos.loc[comb, "y"] == fid["value"].iloc[0]
         assert combos.loc[comb, "y_low"] == fid["ci_low"].iloc[0]
     baselines = points[points["group"] == "baseline"]
-    assert set(baselines["method"]) == {"cam", "gradcam", "integrated_gradients", "random"}
+    # The random map is a floor (a band), never a point (issue 22).
+    assert set(baselines["method"]) == {"cam", "gradcam", "integrated_gradients"}
     cnn = stats.lookup(agg, dataset="shapes", combination="cnn", method="cnn", metric="accuracy")
     assert (baselines["x"] == cnn["value"].iloc[0]).all()
     # Without masks the fidelity is missing and the note says why.
@@ -102,3 +104,61 @@ def test_explanation_gallery_without_masks_or_concepts(missing):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[:1] == ["image"] and titles[-2:] == ["B4 margin", "IG"]
     assert {"masks": "mask", "concepts": "concepts"}[missing] not in titles
+
+
+# ------------------------------------------------------------ trade-off on each grid's own scale (issue 22)
+def _with_rooms(agg, dataset="shapes"):
+    """``agg`` plus a grid floor (random_grid) and ceiling row per model, and a random map that would
+    beat every head, as the controls of a study that has them."""
+    rows = []
+    for comb in list(COMBINATIONS) + ["cnn"]:
+        for method, value in (("random_grid", 0.1 + 0.05 * len(comb)), ("ceiling", 0.9), ("ceiling_pixel", 1.0),
+                              ("oracle", 0.99)):
+            rows.append(dict(dataset=dataset, combination=comb, kind="explainer", method=method,
+                             category="localisation", metric="RelevanceMassAccuracy", value=value,
+                             ci_low=value - 0.01, ci_high=value + 0.01, seed_sd=np.nan, n_seeds=2, n=6,
+                             n_missing=0, chance=np.nan, higher_is_better=True, note="", interval="wilson"))
+    return pd.concat([agg, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_tradeoff_is_drawn_between_each_grids_floor_and_ceiling(frames):
+    agg = _with_rooms(stats.aggregate_seeds(frames[0]))
+    points = figures.tradeoff_points(agg, "shapes", list(COMBINATIONS), fidelity_metric="RelevanceMassAccuracy")
+    assert figures.normalised_scale(points)
+    assert not set(points["method"]) & figures.CONTROL_MAPS  # floors and ceilings are no points
+    for p in points.itertuples():
+        floor = 0.1 + 0.05 * len(p.combination)
+        ceiling = 1.0 if p.method == "integrated_gradients" else 0.9  # a pixel map against the pixel ceiling
+        if p.method == "integrated_gradients":
+            floor = stats.lookup(agg, dataset="shapes", combination="cnn", method="random",
+                                 metric="RelevanceMassAccuracy")["value"].iloc[0]
+        assert p.y_norm == pytest.approx((p.y - floor) / (ceiling - floor))
+        assert p.y_norm_low <= p.y_norm <= p.y_norm_high
+    # Without the grid rows: the raw values, with the random map and the oracle as bands.
+    raw = figures.tradeoff_points(stats.aggregate_seeds(frames[0]), "shapes", list(COMBINATIONS),
+                                  fidelity_metric="RelevanceMassAccuracy")
+    assert not figures.normalised_scale(raw) and raw["y_norm"].isna().all()
+    assert np.isfinite(raw.loc[raw["group"] == "baseline", "raw_floor"]).all()
+    fig = figures.tradeoff_figure(points, "shapes", fidelity_metric="RelevanceMassAccuracy")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any(label.startswith("floor: random map on the map's grid") for label in labels)
+    assert any(label.startswith("ceiling: best map of the grid") for label in labels)
+    assert "(value - floor) / (ceiling - floor)" in fig.axes[0].get_ylabel()
+
+
+def test_the_pareto_front_runs_through_compared_heads_only(frames):
+    agg = stats.aggregate_seeds(frames[0])
+    # A random map on the CNN that beats every head on fidelity at the CNN's accuracy: before issue 22 the
+    # front ran through it.
+    rand = (agg["dataset"] == "shapes") & (agg["combination"] == "cnn") & (agg["method"] == "random") & (
+        agg["metric"] == "RelevanceMassAccuracy")
+    agg.loc[rand, ["value", "ci_low", "ci_high"]] = [0.99, 0.98, 1.0]
+    for frame in (agg, _with_rooms(agg)):
+        points = figures.tradeoff_points(frame, "shapes", list(COMBINATIONS), fidelity_metric="RelevanceMassAccuracy")
+        front = figures.tradeoff_front(points)
+        assert len(front) and not set(front["method"]) & figures.CONTROL_MAPS
+        assert set(front["label"]) <= set(points["label"])
+        # Every compared point off the front is dominated by one on it.
+        col = "y_norm" if figures.normalised_scale(points) else "y"
+        for p in points[~points["label"].isin(front["label"])].itertuples():
+            assert ((front["x"] >= p.x) & (front[col] >= getattr(p, col))).any()

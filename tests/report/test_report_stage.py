@@ -123,8 +123,12 @@ def test_outputs_exist_and_are_self_contained(built, page):
         assert headline.startswith(f"On {ds}, ") and headline in html_lib.unescape(html)
     # Sections in the order the report promises.
     order = [html.index(f'<section id="{s}">') for s in
-             ("summary", "tradeoff", "prototypes", "galleries", "curves", "tables", "params")]
+             ("summary", "tradeoff", "prototypes", "galleries", "curves", "comparisons-section", "tables", "params")]
     assert order == sorted(order)
+    # The paired comparisons: a forest plot in the trade-off section, the tables further down (issue 22).
+    assert (reports / "figures" / "comparisons_shapes.png").stat().st_size > 1000
+    assert html.index('id="forest-shapes"') < html.index('<section id="prototypes">')
+    assert html.index('<section id="comparisons-section">') < html.index('id="comparisons-shapes"')
     assert "# recorded by evaluate for shapes/B4, shapes/B34" in html  # evaluate's settings.json
     assert "map_scaling: per-sample positive part" in html
     for package in ("torch", "torchvision", "quantus", "captum", "scikit-learn", "numpy", "datasets", "dvc"):
