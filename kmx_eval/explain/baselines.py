@@ -26,7 +26,7 @@ from .controls import explained_grid
 from .core import Explainer, register
 
 __all__ = ["CAMExplainer", "GradCAMExplainer", "IntegratedGradientsExplainer", "SaliencyExplainer",
-           "RandomExplainer", "RandomGridExplainer"]
+           "RandomExplainer", "RandomGridExplainer", "OcclusionExplainer"]
 
 
 def _tap(model: torch.nn.Module, arch: Architecture, logits: bool):
@@ -192,3 +192,35 @@ class RandomGridExplainer(Explainer):
     def attribute(self, model, x, target):
         h, w = explained_grid(model, x)
         return torch.from_numpy(self._rng.uniform(0.0, 1.0, size=(x.shape[0], h, w)).astype(np.float32))
+
+
+@register
+class OcclusionExplainer(Explainer):
+    """The informed reference of the faithfulness control: occlusion of the explained model's own grid
+    cells (captum ``Occlusion``), ``a_ij = f(x)_c - f(x with cell ij set to the image's black)_c``.
+
+    The cells are those of :func:`~.controls.explained_grid` (``F_S``'s grid for a k-means head,
+    the CAM layer's for the CNN): windows of ``ceil(H / gh) x ceil(W / gw)`` pixels over every
+    channel, stride ``floor(H / gh)`` (exactly the grid's cells when it divides the image; captum
+    averages where windows overlap). The black baseline is the image's minimum over every value,
+    Quantus's ``"black"``, so the map measures what the faithfulness metrics' removal does. Explains
+    any model (``explains = "any"``); ``gh * gw + 1`` forward passes per image. A faithfulness metric
+    enters the ranking on a dataset only where this map beats ``random`` on every model
+    (:func:`kmx_eval.report.stats.faithfulness_controls`).
+    """
+
+    name = "occlusion"
+    explains = "any"
+
+    def attribute(self, model, x, target):
+        # captum takes seconds to import: only when this explainer runs
+        from captum.attr import Occlusion
+
+        gh, gw = explained_grid(model, x)
+        height, width = x.shape[-2:]
+        window = (x.shape[1], -(-height // gh), -(-width // gw))
+        strides = (x.shape[1], max(1, height // gh), max(1, width // gw))
+        black = x.detach().amin(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()
+        maps = Occlusion(model).attribute(x, sliding_window_shapes=window, strides=strides, baselines=black,
+                                          target=target)
+        return maps.mean(dim=1)

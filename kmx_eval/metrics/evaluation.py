@@ -29,8 +29,9 @@ from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import sharpness as sh
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.accuracy import accuracy, agreement
-from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Invariance, QuantusRun, QuantusSettings,
-                                      affine_equivalent, run_quantus)
+from kmx_eval.metrics.faithfulness import refused_count
+from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Category, Invariance, QuantusRun,
+                                      QuantusSettings, affine_equivalent, run_quantus)
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS
 
 log = logging.getLogger("kmx_eval")
@@ -375,8 +376,13 @@ class EvaluationTables:
                       masks: np.ndarray | None, metrics: list[str], settings: QuantusSettings, device,
                       sample_ids: np.ndarray, explain_func: Callable | None = None,
                       n_classes: int | None = None, progress: bool = True,
-                      equivalent_to: str | None = None) -> None:
+                      equivalent_to: str | None = None, grid: tuple[int, int] | None = None) -> None:
         """Every Quantus metric of ``metrics`` on one explainer's maps ``a`` (n, H, W).
+
+        ``grid``: the grid the maps live on (:func:`kmx_eval.pipeline.evaluate.map_grid`), whose cells
+        SymmetricMoRFLeRF and ROAD perturb. Samples a faithfulness metric refuses (a span or a
+        response too small to normalise, :mod:`kmx_eval.metrics.faithfulness`) are counted per
+        metric and map in ``settings["refused"]`` (this model's ``settings.json``).
 
         Localisation metrics on a dataset without masks give rows with value NaN and the note
         ``"not applicable: dataset has no masks"``; the chance column holds the mean chance level
@@ -405,7 +411,8 @@ class EvaluationTables:
                 share_note = f"computed once for {twin} (maps equal up to a per-image positive affine change)"
             else:
                 scores, reasons, run = run_quantus(name, model, x, y, a, masks, settings=settings, seed=seed,
-                                                   device=device, explain_func=explain_func, n_classes=n_classes)
+                                                   device=device, explain_func=explain_func, n_classes=n_classes,
+                                                   grid=grid)
                 self._results[(seed, method, name)] = (scores, reasons, run)
                 self.seconds[name] += run.seconds
                 self.seconds[f"explainer/{method}"] += run.seconds
@@ -413,6 +420,8 @@ class EvaluationTables:
                 settings_out = dict(run.settings)
                 settings_out["invariances"] = sorted(spec.invariances_with(settings.softmax))
                 self.settings.setdefault("quantus", {})[name] = settings_out
+                if spec.category is Category.FAITHFULNESS:
+                    self.settings.setdefault("refused", {}).setdefault(name, {})[method] = refused_count(reasons)
             self._quantus_rows(seed, method, name, (scores, reasons, run), note=share_note, sample_ids=sample_ids)
 
     def _quantus_rows(self, seed: int, method: str, name: str,

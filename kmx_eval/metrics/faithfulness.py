@@ -43,10 +43,12 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+#: How every reason for a refused sample starts (:func:`refused_count`).
+REFUSED = "refused: "
 #: Why a bounded curve is NaN (:func:`bounded_curves`).
-REFUSED_SPAN = "refused: the span f(x_0) - f(x_L) is below the tolerance times the curve's range"
+REFUSED_SPAN = REFUSED + "the span f(x_0) - f(x_L) is below the tolerance times the curve's range"
 #: Why a symmetric score is NaN (:func:`symmetric_score`).
-FLAT_RESPONSE = "refused: the class score does not move under the perturbations"
+FLAT_RESPONSE = REFUSED + "the class score does not move under the perturbations"
 #: Relative size below which a curve's range counts as rounding noise (symmetric scores).
 NUMERIC_TOLERANCE = 1e-6
 
@@ -70,6 +72,11 @@ def bounded_curves(curves: np.ndarray, *, tolerance: float) -> tuple[np.ndarray,
     out = np.clip((curves - end) / safe, 0.0, 1.0)
     out[refused] = np.nan
     return out, refused
+
+
+def refused_count(reasons: Sequence[str | None]) -> int:
+    """How many samples were refused (their reason starts with :data:`REFUSED`)."""
+    return sum(1 for r in reasons if r is not None and r.startswith(REFUSED))
 
 
 def cell_labels(height: int, width: int, grid: tuple[int, int]) -> np.ndarray:
@@ -202,6 +209,22 @@ class GridPerturbation:
                                   softmax=softmax, device=device, batch_size=batch_size)
             curves[name] = scores.reshape(n, len(counts))
         return curves
+
+
+#: Maps that live on the pixels, not on a feature grid: their cells are the fixed ``pixel_grid`` patch
+#: grid. Every other map (k-means maps: F_S's grid; CAM, Grad-CAM, occlusion, the oracle: the
+#: explained model's grid; ``random``: i.i.d. pixels, whose cell order is uniform on any grid, so it
+#: is scored on the model's grid, where the maps it is the floor of live) uses the model's grid.
+PIXEL_GRID_MAPS = frozenset({"integrated_gradients", "saliency", "oracle_pixel", "ceiling_pixel"})
+
+
+def map_grid(method: str, model_grid: tuple[int, int], *, height: int, pixel_cells: int) -> tuple[int, int]:
+    """The grid whose cells SymmetricMoRFLeRF and ROAD perturb for the map named ``method``:
+    the ``pixel_cells`` x ``pixel_cells`` patch grid for :data:`PIXEL_GRID_MAPS`, else ``model_grid``
+    (:func:`kmx_eval.explain.controls.explained_grid` of the explained model)."""
+    if method in PIXEL_GRID_MAPS:
+        return pixel_grid(height, pixel_cells)
+    return tuple(int(v) for v in model_grid)
 
 
 def pixel_grid(height: int, cells: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import torch
 
 from kmx_eval import io, paths
 from kmx_eval.data import load_batch, load_prepared
@@ -22,9 +23,11 @@ from kmx_eval.explain.concepts import is_concept_key
 from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_head, load_kmeans_head,
                             load_linear_sem, load_probe)
 from kmx_eval.heads.kmex import KMEX_HEAD_NAME, kmex_embeddings
+from kmx_eval.explain.controls import explained_grid
 from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables,
                                          PrototypeSet, class_means_set, kmeans_prototype_set,
                                          kmex_reference_set, linear_prototype_set, summary_metrics)
+from kmx_eval.metrics.faithfulness import map_grid
 from kmx_eval.metrics.quantus import QUANTUS_METRICS, QuantusSettings
 from kmx_eval.models.architectures import architecture_of, get_architecture
 from kmx_eval.models.backbone import load_backbone
@@ -187,12 +190,16 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     methods = sorted(k for k in maps if k not in MAP_KEYS and not is_concept_key(k))
     if not methods and not not_applicable:
         raise DataError(f"{source} holds no attribution maps; rerun the explain stage")
+    # The grid each map lives on, whose cells SymmetricMoRFLeRF and ROAD perturb (F_S's for a k-means
+    # head, the CAM layer's for the CNN, a fixed patch grid for pixel maps).
+    model_grid = explained_grid(explained.model, torch.from_numpy(x[:1]).to(device))
     for method in methods:
         tables.add_explainer(seed, method, explained.model, x=x, y=targets, a=maps[method], masks=masks,
                              metrics=metrics, settings=settings, device=device, sample_ids=indices,
                              explain_func=explain_func_for(method),
                              n_classes=explained.n_classes,
-                             equivalent_to=EXPLAINERS.get(method).affine_equivalent_to if method in EXPLAINERS else None)
+                             equivalent_to=EXPLAINERS.get(method).affine_equivalent_to if method in EXPLAINERS else None,
+                             grid=map_grid(method, model_grid, height=x.shape[2], pixel_cells=settings.pixel_grid))
     if coarse_grid is not None and methods:
         tables.add_sharpness(seed, {m: maps[m] for m in methods}, grid=coarse_grid, masks=masks, parts=parts,
                              sample_ids=indices)

@@ -35,3 +35,29 @@ def test_explained_class_is_the_prediction_or_the_label(resnet18, images):
     np.testing.assert_array_equal(explained_classes(resnet18, images, labels, "label"), labels)
     with pytest.raises(ValueError, match="explain.target"):
         explained_classes(resnet18, images, labels, "truth")
+
+
+def test_occlusion_is_the_score_drop_of_each_cell_of_the_models_own_grid(resnet18, kmeans_module, images):
+    """Occlusion (the faithfulness control's informed map) is constant on each cell of the explained
+    grid and equals f(x)_c - f(x with that cell black)_c, computed here by hand; any model."""
+    from kmx_eval.explain import build_explainer
+    from kmx_eval.metrics.faithfulness import cell_labels
+
+    occlusion = build_explainer("occlusion", None, 0)
+    target = torch.tensor([0, 1, 2, 0])
+    for model in (resnet18, kmeans_module):
+        grid = explained_grid(model, images)
+        maps = occlusion.explain(model, images, target)
+        labels = cell_labels(*images.shape[-2:], grid)
+        with torch.no_grad():
+            full = model(images)[torch.arange(4), target]
+            cell = 1 if labels.max() >= 1 else 0
+            x = images.clone()
+            black = x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x)
+            inside = torch.from_numpy(labels == cell)
+            x[:, :, inside] = black[:, :, inside]
+            drop = (full - model(x)[torch.arange(4), target]).numpy()
+        for c in range(labels.max() + 1):  # one value per cell
+            values = maps[:, labels == c]
+            assert np.allclose(values, values[:, :1], atol=1e-5)
+        assert np.allclose(maps[:, labels == cell][:, 0], drop, rtol=1e-4, atol=1e-4)

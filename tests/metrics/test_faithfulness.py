@@ -224,3 +224,25 @@ def test_model_calls_per_image_are_counted(name):
     a = np.random.default_rng(0).random((2, H, H)).astype(np.float32)
     _, _, run = qm.run_quantus(name, model, x, y, a, None, settings=CFG, seed=0, grid=(4, 4), n_classes=2)
     assert sum(calls) == 2 * run.settings["model_calls_per_image"]
+
+
+def test_the_evaluation_passes_each_maps_grid_and_counts_refused_images_per_map():
+    """EvaluationTables hands the grid to the grid metrics and records refusals per metric and map in
+    settings["refused"]; the grid a map gets follows map_grid (pixel maps: the fixed patch grid)."""
+    from kmx_eval.metrics.evaluation import EvaluationTables
+
+    x, y = _toy_images(6)
+    rows, cols = np.mgrid[:H, :H]
+    informed = np.broadcast_to(-(rows + cols).astype(np.float32), (6, H, H)).copy()
+    random = np.random.default_rng(3).random((6, H, H)).astype(np.float32)
+    tables = EvaluationTables("toy", "B34", n_resamples=20, confidence=0.9)
+    for method, a in (("informed", informed), ("random", random)):
+        tables.add_explainer(0, method, OutOfDistribution().eval(), x=x, y=y, a=a, masks=None,
+                             metrics=["PixelFlipping", "SymmetricMoRFLeRF"], settings=CFG, device="cpu",
+                             sample_ids=np.arange(6), n_classes=2, progress=False,
+                             grid=fa.map_grid(method, (4, 4), height=H, pixel_cells=CFG.pixel_grid))
+    assert tables.settings["quantus"]["SymmetricMoRFLeRF"]["grid"] == [4, 4]
+    refused = tables.settings["refused"]
+    assert refused["PixelFlipping"]["random"] == 6 and refused["SymmetricMoRFLeRF"] == {"informed": 0, "random": 0}
+    assert fa.map_grid("integrated_gradients", (4, 4), height=H, pixel_cells=8) == (8, 8)
+    assert fa.map_grid("margin", (3, 3), height=H, pixel_cells=8) == (3, 3)
