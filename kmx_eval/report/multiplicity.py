@@ -5,8 +5,9 @@ combinations, every dataset). At 95% one in twenty of those whose true differenc
 an interval that excludes 0, so a verdict read off the table row by row ("B234 localises better") is
 not a 95% verdict. The report therefore separates
 
-- the **primary endpoints** (``params.report.primary``; by default the headline's metric of the
-  headline's map and the k-means head's accuracy): each is one pre-declared claim, decided on its own
+- the **primary endpoints** (:func:`primary_endpoints`: ``params.report.primary``'s localisation
+  metric, which is the headline's ``fidelity_metric``, and faithfulness metric when declared, of the
+  headline's map, and the k-means head's accuracy): each is one pre-declared claim, decided on its own
   unadjusted interval (it excludes 0), and
 - **every other row** (secondary): its two-sided bootstrap p-value
   (:func:`kmx_eval.metrics.bootstrap.bootstrap_p_value`) is adjusted by **Benjamini-Hochberg**
@@ -94,10 +95,14 @@ def family_size(comparisons: pd.DataFrame) -> int:
     return int((~comparisons["primary"].to_numpy(dtype=bool) & np.isfinite(p)).sum())
 
 
-def primary_endpoints(*, explainer: str, fidelity_metric: str, declared=None) -> list[tuple[str, str]]:
-    """The primary endpoints as ``(method, metric)`` pairs: ``declared`` (``params.report.primary``) when
-    given, else the headline's two claims, ``fidelity_metric`` of the ``explainer`` map and the k-means
-    head's accuracy (docs/METHOD.md, section 6, "Multiplicity")."""
-    if declared:
-        return [tuple(e) for e in declared]
-    return [(explainer, fidelity_metric), ("kmeans", "accuracy")]
+def primary_endpoints(*, explainer: str, fidelity_metric: str, faithfulness: str | None = None
+                      ) -> list[tuple[str, str]]:
+    """The primary endpoints as ``(method, metric)`` pairs, one per claim of the headline
+    (docs/METHOD.md, section 6, "Multiplicity"): the localisation claim's ``fidelity_metric``
+    (``params.report.primary.localisation``, which equals ``report.fidelity_metric``) of the
+    ``explainer`` map, the accuracy claim's k-means head accuracy, and, when declared, the faithfulness
+    claim's ``faithfulness`` metric (``params.report.primary.faithfulness``) of the same map."""
+    out = [(explainer, fidelity_metric), ("kmeans", "accuracy")]
+    if faithfulness:
+        out.append((explainer, faithfulness))
+    return out

@@ -62,8 +62,8 @@ def test_the_table_shows_adjusted_p_values_and_within_the_noise_follows_the_adju
     assert "Benjamini-Hochberg over the 41 secondary rows" in t.caption
 
 
-def test_default_primary_endpoints_are_the_headline_claims_and_declared_ones_win():
+def test_primary_endpoints_are_the_headline_claims():
     assert multiplicity.primary_endpoints(explainer="margin", fidelity_metric="M") == [("margin", "M"),
                                                                                         ("kmeans", "accuracy")]
-    assert multiplicity.primary_endpoints(explainer="margin", fidelity_metric="M",
-                                          declared=[["distance", "X"]]) == [("distance", "X")]
+    assert multiplicity.primary_endpoints(explainer="margin", fidelity_metric="M", faithfulness="F")[-1] == (
+        "margin", "F")
