@@ -95,13 +95,16 @@ def family_size(comparisons: pd.DataFrame) -> int:
     return int((~comparisons["primary"].to_numpy(dtype=bool) & np.isfinite(p)).sum())
 
 
-def primary_endpoints(*, explainer: str, fidelity_metric: str, faithfulness: str | None = None
-                      ) -> list[tuple[str, str]]:
+def primary_endpoints(*, explainer: str, fidelity_metric: str, faithfulness: str | None = None,
+                      declared=None) -> list[tuple[str, str]]:
     """The primary endpoints as ``(method, metric)`` pairs, one per claim of the headline
-    (docs/METHOD.md, section 6, "Multiplicity"): the localisation claim's ``fidelity_metric``
-    (``params.report.primary.localisation``, which equals ``report.fidelity_metric``) of the
-    ``explainer`` map, the accuracy claim's k-means head accuracy, and, when declared, the faithfulness
-    claim's ``faithfulness`` metric (``params.report.primary.faithfulness``) of the same map."""
+    (docs/METHOD.md, section 6, "Multiplicity"): ``declared`` when the caller already listed them, else
+    the localisation claim's ``fidelity_metric`` (``params.report.primary.localisation``, which equals
+    ``report.fidelity_metric``) of the ``explainer`` map, the accuracy claim's k-means head accuracy,
+    and, when declared, the faithfulness claim's ``faithfulness`` metric
+    (``params.report.primary.faithfulness``) of the same map."""
+    if declared:
+        return [tuple(e) for e in declared]
     out = [(explainer, fidelity_metric), ("kmeans", "accuracy")]
     if faithfulness:
         out.append((explainer, faithfulness))

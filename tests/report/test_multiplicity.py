@@ -67,3 +67,5 @@ def test_primary_endpoints_are_the_headline_claims():
                                                                                         ("kmeans", "accuracy")]
     assert multiplicity.primary_endpoints(explainer="margin", fidelity_metric="M", faithfulness="F")[-1] == (
         "margin", "F")
+    assert multiplicity.primary_endpoints(explainer="margin", fidelity_metric="M",
+                                          declared=[["distance", "X"]]) == [("distance", "X")]
