@@ -138,8 +138,10 @@ def read_classes(root: Path, images: dict[int, str]) -> dict[int, str]:
                 raise DataError(f"{root / 'images.txt'}: folder {folder} is not named NNN.Name and "
                                 f"there is no classes.txt to name the classes")
             named[int(head)] = folder
-    return {c: name.split(".", 1)[1] if name.split(".", 1)[0].isdigit() and "." in name else name
-            for c, name in sorted(named.items())}
+    short = {c: name.split(".", 1)[1] if name.split(".", 1)[0].isdigit() and "." in name else name
+             for c, name in sorted(named.items())}
+    # Names without their NNN. prefix, unless that makes two classes one (labels need unique names).
+    return short if len(set(short.values())) == len(short) else dict(sorted(named.items()))
 
 
 def read_parts(root: Path, images: dict[int, str]) -> tuple[tuple[str, ...], dict[int, np.ndarray]]:

@@ -178,3 +178,53 @@ def test_the_part_pointing_game_reads_the_prepared_keypoints(prepared):
         maps[row, int(y), int(x)] = 1.0
     np.testing.assert_array_equal(part_pointing_game(maps, xy, visible), [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(part_pointing_game(maps[:, ::-1], xy, visible), [0.0, 0.0, 0.0])
+
+
+def _readme_cub_blocks() -> tuple[str, list[str]]:
+    """The README's CUB steps: the shell block that extracts the archives, and the run block."""
+    from readme_blocks import README, code_blocks
+
+    (extract,) = [b for b in code_blocks("sh") if "CUB_200_2011.tgz" in b]
+    text = README.read_text(encoding="utf-8")
+    run = text.split("3. Run the study:", 1)[1].split("```", 2)[1]
+    return extract, [line.strip() for line in run.splitlines() if line.strip()]
+
+
+def test_the_readme_cub_steps_work_on_the_tiny_tree(tmp_path, monkeypatch, caplog):
+    """The README's commands as written, with DOWNLOADS pointing at archives of the tiny tree, in a
+    folder laid out as the repository (the venv, profiles/); then paper.yaml's cub entry, copied as
+    the README says, prepares the extracted tree (make repro itself needs the GPU the profile asks for)."""
+    from cub_tree import write_archives
+    from readme_blocks import README
+
+    from kmx_eval.validation import load_params
+
+    extract, run = _readme_cub_blocks()
+    downloads, repo = tmp_path / "downloads", tmp_path / "repo"
+    downloads.mkdir()
+    repo.mkdir()
+    write_archives(downloads)
+    (repo / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
+    (repo / "profiles").symlink_to(README.parent / "profiles", target_is_directory=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOWNLOADS": str(downloads), "LANG": "C.UTF-8"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", extract], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{extract}\n{proc.stdout}\n{proc.stderr}"
+    assert "9 images of 3 classes (6 train, 3 test" in proc.stdout and "8 found, 1 missing" in proc.stdout
+    assert run[-1] == "make repro"  # the study itself: on the GPU that paper.yaml asks for
+    for line in run[:-1]:
+        subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=repo, env=env, check=True, timeout=60)
+    params = load_params(repo / "params.yaml")
+    monkeypatch.chdir(repo)  # the stages run in the repository root: datasets.cub.path is relative to it
+    with caplog.at_level("WARNING", logger="kmx_eval"):
+        dd = prepare_dataset(params.dataset("cub"), SIZE, name="cub")
+    assert (len(dd["train"]), len(dd["test"])) == (6, 3) and has_masks(dd) and keypoint_names(dd) == list(PARTS)
+    assert "1 image(s) have no segmentation" in caplog.text
+
+
+def test_classes_keep_their_prefix_when_the_short_names_collide(tmp_path, tree):
+    copy = tmp_path / "CUB_200_2011"
+    shutil.copytree(tree, copy)
+    (copy / "classes.txt").write_text("1 001.Albatross\n2 002.Albatross\n3 003.Sooty_Albatross\n")
+    names = prepare_dataset(cub(copy), SIZE)["train"].features["label"].names
+    assert names == ["001.Albatross", "002.Albatross", "003.Sooty_Albatross"]
