@@ -1,4 +1,4 @@
-"""Projected cost of a study (``profiles/paper.yaml`` by default) on this machine, without running it.
+"""Projected cost of studies (``profiles/paper.yaml`` and ``paper_synthetic.yaml`` by default) on this machine.
 
 Measures unit costs on a few batches, per image size and architecture the study uses:
 
@@ -6,12 +6,15 @@ Measures unit costs on a few batches, per image size and architecture the study 
 - ``t_embed``: the embedding-cache pass (``extract_embedding_cache``), seconds per image;
 - ``t_train``: a training step (forward, cross-entropy, backward, fused AdamW), seconds per image;
 - ``t_grad``: forward + backward to the input (what captum's Grad-CAM and IG do), per image;
-- ``t_prep``: building the dataset with its source (synthetic: a small sample, scaled), per image;
+- ``t_prep``: building the dataset with its source (synthetic: a small sample, scaled; cub: two
+  classes of the tree at ``path``, or, without it, a small tree of noise JPEGs at CUB's image size),
+  per image;
 - the k-means head, the linear probe and MiniBatchKMeans of the concept model on embeddings of
   the study's shapes (on a subset of classes, scaled: k-means per class is linear in the classes,
   the probe's lbfgs ~ quadratic, N x C; the probe figure is the roughest);
 
-then multiplies them by the study's counts, per seed (``n_tr``/``n_te``: training/test images,
+then multiplies them by the study's counts (cub: read from the tree at ``path``, or, without it,
+CUB-200-2011's official split scaled to ``classes``), per seed (``n_tr``/``n_te``: training/test images,
 ``n_ev = min(explain.n_images, n_te)``, ``S`` combinations)::
 
     prepare      (n_tr + n_te) t_prep
@@ -29,10 +32,10 @@ FaithfulnessCorrelation ``nr_runs + 1``, PixelFlipping ``steps + 1``, RegionPert
 with a hook and checks the same numbers). ``overhead`` is Quantus's own cost on top of the model
 (``--quantus-overhead``, default 1.1 from ``bench_quantus.py``).
 
-It prints hours per stage and the total for the profile next to the same projection for
+It prints hours per stage and the total for each profile next to the same projection for
 ``params.yaml``, whose real run ``bench_pipeline.py`` times: the ratio of the two checks the model.
 
-    .venv/bin/python benchmarks/bench_paper_projection.py            # paper.yaml vs params.yaml
+    .venv/bin/python benchmarks/bench_paper_projection.py            # the paper profiles vs params.yaml
     .venv/bin/python benchmarks/bench_paper_projection.py --quick    # batches of 2, one round (rough)
 """
 
@@ -134,10 +137,84 @@ def backbone_units(architecture: str, size: int, n_classes: int, batch: int, arg
     return {k: common.median(v) / per_call[k] for k, v in times.items()}
 
 
+#: CUB-200-2011's official split (train_test_split.txt): images per split, and its classes.
+CUB_TRAIN, CUB_TEST, CUB_CLASSES = 5994, 5794, 200
+#: CUB's images are at most 500 px on a side; most are 500 x 333..375.
+CUB_IMAGE = (500, 375)
+
+
+def cub_counts(ds_cfg, notes: list[str]) -> tuple[int, int, int]:
+    """Classes, training and test images of a cub entry: from its tree, else the official split."""
+    from kmx_eval.data.cub import read_tree, select_classes
+    from kmx_eval.errors import KmxError
+
+    try:
+        tree = read_tree(ds_cfg.path)
+    except KmxError as exc:
+        n = (CUB_CLASSES if ds_cfg.classes is None else ds_cfg.classes if isinstance(ds_cfg.classes, int)
+             else len(ds_cfg.classes))
+        note = (f"cub: no tree at {ds_cfg.path} ({str(exc)[:80]}...); counts from CUB-200-2011's official "
+                f"split scaled to {n} classes")
+        if note not in notes:
+            notes.append(note)
+        return n, round(CUB_TRAIN * n / CUB_CLASSES), round(CUB_TEST * n / CUB_CLASSES)
+    chosen = set(select_classes(tree, ds_cfg.classes, "cub"))
+    kept = [i for i in tree.images if tree.labels[i] in chosen]
+    n_tr = sum(tree.train[i] for i in kept)
+    return len(chosen), n_tr, len(kept) - n_tr
+
+
+def fake_cub(root: Path, per_class: int = 4) -> Path:
+    """A two-class tree in CUB's layout, noise JPEGs at CUB's image size, with segmentations."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    cub, lines = root / "CUB_200_2011", {"images": [], "image_class_labels": [], "train_test_split": [],
+                                          "bounding_boxes": []}
+    (cub / "parts").mkdir(parents=True)
+    (root / "segmentations").mkdir()
+    locs = []
+    for i in range(1, 2 * per_class + 1):
+        c = (i - 1) // per_class + 1
+        rel = f"00{c}.Bird{c}/Bird{c}_{i}.jpg"
+        for folder, suffix in ((cub / "images", ".jpg"), (root / "segmentations", ".png")):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        w, h = CUB_IMAGE
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(cub / "images" / rel, quality=90)
+        Image.fromarray(rng.choice(np.array([0, 153, 255], dtype=np.uint8), (h, w))).save(
+            (root / "segmentations" / rel).with_suffix(".png"))
+        lines["images"].append(f"{i} {rel}")
+        lines["image_class_labels"].append(f"{i} {(i - 1) // per_class + 1}")
+        lines["train_test_split"].append(f"{i} {i % 2}")
+        lines["bounding_boxes"].append(f"{i} 50 40 300 200")
+        locs += [f"{i} {p} {60 + 10 * p} 80 1" for p in range(1, 16)]
+    for name, rows in lines.items():
+        (cub / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    (cub / "parts" / "parts.txt").write_text("".join(f"{p} part{p}\n" for p in range(1, 16)))
+    (cub / "parts" / "part_locs.txt").write_text("\n".join(locs) + "\n")
+    return cub
+
+
 def prepare_unit(ds_cfg, size: int) -> tuple[float | None, str]:
     """Seconds per image to build and save the dataset (``None`` when not projectable offline)."""
     from kmx_eval.data import prepare_dataset, save_prepared
+    from kmx_eval.errors import KmxError
 
+    if ds_cfg.source == "cub":
+        from kmx_eval.data.cub import read_tree
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                read_tree(ds_cfg.path)
+                small = ds_cfg.model_copy(update={"classes": 2})  # the real tree: two of its classes
+            except KmxError:
+                small = ds_cfg.model_copy(update={"path": str(fake_cub(Path(tmp))), "segmentations": None,
+                                                  "classes": None})
+            n = sum(cub_counts(small, [])[1:])
+            t0 = common.now()
+            save_prepared(prepare_dataset(small, size), Path(tmp) / "data" / "d")
+            return (common.now() - t0) / n, ""
     if ds_cfg.source == "synthetic":
         small = ds_cfg.model_copy(update={"n_classes": min(ds_cfg.n_classes, 4), "train_per_class": 4,
                                           "test_per_class": 2})
@@ -211,7 +288,7 @@ def faithfulness_passes(ev, size: int) -> dict[str, int]:
     return out
 
 
-def project(params, units_for, args) -> tuple[dict[str, float], dict]:
+def project(params, units_for, args, notes: list[str]) -> tuple[dict[str, float], dict]:
     """Seconds per stage kind for the whole study, and per-dataset details."""
     from kmx_eval.explain import explainer_names
     from kmx_eval.models.backbone import build_backbone
@@ -230,6 +307,8 @@ def project(params, units_for, args) -> tuple[dict[str, float], dict]:
         elif ds.source == "digits":
             n_classes, n_te = 10, round(1797 * ds.test_fraction)
             n_tr = 1797 - n_te
+        elif ds.source == "cub":
+            n_classes, n_tr, n_te = cub_counts(ds, notes)
         else:
             details[name] = {"skipped": f"source {ds.source!r}: image counts unknown without its data"}
             continue
@@ -269,7 +348,9 @@ def project(params, units_for, args) -> tuple[dict[str, float], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__, threads=None)
-    p.add_argument("--profile", default=str(common.REPO / "profiles" / "paper.yaml"), help="the study to project")
+    p.add_argument("--profile", nargs="+", help="the studies to project (default: profiles/paper.yaml "
+                   "and profiles/paper_synthetic.yaml)",
+                   default=[str(common.REPO / "profiles" / name) for name in ("paper.yaml", "paper_synthetic.yaml")])
     p.add_argument("--params", default=str(common.REPO / "params.yaml"), help="the reference study (default params.yaml)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--quantus-overhead", type=float, default=1.1,
@@ -280,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     from kmx_eval.validation import load_params
 
     notes: list[str] = []
-    studies = {"params.yaml": load_params(args.params), Path(args.profile).name: load_study(args.profile, notes)}
+    studies = {"params.yaml": load_params(args.params),
+               **{Path(path).name: load_study(path, notes) for path in args.profile}}
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.min_time = 0.2 if args.quick else 1.0
     batch = args.measure_batch or (2 if args.quick else 32)
@@ -321,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     projections, details = {}, {}
     for label, params in studies.items():
         current["params"] = params
-        projections[label], details[label] = project(params, units_for, args)
+        projections[label], details[label] = project(params, units_for, args, notes)
 
     labels = list(projections)
     width = max(len(s) for s in STAGES) + 2
@@ -334,12 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     checks = [common.Check(f"projected total, {lab}", totals[lab] / 3600, unit="h",
                            detail=", ".join(f"{k} {_hours(v).strip()}" for k, v in projections[lab].items()))
               for lab in labels]
-    checks.append(common.Check(f"projected {labels[1]} / {labels[0]}", totals[labels[1]] / totals[labels[0]],
-                               detail="compare the params.yaml projection with bench_pipeline.py's measured total"))
+    checks += [common.Check(f"projected {lab} / {labels[0]}", totals[lab] / totals[labels[0]],
+                            detail="compare the params.yaml projection with bench_pipeline.py's measured total")
+               for lab in labels[1:]]
     common.print_table("Projection summary", checks, notes=notes + [
         "unit costs measured on a few batches of noise images; counts from the params; "
         "stages not listed (report) and process start-up are not projected",
-        "paper.yaml is meant for a GPU: this is what it would cost on this CPU"])
+        "the paper profiles are meant for a GPU: this is what they would cost on this CPU"])
     return common.finish(args, "bench_paper_projection", checks,
                          {"profile": args.profile, "params": args.params, "device": args.device,
                           "quantus_overhead": args.quantus_overhead, "measure_batch": batch},
