@@ -350,10 +350,15 @@ def _hierarchical(parts: list[tuple[np.ndarray, ...]], signs: tuple[float, ...],
     alpha = (1.0 - float(confidence)) / 2.0
     gen = np.random.default_rng(int(seed))
     # Level 1: B x S seeds drawn with replacement. Level 2: every draw (b, j) gets its own resample of
-    # the drawn seed's units, so a seed drawn twice in one resample contributes two independent means.
+    # the drawn seed's units, so a seed drawn twice in one resample contributes two independent means;
+    # only the draws that pick a seed are resampled for it (B * S resamples in all, not B * S per seed).
     drawn = gen.integers(0, S, size=(B, S))
-    within = np.stack([sum(sg * _within_seed_means(v, B * S, gen) for sg, v in zip(signs, p)) for p in parts])
-    stats = within[drawn, np.arange(B * S).reshape(B, S)].mean(axis=1)
+    total = np.zeros(B, dtype=np.float64)
+    for s, p in enumerate(parts):
+        rows = np.nonzero(drawn == s)[0]  # row-major: the same order on every run
+        if rows.size:
+            np.add.at(total, rows, sum(sg * _within_seed_means(v, rows.size, gen) for sg, v in zip(signs, p)))
+    stats = total / S
     low, high = (float(x) for x in np.quantile(stats, [alpha, 1.0 - alpha]))
     p_value = bootstrap_p_value(stats)
     # The seed level alone (the same seed draws, each seed at its own mean) never gives a narrower

@@ -49,7 +49,7 @@ def test_prototype_table_has_matched_capacity_rows_and_intervals_no_narrower_tha
     assert {("d", "B4", "class_means"), ("d", "cnn", "class_means"), ("d", "B4", "probe_canonical"),
             ("d", "cnn", "linear_canonical"), ("d", "B4", "kmeans")} <= set(proto.cells.index)
     assert "separation" in proto.cells.columns and "class_means" in proto.caption
-    assert "resamples seeds, then prototypes" in proto.caption
+    assert "resamples the training seeds, then the evaluation images (prototypes, for per-prototype" in proto.caption
     rows = agg[agg.metric == "separation"]
     assert set(rows["interval"]) == {"hierarchical_bootstrap"}
     per_seed = metrics.groupby(["combination", "method"])["value"]
