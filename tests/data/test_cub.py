@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from cub_tree import (BOX, CLASSES, H, NO_SEGMENTATION, NOT_VISIBLE, PARTS, W, image_rel, part_location,
                       soft_segmentation, write_cub_tree)
 
@@ -19,6 +20,7 @@ from kmx_eval.metrics.parts import part_pointing_game
 from kmx_eval.validation import parse_params
 
 SIZE = 32
+REPO = Path(__file__).resolve().parents[2]  # the repository root
 TRAIN_IDS = [1, 2, 4, 5, 7, 8]  # the official split of the tiny tree: two per class train
 TEST_IDS = [3, 6, 9]
 
@@ -228,3 +230,34 @@ def test_classes_keep_their_prefix_when_the_short_names_collide(tmp_path, tree):
     (copy / "classes.txt").write_text("1 001.Albatross\n2 002.Albatross\n3 003.Sooty_Albatross\n")
     names = prepare_dataset(cub(copy), SIZE)["train"].features["label"].names
     assert names == ["001.Albatross", "002.Albatross", "003.Sooty_Albatross"]
+
+
+def _prepare_stage():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kmx_stage_prepare_cub", REPO / "stages" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_the_prepare_stage_saves_the_keypoints_and_stops_on_a_bad_tree_with_one_line(tree, tmp_path, monkeypatch,
+                                                                                    capsys):
+    from kmx_eval.data import load_prepared
+
+    broken, named = _break(tree, tmp_path, "absent_image")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "datasets": {"birds": {"source": "cub", "path": str(tree)}, "bad": {"source": "cub", "path": str(broken)}},
+        "backbone": {"architecture": "resnet18", "image_size": SIZE, "epochs": 1}}))
+    monkeypatch.chdir(tmp_path)
+    assert _prepare_stage()(["birds", "--params", str(params)]) == 0
+    dd = load_prepared(tmp_path / "data" / "birds")
+    xy, visible = load_keypoints(dd["train"])
+    assert keypoint_names(dd) == list(PARTS) and visible.sum() == 6 * len(PARTS) - 1
+    np.testing.assert_array_equal(xy, load_keypoints(prepare_dataset(cub(tree), SIZE)["train"])[0])
+    capsys.readouterr()
+    assert _prepare_stage()(["bad", "--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "datasets.bad" in err and named in err and "Traceback" not in err
+    assert not (tmp_path / "data" / "bad").exists()
