@@ -96,7 +96,7 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
     """Aggregate across seeds, build every table and the generated sentences."""
     datasets, combos, samples = list(settings.datasets), list(settings.combinations), evaluations.samples
     bootstrap = dict(n_resamples=settings.n_resamples, confidence=settings.confidence)
-    # Intervals across seeds from the per-sample scores (images as clusters across seeds), with the
+    # Intervals across seeds from the per-sample scores (seeds resampled, then images within each), with the
     # bootstrap settings of the per-seed rows (docs/METHOD.md, section 6, "Intervals").
     agg = stats.aggregate_seeds(evaluations.metrics, samples, **bootstrap)
     _check_accuracy(agg, settings)

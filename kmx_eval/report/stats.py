@@ -106,8 +106,8 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
     """Reduce the tidy metrics of all seeds to one row per dataset, combination, method and metric.
 
     Implements the equations of the module docstring: the mean value over seeds; the interval from
-    the per-sample scores where ``samples`` has them for the key (images resampled as clusters
-    across seeds, Wilson for proportions, ``seed_sd`` from
+    the per-sample scores where ``samples`` has them for the key (seeds resampled, then images
+    within each drawn seed; Wilson for proportions, joined with that over seeds; ``seed_sd`` from
     :func:`~kmx_eval.metrics.bootstrap.seed_spread` of the per-seed means), else the mean of the
     per-seed bounds and the standard deviation of the per-seed values (``ddof=1``). Missing values
     (NaN) are left out of every mean; ``n_seeds`` counts the seeds with a finite value and ``note``
@@ -123,7 +123,7 @@ def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, 
         Without it every interval is the mean of the per-seed bounds.
     n_resamples, confidence : bootstrap settings of the per-seed rows (``params.evaluate.bootstrap``).
     bootstrap_seed : int, optional
-        Seed of the cluster bootstrap; by default the smallest seed of the key, which is the seed
+        Seed of the hierarchical bootstrap; by default the smallest seed of the key, which is the seed
         the evaluate stage gives the per-seed row's bootstrap, so one seed reproduces that row.
     proportion : callable ``(kind, metric) -> bool``, optional
         Which keys are proportions; default :func:`kmx_eval.metrics.evaluation.is_proportion`.

@@ -392,8 +392,8 @@ def controls_table(controls: pd.DataFrame, confidence: float = 0.95) -> Table:
         return r["text"] if isinstance(r["text"], str) else format_cell(r["value"], r["ci_low"], r["ci_high"])
 
     caption = (f"Can each localisation metric tell the oracle (the mask on the map's grid) from the random "
-               f"map on the same model? Paired {confidence:.0%} bootstrap interval of oracle − random (images "
-               "resampled as clusters across seeds); a "
+               f"map on the same model? Paired {confidence:.0%} bootstrap interval of oracle − random (seeds "
+               "resampled, then images within each); a "
                "metric whose interval includes 0 on some model of a dataset is uninformative there and "
                "is left out of the ranking.")
     return assemble(numbers, name="controls", title="Floor and ceiling of every localisation metric",
