@@ -25,6 +25,7 @@ from kmx_eval.errors import DataError, ParamsError
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
 from kmx_eval.metrics.quantus.spec import metric_aliases
 from kmx_eval.report import duplicates, figures, floors, galleries, html, inputs, stats, summary, tables
+from kmx_eval.report import faithfulness as rf
 from kmx_eval.report import forest, multiplicity
 from kmx_eval.report.inputs import Evaluations, ReportSettings
 from kmx_eval.report.table import Table, to_csv_frames, to_latex, to_markdown
@@ -108,17 +109,26 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
     # Benjamini-Hochberg over the table; "within the noise" follows the adjusted decision.
     cmp = multiplicity.adjust(cmp, primary=multiplicity.primary_endpoints(
         explainer=settings.explainer, fidelity_metric=settings.fidelity_metric), confidence=settings.confidence)
-    comparison = tables.comparison_table(cmp, agg, settings.confidence)
     localisation = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "localisation"]
     controls = stats.control_differences(samples, localisation, **bootstrap, seed=settings.seeds[0])
-    skip = stats.uninformative(controls)
+    # Faithfulness against the random map of the same model; a faithfulness metric is ranked, favours a
+    # combination or enters a sentence only where occlusion beats random on every model (report.faithfulness).
+    faithfulness = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "faithfulness"]
+    higher = {m: QUANTUS_METRICS.get(m).higher_is_better for m in faithfulness}
+    faith_controls = rf.faithfulness_controls(samples, faithfulness, higher=higher, **bootstrap,
+                                              seed=settings.seeds[0])
+    skip = rf.merged(stats.uninformative(controls), rf.failed_faithfulness(samples, faith_controls, faithfulness))
+    comparison = tables.comparison_table(cmp, agg, settings.confidence, failed=skip)
     # Distinct maps and metrics only (docs/METHOD.md, section 6): same-map groups from the maps files
     # (a DVC dependency of the report), aliases from the metric specs.
     same_map = duplicates.map_duplicates(datasets, settings.models, settings.seeds, excluded=stats.CONTROLS)
     ranking, agreement = stats.metric_ranking(agg, skip, same_as=duplicates.same_as_mapping(same_map),
                                               aliases=metric_aliases())
     result_tables += [comparison, tables.variance_share_table(inputs.fit_metrics(settings), datasets, combos),
-                      tables.controls_table(controls, settings.confidence), tables.ranking_table(ranking, agreement)]
+                      tables.controls_table(controls, settings.confidence), tables.ranking_table(ranking, agreement),
+                      rf.random_differences_table(rf.random_differences(samples, faithfulness, higher=higher, **bootstrap,
+                                                                        seed=settings.seeds[0]),
+                                                  faith_controls, settings.confidence)]
     metric_name, explainer = settings.fidelity_metric, settings.explainer
     # The headline's two numbers, each paired over the same images: fidelity of the map and
     # accuracy of the k-means head.

@@ -296,7 +296,7 @@ def variance_share_table(fit_metrics: dict, datasets: Sequence[str] | None = Non
 
 
 def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
-                     confidence: float = 0.95) -> Table:
+                     confidence: float = 0.95, failed: dict[str, set[str]] | None = None) -> Table:
     """Display table of :func:`paired_comparisons`; bold where the difference is declared.
 
     Columns: the mean of A, the mean of B, ``B − A [low, high]``, ``n`` pairs, the p-value (adjusted
@@ -319,7 +319,10 @@ def comparison_table(comparisons: pd.DataFrame, agg: pd.DataFrame | None = None,
         base = dict(dataset=r.dataset, comparison=f"{r.b} − {r.a}", method=r.method, metric=r.metric)
         differs = bool(r.differs)
         hib = directions.get((r.dataset, r.metric))
-        if not differs:
+        if r.metric in (failed or {}).get(r.dataset, set()):
+            # the metric failed its control on this dataset (docs/METHOD.md, section 6): no verdict
+            favours = "— (control failed)"
+        elif not differs:
             favours = "within the noise"
         elif hib is None:
             favours = r.b if r.difference > 0 else r.a
