@@ -495,7 +495,8 @@ class EvaluationTables:
             for region, (mask, where) in regions.items():
                 cmap = oracle[region] if method == "oracle" else method_map
                 values = cf.concept_scores(cmap, part_map, mask)
-                chance = cf.concept_scores(cf.shuffled_concept_maps(cmap, mask, seed=seed), part_map, mask)
+                # A floor is itself a reference: no shuffled chance for it (half of its cost).
+                chance = None if method in FLOOR_NOTES else cf.shuffled_chance(cmap, part_map, mask, seed=seed)
                 trivial = cf.trivial_part_maps(part_map, mask)
                 reason = f"a single {'part' if source == 'parts' else 'label'} {where}"
                 what = ("ground-truth part map averaged onto the F_S grid (ceiling); " if method == "oracle"
@@ -504,10 +505,10 @@ class EvaluationTables:
                 for score, v in values.items():
                     metric = f"concept_{score}_{region}"
                     reasons = [reason if (t and np.isnan(x)) else None for t, x in zip(trivial, v)]
-                    ok = np.isfinite(chance[score])
+                    ok = np.isfinite(chance[score]) if chance is not None else np.zeros(len(v), bool)
                     self._summary(seed, v, reasons, kind="concepts", method=method,
                                   category="concept_fidelity", metric=metric, higher_is_better=True,
-                                  note=f"{what}against {source}, {where}; chance: ids shuffled",
+                                  note=f"{what}against {source}, {where}" + ("; chance: ids shuffled" if ok.any() else ""),
                                   chance=float(np.mean(chance[score][ok])) if ok.any() else None)
                     self._samples(seed, method, metric, v, reasons, sample_ids)
         self.seconds["concepts"] += time.perf_counter() - t0

@@ -116,7 +116,8 @@ def test_shuffled_maps_score_near_chance_and_keep_concept_sizes():
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000))
 def test_concept_scores_do_not_depend_on_concept_ids(seed):
-    """Invariance: renaming concept ids one-to-one leaves purity, ARI and NMI unchanged."""
+    """Invariance: renaming concept ids one-to-one leaves purity, ARI, NMI and AMI unchanged (AMI, a
+    difference of nearly equal numbers near 0, up to 1e-15 absolute)."""
     rng = np.random.default_rng(seed)
     parts = _two_parts(n=2, seed=seed)
     concepts = rng.integers(0, 5, parts.shape)
@@ -124,7 +125,7 @@ def test_concept_scores_do_not_depend_on_concept_ids(seed):
     for region in (None, parts > 0):
         a, b = cf.concept_scores(concepts, parts, region), cf.concept_scores(renamed, parts, region)
         for name in a:
-            np.testing.assert_allclose(a[name], b[name], rtol=1e-12)
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-15)
 
 
 def test_a_single_part_inside_the_mask_gives_nan_not_a_trivial_one():
@@ -203,3 +204,13 @@ def test_the_floors_are_reference_rows_of_the_concept_table():
         assert "K = 4 (floor)" in df.loc[(floor, "concept_ami_image"), "note"]
     assert df.loc[("floor_colour", "concept_ami_image"), "value"] == pytest.approx(1.0)
     assert df.loc[("floor_colour", "concept_ami_image"), "value"] > df.loc[("concepts_global", "concept_ami_image"), "value"]
+
+
+def test_the_chance_of_ami_is_zero_and_the_shuffles_average_to_it():
+    parts = _parts(n=2, size=16)
+    concepts = (parts + np.random.default_rng(0).integers(0, 2, parts.shape)).astype(np.int64)
+    chance = cf.shuffled_chance(concepts, parts, seed=0)
+    assert set(chance) == set(cf.SCORES) and np.all(chance["ami"] == 0.0)
+    shuffles = np.mean([cf.concept_ami(cf.shuffled_concept_maps(concepts, seed=s), parts) for s in range(40)], axis=0)
+    assert np.all(np.abs(shuffles) < 0.01)
+    assert set(cf.concept_scores(concepts, parts, scores=["ari"])) == {"ari"}
