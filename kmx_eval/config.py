@@ -250,12 +250,45 @@ def _refuse_repeats(values: list[str], what: str) -> None:
         raise ValueError(f"lists the {what} {', '.join(repeated)} twice; list each once")
 
 
+class PrimaryConfig(Strict):
+    """The primary endpoint of each claim of the headline (``report.primary``; docs/METHOD.md,
+    section 6, "Primary endpoints"): one metric per claim, declared before the numbers are seen, decided
+    on its own interval; every other comparison is secondary. ``localisation`` is the headline's
+    ``report.fidelity_metric`` (filled in from it when left out); ``faithfulness``, when given, adds
+    the faithfulness sentence."""
+
+    localisation: str | None = None
+    faithfulness: str | None = None
+
+
 class ReportConfig(Strict):
     title: str = "kmx-eval: semantic fidelity versus accuracy of k-means explanations"
     gallery_images: int = Field(6, ge=1)
     fidelity_metric: str = "RelevanceMassAccuracy"
     #: The k-means explainer of the trade-off figure, the headlines and the gallery.
     explainer: str = "margin"
+    primary: PrimaryConfig = PrimaryConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_localisation(cls, data: Any) -> Any:
+        """The primary localisation endpoint is the fidelity metric: filled in from it, or equal to it."""
+        if not isinstance(data, dict):
+            return data
+        fidelity = data.get("fidelity_metric", cls.model_fields["fidelity_metric"].default)
+        primary = data.get("primary")
+        primary = {} if primary is None else primary
+        if not isinstance(primary, dict):
+            return data  # a PrimaryConfig already, or a wrong type that the field reports
+        declared = primary.get("localisation")
+        if declared is None:
+            return {**data, "primary": {**primary, "localisation": fidelity}}
+        if declared != fidelity:
+            raise ParamsError(f"report.primary.localisation {declared!r} differs from report.fidelity_metric "
+                              f"{fidelity!r}: the headline, the trade-off figure and the key numbers read one "
+                              "localisation endpoint; set report.fidelity_metric and leave "
+                              "report.primary.localisation out (or equal to it)")
+        return data
 
 
 class Params(Strict):
@@ -340,6 +373,24 @@ class Params(Strict):
             if refusal:
                 raise ParamsError(f"report.fidelity_metric: {refusal}; pick an invariant localisation "
                                   "metric such as RelevanceRankAccuracy or RelevanceMassAccuracy")
+        return self
+
+    @model_validator(mode="after")
+    def _primary_endpoints(self, info: ValidationInfo) -> "Params":
+        """Each primary endpoint is computed (in evaluate.quantus) and of its claim's category; the
+        localisation one is report.fidelity_metric, checked as such (_headline_measure and below)."""
+        metrics = _registry(info, "quantus_metrics")
+        for claim, name in (("faithfulness", self.report.primary.faithfulness),):
+            if name is None:
+                continue
+            valid = [m for m in self.evaluate.quantus
+                     if metrics is None or (m in metrics and metrics.get(m).category.value == claim)]
+            choices = f"pick a {claim} metric of evaluate.quantus ({', '.join(valid) or 'none listed'})"
+            if name not in self.evaluate.quantus:
+                raise ParamsError(f"report.primary.{claim}: {name!r} is not computed; {choices}")
+            if name not in valid:
+                raise ParamsError(f"report.primary.{claim}: {name!r} is a "
+                                  f"{metrics.get(name).category.value} metric; {choices}")
         return self
 
     @model_validator(mode="after")

@@ -107,8 +107,11 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
                                    seed=settings.seeds[0])
     # Multiplicity (docs/METHOD.md, section 6): the primary endpoints unadjusted, every other row by
     # Benjamini-Hochberg over the table; "within the noise" follows the adjusted decision.
-    cmp = multiplicity.adjust(cmp, primary=multiplicity.primary_endpoints(
-        explainer=settings.explainer, fidelity_metric=settings.fidelity_metric), confidence=settings.confidence)
+    # report.primary: one endpoint per claim (localisation: the fidelity metric; faithfulness when declared)
+    primary = [(settings.explainer, settings.fidelity_metric), ("kmeans", "accuracy")]
+    if settings.primary_faithfulness:
+        primary.insert(1, (settings.explainer, settings.primary_faithfulness))
+    cmp = multiplicity.adjust(cmp, primary=primary, confidence=settings.confidence)
     localisation = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "localisation"]
     controls = stats.control_differences(samples, localisation, **bootstrap, seed=settings.seeds[0])
     # Faithfulness against the random map of the same model; a faithfulness metric is ranked, favours a
@@ -130,22 +133,23 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
                                                                         seed=settings.seeds[0]),
                                                   faith_controls, settings.confidence)]
     metric_name, explainer = settings.fidelity_metric, settings.explainer
-    # The headline's two numbers, each paired over the same images: fidelity of the map and
-    # accuracy of the k-means head.
-    fid_samples = samples[((samples["metric"] == metric_name) & (samples["method"] == explainer))
+    # The headline's numbers, each paired over the same images: fidelity (and the primary faithfulness
+    # endpoint) of the map and accuracy of the k-means head.
+    endpoints = [metric_name] + ([settings.primary_faithfulness] if settings.primary_faithfulness else [])
+    fid_samples = samples[(samples["metric"].isin(endpoints) & (samples["method"] == explainer))
                           | ((samples["metric"] == "accuracy") & (samples["method"] == "kmeans"))]
     every_pair = [(a, b) for i, a in enumerate(combos) for b in combos[i + 1:]]
     paired = stats.paired_comparisons(fid_samples, every_pair, **bootstrap, seed=settings.seeds[0])
     # Each headline value between its floor and ceiling, and the map against its floor over the same
     # images (docs/METHOD.md, section 6, "Headlines that check the room").
     rooms = floors.rooms(agg, samples, datasets=datasets, combinations=combos, method=explainer,
-                         metrics=[metric_name], **bootstrap, seed=settings.seeds[0])
+                         metrics=endpoints, **bootstrap, seed=settings.seeds[0])
     return Results(agg=agg, tables=result_tables, comparison=comparison,
                    numbers=summary.key_numbers(agg, datasets, combos, fidelity_metric=metric_name,
                                                        explainer=explainer),
                    sentences=summary.headlines(agg, datasets, combos, fidelity_metric=metric_name,
                                                         explainer=explainer, paired=paired, uninformative=skip,
-                                                        rooms=rooms),
+                                                        rooms=rooms, faithfulness_metric=settings.primary_faithfulness),
                    claims=summary.prototype_claims(agg, datasets, combos, samples=samples, **bootstrap,
                                                    seed=settings.seeds[0]), fidelity_metric=metric_name,
                    curves=evaluations.curves, comparisons=cmp, failed_controls=skip)

@@ -4,8 +4,8 @@
 A headline value ``v`` of a map is read between two control maps of the same model, images and
 metric: the *floor*, a random map (``random_grid``, the random map of the map's own grid, where the
 study has it; else ``random``, the pixel random map, named "pixel floor"), and the *ceiling*
-(``ceiling``, the metric's maximum on that grid, where the study has it; else ``oracle``, the mask
-on the grid, named "oracle"). Pixel-level maps (Integrated Gradients, saliency) are read against the
+(``ceiling``, the metric's maximum on that grid, where the study has it; else, for a localisation
+metric, ``oracle``, the mask on the grid, named "oracle"; a faithfulness value has no oracle). Pixel-level maps (Integrated Gradients, saliency) are read against the
 pixel controls (``random``; ``ceiling_pixel`` else ``oracle_pixel``). The map is *above the floor*
 when the paired interval of ``v_i - floor_i`` over the same images (seeds, then images, resampled:
 :func:`~kmx_eval.report.stats.paired_difference`) excludes 0 on the better side; otherwise the
@@ -94,7 +94,10 @@ def room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: str, combi
     pixel = method in PIXEL_MAPS
     where = dict(dataset=dataset, combination=combination, metric=metric)
     floor_method, floor_word, floor = _reference(agg, PIXEL_FLOORS if pixel else GRID_FLOORS, **where)
-    _, ceiling_word, ceiling = _reference(agg, PIXEL_CEILINGS if pixel else GRID_CEILINGS, **where)
+    ceilings = PIXEL_CEILINGS if pixel else GRID_CEILINGS
+    if row["category"] != "localisation":  # the mask (oracle) is a ceiling of localisation only
+        ceilings = ceilings[:1]
+    _, ceiling_word, ceiling = _reference(agg, ceilings, **where)
     if not (finite(floor) or finite(ceiling)):  # a study without controls: nothing to read against
         return None
     out = Room(float(row["value"]), floor, floor_word, ceiling, ceiling_word)

@@ -58,6 +58,9 @@ class ReportSettings:
     confidence: float
     device: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: ``report.primary.faithfulness``: the faithfulness claim's primary endpoint (None: no such sentence);
+    #: the localisation claim's is ``fidelity_metric``.
+    primary_faithfulness: str | None = None
 
     @property
     def models(self) -> list[str]:

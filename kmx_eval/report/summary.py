@@ -110,7 +110,7 @@ def headline(
     higher = direction(fid[best]["higher_is_better"]) is not False
     if best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher):
         return f"On {dataset}, " + _at_chance(fid, rooms, best, fidelity_metric=fidelity_metric,
-                                              explainer=explainer) + f"; {acc_clause}{cnn_clause}."
+                                              explainer=explainer, higher=higher) + f"; {acc_clause}{cnn_clause}."
     if other is None:
         return (f"On {dataset}, {best} is the only combination with a {fidelity_metric} value "
                 f"({fmt(fid[best]['value'])}{_interval(fid[best])}); {acc_clause}{cnn_clause}.")
@@ -150,14 +150,64 @@ def _in_room(r: pd.Series, room_of: Room | None) -> str:
     return fmt(r["value"]) + ("" if room_of is None or not room_of.bounds() else " " + room_of.bounds())
 
 
-def _at_chance(fid: dict, rooms: Mapping[str, Room], best: str, *, fidelity_metric: str, explainer: str) -> str:
+def _at_chance(fid: dict, rooms: Mapping[str, Room], best: str, *, fidelity_metric: str, explainer: str,
+               higher: bool = True) -> str:
     """The fidelity half when even the best map is not above its floor: no winner is named."""
     verb = "localises" if fid[best]["category"] == "localisation" else "scores"
-    versus = rooms[best].against_floor()
-    why = (f"; its {versus} does not lie above 0" if versus
-           else f", not above its {rooms[best].floor_word}")
     return (f"no combination's {explainer} map {verb} above chance on {fidelity_metric}: the best of them, "
-            f"{best}, scores {_in_room(fid[best], rooms[best])}, at chance{why}")
+            f"{best}, scores {_in_room(fid[best], rooms[best])}, at chance{_why_chance(rooms[best], higher)}")
+
+
+def _why_chance(r: Room, higher: bool) -> str:
+    """Why a value is at chance: its paired interval to the floor, or its value against the floor's."""
+    versus = r.against_floor()
+    if versus:
+        return f"; its {versus} is not {'above' if higher else 'below'} 0"
+    return f", not {'above' if higher else 'below'} its {r.floor_word}"
+
+
+def faithfulness_sentence(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *, metric: str,
+                          explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
+                          rooms: Mapping[str, Room] | None = None, failed_control: bool = False) -> str:
+    """One sentence on the primary faithfulness endpoint ``metric`` (``report.primary.faithfulness``) of
+    the ``explainer`` map, read as the headline reads localisation: no claim where the metric fails its
+    control on the dataset (``failed_control``: :func:`kmx_eval.report.stats.uninformative`); the best
+    combination named only when its map is above its floor (the random map of the same model, over the
+    same images; ``rooms`` as in :func:`headline`), else "at chance"; two combinations alike within the
+    noise when their paired interval (``paired``) includes 0; every value between its floor and ceiling.
+    """
+    head = f"Faithfulness on {dataset} ({metric} of the {explainer} map, the primary endpoint): "
+    fid = {c: first_row(agg, dataset=dataset, combination=c, kind="explainer", method=explainer, metric=metric)
+           for c in combinations}
+    scored = [c for c in combinations if fid[c] is not None and finite(fid[c]["value"])]
+    if not scored:
+        return head + "not measured."
+    if failed_control:
+        return head + ("the metric fails its control here (an informed reference map does not beat the random "
+                       "map by an interval that excludes 0), so no faithfulness claim is made.")
+    best, other = _best_and_other(fid, scored, combinations)
+    rooms = dict(rooms) if rooms is not None else {
+        c: r for c in scored if (r := room(agg, None, dataset=dataset, combination=c, method=explainer,
+                                           metric=metric)) is not None}
+    higher = direction(fid[best]["higher_is_better"]) is not False
+    if best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher):
+        return head + (f"no combination's map is more faithful than chance; the best of them, {best}, scores "
+                       f"{_in_room(fid[best], rooms[best])}, at chance{_why_chance(rooms[best], higher)}.")
+    versus = rooms[best].against_floor() if best in rooms else ""
+    best_text = (fmt(fid[best]["value"]) + _interval(fid[best])
+                 + (" " + rooms[best].bounds() if best in rooms and rooms[best].bounds() else "")
+                 + (f", {versus}" if versus else ""))
+    if other is None:
+        return head + f"{best} scores {best_text}."
+    diff = _paired(paired, dataset, method=explainer, metric=metric, best=best, other=other)
+    if diff is not None and not (diff["ci_low"] > 0 or diff["ci_high"] < 0):
+        return head + (f"{best} and {other} are alike within the noise ({best_text} vs "
+                       f"{_in_room(fid[other], rooms.get(other))}; paired difference {fmt(diff['difference'])} "
+                       f"[{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] includes 0).")
+    pair = (f"; paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}]"
+            if diff is not None else "")
+    return head + (f"{best} is the most faithful ({best_text} vs {_in_room(fid[other], rooms.get(other))} for "
+                   f"{other}{pair}).")
 
 
 def _fidelity_clause(fid: dict, best: str, other: str, *, fidelity_metric: str, explainer: str, diff,
@@ -235,19 +285,28 @@ def backbone_provenance(architecture: str, weights: str, checkpoint: dict | None
 
 def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str], *,
               fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
-              uninformative: dict | None = None, rooms: Mapping[tuple[str, str, str], Room] | None = None
-              ) -> dict[str, str]:
-    """:func:`headline` of every dataset, in the given order; ``rooms`` as
-    :func:`kmx_eval.report.floors.rooms` returns them (``{(dataset, combination, metric): Room}``)."""
-    def of(ds):
+              uninformative: dict | None = None, rooms: Mapping[tuple[str, str, str], Room] | None = None,
+              faithfulness_metric: str | None = None) -> dict[str, str]:
+    """:func:`headline` of every dataset, in the given order, followed by the
+    :func:`faithfulness_sentence` of ``faithfulness_metric`` (``report.primary.faithfulness``) when one
+    is declared; ``rooms`` as :func:`kmx_eval.report.floors.rooms` returns them
+    (``{(dataset, combination, metric): Room}``)."""
+    def of(ds, metric):
         if rooms is None:
             return None
-        return {c: r for (d, c, m), r in rooms.items() if d == ds and m == fidelity_metric}
+        return {c: r for (d, c, m), r in rooms.items() if d == ds and m == metric}
 
-    return {ds: headline(agg, ds, list(combinations), fidelity_metric=fidelity_metric, explainer=explainer,
-                         paired=paired, uninformative=fidelity_metric in (uninformative or {}).get(ds, set()),
-                         rooms=of(ds))
-            for ds in datasets}
+    failed = uninformative or {}
+    out = {}
+    for ds in datasets:
+        out[ds] = headline(agg, ds, list(combinations), fidelity_metric=fidelity_metric, explainer=explainer,
+                           paired=paired, uninformative=fidelity_metric in failed.get(ds, set()),
+                           rooms=of(ds, fidelity_metric))
+        if faithfulness_metric:
+            out[ds] += " " + faithfulness_sentence(
+                agg, ds, list(combinations), metric=faithfulness_metric, explainer=explainer, paired=paired,
+                rooms=of(ds, faithfulness_metric), failed_control=faithfulness_metric in failed.get(ds, set()))
+    return out
 
 
 def key_numbers(

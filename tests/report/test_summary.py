@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kmx_eval.metrics import tidy
@@ -202,3 +203,41 @@ def test_a_best_map_above_its_floor_by_a_paired_interval_is_named_with_its_room(
     assert "localises best" not in text and "at chance" in text and "paired difference to the grid floor" in text
     # lower-is-better reads the other side of the interval
     assert floors.Room(0.1, 0.3, "grid floor", 0.0, "ceiling", -0.2, -0.3, -0.1).above_floor(False)
+
+
+def _faithfulness(values: dict, floor: float | None):
+    """Aggregated FaithfulnessCorrelation rows of the margin map per combination, and a pixel floor."""
+    rows = []
+    for comb in COMBOS:
+        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method="margin",
+                             category="faithfulness", metric="FaithfulnessCorrelation", value=values[comb],
+                             ci_low=values[comb] - 0.05, ci_high=values[comb] + 0.05, higher_is_better=True))
+        if floor is not None:
+            rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method="random",
+                                 category="faithfulness", metric="FaithfulnessCorrelation", value=floor,
+                                 higher_is_better=True))
+        rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="explainer", method="oracle",
+                             category="faithfulness", metric="FaithfulnessCorrelation", value=0.9,
+                             higher_is_better=True))
+    return stats.aggregate_seeds(tidy.frame(rows))
+
+
+def test_the_primary_faithfulness_endpoint_checks_its_floor_and_its_control():
+    agg = _faithfulness({"B4": 0.1, "B34": 0.2, "B234": 0.3}, floor=0.05)
+    text = summary.faithfulness_sentence(agg, "d", COMBOS, metric="FaithfulnessCorrelation")
+    assert text == ("Faithfulness on d (FaithfulnessCorrelation of the margin map, the primary endpoint): B234 is "
+                    "the most faithful (0.3 [0.25, 0.35] (pixel floor 0.05) vs 0.1 (pixel floor 0.05) for B4).")
+    assert "oracle" not in text  # the mask is no ceiling of faithfulness
+    below = _faithfulness({"B4": 0.1, "B34": 0.2, "B234": 0.3}, floor=0.35)
+    text = summary.faithfulness_sentence(below, "d", COMBOS, metric="FaithfulnessCorrelation")
+    assert "most faithful" not in text and "at chance, not above its pixel floor" in text
+    failed = summary.faithfulness_sentence(agg, "d", COMBOS, metric="FaithfulnessCorrelation", failed_control=True)
+    assert "fails its control" in failed and "most faithful" not in failed
+    # headlines() appends it after the localisation headline when report.primary.faithfulness is declared
+    both = summary.headlines(
+        pd.concat([_agg({"B4": 0.97, "B34": 0.96, "B234": 0.95}, {"B4": 0.2, "B34": 0.3, "B234": 0.4}), agg]),
+        ["d"], COMBOS, fidelity_metric="RelevanceMassAccuracy", faithfulness_metric="FaithfulnessCorrelation")
+    assert both["d"].startswith("On d, B234 localises best") and both["d"].endswith(
+        "(0.3 [0.25, 0.35] (pixel floor 0.05) vs 0.1 (pixel floor 0.05) for B4).")
+    alone = summary.headlines(agg, ["d"], COMBOS, fidelity_metric="RelevanceMassAccuracy")
+    assert "Faithfulness" not in alone["d"]
