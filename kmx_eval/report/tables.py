@@ -142,12 +142,13 @@ def metric_table(
 def _seeds_phrase(agg: pd.DataFrame) -> str:
     n = int(agg["n_seeds"].max()) if len(agg) else 0
     if n > 1:
-        per_prototype = ("resamples seeds, then prototypes within each seed, so it includes the spread of "
-                         "the seeds" if (agg["interval"] == "hierarchical_bootstrap").any()
-                         else "is the mean of the per-seed intervals")
-        return (f" Values are means over {n} seeds: [low, high] resamples evaluation images as clusters "
-                f"across seeds (Wilson intervals for proportions; for per-prototype metrics it {per_prototype}) "
-                "and ± is the standard deviation of the per-seed means.")
+        # Per-prototype keys of a study written before per-prototype values were kept have no samples.
+        per_prototype = ("" if not (agg["interval"] == "mean_of_seed_bounds").any()
+                         else "; keys without per-sample values show the mean of the per-seed intervals")
+        return (f" Values are means over {n} seeds: [low, high] resamples the training seeds, then the "
+                f"evaluation images (prototypes, for per-prototype metrics) within each drawn seed, so it "
+                f"includes the spread between trainings (proportions: joined with the Wilson interval"
+                f"{per_prototype}); ± is the standard deviation of the per-seed means.")
     return (" [low, high] is the bootstrap interval over evaluation samples (Wilson intervals for "
             "proportions).")
 
