@@ -356,10 +356,11 @@ class _Canvas:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
 
 
-def image_tones(gen: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def image_tones(gen: np.random.Generator, palette: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The (base, alternate) colours of one image under ``colour: per_image``: a colour of
-    :data:`COLOURS` drawn uniformly and one brightness for every shape of the image."""
-    colour = COLOURS[str(gen.choice(list(COLOURS)))]
+    ``palette`` (names of :data:`COLOURS`, default all) drawn uniformly and one brightness for every
+    shape of the image."""
+    colour = COLOURS[str(gen.choice(list(palette or COLOURS)))]
     jitter = gen.uniform(0.85, 1.1)
     return (np.clip(np.asarray(colour, float) * jitter, 0, 255),
             np.clip(_alternate(colour) * jitter, 0, 255))
@@ -421,7 +422,7 @@ def _distractors(canvas: _Canvas, gen: np.random.Generator, *, clutter: int, poo
 
 def render_scene(
     design: ClassDesign, size: int, gen: np.random.Generator, *, clutter: int, pool: tuple[Style, ...],
-    coverage: tuple[float, float] = COVERAGE, colour: str = "per_style",
+    coverage: tuple[float, float] = COVERAGE, colour: str = "per_style", palette: tuple[str, ...] | None = None,
 ) -> Scene:
     """Draw one image of ``design`` as a :class:`Scene` (:func:`render` composes it).
 
@@ -432,7 +433,7 @@ def render_scene(
     part map is exact: a pixel's part id is that of the last part painted on it.
     """
     canvas = _Canvas(size, gen)
-    tones = image_tones(gen) if colour == "per_image" else None
+    tones = image_tones(gen, palette) if colour == "per_image" else None
     target = gen.uniform(*coverage)
     radius = min(np.sqrt(target * size * size / design.area), MAX_RADIUS * size)
     centre = gen.uniform(radius, size - radius, 2)
@@ -455,12 +456,12 @@ def render_scene(
 
 def render(
     design: ClassDesign, size: int, gen: np.random.Generator, clutter: int, pool: tuple[Style, ...],
-    coverage: tuple[float, float] = COVERAGE, *, colour: str = "per_style",
+    coverage: tuple[float, float] = COVERAGE, *, colour: str = "per_style", palette: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image of ``design``; returns ``(image uint8 (S,S,3), parts uint8 (S,S))``
     (:func:`render_scene`, composed)."""
     return render_scene(design, size, gen, clutter=clutter, pool=pool, coverage=coverage,
-                        colour=colour).compose()
+                        colour=colour, palette=palette).compose()
 
 
 def replaced_backdrop(scene: Scene, size: int, gen: np.random.Generator, *, clutter: int,
@@ -494,7 +495,7 @@ def generate(cfg: "Synthetic.Config", image_size: int, split: str, n_per_class: 
     for i in tqdm(range(n), desc=f"synthetic {split}", leave=False):
         label = i % cfg.n_classes
         image, part_map = render(designs[label], image_size, rng(cfg.seed, split, i), cfg.clutter, pool,
-                                 tuple(cfg.coverage), colour=cfg.colour)
+                                 tuple(cfg.coverage), colour=cfg.colour, palette=cfg.palette)
         images.append(image)
         labels.append(label)
         parts.append(part_map)
@@ -527,7 +528,8 @@ def intervention_copies(cfg: "Synthetic.Config", image_size: int, indices) -> In
     original, without, only = [], [], []
     for i in indices:
         scene = render_scene(designs[int(i) % cfg.n_classes], image_size, rng(cfg.seed, "test", int(i)),
-                             clutter=cfg.clutter, pool=pool, coverage=tuple(cfg.coverage), colour=cfg.colour)
+                             clutter=cfg.clutter, pool=pool, coverage=tuple(cfg.coverage), colour=cfg.colour,
+                             palette=cfg.palette)
         backdrop = replaced_backdrop(scene, image_size, rng(cfg.seed, "test", int(i), "replaced"),
                                      clutter=cfg.clutter, pool=pool, colour=cfg.colour)
         original.append(scene.compose()[0])
@@ -560,12 +562,14 @@ class Synthetic:
         #: per_style: colour is part of a part's style (told by colour alone); per_image: one colour
         #: per image for every shape, two-tone textures (told by shape, texture and arrangement).
         colour: Literal["per_style", "per_image"] = "per_style"
+        #: colour: per_image draws each image's colour from these names of COLOURS (None: all of them).
+        palette: tuple[str, ...] | None = None
 
         @model_validator(mode="after")
         def _enough_styles(self):
-            if self.n_parts == 1 and self.n_classes > N_STYLES:
+            if self.n_parts == 1 and self.n_classes > n_styles_of(self.colour):
                 raise ValueError(f"{self.n_classes} classes of one part each need more than the "
-                                 f"{N_STYLES} part styles; use n_parts of 2 or more")
+                                 f"{n_styles_of(self.colour)} part styles; use n_parts of 2 or more")
             if self.n_styles is not None:
                 if self.n_styles > n_styles_of(self.colour):
                     raise ValueError(f"n_styles {self.n_styles} exceeds the {n_styles_of(self.colour)} part "
@@ -576,6 +580,11 @@ class Synthetic:
                 if sets < self.n_classes:
                     raise ValueError(f"n_styles {self.n_styles} gives only {sets} distinct sets of "
                                      f"{self.n_parts} parts for {self.n_classes} classes; raise n_styles")
+            if self.palette is not None:
+                unknown = [c for c in self.palette if c not in COLOURS]
+                if self.colour != "per_image" or not self.palette or unknown:
+                    raise ValueError(f"palette {list(self.palette)} needs colour: per_image and one or more "
+                                     f"of {', '.join(COLOURS)}")
             low, high = self.coverage
             if not 0.0 < low <= high <= 0.6:
                 raise ValueError(f"coverage must be [low, high] with 0 < low <= high <= 0.6, got "

@@ -256,3 +256,24 @@ def test_per_image_style_pool_is_validated():
         Config(source="synthetic", colour="per_image", n_styles=N_SHAPE_STYLES + 1)
     with pytest.raises(ValidationError):
         Config(source="synthetic", colour="per_part")
+    with pytest.raises(ValidationError, match="n_parts of 2 or more"):
+        Config(source="synthetic", colour="per_image", n_classes=N_SHAPE_STYLES + 1, n_parts=1)
+    assert Config(source="synthetic", colour="per_image", palette=["yellow"]).palette == ("yellow",)
+    for bad in ({"palette": ["yellow"]}, {"colour": "per_image", "palette": ["mauve"]},
+                {"colour": "per_image", "palette": []}):
+        with pytest.raises(ValidationError, match="palette"):
+            Config(source="synthetic", **bad)
+
+
+def test_a_palette_of_one_colour_paints_every_image_in_it(tiny_config, size):
+    from kmx_eval.data import prepare_dataset
+    from kmx_eval.data.synthetic import COLOURS
+
+    dd = prepare_dataset(tiny_config(colour="per_image", palette=["green"]), size)
+    images, _, _, parts = _arrays(dd["test"])
+    for im, p in zip(images, parts):
+        tones = np.unique(im[p > 0], axis=0).astype(float)
+        base = tones[np.argmax(tones.sum(axis=1))]
+        # one brightness per image in [0.85, 1.1] of the palette's colour
+        ratio = base / np.maximum(np.asarray(COLOURS["green"], float), 1)
+        assert np.ptp(ratio[ratio > 0]) < 0.05 and 0.8 < ratio.max() < 1.15
