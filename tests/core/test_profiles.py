@@ -88,3 +88,11 @@ def test_the_paper_profiles_weights_come_from_the_torch_hub_cache(monkeypatch, t
     got = model.state_dict()
     assert got["fc.weight"].shape[0] == 200
     assert all(torch.equal(got[k], v) for k, v in stored.items() if not k.startswith("fc."))
+
+
+def test_the_two_paper_profiles_differ_only_in_their_data_and_how_the_backbone_starts():
+    cub, synthetic = validation.load_params(PAPER), validation.load_params(PAPER_SYNTHETIC)
+    skip = {"datasets", "backbone"}
+    assert cub.model_dump(exclude=skip) == synthetic.model_dump(exclude=skip)
+    start = {"weights", "lr", "device"}  # ImageNet weights fine-tuned on a GPU, or trained from scratch
+    assert cub.backbone.model_dump(exclude=start) == synthetic.backbone.model_dump(exclude=start)
