@@ -63,7 +63,8 @@ METRIC_COLUMNS = TIDY_COLUMNS
 #: What identifies one aggregated value.
 KEYS = ["dataset", "combination", "kind", "method", "category", "metric"]
 #: Control maps (kmx_eval.explain.controls): shown beside the explainers, never ranked or bolded.
-CONTROLS = ("random", "oracle", "oracle_pixel", "occlusion", *CONCEPT_FLOORS)
+CONTROLS = ("random", "random_grid", "oracle", "oracle_pixel", "ceiling", "ceiling_pixel", "occlusion",
+            *CONCEPT_FLOORS)
 
 
 def check_columns(frame: pd.DataFrame, required: Iterable[str], what: str) -> None:

@@ -19,6 +19,7 @@ from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
 from kmx_eval.report.duplicates import SAME_MAP_RHO
 from kmx_eval.report import multiplicity
+from kmx_eval.report.normalised import NORMALISED, normalised_localisation
 from kmx_eval.report.numbers import fmt, format_cell
 from kmx_eval.report.stats import CONTROLS, aggregate_seeds
 from kmx_eval.report.table import Table, assemble
@@ -241,6 +242,17 @@ def report_tables(
                      methods=["concepts_global", "concepts_class", "oracle", *CONCEPT_FLOORS],
                      metrics=list(CONCEPT_METRICS)),
         sharpness_table(agg, seeds=seeds, explainers=explainers, **order),
+        metric_table(normalised_localisation(agg), name="localisation_normalised",
+                     title="Localisation between floor and ceiling on each map's own grid",
+                     caption="Each localisation value as (value - floor) / (ceiling - floor) on the grid "
+                             "the map lives on: floor random_grid (a uniform random value per grid cell, "
+                             "upsampled like the map) and ceiling the metric's maximum over maps of that "
+                             "grid ('ceiling'); pixel-level maps (Integrated Gradients) against the pixel "
+                             "random map and 'ceiling_pixel'. 0 = floor, 1 = ceiling: maps of different "
+                             "resolutions are compared on this scale only. The interval is the value's, "
+                             "mapped with floor and ceiling at their means." + seeds + best,
+                     categories=[NORMALISED], kinds=["explainer"], **order,
+                     methods=list(explainers or []) + list(CONTROLS), metrics=metrics),
     ]
 
 
