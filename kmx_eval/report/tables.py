@@ -208,8 +208,11 @@ def report_tables(
         metric_table(agg, name="localisation", title="Localisation against ground-truth masks",
                      caption="Quantus localisation metrics per explainer and combination, each beside "
                              "its analytic chance level and, as rows of the same model and grid, the "
-                             "random map (floor) and the oracle map (ceiling: the mask averaged onto the "
-                             "grid the map lives on; oracle_pixel for pixel-level maps). Every metric is "
+                             "grid floor (random_grid: a uniform random value per cell of the grid the "
+                             "maps live on, upsampled like them), the grid ceiling (ceiling: the metric's "
+                             "maximum over maps of that grid), the pixel floor and ceiling of pixel-level "
+                             "maps (random, ceiling_pixel) and the oracle (the mask averaged onto the grid, "
+                             "a reference, not the ceiling). Every metric is "
                              "invariant to a per-image positive affine change of the map (mass metrics "
                              "count the mass above the map's mean)." + seeds + best,
                      categories=["localisation"], kinds=["explainer"], with_chance=True, **order,
