@@ -1,14 +1,18 @@
 """Controls on every explained model (docs/METHOD.md, section 6): the floor and the ceiling.
 
-- ``random`` (:class:`~kmx_eval.explain.baselines.RandomExplainer`, ``explains = "any"``): i.i.d.
-  uniform values, run on every explained model (each combination's k-means head and the CNN), so
-  that every faithfulness and localisation number has a chance level measured on the same model.
+- ``random_grid`` (:class:`~kmx_eval.explain.baselines.RandomGridExplainer`, ``explains = "any"``):
+  i.i.d. uniform values per cell of the explained grid (:func:`explained_grid`), upsampled bilinearly
+  like the maps: the floor of every map on that grid; ``random`` (i.i.d. per pixel) is the pixel
+  floor, for pixel-level maps. Both run on every explained model (each combination's k-means head
+  and the CNN), so every number has a chance level measured on the same model.
 - ``oracle``: the ground-truth object mask averaged onto the grid the explained map lives on and
-  upsampled the same way (bilinear), ``oracle = up(avgpool_{h x w}(S))``: the best a map on that
-  grid can localise. The k-means maps live on the grid of ``F_S`` (the shallowest block of the
-  combination), CAM and Grad-CAM on block B4's grid (``oracle`` in the CNN's maps file), pixel-level
-  maps such as Integrated Gradients on the pixels (``oracle_pixel``: the mask itself). A reference,
-  not a ceiling, for faithfulness: the mask is not what the model reads.
+  upsampled the same way (bilinear), ``oracle = up(avgpool_{h x w}(S))``. The k-means maps live on
+  the grid of ``F_S`` (the shallowest block of the combination), CAM and Grad-CAM on block B4's grid
+  (``oracle`` in the CNN's maps file), pixel-level maps such as Integrated Gradients on the pixels
+  (``oracle_pixel``: the mask itself). A reference, not the ceiling: a map with all its mass on the
+  cell with the largest mask share beats it; the ceiling of each localisation metric on a grid is
+  :mod:`kmx_eval.metrics.ceilings` (docs/METHOD.md, section 6). Not a ceiling for faithfulness
+  either: the mask is not what the model reads.
 - ``explain.target``: the explained class is the model's own prediction (``predicted``, the
   default: the method explains the model's decision) or the ground-truth ``label``.
 """

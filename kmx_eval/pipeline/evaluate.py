@@ -24,6 +24,7 @@ from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_hea
                             load_linear_sem, load_probe)
 from kmx_eval.heads.kmex import KMEX_HEAD_NAME, kmex_embeddings
 from kmx_eval.explain.controls import explained_grid
+from kmx_eval.metrics.ceilings import add_ceilings
 from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables,
                                          PrototypeSet, class_means_set, kmeans_prototype_set,
                                          kmex_reference_set, linear_prototype_set, summary_metrics)
@@ -203,6 +204,9 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     if coarse_grid is not None and methods:
         tables.add_sharpness(seed, {m: maps[m] for m in methods}, grid=coarse_grid, masks=masks, parts=parts,
                              sample_ids=indices)
+    # Each localisation metric's ceiling on this model's grid (and the pixels', for pixel maps): mask-only.
+    add_ceilings(tables, seed, model=explained.model, x=x, masks=masks, methods=methods, metrics=metrics,
+                 settings=settings, sample_ids=indices, device=device)
     tables.settings["explain_target"] = str(maps["target"]) if "target" in maps else "label"
     concepts = {k: maps[k] for k in maps if is_concept_key(k)}
     if concepts:

@@ -116,6 +116,13 @@ def test_combination_tables(workdir):
     per_proto = samples[(samples.method == "class_means") & (samples.metric == "separation")]
     assert sorted(per_proto["sample"]) == [0, 1, 2]
     expl = metrics[metrics.kind == "explainer"]
+    # the ceiling of each localisation metric on the model's grid, per image like a method; no map above it
+    ceiling = expl[expl.method == "ceiling"].set_index("metric")
+    assert set(ceiling.index) == set(expl[expl.category == "localisation"].metric)
+    assert "maximum over maps on the" in ceiling["note"].iloc[0]
+    others = expl[(expl.category == "localisation") & (expl.method != "ceiling")].groupby("metric")["value"].max()
+    assert (ceiling["value"].reindex(others.index) >= others - 1e-6).all()
+    expl = expl[expl.method != "ceiling"]
     # the random floor and the oracle ceiling on the same model; 14 metrics each
     assert set(expl.method) == {"margin", "margin_centred", "random", "oracle"}
     assert len(expl) == 4 * 14
@@ -155,7 +162,7 @@ def test_baseline_tables(workdir):
     protos = metrics[metrics.kind == "prototypes"]
     # the CNN's fc in the raw pooled deepest-block space, with the class means of that space
     assert set(protos.method) == {"linear", "linear_canonical", "class_means"} and len(protos) == 18
-    assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random", "oracle", "oracle_pixel"}
+    assert set(metrics[metrics.kind == "explainer"].method) == {"cam", "random", "oracle", "oracle_pixel", "ceiling"}
     assert "concepts" not in set(metrics.kind)
 
 
