@@ -250,15 +250,31 @@ def _refuse_repeats(values: list[str], what: str) -> None:
         raise ValueError(f"lists the {what} {', '.join(repeated)} twice; list each once")
 
 
+#: The concept-fidelity metrics (:data:`kmx_eval.metrics.evaluation.CONCEPT_METRICS`; not imported from there:
+#: it imports torch and scikit-learn, which validating params must not; a test checks the two are equal).
+CONCEPT_METRICS = tuple(f"concept_{score}_{region}" for region in ("object", "image")
+                        for score in ("purity", "ari", "nmi", "ami"))
+
+
 class PrimaryConfig(Strict):
     """The primary endpoint of each claim of the headline (``report.primary``; docs/METHOD.md,
     section 6, "Primary endpoints"): one metric per claim, declared before the numbers are seen, decided
     on its own interval; every other comparison is secondary. ``localisation`` is the headline's
     ``report.fidelity_metric`` (filled in from it when left out); ``faithfulness``, when given, adds
-    the faithfulness sentence."""
+    the faithfulness sentence; ``concepts`` the concepts sentence."""
 
     localisation: str | None = None
     faithfulness: str | None = None
+    #: A concept-fidelity metric (:data:`CONCEPT_METRICS`), when given, adds the concepts sentence.
+    concepts: str | None = None
+
+    @field_validator("concepts")
+    @classmethod
+    def _concept_metric(cls, v: str | None) -> str | None:
+        if v is not None and v not in CONCEPT_METRICS:
+            raise ParamsError(f"report.primary.concepts: {v!r} is not a concept-fidelity metric; pick one of "
+                              f"{', '.join(CONCEPT_METRICS)}")
+        return v
 
 
 class ReportConfig(Strict):

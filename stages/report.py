@@ -29,7 +29,7 @@ def build(params) -> None:
         explainer=report.explainer, metrics=list(ev.quantus), explainers=list(params.explain.explainers),
         compare=[tuple(p) for p in ev.compare], n_resamples=ev.bootstrap.n_resamples,
         confidence=ev.bootstrap.confidence, device=str(resolve_device(params.backbone.device)),
-        primary_faithfulness=report.primary.faithfulness,
+        primary_faithfulness=report.primary.faithfulness, primary_concepts=report.primary.concepts,
         # serialize_as_any keeps the fields of each dataset source's own Config subclass.
         params=params.model_dump(mode="json", exclude_none=True, serialize_as_any=True)))
 

@@ -144,15 +144,37 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
     # images (docs/METHOD.md, section 6, "Headlines that check the room").
     rooms = floors.rooms(agg, samples, datasets=datasets, combinations=combos, method=explainer,
                          metrics=endpoints, **bootstrap, seed=settings.seeds[0])
+    concept_method, concept_rooms, concept_paired = _concept_endpoint(settings, agg, samples, bootstrap)
+    rooms.update(concept_rooms)
+    paired = pd.concat([paired, concept_paired], ignore_index=True) if len(concept_paired) else paired
     return Results(agg=agg, tables=result_tables, comparison=comparison,
                    numbers=summary.key_numbers(agg, datasets, combos, fidelity_metric=metric_name,
                                                        explainer=explainer),
                    sentences=summary.headlines(agg, datasets, combos, fidelity_metric=metric_name,
                                                         explainer=explainer, paired=paired, uninformative=skip,
-                                                        rooms=rooms, faithfulness_metric=settings.primary_faithfulness),
+                                                        rooms=rooms, faithfulness_metric=settings.primary_faithfulness,
+                                                        concepts_metric=settings.primary_concepts,
+                                                        concept_method=concept_method),
                    claims=summary.prototype_claims(agg, datasets, combos, samples=samples, **bootstrap,
                                                    seed=settings.seeds[0]), fidelity_metric=metric_name,
                    curves=evaluations.curves, comparisons=cmp, failed_controls=skip)
+
+
+def _concept_endpoint(settings: ReportSettings, agg: pd.DataFrame, samples: pd.DataFrame, bootstrap: dict
+                      ) -> tuple[str | None, dict, pd.DataFrame]:
+    """The concept maps of the concepts sentence (``concepts_global`` where the study has them) with the
+    rooms and paired comparisons of ``report.primary.concepts``; ``(None, {}, empty)`` without one."""
+    metric, combos = settings.primary_concepts, list(settings.combinations)
+    methods = [m for m in dict.fromkeys(agg.loc[agg["kind"] == "concepts", "method"]) if m not in stats.CONTROLS]
+    if not metric or not methods:
+        return None, {}, pd.DataFrame()
+    method = "concepts_global" if "concepts_global" in methods else methods[0]
+    every_pair = [(a, b) for i, a in enumerate(combos) for b in combos[i + 1:]]
+    paired = stats.paired_comparisons(samples[(samples["metric"] == metric) & (samples["method"] == method)],
+                                      every_pair, **bootstrap, seed=settings.seeds[0])
+    rooms = floors.rooms(agg, samples, datasets=list(settings.datasets), combinations=combos, method=method,
+                         metrics=[metric], concepts=True, **bootstrap, seed=settings.seeds[0])
+    return method, rooms, paired
 
 
 class _Figures:

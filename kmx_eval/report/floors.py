@@ -115,14 +115,57 @@ def room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: str, combi
 
 
 def rooms(agg: pd.DataFrame, samples: pd.DataFrame | None, *, datasets, combinations, method: str,
-          metrics, **bootstrap) -> dict[tuple[str, str, str], Room]:
+          metrics, concepts: bool = False, **bootstrap) -> dict[tuple[str, str, str], Room]:
     """``{(dataset, combination, metric): Room}`` of ``method``'s map for every metric of ``metrics``
-    (None entries left out)."""
+    (None entries left out); with ``concepts``, of concept map ``method`` (:func:`concept_room`)."""
+    of = concept_room if concepts else room
     out = {}
     for ds in datasets:
         for comb in combinations:
             for metric in metrics:
-                r = room(agg, samples, dataset=ds, combination=comb, method=method, metric=metric, **bootstrap)
+                r = of(agg, samples, dataset=ds, combination=comb, method=method, metric=metric, **bootstrap)
                 if r is not None:
                     out[(ds, comb, metric)] = r
     return out
+
+
+#: The structured concept floors (:data:`kmx_eval.metrics.concept_fidelity.CONCEPT_FLOORS`: pixel-colour
+#: k-means, SLIC superpixels, grid cells) and the ceiling of a concept map (the part map on the grid).
+CONCEPT_FLOOR_WORDS = {"floor_colour": "colour floor", "floor_slic": "superpixel floor",
+                       "floor_grid": "grid-cell floor"}
+CONCEPT_CEILING = ("oracle", "part-map ceiling")
+
+
+def concept_room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: str, combination: str, method: str,
+                 metric: str, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Room | None:
+    """The :class:`Room` of concept map ``method``'s ``metric`` (a concept-fidelity metric): the floor is
+    the strongest structured floor on that model (the highest of :data:`CONCEPT_FLOOR_WORDS`' rows), or,
+    where the study has none, the shuffled-id chance level of the row itself (no paired interval); the
+    ceiling is the part map on the grid (``oracle``). None without a value or any reference."""
+    row = first_row(agg, dataset=dataset, combination=combination, method=method, metric=metric)
+    if row is None or not finite(row["value"]):
+        return None
+    where = dict(dataset=dataset, combination=combination, metric=metric)
+    structured = [(float(r["value"]), m) for m in CONCEPT_FLOOR_WORDS
+                  if (r := first_row(agg, method=m, **where)) is not None and finite(r["value"])]
+    _, ceiling_word, ceiling = _reference(agg, (CONCEPT_CEILING,), **where)
+    if structured:
+        floor, floor_method = max(structured)
+        floor_word = CONCEPT_FLOOR_WORDS[floor_method]
+    else:
+        floor_method, floor_word = None, "shuffled-id floor"
+        floor = float(row["chance"]) if finite(row["chance"]) else np.nan
+    if not (finite(floor) or finite(ceiling)):
+        return None
+    out = Room(float(row["value"]), floor, floor_word, ceiling, ceiling_word)
+    if samples is None or floor_method is None or not len(samples):
+        return out
+    sel = samples[(samples["dataset"] == dataset) & (samples["combination"] == combination)
+                  & (samples["metric"] == metric)].copy()
+    sel["value"] = pd.to_numeric(sel["value"], errors="coerce")
+    sel = sel[np.isfinite(sel["value"].to_numpy(dtype=float))]
+    d = paired_difference(sel[sel["method"] == floor_method], sel[sel["method"] == method],
+                          n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if d is None:
+        return out
+    return Room(out.value, floor, floor_word, ceiling, ceiling_word, d.difference, d.ci_low, d.ci_high)

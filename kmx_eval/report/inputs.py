@@ -61,6 +61,8 @@ class ReportSettings:
     #: ``report.primary.faithfulness``: the faithfulness claim's primary endpoint (None: no such sentence);
     #: the localisation claim's is ``fidelity_metric``.
     primary_faithfulness: str | None = None
+    #: ``report.primary.concepts``: the concepts claim's primary endpoint (None: no such sentence).
+    primary_concepts: str | None = None
 
     @property
     def models(self) -> list[str]:

@@ -21,13 +21,14 @@ chance (:mod:`kmx_eval.report.floors`; docs/METHOD.md, section 6, "Headlines tha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import pandas as pd
 
 from kmx_eval.paths import BASELINES
 from kmx_eval.report.figures import TRADEOFF_EXPLAINER, cnn_accuracy
-from kmx_eval.report.floors import Room, room
+from kmx_eval.report.floors import Room, concept_room, room
 from kmx_eval.report.numbers import direction, finite, fmt
 from kmx_eval.report.stats import PrototypeDifference, first_row, prototype_difference
 
@@ -176,38 +177,69 @@ def faithfulness_sentence(agg: pd.DataFrame, dataset: str, combinations: Sequenc
     same images; ``rooms`` as in :func:`headline`), else "at chance"; two combinations alike within the
     noise when their paired interval (``paired``) includes 0; every value between its floor and ceiling.
     """
-    head = f"Faithfulness on {dataset} ({metric} of the {explainer} map, the primary endpoint): "
-    fid = {c: first_row(agg, dataset=dataset, combination=c, kind="explainer", method=explainer, metric=metric)
-           for c in combinations}
+    if failed_control:
+        return (f"Faithfulness on {dataset} ({metric} of the {explainer} map, the primary endpoint): the metric "
+                "fails its control here (an informed reference map does not beat the random map by an interval "
+                "that excludes 0), so no faithfulness claim is made.")
+    return _claim_sentence(agg, dataset, combinations, claim=_Claim(
+        head=f"Faithfulness on {dataset} ({metric} of the {explainer} map, the primary endpoint): ",
+        chance="no combination's map is more faithful than chance", best="is the most faithful"),
+        metric=metric, method=explainer, paired=paired, rooms=rooms, room_of=room)
+
+
+def concept_sentence(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *, metric: str,
+                     method: str, paired: pd.DataFrame | None = None,
+                     rooms: Mapping[str, Room] | None = None) -> str:
+    """One sentence on the primary concepts endpoint ``metric`` (``report.primary.concepts``) of the
+    concept maps ``method``, read as the headline reads localisation: every value between its floor (the
+    strongest structured floor, or the shuffled-id chance level) and its ceiling (the part map on the
+    grid; :func:`kmx_eval.report.floors.concept_room`), the best combination named only when above its
+    floor by a paired interval that excludes 0, else "at chance"."""
+    return _claim_sentence(agg, dataset, combinations, claim=_Claim(
+        head=f"Concepts on {dataset} ({metric} of the {method} maps, the primary endpoint): ",
+        chance="no combination's concepts match the parts better than chance", best="matches the parts best"),
+        metric=metric, method=method, paired=paired, rooms=rooms, room_of=concept_room)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """The words of one claim's sentence: its opening, its at-chance verdict and its winner's verb."""
+
+    head: str
+    chance: str
+    best: str
+
+
+def _claim_sentence(agg: pd.DataFrame, dataset: str, combinations: Sequence[str], *, claim: _Claim, metric: str,
+                    method: str, paired, rooms, room_of) -> str:
+    """The faithfulness or concepts sentence (see :func:`faithfulness_sentence`)."""
+    fid = {c: first_row(agg, dataset=dataset, combination=c, method=method, metric=metric) for c in combinations}
     scored = [c for c in combinations if fid[c] is not None and finite(fid[c]["value"])]
     if not scored:
-        return head + "not measured."
-    if failed_control:
-        return head + ("the metric fails its control here (an informed reference map does not beat the random "
-                       "map by an interval that excludes 0), so no faithfulness claim is made.")
+        return claim.head + "not measured."
     best, other = _best_and_other(fid, scored, combinations)
     rooms = dict(rooms) if rooms is not None else {
-        c: r for c in scored if (r := room(agg, None, dataset=dataset, combination=c, method=explainer,
-                                           metric=metric)) is not None}
+        c: r for c in scored if (r := room_of(agg, None, dataset=dataset, combination=c, method=method,
+                                              metric=metric)) is not None}
     higher = direction(fid[best]["higher_is_better"]) is not False
     if best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher):
-        return head + (f"no combination's map is more faithful than chance; the best of them, {best}, scores "
-                       f"{_in_room(fid[best], rooms[best])}, at chance{_why_chance(rooms[best], higher)}.")
+        return claim.head + (f"{claim.chance}; the best of them, {best}, scores {_in_room(fid[best], rooms[best])}, "
+                             f"at chance{_why_chance(rooms[best], higher)}.")
     versus = rooms[best].against_floor() if best in rooms else ""
     best_text = (fmt(fid[best]["value"]) + _interval(fid[best])
                  + (" " + rooms[best].bounds() if best in rooms and rooms[best].bounds() else "")
                  + (f", {versus}" if versus else ""))
     if other is None:
-        return head + f"{best} scores {best_text}."
-    diff = _paired(paired, dataset, method=explainer, metric=metric, best=best, other=other)
+        return claim.head + f"{best} scores {best_text}."
+    diff = _paired(paired, dataset, method=method, metric=metric, best=best, other=other)
     if diff is not None and not (diff["ci_low"] > 0 or diff["ci_high"] < 0):
-        return head + (f"{best} and {other} are alike within the noise ({best_text} vs "
-                       f"{_in_room(fid[other], rooms.get(other))}; paired difference {fmt(diff['difference'])} "
-                       f"[{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] includes 0).")
+        return claim.head + (f"{best} and {other} are alike within the noise ({best_text} vs "
+                             f"{_in_room(fid[other], rooms.get(other))}; paired difference "
+                             f"{fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}] includes 0).")
     pair = (f"; paired difference {fmt(diff['difference'])} [{fmt(diff['ci_low'])}, {fmt(diff['ci_high'])}]"
             if diff is not None else "")
-    return head + (f"{best} is the most faithful ({best_text} vs {_in_room(fid[other], rooms.get(other))} for "
-                   f"{other}{pair}).")
+    return claim.head + (f"{best} {claim.best} ({best_text} vs {_in_room(fid[other], rooms.get(other))} for "
+                         f"{other}{pair}).")
 
 
 def _fidelity_clause(fid: dict, best: str, other: str, *, fidelity_metric: str, explainer: str, diff,
@@ -286,11 +318,13 @@ def backbone_provenance(architecture: str, weights: str, checkpoint: dict | None
 def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence[str], *,
               fidelity_metric: str, explainer: str = TRADEOFF_EXPLAINER, paired: pd.DataFrame | None = None,
               uninformative: dict | None = None, rooms: Mapping[tuple[str, str, str], Room] | None = None,
-              faithfulness_metric: str | None = None) -> dict[str, str]:
+              faithfulness_metric: str | None = None, concepts_metric: str | None = None,
+              concept_method: str | None = None) -> dict[str, str]:
     """:func:`headline` of every dataset, in the given order, followed by the
-    :func:`faithfulness_sentence` of ``faithfulness_metric`` (``report.primary.faithfulness``) when one
-    is declared; ``rooms`` as :func:`kmx_eval.report.floors.rooms` returns them
-    (``{(dataset, combination, metric): Room}``)."""
+    :func:`faithfulness_sentence` of ``faithfulness_metric`` (``report.primary.faithfulness``) and the
+    :func:`concept_sentence` of ``concepts_metric`` (``report.primary.concepts``) of the concept maps
+    ``concept_method`` when they are declared; ``rooms`` as :func:`kmx_eval.report.floors.rooms`
+    returns them (``{(dataset, combination, metric): Room}``)."""
     def of(ds, metric):
         if rooms is None:
             return None
@@ -306,6 +340,9 @@ def headlines(agg: pd.DataFrame, datasets: Sequence[str], combinations: Sequence
             out[ds] += " " + faithfulness_sentence(
                 agg, ds, list(combinations), metric=faithfulness_metric, explainer=explainer, paired=paired,
                 rooms=of(ds, faithfulness_metric), failed_control=faithfulness_metric in failed.get(ds, set()))
+        if concepts_metric and concept_method:
+            out[ds] += " " + concept_sentence(agg, ds, list(combinations), metric=concepts_metric,
+                                              method=concept_method, paired=paired, rooms=of(ds, concepts_metric))
     return out
 
 

@@ -72,6 +72,7 @@ BAD = [
                                                      "FaithfulnessCorrelation"]),
     ("report.primary.localisation", "PointingGame", ["report.primary.localisation", "report.fidelity_metric",
                                                      "RelevanceMassAccuracy"]),
+    ("report.primary.concepts", "concept_nmi", ["report.primary.concepts", "concept_nmi", "concept_nmi_object"]),
     ("head.n_prototypes", 0, ["head.n_prototypes", "greater than or equal to 1"]),
     ("features.block_weighting", "equal", ["features.block_weighting", "equal", "channels", "balanced"]),
     ("explain.concepts.scope", "both", ["explain.concepts.scope", "both", "global", "class"]),

@@ -241,3 +241,28 @@ def test_the_primary_faithfulness_endpoint_checks_its_floor_and_its_control():
         "(0.3 [0.25, 0.35] (pixel floor 0.05) vs 0.1 (pixel floor 0.05) for B4).")
     alone = summary.headlines(agg, ["d"], COMBOS, fidelity_metric="RelevanceMassAccuracy")
     assert "Faithfulness" not in alone["d"]
+
+
+def test_the_concepts_sentence_reads_its_structured_floor_and_part_map_ceiling():
+    rows = []
+    for comb, value in (("B4", 0.2), ("B34", 0.3), ("B234", 0.45)):
+        for method, v in (("concepts_global", value), ("floor_slic", 0.25), ("floor_grid", 0.1), ("oracle", 0.9)):
+            rows.append(tidy.row(dataset="d", seed=0, combination=comb, kind="concepts", method=method,
+                                 category="concept_fidelity", metric="concept_ami_object", value=v,
+                                 higher_is_better=True, chance=0.0))
+    agg = stats.aggregate_seeds(tidy.frame(rows))
+    text = summary.concept_sentence(agg, "d", COMBOS, metric="concept_ami_object", method="concepts_global")
+    assert text == ("Concepts on d (concept_ami_object of the concepts_global maps, the primary endpoint): B234 "
+                    "matches the parts best (0.45 (superpixel floor 0.25, part-map ceiling 0.9) vs 0.2 "
+                    "(superpixel floor 0.25, part-map ceiling 0.9) for B4).")
+    low = agg.copy()
+    low.loc[low["method"] == "floor_slic", "value"] = 0.5  # the superpixels beat every concept map
+    text = summary.concept_sentence(low, "d", COMBOS, metric="concept_ami_object", method="concepts_global")
+    assert "matches the parts best" not in text and "at chance, not above its superpixel floor" in text
+
+
+def test_report_primary_concepts_names_the_concept_metrics():
+    from kmx_eval.config import CONCEPT_METRICS
+    from kmx_eval.metrics.evaluation import CONCEPT_METRICS as EVALUATED
+
+    assert CONCEPT_METRICS == EVALUATED
