@@ -60,6 +60,7 @@ def test_the_paper_profile_is_cub_from_a_path_with_imagenet_weights_on_a_gpu():
     assert (cfg.weights, cfg.checkpoint, cfg.device) == ("imagenet", None, "cuda")
     synthetic = validation.load_params(PAPER_SYNTHETIC)
     assert [d.source for d in synthetic.datasets.values()] == ["synthetic"]
+    assert [d.colour for d in synthetic.datasets.values()] == ["per_image"]  # parts not told by colour
     assert synthetic.backbone.device == "auto"  # runs where there is no GPU, too
 
 
