@@ -36,7 +36,7 @@ matters. Ties are broken by cell index (stable sort).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -162,11 +162,16 @@ class GridPerturbation:
     Called as Quantus calls a metric (``model, x_batch, y_batch, a_batch, softmax, device,
     batch_size``; other keyword arguments ignored); returns a dict with ``morf`` and ``lerf``
     (n, K) at the removal ``counts`` of the grid's G cells. ``imputation``: ``"baseline"`` replaces
-    a removed cell by the image's ``perturb_baseline`` (as PixelFlipping's end point,
-    :func:`kmx_eval.metrics.quantus.fully_perturbed`), ``"noisy_linear"`` imputes it (ROAD).
+    a removed cell by the image's ``perturb_baseline`` (``fully_perturbed``: PixelFlipping's end
+    point), ``"noisy_linear"`` imputes it (ROAD). ``class_scores(model, x, y, softmax=, device=,
+    batch_size=)`` and ``fully_perturbed(x, perturb_baseline)`` are the runner's
+    (:mod:`kmx_eval.metrics.quantus.runner`), given by the metric's builder: this module stays free
+    of the Quantus package, which imports it.
     """
 
     grid: tuple[int, int]
+    class_scores: Callable[..., np.ndarray]
+    fully_perturbed: Callable[[np.ndarray, str], np.ndarray]
     n_steps: int = 5
     percentages: tuple[float, ...] | None = None  # ROAD: removal at these percentages of the cells
     imputation: str = "baseline"
@@ -186,9 +191,6 @@ class GridPerturbation:
     def __call__(self, *, model: "torch.nn.Module", x_batch: np.ndarray, y_batch: np.ndarray,
                  a_batch: np.ndarray, softmax: bool = False, device: str = "cpu", batch_size: int = 64,
                  **ignored: Any) -> dict[str, np.ndarray]:
-        # runner imports the quantus package, whose registry imports this module: import on use
-        from kmx_eval.metrics.quantus.runner import class_scores, fully_perturbed
-
         x = np.asarray(x_batch, dtype=np.float32)
         n, _, height, width = x.shape
         labels = cell_labels(height, width, self.grid)
@@ -196,7 +198,7 @@ class GridPerturbation:
         counts = self.counts(height, width)
         if not counts.size:  # a one-cell grid: no order to test (symmetric_score refuses it)
             return {"morf": np.zeros((n, 0)), "lerf": np.zeros((n, 0))}
-        base = fully_perturbed(x, self.perturb_baseline) if self.imputation == "baseline" else None
+        base = self.fully_perturbed(x, self.perturb_baseline) if self.imputation == "baseline" else None
         curves = {}
         for name, sign in (("morf", -1.0), ("lerf", 1.0)):
             perturbed = np.empty((n, len(counts), *x.shape[1:]), dtype=np.float32)
@@ -205,12 +207,14 @@ class GridPerturbation:
                 for k, removed in enumerate(_cell_masks(order, counts, labels)):
                     perturbed[i, k] = (np.where(removed[None], base[i], x[i]) if base is not None
                                        else _impute(x[i], removed, self.noise))
-            scores = class_scores(model, perturbed.reshape(-1, *x.shape[1:]), np.repeat(y_batch, len(counts)),
+            scores = self.class_scores(model, perturbed.reshape(-1, *x.shape[1:]), np.repeat(y_batch, len(counts)),
                                   softmax=softmax, device=device, batch_size=batch_size)
             curves[name] = scores.reshape(n, len(counts))
         return curves
 
 
+#: The faithfulness control's informed map (:class:`kmx_eval.explain.baselines.OcclusionExplainer`).
+OCCLUSION = "occlusion"
 #: Maps that live on the pixels, not on a feature grid: their cells are the fixed ``pixel_grid`` patch
 #: grid. Every other map (k-means maps: F_S's grid; CAM, Grad-CAM, occlusion, the oracle: the
 #: explained model's grid; ``random``: i.i.d. pixels, whose cell order is uniform on any grid, so it

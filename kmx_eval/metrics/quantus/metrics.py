@@ -18,6 +18,7 @@ import numpy as np
 from kmx_eval.metrics.faithfulness import (FLAT_RESPONSE, REFUSED_SPAN, GridPerturbation, bounded_curves,
                                            symmetric_score)
 
+from .runner import class_scores, fully_perturbed
 from .settings import (QuantusSettings, features_in_step, monotonicity_repeats, patch_size, subset_size,
                        top_k)
 from .spec import (MAP_AFFINE, Built, Category, Direction, Invariance, QuantusSpec, half, mask_share, plain,
@@ -201,8 +202,8 @@ def _grid_finish(raw, reference) -> tuple[np.ndarray, None]:
 
 def _build_symmetric(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
                      seed: int = 0, grid: tuple[int, int] = (1, 1)) -> Built:
-    metric = GridPerturbation(grid=tuple(grid), n_steps=settings.n_steps,
-                              perturb_baseline=settings.perturb_baseline)
+    metric = GridPerturbation(grid=tuple(grid), class_scores=class_scores, fully_perturbed=fully_perturbed,
+                              n_steps=settings.n_steps, perturb_baseline=settings.perturb_baseline)
     counts = metric.counts(image_size, image_size)
     return Built(metric, {"grid": list(grid), "cells_removed": counts.tolist(),
                           "model_calls_per_image": metric.model_calls(image_size, image_size),
@@ -223,8 +224,9 @@ register(QuantusSpec(
 
 def _build_road(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
                 seed: int = 0, grid: tuple[int, int] = (1, 1)) -> Built:
-    metric = GridPerturbation(grid=tuple(grid), percentages=tuple(settings.road_percentages),
-                              imputation="noisy_linear", noise=settings.road_noise)
+    metric = GridPerturbation(grid=tuple(grid), class_scores=class_scores, fully_perturbed=fully_perturbed,
+                              percentages=tuple(settings.road_percentages), imputation="noisy_linear",
+                              noise=settings.road_noise)
     counts = metric.counts(image_size, image_size)
     return Built(metric, {"grid": list(grid), "percentages": list(settings.road_percentages),
                           "cells_removed": counts.tolist(), "noise": settings.road_noise,
