@@ -1,7 +1,8 @@
 """Quantus faithfulness metrics: wall time versus the model calls they need.
 
 For each metric of ``evaluate.quantus`` that calls the model (FaithfulnessCorrelation,
-PixelFlipping, RegionPerturbation, MonotonicityCorrelation, and RandomLogit, which re-explains),
+PixelFlipping, RegionPerturbation, MonotonicityCorrelation, SymmetricMoRFLeRF, ROAD, and RandomLogit,
+which re-explains; the grid metrics perturb the cells of the model's own grid, ``explained_grid``),
 configured exactly as the ``evaluate`` stage configures it from params
 (``kmx_eval.metrics.quantus.run_quantus``), this script
 
@@ -15,7 +16,9 @@ configured exactly as the ``evaluate`` stage configures it from params
    bookkeeping cost at most half of the model time) and the overhead share ``1 - T_model / T_wall``.
 
 It also prints the model calls per image, the figure that ``bench_paper_projection.py`` derives
-from the settings, so that the projection can be checked against a count.
+from the settings, so that the projection can be checked against a count, and, measured in the same
+run, the wall time of SymmetricMoRFLeRF and ROAD as a ratio to PixelFlipping's (informational rows:
+what adding them costs against the metric they sit beside).
 
 The model is a k-means head (``KMeansHeadModule``, B234, standardize, 2 prototypes per class on an
 untrained ResNet34: timing does not depend on training) or, with ``--model cnn``, the plain CNN;
@@ -131,6 +134,9 @@ def run(args) -> tuple[list[common.Check], dict]:
 
     derived = faithfulness_passes(cfg, args.image_size)  # what the projection assumes
     model, backbone, x, y, maps, explain_func = build(args, params)
+    from kmx_eval.explain.controls import explained_grid
+
+    grid = explained_grid(model, torch.from_numpy(x[:1]))  # the cells the grid metrics perturb
     counter = CallCounter()
     first_conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
     first_conv.register_forward_pre_hook(counter)
@@ -145,13 +151,13 @@ def run(args) -> tuple[list[common.Check], dict]:
         walls, model_times, sizes = [], [], None
         # Untimed warm-up on two images: Quantus imports and builds helpers on first use.
         run_quantus(name, model, x[:2], y[:2], maps[:2], None, settings=settings, seed=0, device="cpu",
-                    explain_func=explain_func, n_classes=args.n_classes, batch_size=args.batch_size)
+                    explain_func=explain_func, n_classes=args.n_classes, batch_size=args.batch_size, grid=grid)
         for r in range(args.repeats):
             counter.start()
             t0 = common.now()
             scores, reasons, extra = run_quantus(name, model, x, y, maps, None, settings=settings, seed=0,
                                                  device="cpu", explain_func=explain_func, n_classes=args.n_classes,
-                                                 batch_size=args.batch_size)
+                                                 batch_size=args.batch_size, grid=grid)
             wall = common.now() - t0
             calls = counter.stop()
             if sizes is not None and calls != sizes:
@@ -184,7 +190,28 @@ def run(args) -> tuple[list[common.Check], dict]:
                   "batch_sizes": dict(hist), "wall_s": walls, "model_s": model_times,
                   "overhead_share": overhead, "settings": extra.settings}))
         detail[name] = checks[-1].data
+    checks += cost_ratios(detail, reference="PixelFlipping", others=("SymmetricMoRFLeRF", "ROAD"))
     return checks, detail
+
+
+def cost_ratios(detail: dict, *, reference: str, others) -> list[common.Check]:
+    """Informational rows: the wall time and the passes per image of each of ``others`` over those of
+    ``reference``, from the rounds of this run (paired by round)."""
+    if reference not in detail:
+        return []
+    ref = detail[reference]
+    rows = []
+    for name in others:
+        if name in detail:
+            d = detail[name]
+            rows.append(common.Check(
+                f"{name} / {reference}: wall time", common.paired_ratio(d["wall_s"], ref["wall_s"]), None, None,
+                detail=(f"passes per image {d['passes_per_image']:.1f} vs {ref['passes_per_image']:.1f} "
+                        f"(ratio {d['passes_per_image'] / ref['passes_per_image']:.2f}); wall "
+                        f"{common.median(d['wall_s']):.3g} s vs {common.median(ref['wall_s']):.3g} s"),
+                data={"wall_ratio": common.paired_ratio(d["wall_s"], ref["wall_s"]),
+                      "passes_ratio": d["passes_per_image"] / ref["passes_per_image"]}))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from kmx_eval.metrics.ceilings import add_ceilings
 from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables,
                                          PrototypeSet, class_means_set, kmeans_prototype_set,
                                          kmex_reference_set, linear_prototype_set, summary_metrics)
-from kmx_eval.metrics.faithfulness import map_grid
+from kmx_eval.metrics.faithfulness import OCCLUSION, map_grid
 from kmx_eval.metrics.quantus import QUANTUS_METRICS, QuantusSettings
 from kmx_eval.models.architectures import architecture_of, get_architecture
 from kmx_eval.models.backbone import load_backbone
@@ -195,8 +195,12 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     # head, the CAM layer's for the CNN, a fixed patch grid for pixel maps).
     model_grid = explained_grid(explained.model, torch.from_numpy(x[:1]).to(device))
     for method in methods:
+        # occlusion is the faithfulness control's informed map: only faithfulness metrics score it (its
+        # re-explanation costs a forward pass per grid cell, which the sanity metrics would repeat)
+        scored = ([m for m in metrics if QUANTUS_METRICS.get(m).category == "faithfulness"]
+                  if method == OCCLUSION else metrics)
         tables.add_explainer(seed, method, explained.model, x=x, y=targets, a=maps[method], masks=masks,
-                             metrics=metrics, settings=settings, device=device, sample_ids=indices,
+                             metrics=scored, settings=settings, device=device, sample_ids=indices,
                              explain_func=explain_func_for(method),
                              n_classes=explained.n_classes,
                              equivalent_to=EXPLAINERS.get(method).affine_equivalent_to if method in EXPLAINERS else None,

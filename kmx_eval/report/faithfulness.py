@@ -23,12 +23,13 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from kmx_eval.metrics.faithfulness import OCCLUSION
 from kmx_eval.report import stats
 from kmx_eval.report.numbers import format_cell
 from kmx_eval.report.table import Table, assemble
 
 #: The floor and the informed reference of every faithfulness metric (map names).
-FLOOR, REFERENCE = "random", "occlusion"
+FLOOR, REFERENCE = "random", OCCLUSION
 #: Maps that are controls here, never compared with the floor as explainers.
 CONTROL_MAPS = frozenset(stats.CONTROLS) | {REFERENCE, "random_grid", "ceiling", "ceiling_pixel"}
 DIFFERENCE_COLUMNS = ["dataset", "combination", "method", "metric", "n", "random", "map_value", "difference",
