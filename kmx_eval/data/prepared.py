@@ -132,10 +132,14 @@ def prepare_dataset(cfg: DatasetConfig, image_size: int, name: str | None = None
     return dd
 
 
-def save_prepared(dd, path: str | os.PathLike) -> Path:
-    """Save a prepared DatasetDict with ``save_to_disk``, atomically (all or nothing at ``path``)."""
+def save_prepared(dd, path: str | os.PathLike, extras: dict | None = None) -> Path:
+    """Save a prepared DatasetDict with ``save_to_disk``, atomically (all or nothing at ``path``);
+    each ``datasets.Dataset`` of ``extras`` goes to the sub-folder of its name (the part-intervention
+    copies, :mod:`kmx_eval.data.interventions`)."""
     with atomic_path(path) as tmp:
         dd.save_to_disk(str(tmp))
+        for name, extra in (extras or {}).items():
+            extra.save_to_disk(str(tmp / name))
     return Path(path)
 
 

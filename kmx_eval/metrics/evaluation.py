@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kmx_eval.metrics import concept_fidelity as cf
+from kmx_eval.metrics import interventions as iv
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import sharpness as sh
 from kmx_eval.metrics import tidy
@@ -57,7 +58,8 @@ FLOOR_NOTES = {"floor_colour": "k-means on each image's pixel colours",
 #: sample, and purity@m (a share k_j / m per prototype). Quantus metrics declare it in their spec
 #: (``QuantusSpec.proportion``).
 PROPORTION_METRICS = frozenset({("head", "accuracy"), ("head", "agreement"),
-                                ("prototypes", "purity"), ("prototypes", "decision_agreement")})
+                                ("prototypes", "purity"), ("prototypes", "decision_agreement"),
+                                ("interventions", "background_agreement")})
 
 
 def is_per_prototype(kind: str, metric: str) -> bool:
@@ -544,6 +546,45 @@ class EvaluationTables:
                               **keys)
                 self._samples(seed, method, metric, v, why[needs], sample_ids)
         self.seconds["sharpness"] += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ interventions
+    def add_interventions(self, seed: int, maps: Mapping[str, np.ndarray], *, model_name: str,
+                          outputs: "iv.InterventionOutputs | None", parts: np.ndarray | None,
+                          targets: np.ndarray, sample_ids: np.ndarray, why_not: str = "") -> None:
+        """Faithfulness on part interventions (kind and category ``interventions``, docs/METHOD.md
+        section 4): per explainer the part rank correlation and the part deletion curve
+        (``part_deletion_r`` for r = 1..P, ``part_deletion_1`` the top-part drop), and for the model
+        (``model_name``) its background agreement, from ``outputs`` of the model on the images and
+        their copies (:func:`~kmx_eval.metrics.interventions.intervention_outputs`). Without
+        ``outputs`` every row says ``why_not``."""
+        n_parts = 0 if outputs is None else outputs.without_part.shape[1]
+        map_metrics = {**{"part_rank_correlation": True},
+                       **{f"part_deletion_{r}": True for r in range(1, n_parts + 1)}}
+        if outputs is None or parts is None:
+            for method in maps:
+                self.add_not_applicable(seed, "interventions", method,
+                                        {m: ("interventions", h) for m, h in iv.MAP_METRICS.items()}, why_not)
+            self.add_not_applicable(seed, "interventions", model_name,
+                                    {m: ("interventions", h) for m, h in iv.MODEL_METRICS.items()}, why_not)
+            return
+        t0 = time.perf_counter()
+        drops = iv.part_drops(outputs.scores, outputs.without_part, targets)
+        for method, a in maps.items():
+            scored = iv.part_scores(a, parts, drops)
+            values = {"part_rank_correlation": scored.rank_correlation,
+                      **{f"part_deletion_{r + 1}": scored.curve[:, r] for r in range(n_parts)}}
+            for metric, v in values.items():
+                keys = dict(kind="interventions", method=method, category="interventions", metric=metric,
+                            higher_is_better=map_metrics[metric])
+                chance = 0.0 if metric == "part_rank_correlation" else float(np.nanmean(scored.chance))
+                self._summary(seed, v, scored.reasons, chance=chance, note=iv.NOTES[metric.rstrip("0123456789")],
+                              **keys)
+                self._samples(seed, method, metric, v, scored.reasons, sample_ids)
+        agree = iv.background_agreement(outputs.scores, outputs.object_only)
+        self._summary(seed, agree, kind="interventions", method=model_name, category="interventions",
+                      metric="background_agreement", higher_is_better=True, note=iv.NOTES["background_agreement"])
+        self._samples(seed, model_name, "background_agreement", agree, None, sample_ids)
+        self.seconds["interventions"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ outputs
     def log_seconds(self) -> None:

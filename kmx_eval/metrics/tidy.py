@@ -41,10 +41,10 @@ PROTOTYPE_METRICS: dict[str, bool] = {"proximity": False, "separation": False, "
                                       "diversity_kmex": True}
 
 #: Allowed values of the ``kind`` column.
-KINDS = ("head", "prototypes", "explainer", "concepts", "sharpness")
+KINDS = ("head", "prototypes", "explainer", "concepts", "sharpness", "interventions")
 #: Allowed values of the ``category`` column.
 CATEGORIES = ("accuracy", "agreement", "prototype_fidelity", "localisation", "faithfulness",
-              "complexity", "randomisation", "robustness", "concept_fidelity", "sharpness")
+              "complexity", "randomisation", "robustness", "concept_fidelity", "sharpness", "interventions")
 
 # Rows are identified by these columns; they also fix the sort order of the files.
 _TIDY_KEY = ["dataset", "seed", "combination", "kind", "method", "category", "metric"]

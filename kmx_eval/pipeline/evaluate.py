@@ -16,6 +16,7 @@ import torch
 
 from kmx_eval import io, paths
 from kmx_eval.data import load_batch, load_prepared
+from kmx_eval.data.interventions import load_interventions
 from kmx_eval.errors import DataError
 from kmx_eval.explain import (EXPLAINERS, MAP_KEYS, applicable_explainers, explainer_names,
                               quantus_explain_funcs)
@@ -29,6 +30,7 @@ from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRI
                                          PrototypeSet, class_means_set, kmeans_prototype_set,
                                          kmex_reference_set, linear_prototype_set, summary_metrics)
 from kmx_eval.metrics.faithfulness import OCCLUSION, map_grid
+from kmx_eval.metrics.interventions import intervention_outputs
 from kmx_eval.metrics.quantus import QUANTUS_METRICS, QuantusSettings
 from kmx_eval.models.architectures import architecture_of, get_architecture
 from kmx_eval.models.backbone import load_backbone
@@ -161,9 +163,11 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
                   explain_func_for: Callable[[str], Callable | None], source: str = "maps",
                   not_applicable: Mapping[str, str] | None = None, n_concepts: int | None = None,
-                  coarse_grid: tuple[int, int] | None = None) -> int:
+                  coarse_grid: tuple[int, int] | None = None, interventions_from=None) -> int:
     """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts,
-    and with ``coarse_grid`` (:func:`coarsest_grid`) each map's sharpness beyond that grid.
+    and with ``coarse_grid`` (:func:`coarsest_grid`) each map's sharpness beyond that grid; with
+    ``interventions_from`` (a prepared dataset's folder) the part interventions of
+    :mod:`kmx_eval.metrics.interventions`, where that folder holds them (n_parts + 2 model calls per image).
 
     ``n_concepts`` (``explain.concepts.n_concepts``) gives the concept floors their number of labels.
     ``explain_func_for(method)`` gives the Quantus ``explain_func`` of an explainer (None for a
@@ -208,6 +212,15 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
     if coarse_grid is not None and methods:
         tables.add_sharpness(seed, {m: maps[m] for m in methods}, grid=coarse_grid, masks=masks, parts=parts,
                              sample_ids=indices)
+    if interventions_from is not None and methods:
+        copies = load_interventions(interventions_from, indices)
+        outputs = None if copies is None or parts is None else intervention_outputs(
+            explained.model, x, copies, device=device)
+        tables.add_interventions(seed, {m: maps[m] for m in methods}, outputs=outputs, parts=parts,
+                                 targets=targets, sample_ids=indices,
+                                 model_name="cnn" if explained.cnn_predictions is None else "kmeans",
+                                 why_not="not applicable: the dataset's source renders no part interventions "
+                                         "(the synthetic source does)")
     # Each localisation metric's ceiling on this model's grid (and the pixels', for pixel maps): mask-only.
     add_ceilings(tables, seed, model=explained.model, x=x, masks=masks, methods=methods, metrics=metrics,
                  settings=settings, sample_ids=indices, device=device)
@@ -264,7 +277,8 @@ def evaluate_every_seed(params, *, dataset: str, combination: Combination | None
                                  explain_func_for=quantus_explain_funcs(params.explain, seed),
                                  source=str(maps_path), not_applicable=not_applicable,
                                  n_concepts=params.explain.concepts.n_concepts,
-                                 coarse_grid=coarsest_grid(backbone_cfg.architecture, backbone_cfg.image_size))
+                                 coarse_grid=coarsest_grid(backbone_cfg.architecture, backbone_cfg.image_size),
+                                 interventions_from=paths.prepared(dataset))
     tables.log_seconds()
     settings_file = tables.settings_file(ev, params.seeds, n_images,
                                          described_normalisation(name, features.normalisation), params.head.labels)

@@ -38,11 +38,23 @@ def _split(n: int, rng: np.random.Generator) -> dict:
     return {"images": images, "labels": labels, "masks": masks, "parts": parts}
 
 
+def _copies(split: dict, rng: np.random.Generator):
+    """Part-intervention copies of the toy images: a part's pixels set to background grey, the
+    background replaced by new noise (what the synthetic source renders, in the toy's terms)."""
+    from kmx_eval.data.interventions import Interventions
+
+    images, parts = np.stack(split["images"]), np.stack(split["parts"])
+    without = np.stack([np.where((parts == k)[..., None], 30, images) for k in (1, 2)], axis=1).astype(np.uint8)
+    only = np.where((parts > 0)[..., None], images, rng.integers(0, 60, images.shape)).astype(np.uint8)
+    return Interventions(without, only)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     from kmx_eval import io, paths
     from kmx_eval.data import ImageDataset, load_prepared, save_prepared
     from kmx_eval.data.base import assemble
+    from kmx_eval.data.interventions import FOLDER, copies_dataset
     from kmx_eval.models.backbone import build_backbone, save_backbone
     from kmx_eval.models.blocks import BlockExtractor
     from kmx_eval.models.embeddings import extract_embedding_cache
@@ -50,8 +62,9 @@ def workdir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evaluate")
     rng = np.random.default_rng(0)
-    dd = assemble({"train": _split(15, rng), "test": _split(9, rng)}, ["a", "b", "c"], "toy")
-    save_prepared(dd, root / "data/toy")
+    train, test = _split(15, rng), _split(9, rng)
+    dd = assemble({"train": train, "test": test}, ["a", "b", "c"], "toy")
+    save_prepared(dd, root / "data/toy", extras={FOLDER: copies_dataset(np.arange(9), _copies(test, rng))})
     seed_everything(0)
     backbone = build_backbone("resnet18", N_CLASSES).eval()
     save_backbone(backbone, root / f"models/toy/seed{SEED}",
@@ -97,7 +110,14 @@ def test_combination_tables(workdir):
 
     metrics, samples, curves = _read(workdir, "B34")
     assert list(metrics.columns) == list(TIDY_COLUMNS)
-    assert set(metrics.kind) == {"head", "prototypes", "explainer", "concepts"}
+    assert set(metrics.kind) == {"head", "prototypes", "explainer", "concepts", "sharpness", "interventions"}
+    # part interventions: n_parts + 1 points per explainer and the model's background agreement
+    inter = metrics[metrics.kind == "interventions"].set_index(["method", "metric"])
+    assert set(inter.index) == {(m, k) for m in ("margin", "margin_centred", "random", "oracle")
+                                for k in ("part_rank_correlation", "part_deletion_1", "part_deletion_2")
+                                } | {("kmeans", "background_agreement")}
+    assert inter.loc[("kmeans", "background_agreement"), "n"] == N_IMAGES
+    assert inter.loc[("margin", "part_rank_correlation"), "chance"] == 0.0
     heads = metrics[metrics.kind == "head"].set_index(["method", "metric"])
     assert set(heads.index) == {("kmeans", "accuracy"), ("probe", "accuracy"), ("kmeans", "agreement"),
                                 ("probe", "agreement")}
