@@ -187,17 +187,19 @@ def _default_shapes(**overrides):
     return params.dataset("shapes").model_copy(update=overrides), params.explain.concepts.n_concepts
 
 
-def test_pixel_colour_cannot_recover_the_part_maps_of_the_default_set():
+def test_pixel_colour_cannot_recover_the_part_maps_drawn_per_image():
     """The colour floor (docs/METHOD.md, section 4): a pixel-colour k-means with the study's number of
     concepts, fitted on the object's pixels, scores about chance (AMI ~ 0) against the part maps of the
-    default set (colour: per_image), while on the same set drawn with colour per style it recovers them."""
+    study's shapes design drawn with colour: per_image (its palette, if it names one), while on the
+    same design drawn with colour per style it recovers them."""
     from kmx_eval.data.synthetic import generate
     from kmx_eval.metrics.colour_floor import colour_kmeans_ami
 
     cfg, n_concepts = _default_shapes()
     ami = {}
     for colour in ("per_image", "per_style"):
-        split = generate(cfg.model_copy(update={"colour": colour}), 64, "test", 4)
+        drawn = cfg.model_copy(update={"colour": colour, "palette": cfg.palette if colour == "per_image" else None})
+        split = generate(drawn, 64, "test", 4)
         ami[colour] = np.nanmean(colour_kmeans_ami(np.stack(split["images"]), np.stack(split["parts"]),
                                                    n_concepts=n_concepts, seed=0))
     assert abs(ami["per_image"]) < 0.05, ami
