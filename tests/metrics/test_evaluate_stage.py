@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kmx_eval import paths
+from kmx_eval.metrics.concept_fidelity import CONCEPT_FLOORS
 from stage_loader import load_stage as _stage
 
 SIZE, N_CLASSES, SEED, N_IMAGES = 32, 3, 2, 6
@@ -155,10 +156,12 @@ def test_combination_tables(workdir):
     assert loc.value.notna().all() and loc.chance.notna().all()
     assert (loc.ci_low <= loc.value + 1e-12).all() and (loc.value <= loc.ci_high + 1e-12).all()
     concepts = metrics[metrics.kind == "concepts"]
-    assert set(concepts.metric) == {f"concept_{s}_{r}" for s in ("purity", "ari", "nmi")
+    assert set(concepts.metric) == {f"concept_{s}_{r}" for s in ("purity", "ari", "nmi", "ami")
                                     for r in ("object", "image")}
-    assert set(concepts.method) == {"concepts_global", "concepts_class", "oracle"}
-    assert concepts.chance.notna().all()
+    # the structured floors (colour k-means, SLIC, grid cells with K = 3) are rows of their own, without chance
+    assert set(concepts.method) == {"concepts_global", "concepts_class", "oracle", *CONCEPT_FLOORS}
+    assert concepts[~concepts.method.isin(CONCEPT_FLOORS)].chance.notna().all()
+    assert concepts[concepts.method.isin(CONCEPT_FLOORS)].chance.isna().all()
     # one score per evaluation image for every explainer x metric
     ex_samples = samples[samples.method.isin(["margin", "margin_centred"])]
     assert len(ex_samples) == 2 * 14 * N_IMAGES
