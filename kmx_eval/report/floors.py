@@ -101,17 +101,8 @@ def room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: str, combi
     if not (finite(floor) or finite(ceiling)):  # a study without controls: nothing to read against
         return None
     out = Room(float(row["value"]), floor, floor_word, ceiling, ceiling_word)
-    if samples is None or floor_method is None or not len(samples):
-        return out
-    sel = samples[(samples["dataset"] == dataset) & (samples["combination"] == combination)
-                  & (samples["metric"] == metric)].copy()
-    sel["value"] = pd.to_numeric(sel["value"], errors="coerce")
-    sel = sel[np.isfinite(sel["value"].to_numpy(dtype=float))]
-    d = paired_difference(sel[sel["method"] == floor_method], sel[sel["method"] == method],
-                          n_resamples=n_resamples, confidence=confidence, seed=seed)
-    if d is None:
-        return out
-    return Room(out.value, floor, floor_word, ceiling, ceiling_word, d.difference, d.ci_low, d.ci_high)
+    return _against_floor(out, samples, floor_method, dataset=dataset, combination=combination, method=method,
+                          metric=metric, n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
 def rooms(agg: pd.DataFrame, samples: pd.DataFrame | None, *, datasets, combinations, method: str,
@@ -158,6 +149,15 @@ def concept_room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: st
     if not (finite(floor) or finite(ceiling)):
         return None
     out = Room(float(row["value"]), floor, floor_word, ceiling, ceiling_word)
+    return _against_floor(out, samples, floor_method, dataset=dataset, combination=combination, method=method,
+                          metric=metric, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+def _against_floor(out: Room, samples: pd.DataFrame | None, floor_method: str | None, *, dataset: str,
+                   combination: str, method: str, metric: str, n_resamples: int, confidence: float,
+                   seed: int) -> Room:
+    """``out`` with the paired difference of ``method`` minus ``floor_method`` on the images both scored
+    (the same images, seeds then images resampled); ``out`` unchanged without samples or a floor map."""
     if samples is None or floor_method is None or not len(samples):
         return out
     sel = samples[(samples["dataset"] == dataset) & (samples["combination"] == combination)
@@ -168,4 +168,5 @@ def concept_room(agg: pd.DataFrame, samples: pd.DataFrame | None, *, dataset: st
                           n_resamples=n_resamples, confidence=confidence, seed=seed)
     if d is None:
         return out
-    return Room(out.value, floor, floor_word, ceiling, ceiling_word, d.difference, d.ci_low, d.ci_high)
+    return Room(out.value, out.floor, out.floor_word, out.ceiling, out.ceiling_word, d.difference, d.ci_low,
+                d.ci_high)
