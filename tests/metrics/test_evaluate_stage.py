@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kmx_eval import paths
+from kmx_eval.config import EvaluateConfig
 from kmx_eval.metrics.concept_fidelity import CONCEPT_FLOORS
 from stage_loader import load_stage as _stage
 
@@ -144,9 +145,10 @@ def test_combination_tables(workdir):
     others = expl[(expl.category == "localisation") & (expl.method != "ceiling")].groupby("metric")["value"].max()
     assert (ceiling["value"].reindex(others.index) >= others - 1e-6).all()
     expl = expl[expl.method != "ceiling"]
-    # the random floor and the oracle ceiling on the same model; 14 metrics each
+    # the random floor and the oracle on the same model; every metric of the default evaluate.quantus each
+    n_metrics = len(EvaluateConfig().quantus)
     assert set(expl.method) == {"margin", "margin_centred", "random", "oracle"}
-    assert len(expl) == 4 * 14
+    assert len(expl) == 4 * n_metrics
     # margin and margin_centred differ by a per-image constant: every result is computed once
     centred = expl[expl.method == "margin_centred"].set_index("metric")
     margin = expl[expl.method == "margin"].set_index("metric")
@@ -163,8 +165,9 @@ def test_combination_tables(workdir):
     assert concepts[~concepts.method.isin(CONCEPT_FLOORS)].chance.notna().all()
     assert concepts[concepts.method.isin(CONCEPT_FLOORS)].chance.isna().all()
     # one score per evaluation image for every explainer x metric
-    ex_samples = samples[samples.method.isin(["margin", "margin_centred"])]
-    assert len(ex_samples) == 2 * 14 * N_IMAGES
+    ex_samples = samples[samples.method.isin(["margin", "margin_centred"])
+                         & samples.metric.isin(EvaluateConfig().quantus)]
+    assert len(ex_samples) == 2 * n_metrics * N_IMAGES
     assert set(curves.method) == {"margin", "margin_centred", "random", "oracle"}
     settings = json.loads((workdir / "metrics/toy/B34/evaluate/settings.json").read_text())
     # 4 steps asked; 3 x 32 x 32 values in steps that divide 32 x 32: 3 steps of 1024 is nearest
