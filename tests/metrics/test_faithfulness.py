@@ -119,6 +119,26 @@ def test_imputation_changes_exactly_the_removed_pixels():
     assert all(((out[c][removed] > lo[c]) & (out[c][removed] < hi[c])).all() for c in range(3))
 
 
+def test_imputation_equals_quantus_and_reuses_the_factorisation():
+    """The cached system gives Quantus 0.6's noisy_linear_imputation (same stencil, frame, noise draw)
+    on every channel, for removed sets touching the frame, and a second image with the same removed
+    set reuses the factorisation."""
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    rng = np.random.default_rng(3)
+    fa._SYSTEMS.clear()
+    for removed in (fa.cell_labels(24, 24, (3, 3)) < 4, rng.random((24, 24)) < 0.4, fa.cell_labels(24, 24, (4, 4)) == 5):
+        for _ in range(2):
+            x = rng.random((3, 24, 24)).astype(np.float32)
+            np.random.seed(7)
+            ours = fa._impute(x, removed, noise=0.01)
+            np.random.seed(7)
+            theirs = noisy_linear_imputation(arr=x, indices=np.flatnonzero(removed), noise=0.01).astype(np.float32)
+            assert np.allclose(ours, theirs, atol=1e-6)
+            assert np.array_equal(ours[:, ~removed], x[:, ~removed])
+    assert len(fa._SYSTEMS) == 3  # one factorisation per removed set, shared by both images
+
+
 class OutOfDistribution(torch.nn.Module):
     """Class score = mean intensity of the top-left quadrant (the object) minus ``penalty`` times the
     input's total variation: scattered removed pixels (a random pixel map) make the input
