@@ -104,12 +104,10 @@ def headline(
         why = f" ({notes[0]})" if notes else ""
         return (f"On {dataset}, {fidelity_metric} of the {explainer} map cannot be measured{why}; "
                 f"{acc_clause}{cnn_clause}.")
-    best, other = _best_and_other(fid, scored, combinations)
-    rooms = dict(rooms) if rooms is not None else {
-        c: r for c in scored if (r := room(agg, None, dataset=dataset, combination=c, method=explainer,
-                                           metric=fidelity_metric)) is not None}
-    higher = direction(fid[best]["higher_is_better"]) is not False
-    if best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher):
+    best, other, rooms, higher, at_chance = _ranking(agg, fid, scored, combinations, dataset=dataset,
+                                                     method=explainer, metric=fidelity_metric, rooms=rooms,
+                                                     room_of=room)
+    if at_chance:
         return f"On {dataset}, " + _at_chance(fid, rooms, best, fidelity_metric=fidelity_metric,
                                               explainer=explainer, higher=higher) + f"; {acc_clause}{cnn_clause}."
     if other is None:
@@ -201,6 +199,21 @@ def concept_sentence(agg: pd.DataFrame, dataset: str, combinations: Sequence[str
         metric=metric, method=method, paired=paired, rooms=rooms, room_of=concept_room)
 
 
+def _ranking(agg: pd.DataFrame, fid: dict, scored: Sequence[str], combinations: Sequence[str], *, dataset: str,
+             method: str, metric: str, rooms, room_of):
+    """``(best, other, rooms, higher, at_chance)`` of one claim: the best scored combination and the one
+    it is compared with (:func:`_best_and_other`), each scored combination's room between floor and
+    ceiling (``rooms`` as given, else ``room_of`` per combination), the metric's direction, and whether
+    the best sits at or below its floor (then no sentence may call it best)."""
+    best, other = _best_and_other(fid, scored, combinations)
+    rooms = dict(rooms) if rooms is not None else {
+        c: r for c in scored if (r := room_of(agg, None, dataset=dataset, combination=c, method=method,
+                                              metric=metric)) is not None}
+    higher = direction(fid[best]["higher_is_better"]) is not False
+    at_chance = best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher)
+    return best, other, rooms, higher, at_chance
+
+
 @dataclass(frozen=True)
 class _Claim:
     """The words of one claim's sentence: its opening, its at-chance verdict and its winner's verb."""
@@ -217,12 +230,9 @@ def _claim_sentence(agg: pd.DataFrame, dataset: str, combinations: Sequence[str]
     scored = [c for c in combinations if fid[c] is not None and finite(fid[c]["value"])]
     if not scored:
         return claim.head + "not measured."
-    best, other = _best_and_other(fid, scored, combinations)
-    rooms = dict(rooms) if rooms is not None else {
-        c: r for c in scored if (r := room_of(agg, None, dataset=dataset, combination=c, method=method,
-                                              metric=metric)) is not None}
-    higher = direction(fid[best]["higher_is_better"]) is not False
-    if best in rooms and finite(rooms[best].floor) and not rooms[best].above_floor(higher):
+    best, other, rooms, higher, at_chance = _ranking(agg, fid, scored, combinations, dataset=dataset,
+                                                     method=method, metric=metric, rooms=rooms, room_of=room_of)
+    if at_chance:
         return claim.head + (f"{claim.chance}; the best of them, {best}, scores {_in_room(fid[best], rooms[best])}, "
                              f"at chance{_why_chance(rooms[best], higher)}.")
     versus = rooms[best].against_floor() if best in rooms else ""

@@ -200,16 +200,20 @@ def _grid_finish(raw, reference) -> tuple[np.ndarray, None]:
     return symmetric_score(reference["original"], raw["morf"], raw["lerf"])[0], None
 
 
+def _grid_built(metric: GridPerturbation, image_size: int, **record) -> Built:
+    """The :class:`Built` of a grid score: its grid, the cells removed at each point and the model calls
+    per image, then ``record`` (the metric's own settings), finished by :func:`_grid_finish`."""
+    return Built(metric, {"grid": list(metric.grid), "cells_removed": metric.counts(image_size, image_size).tolist(),
+                          "model_calls_per_image": metric.model_calls(image_size, image_size), **record},
+                 _grid_finish, nan_reason=FLAT_RESPONSE)
+
+
 def _build_symmetric(settings: QuantusSettings, image_size: int, n_channels: int = 3, n_classes: int = 2,
                      seed: int = 0, grid: tuple[int, int] = (1, 1)) -> Built:
     metric = GridPerturbation(grid=tuple(grid), class_scores=class_scores, fully_perturbed=fully_perturbed,
                               n_steps=settings.n_steps, perturb_baseline=settings.perturb_baseline)
-    counts = metric.counts(image_size, image_size)
-    return Built(metric, {"grid": list(grid), "cells_removed": counts.tolist(),
-                          "model_calls_per_image": metric.model_calls(image_size, image_size),
-                          "perturb_baseline": settings.perturb_baseline,
-                          "score": "mean_k (LeRF_k - MoRF_k) / range of the class scores, in [-1, 1]"},
-                 _grid_finish, nan_reason=FLAT_RESPONSE)
+    return _grid_built(metric, image_size, perturb_baseline=settings.perturb_baseline,
+                       score="mean_k (LeRF_k - MoRF_k) / range of the class scores, in [-1, 1]")
 
 
 register(QuantusSpec(
@@ -227,13 +231,9 @@ def _build_road(settings: QuantusSettings, image_size: int, n_channels: int = 3,
     metric = GridPerturbation(grid=tuple(grid), class_scores=class_scores, fully_perturbed=fully_perturbed,
                               percentages=tuple(settings.road_percentages), imputation="noisy_linear",
                               noise=settings.road_noise)
-    counts = metric.counts(image_size, image_size)
-    return Built(metric, {"grid": list(grid), "percentages": list(settings.road_percentages),
-                          "cells_removed": counts.tolist(), "noise": settings.road_noise,
-                          "model_calls_per_image": metric.model_calls(image_size, image_size),
-                          "imputation": "noisy linear (Quantus noisy_linear_imputation, all channels)",
-                          "score": "mean_p (LeRF_p - MoRF_p) / range of the class scores, in [-1, 1]"},
-                 _grid_finish, nan_reason=FLAT_RESPONSE)
+    return _grid_built(metric, image_size, percentages=list(settings.road_percentages), noise=settings.road_noise,
+                       imputation="noisy linear (Quantus noisy_linear_imputation's system, all channels)",
+                       score="mean_p (LeRF_p - MoRF_p) / range of the class scores, in [-1, 1]")
 
 
 register(QuantusSpec(
