@@ -91,14 +91,24 @@ def seed_matrix(samples: pd.DataFrame, seeds: Sequence[int] | None = None) -> np
     seed has no score for an image. ``samples`` holds the rows of one dataset, combination, method
     and metric (columns ``seed, sample, value``).
     """
-    frame = samples[["seed", "sample", "value"]].copy()
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    seed = samples["seed"].to_numpy()
+    value = pd.to_numeric(samples["value"], errors="coerce").to_numpy(dtype=float)
+    sample = samples["sample"].to_numpy()
     if seeds is not None:
-        frame = frame[frame["seed"].isin(list(seeds))]
-    if frame.empty:
+        keep = np.isin(seed, list(seeds))
+        seed, sample, value = seed[keep], sample[keep], value[keep]
+    if not len(seed):
         return np.empty((0, 0))
-    wide = frame.pivot(index="seed", columns="sample", values="value").sort_index(axis=0).sort_index(axis=1)
-    return wide.to_numpy(dtype=float)
+    # np.unique's inverse indices instead of DataFrame.pivot: the report calls this thousands of
+    # times (every key, every paired comparison), where pivot's index building was most of its cost.
+    rows, row = np.unique(seed, return_inverse=True)
+    cols, col = np.unique(sample, return_inverse=True)
+    flat = row * len(cols) + col
+    if len(np.unique(flat)) != len(flat):
+        raise ValueError("seed_matrix: a seed holds two scores for one sample id")
+    wide = np.full((len(rows), len(cols)), np.nan)
+    wide[row, col] = value
+    return wide
 
 
 def aggregate_seeds(metrics: pd.DataFrame, samples: pd.DataFrame | None = None, *, n_resamples: int = 1000,

@@ -296,3 +296,18 @@ def test_control_differences_resample_seeds_then_images_and_equal_the_old_number
                                               samples["method"] == "oracle", seed=seeds[0])
             assert (out["random"], out["oracle"], out["difference"], out["ci_low"], out["ci_high"]) == \
                 (mean_r, mean_o, *old)
+
+
+def test_seed_matrix_aligns_seeds_and_samples_as_a_pivot_and_refuses_duplicates():
+    """Rows: seeds in increasing order; columns: sample ids in increasing order; NaN where a seed
+    lacks an image (the pandas pivot it replaced, on shuffled rows with gaps and a seed filter)."""
+    rng = np.random.default_rng(3)
+    rows = [(s, i, rng.normal()) for s in (2, 0, 1) for i in rng.permutation(12) if rng.random() > 0.2]
+    frame = pd.DataFrame(rows, columns=["seed", "sample", "value"]).sample(frac=1.0, random_state=0)
+    expected = frame.pivot(index="seed", columns="sample", values="value").sort_index().sort_index(axis=1)
+    assert np.array_equal(stats.seed_matrix(frame), expected.to_numpy(), equal_nan=True)
+    kept = expected.loc[[0, 2]].dropna(axis=1, how="all")
+    assert np.array_equal(stats.seed_matrix(frame, seeds=[2, 0]), kept.to_numpy(), equal_nan=True)
+    assert stats.seed_matrix(frame, seeds=[7]).shape == (0, 0)
+    with pytest.raises(ValueError, match="two scores for one sample"):
+        stats.seed_matrix(pd.concat([frame, frame.iloc[:1]]))
