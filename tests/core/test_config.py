@@ -36,12 +36,13 @@ def test_default_params_are_valid():
     params = load_params(REPO / "params.yaml")
     assert params.combinations == ["B4", "B34", "B234"]
     assert params.explain.concepts.scope == ["global", "class"]
-    assert set(params.datasets) >= {"shapes", "digits"}
-    assert params.backbone_for("digits").image_size == 48  # 8 x 8 originals: 48 px loses nothing
+    assert "shapes" in params.datasets
     assert params.backbone_for("shapes").image_size == params.backbone.image_size
-    # The default synthetic set is the hard one: classes share parts from a small pool of styles.
+    # The default synthetic set is the hard one: classes share parts from a small pool of styles,
+    # and parts are told by shape and texture, not colour (issue 24).
     shapes = params.datasets["shapes"]
     assert shapes.n_styles is not None and shapes.n_styles < shapes.n_classes * shapes.n_parts
+    assert shapes.colour == "per_image"
 
 
 # (dotted key, bad value, words the one-line message must contain)
