@@ -178,22 +178,39 @@ def _cancel_replaced(replaced: dict[str, status.JobStatus]) -> None:
             print(f"  {st.shard}: cancelled job {st.job_id} ({st.message})")
 
 
+#: Seconds between two looks at the local dataset jobs (``submit``); SLURM waits by itself.
+LOCAL_POLL_SECONDS = 5.0
+
+
 def submit(p: Plan, *, executor: str, res: executors.Resources) -> dict[str, object]:
     """Submit the plan: its independent shards first (one SLURM job array), then each dataset's
     combination shards after their dataset's job (SLURM: ``afterok`` with
-    ``--kill-on-invalid-dep=yes``; local: once the dataset's job has succeeded, else not at all)."""
+    ``--kill-on-invalid-dep=yes``; local: as soon as the dataset's job has succeeded, in the order
+    the dataset jobs finish, else not at all)."""
     first = [s for s in p.shards if s.after not in p.specs]
     jobs = _submit_round(p, first, executor=executor, res=res)
     by_after: dict[str, list[shards.Shard]] = {}
     for s in p.shards:
         if s not in first:
             by_after.setdefault(s.after, []).append(s)
-    for after, group in by_after.items():
-        if executor == "local" and jobs[after].exception() is not None:
-            print(f"{after} failed: its combination shards were not submitted "
-                  f"({', '.join(s.name for s in group)})")
+    if executor != "local":
+        for after, group in by_after.items():
+            jobs.update(_submit_round(p, group, executor=executor, res=res, after_job=jobs[after].job_id))
+        return jobs
+    # Local jobs have no scheduler to hold them: wait here, but for whichever dataset job finishes
+    # first, so that a quick dataset's combinations do not queue behind a slow dataset's training.
+    while by_after:
+        finished = [after for after in by_after if jobs[after].done()]
+        if not finished:
+            time.sleep(LOCAL_POLL_SECONDS)
             continue
-        jobs.update(_submit_round(p, group, executor=executor, res=res, after_job=jobs[after].job_id))
+        for after in finished:
+            group = by_after.pop(after)
+            if jobs[after].exception() is not None:
+                print(f"{after} failed: its combination shards were not submitted "
+                      f"({', '.join(s.name for s in group)})")
+                continue
+            jobs.update(_submit_round(p, group, executor=executor, res=res, after_job=jobs[after].job_id))
     return jobs
 
 

@@ -346,3 +346,47 @@ def test_collect_writes_the_platform_records_the_jobs_returned(fake_slurm, study
     assert cli.carry_platform_records(folder, study) == 2
     assert (study / "metrics" / "platform" / "train@folder.json").read_text() == '{"cpu": "x"}\n'
     assert cli.carry_platform_records(folder, study) == 0  # already there
+
+
+class _LocalJob:
+    """A local submitit job as ``submit`` sees it: done after ``polls`` looks, then succeeded or failed."""
+
+    def __init__(self, name: str, polls: int, fails: bool = False):
+        self.job_id, self.polls, self.fails = f"job-{name}", polls, fails
+
+    def done(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def exception(self):
+        assert self.polls < 0, "submit waited on a job that had not finished"
+        return RuntimeError("stage failed") if self.fails else None
+
+
+def test_local_combination_shards_start_when_their_own_dataset_job_ends(monkeypatch, capsys):
+    """Locally, a quick dataset's combination shards are submitted as soon as its job succeeds, not
+    behind a slower dataset listed before it (the thorough study's digits combinations queued behind
+    shapes' three trainings, a core idle); a failed dataset's combinations are not submitted at all."""
+    from kmx_eval.launch.shards import Shard
+
+    def shard(name, after=None):
+        return Shard(name=name, dataset=name.split("-")[0], combination=None, stages=(), after=after)
+
+    plan = [shard("slow"), shard("quick"), shard("broken"), shard("slow-B4", "slow"),
+            shard("quick-B4", "quick"), shard("quick-B34", "quick"), shard("broken-B4", "broken")]
+    p = type("Plan", (), {"shards": plan, "specs": {s.name: None for s in plan}})()
+    dataset_jobs = {"slow": _LocalJob("slow", 5), "quick": _LocalJob("quick", 1),
+                    "broken": _LocalJob("broken", 2, fails=True)}
+    rounds = []
+
+    def fake_round(p, group, *, executor, res, after_job=None):
+        rounds.append(([s.name for s in group], after_job))
+        return {s.name: dataset_jobs.get(s.name, _LocalJob(s.name, 0)) for s in group}
+
+    monkeypatch.setattr(cli, "_submit_round", fake_round)
+    monkeypatch.setattr(cli, "LOCAL_POLL_SECONDS", 0.0)
+    jobs = cli.submit(p, executor="local", res=executors.Resources())
+    assert rounds == [(["slow", "quick", "broken"], None), (["quick-B4", "quick-B34"], "job-quick"),
+                      (["slow-B4"], "job-slow")]
+    assert "broken-B4" not in jobs and "quick-B34" in jobs
+    assert "broken failed: its combination shards were not submitted (broken-B4)" in capsys.readouterr().out
