@@ -184,7 +184,7 @@ def restore(root: str | Path, stages: Sequence[str]) -> tuple[list[str], str | N
         ``stages`` are not tried. None when all were restored.
     """
     # here: DVC takes seconds to import; only the commands that use it pay for it
-    from dvc.exceptions import DvcException
+    from dvc.exceptions import ConfirmRemoveError, DvcException
     from dvc.repo import Repo
     from dvc.stage.cache import RunCacheNotFoundError
 
@@ -193,7 +193,15 @@ def restore(root: str | Path, stages: Sequence[str]) -> tuple[list[str], str | N
         for name in stages:
             try:
                 (stage,) = repo.stage.collect(name)
-                repo.stage_cache.restore(stage, pull=True)
+                try:
+                    repo.stage_cache.restore(stage, pull=True)
+                except ConfirmRemoveError:
+                    # The record and its objects were found, but the workspace holds other bytes at
+                    # an output path (a metrics file another study committed: a profile run in a clone
+                    # of the default's repository). `dvc repro` would replace them by running the stage;
+                    # the stage's own result replaces them here.
+                    stage.remove_outs(force=True)
+                    repo.stage_cache.restore(stage, pull=True)
             except (RunCacheNotFoundError, DvcException):
                 return restored, name
             restored.append(name)

@@ -94,6 +94,25 @@ def test_pushed_run_cache_restores_every_output_in_another_clone(origin, tmp_pat
     assert sorted(result.ran) == ["fit@bb", "prep@bb"] and sorted(result.restored) == ["fit@a", "prep@a"]
 
 
+def test_a_committed_output_file_of_another_study_is_replaced_by_the_restored_one(origin, tmp_path):
+    """The coordinator's workspace holds other bytes at a stage's cache: false metrics path (a file
+    committed by another study, e.g. the default's metrics in a clone running a profile): collect
+    restores the stage's own result over it instead of counting the stage missing (DVC's checkout
+    refuses to remove a file it does not know without force)."""
+    job = tmp_path / "job"
+    run(["git", "clone", "-q", str(origin), str(job)], cwd=tmp_path)
+    dvc("repro", "prep@a", cwd=job)
+    runcache.push_run_cache(job)
+    coordinator = tmp_path / "coordinator"
+    run(["git", "clone", "-q", str(origin), str(coordinator)], cwd=tmp_path)
+    (coordinator / "metrics" / "a").mkdir(parents=True)
+    (coordinator / "metrics" / "a" / "prep.json").write_text('{"n": 99}')  # another study's number
+    runcache.fetch_run_cache(coordinator)
+    assert runcache.restore(coordinator, ["prep@a"]) == (["prep@a"], None)
+    assert (coordinator / "metrics/a/prep.json").read_bytes() == (job / "metrics/a/prep.json").read_bytes()
+    assert ran(tmp_path) == ["prep a"]  # restored, not run
+
+
 def test_changed_params_are_not_restored_from_an_older_record(origin, tmp_path):
     job = tmp_path / "job"
     run(["git", "clone", "-q", str(origin), str(job)], cwd=tmp_path)
