@@ -200,7 +200,10 @@ def restore(root: str | Path, stages: Sequence[str]) -> tuple[list[str], str | N
                     # an output path (a metrics file another study committed: a profile run in a clone
                     # of the default's repository). `dvc repro` would replace them by running the stage;
                     # the stage's own result replaces them here.
+                    # (collected again: the removed outputs' state is read anew, else the second
+                    # checkout still sees the old files and refuses again)
                     stage.remove_outs(force=True)
+                    (stage,) = repo.stage.collect(name)
                     repo.stage_cache.restore(stage, pull=True)
             except (RunCacheNotFoundError, DvcException):
                 return restored, name

@@ -107,9 +107,12 @@ def test_a_committed_output_file_of_another_study_is_replaced_by_the_restored_on
     run(["git", "clone", "-q", str(origin), str(coordinator)], cwd=tmp_path)
     (coordinator / "metrics" / "a").mkdir(parents=True)
     (coordinator / "metrics" / "a" / "prep.json").write_text('{"n": 99}')  # another study's number
+    (coordinator / "data" / "a").mkdir(parents=True)
+    (coordinator / "data" / "a" / "x").write_text("another study's data")  # a second output in the way
     runcache.fetch_run_cache(coordinator)
     assert runcache.restore(coordinator, ["prep@a"]) == (["prep@a"], None)
-    assert (coordinator / "metrics/a/prep.json").read_bytes() == (job / "metrics/a/prep.json").read_bytes()
+    for path in ("metrics/a/prep.json", "data/a/x"):
+        assert (coordinator / path).read_bytes() == (job / path).read_bytes(), path
     assert ran(tmp_path) == ["prep a"]  # restored, not run
 
 
