@@ -211,6 +211,9 @@ class EvaluateConfig(Strict):
     softmax: bool = False
     purity_m: int = Field(10, ge=1)
     top_k_fraction: float = Field(0.1, gt=0, le=1)
+    #: How far from an annotated part location (CUB's keypoints) the map's maximum may lie and still
+    #: hit it, as a share of the image side: the pointing game's 15 px at 224 px (Zhang et al., 2018).
+    keypoint_tolerance: float = Field(0.067, ge=0, le=1)
     faithfulness: FaithfulnessConfig = FaithfulnessConfig()
     sanity: SanityConfig = SanityConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()

@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 
 from kmx_eval.metrics import concept_fidelity as cf
 from kmx_eval.metrics import interventions as iv
+from kmx_eval.metrics import parts as kp
 from kmx_eval.metrics import prototype_fidelity as pf
 from kmx_eval.metrics import sharpness as sh
 from kmx_eval.metrics import tidy
 from kmx_eval.metrics.accuracy import accuracy, agreement
+from kmx_eval.metrics.ceilings import cached_ceilings
 from kmx_eval.metrics.faithfulness import refused_count
 from kmx_eval.metrics.quantus import (NO_MASKS, QUANTUS_METRICS, Category, Invariance, QuantusRun,
                                       QuantusSettings, affine_equivalent, run_quantus)
@@ -205,6 +207,9 @@ class EvaluationTables:
     _maps: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
     _results: dict[tuple[int, str, str], tuple] = field(default_factory=dict, repr=False)
     shared: dict[str, str] = field(default_factory=dict)
+    #: (seed, n_concepts) -> the structured concept floors of the evaluated images
+    #: (:func:`~kmx_eval.metrics.concept_fidelity.floor_maps`), shared by the concept and keypoint rows.
+    _floors: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ helpers
     def _keys(self, seed: int) -> dict[str, Any]:
@@ -219,6 +224,13 @@ class EvaluationTables:
                                **self._keys(seed), **keys)
         self.rows.append(row)
         return row
+
+    def _floor_maps(self, seed: int, images: np.ndarray, n_concepts: int) -> dict[str, np.ndarray]:
+        """The structured concept floors of ``images`` with ``n_concepts`` labels, computed once per seed."""
+        key = (int(seed), int(n_concepts))
+        if key not in self._floors:
+            self._floors[key] = cf.floor_maps(images, n_concepts, seed=seed)
+        return self._floors[key]
 
     def _samples(self, seed: int, method: str, metric: str, values, reasons, sample_ids) -> None:
         reasons = list(reasons) if reasons is not None else [None] * len(values)
@@ -491,7 +503,7 @@ class EvaluationTables:
         if oracle:
             maps["oracle"] = oracle["image"]
         if images is not None and n_concepts is not None:
-            maps.update(cf.floor_maps(images, n_concepts, seed=seed))
+            maps.update(self._floor_maps(seed, images, n_concepts))
         regions = {"object": (obj, "inside the object mask"), "image": (None, "over the whole image")}
         for method, method_map in maps.items():
             for region, (mask, where) in regions.items():
@@ -585,6 +597,77 @@ class EvaluationTables:
                       metric="background_agreement", higher_is_better=True, note=iv.NOTES["background_agreement"])
         self._samples(seed, model_name, "background_agreement", agree, None, sample_ids)
         self.seconds["interventions"] += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ keypoints
+    def add_keypoints(self, seed: int, maps: Mapping[str, np.ndarray], *, keypoints: np.ndarray,
+                      visible: np.ndarray, tolerance: float, grids: Mapping[str, tuple[int, int]],
+                      sample_ids: np.ndarray, concepts: Mapping[str, np.ndarray] | None = None,
+                      images: np.ndarray | None = None, n_concepts: int | None = None) -> None:
+        """Part-level localisation against annotated part locations (kind ``keypoints``,
+        docs/METHOD.md section 4, "Part locations"), for datasets with keypoints (CUB-200-2011).
+
+        - ``keypoint_pointing`` (category ``localisation``) of each map of ``maps`` (n, H, W): a hit
+          where a maximal pixel lies within ``tolerance`` pixels of a visible part
+          (:func:`~kmx_eval.metrics.parts.part_pointing_game`), beside its chance (a uniformly drawn
+          pixel); the controls among ``maps`` (``random_grid``, ``random``) are its floors, and the
+          rows of ``grids`` (``ceiling`` on the explained grid, ``ceiling_pixel``:
+          :func:`~kmx_eval.metrics.ceilings.ceiling_grids`) its ceilings: the pointing game is
+          PointingGame against the keypoint discs, whose maximum over maps of a grid is searched there.
+        - ``concept_part_ami`` (category ``concept_fidelity``) of each concept map set of ``concepts``
+          and, with ``images`` and ``n_concepts``, of the structured floors: adjusted mutual
+          information between the concept at each visible part and the part's name, over all images
+          (chance 0, at most 1), with a bootstrap interval over images (no per-image value).
+
+        Invariances: the pointing game reads only the order of each map's values (unchanged by a
+        per-image ``s a + c``, ``s > 0``), the alignment only the partition (unchanged by renaming
+        concept ids); tests/metrics/test_parts.py.
+        """
+        t0 = time.perf_counter()
+        self.settings["keypoint_tolerance_px"] = float(tolerance)
+        visible = np.asarray(visible, dtype=bool)
+        n_visible = visible.sum(axis=1)
+        shape = next(iter(maps.values())).shape[-2:] if maps else None
+        note = f"a maximal pixel within {tolerance:.3g} px of a visible annotated part"
+        if shape is not None:
+            chance = kp.pointing_chance(shape, keypoints, visible, tolerance=tolerance)
+            discs = kp.keypoint_masks(shape, keypoints, visible, tolerance=tolerance)
+            covered = discs.all(axis=(1, 2))
+            for method, a in maps.items():
+                v = kp.part_pointing_game(a, keypoints, visible, tolerance=tolerance)
+                constant = np.array([np.ptp(m) == 0 for m in np.asarray(a)])
+                reasons = ["no visible part" if n == 0 else sh.CONSTANT if c else None
+                           for n, c in zip(n_visible, constant)]
+                ok = np.isfinite(v)
+                self._summary(seed, v, reasons, kind="keypoints", method=method, category="localisation",
+                              metric="keypoint_pointing", higher_is_better=True, note=note,
+                              chance=float(np.mean(chance[ok])) if ok.any() else None)
+                self._samples(seed, method, "keypoint_pointing", v, reasons, sample_ids)
+            for method, grid in grids.items():
+                found = cached_ceilings(discs & ~covered[:, None, None], grid, ["PointingGame"], k=1)
+                v = found["PointingGame"].values
+                reasons = ["no visible part" if n == 0 else "parts cover the image" if c else None
+                           for n, c in zip(n_visible, covered)]
+                v = np.where(covered, 1.0, v)  # every pixel hits: any map does
+                where = "the pixels" if tuple(grid) == tuple(shape) else f"the {grid[0]} x {grid[1]} grid"
+                self._summary(seed, v, reasons, kind="keypoints", method=method, category="localisation",
+                              metric="keypoint_pointing", higher_is_better=True,
+                              note=f"ceiling: the pointing game's maximum over maps on {where}; {note}")
+                self._samples(seed, method, "keypoint_pointing", v, reasons, sample_ids)
+        sets = dict(concepts or {})
+        if sets and images is not None and n_concepts is not None:
+            sets.update(self._floor_maps(seed, images, n_concepts))
+        for method, cmaps in sets.items():
+            value, low, high = kp.concept_part_alignment_ci(cmaps, keypoints, visible, n_resamples=self.n_resamples,
+                                                            confidence=self.confidence, seed=seed)
+            what = (f"{FLOOR_NOTES[method]}, K = {n_concepts} (floor); " if method in FLOOR_NOTES else "")
+            self.rows.append(tidy.row(
+                **self._keys(seed), kind="keypoints", method=method, category="concept_fidelity",
+                metric="concept_part_ami", value=value, ci_low=low, ci_high=high, n=int(n_visible.sum()),
+                n_missing=int((~visible).sum()), chance=0.0, higher_is_better=True,
+                note=what + ("AMI between the concept at each visible part and the part's name, over all images; "
+                             "interval: images resampled" if np.isfinite(value) else
+                             "fewer than two visible parts in the evaluated images")))
+        self.seconds["keypoints"] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ outputs
     def log_seconds(self) -> None:

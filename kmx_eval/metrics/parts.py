@@ -18,7 +18,10 @@ unchanged when concept ids are renamed. Both are property-tested (tests/metrics/
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from scipy import stats
 from sklearn.metrics import adjusted_mutual_info_score
 
 
@@ -51,8 +54,8 @@ def part_pointing_game(maps: np.ndarray, keypoints: np.ndarray, visible: np.ndar
     visible
         ``(n, P)`` bool: parts annotated in the image (the others are ignored).
     top_k
-        Pixels in the pointing region: the ``top_k`` largest values, ties taken in raster order
-        (1: the pointing game's maximum).
+        Pixels in the pointing region: those at or above the ``top_k``-th largest value, ties
+        included as Quantus's PointingGame includes them (1: the map's maximal pixels).
     tolerance
         How far (pixels) a region pixel may be from a part and still hit it (0: the part's own
         pixel; the pointing game of Zhang et al. uses 15 px at 224 px).
@@ -74,10 +77,26 @@ def part_pointing_game(maps: np.ndarray, keypoints: np.ndarray, visible: np.ndar
         flat = m.ravel()
         if not visible[i].any() or not np.isfinite(flat).all() or flat.min() == flat.max():
             continue
-        region = np.argsort(-flat, kind="stable")[:top_k]  # order only: invariant to a * m + b, a > 0
+        # Every pixel at or above the top_k-th value, ties included (Quantus's PointingGame counts any
+        # maximal pixel): order only, so invariant to a * m + b, a > 0.
+        region = flat >= np.partition(flat, flat.size - top_k)[flat.size - top_k]
         near = _near_pixels(m.shape, keypoints[i][visible[i]], tolerance).ravel()
         out[i] = float(near[region].any())
     return out
+
+
+def keypoint_masks(shape: tuple[int, int], keypoints: np.ndarray, visible: np.ndarray, *,
+                   tolerance: float = 0.0) -> np.ndarray:
+    """``(n, H, W)`` bool: per image, the pixels within ``tolerance`` of a visible part.
+
+    The pointing game at ``top_k`` 1 is Quantus's PointingGame against this mask (a hit where a
+    maximal pixel lies in it), so its ceiling on a map's own grid is that metric's
+    (:func:`kmx_eval.metrics.ceilings.grid_ceilings`); an image without a visible part has an
+    empty mask.
+    """
+    keypoints, visible = np.asarray(keypoints, dtype=np.float64), np.asarray(visible, dtype=bool)
+    return np.stack([_near_pixels(shape, kp[vis], tolerance) if vis.any() else np.zeros(shape, bool)
+                     for kp, vis in zip(keypoints, visible)]) if len(keypoints) else np.zeros((0, *shape), bool)
 
 
 def pointing_chance(shape: tuple[int, int], keypoints: np.ndarray, visible: np.ndarray, *,
@@ -106,3 +125,36 @@ def concept_part_alignment(concept_maps: np.ndarray, keypoints: np.ndarray, visi
     cols = np.clip(np.floor(keypoints[image, part, 0]).astype(np.int64), 0, w - 1)
     rows = np.clip(np.floor(keypoints[image, part, 1]).astype(np.int64), 0, h - 1)
     return float(adjusted_mutual_info_score(part, maps[image, rows, cols]))
+
+
+def concept_part_alignment_ci(concept_maps: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, *,
+                              n_resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
+    """:func:`concept_part_alignment` and its bias-corrected and accelerated (BCa) bootstrap interval
+    over images (images drawn with replacement, each bringing all its visible parts; seeded by
+    ``seed``; :func:`scipy.stats.bootstrap`): ``(value, low, high)``, NaN where undefined.
+
+    BCa rather than the percentile interval: drawing an image twice repeats its pairs, which biases
+    a resample's AMI, and the percentile interval would carry that bias (it can miss the estimate).
+    """
+    maps, keypoints, visible = np.asarray(concept_maps), np.asarray(keypoints), np.asarray(visible, dtype=bool)
+    value = concept_part_alignment(maps, keypoints, visible)
+    if not np.isfinite(value) or len(maps) < 3:
+        return value, float("nan"), float("nan")
+
+    def statistic(images):
+        return concept_part_alignment(maps[images], keypoints[images], visible[images])
+
+    with warnings.catch_warnings():  # BCa is undefined on a degenerate distribution: handled below
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((np.arange(len(maps)),), statistic, n_resamples=int(n_resamples),
+                              confidence_level=confidence, method="BCa", vectorized=False,
+                              random_state=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        # BCa needs a spread jackknife and bootstrap; without one, the percentile interval
+        draws = res.bootstrap_distribution[np.isfinite(res.bootstrap_distribution)]
+        if not draws.size:
+            return value, float("nan"), float("nan")
+        tail = 50.0 * (1.0 - confidence)
+        low, high = (float(b) for b in np.percentile(draws, [tail, 100.0 - tail]))
+    return value, low, high

@@ -41,7 +41,7 @@ PROTOTYPE_METRICS: dict[str, bool] = {"proximity": False, "separation": False, "
                                       "diversity_kmex": True}
 
 #: Allowed values of the ``kind`` column.
-KINDS = ("head", "prototypes", "explainer", "concepts", "sharpness", "interventions")
+KINDS = ("head", "prototypes", "explainer", "concepts", "sharpness", "interventions", "keypoints")
 #: Allowed values of the ``category`` column.
 CATEGORIES = ("accuracy", "agreement", "prototype_fidelity", "localisation", "faithfulness",
               "complexity", "randomisation", "robustness", "concept_fidelity", "sharpness", "interventions")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from kmx_eval import io, paths
-from kmx_eval.data import load_batch, load_prepared
+from kmx_eval.data import has_keypoints, load_batch, load_keypoints, load_prepared
 from kmx_eval.data.interventions import load_interventions
 from kmx_eval.errors import DataError
 from kmx_eval.explain import (EXPLAINERS, MAP_KEYS, applicable_explainers, explainer_names,
@@ -25,7 +25,7 @@ from kmx_eval.heads import (KMeansHeadModule, LinearSEM, load_checked_kmeans_hea
                             load_linear_sem, load_probe)
 from kmx_eval.heads.kmex import KMEX_HEAD_NAME, kmex_embeddings
 from kmx_eval.explain.controls import explained_grid
-from kmx_eval.metrics.ceilings import add_ceilings
+from kmx_eval.metrics.ceilings import add_ceilings, ceiling_grids
 from kmx_eval.metrics.evaluation import (CANONICAL, CLASS_MEANS, PROTOTYPE_METRICS, EvaluationTables,
                                          PrototypeSet, class_means_set, kmeans_prototype_set,
                                          kmex_reference_set, linear_prototype_set, summary_metrics)
@@ -163,11 +163,15 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
                   explain_func_for: Callable[[str], Callable | None], source: str = "maps",
                   not_applicable: Mapping[str, str] | None = None, n_concepts: int | None = None,
-                  coarse_grid: tuple[int, int] | None = None, interventions_from=None) -> int:
+                  coarse_grid: tuple[int, int] | None = None, interventions_from=None,
+                  keypoint_tolerance: float = 0.067) -> int:
     """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts,
     and with ``coarse_grid`` (:func:`coarsest_grid`) each map's sharpness beyond that grid; with
     ``interventions_from`` (a prepared dataset's folder) the part interventions of
-    :mod:`kmx_eval.metrics.interventions`, where that folder holds them (n_parts + 2 model calls per image).
+    :mod:`kmx_eval.metrics.interventions`, where that folder holds them (n_parts + 2 model calls per image);
+    where the test split has named part locations (CUB-200-2011's keypoints), the part-level pointing
+    game within ``keypoint_tolerance`` (``evaluate.keypoint_tolerance``, a share of the image side)
+    and the concept-part alignment (:meth:`EvaluationTables.add_keypoints`, mask-free, no model call).
 
     ``n_concepts`` (``explain.concepts.n_concepts``) gives the concept floors their number of labels.
     ``explain_func_for(method)`` gives the Quantus ``explain_func`` of an explainer (None for a
@@ -221,11 +225,17 @@ def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, 
                                  model_name="cnn" if explained.cnn_predictions is None else "kmeans",
                                  why_not="not applicable: the dataset's source renders no part interventions "
                                          "(the synthetic source does)")
+    concepts = {k: maps[k] for k in maps if is_concept_key(k)}
+    if has_keypoints(test_split) and methods:
+        xy, visible = load_keypoints(test_split, indices)
+        tables.add_keypoints(seed, {m: maps[m] for m in methods}, keypoints=xy, visible=visible,
+                             tolerance=keypoint_tolerance * max(x.shape[-2:]),
+                             grids=ceiling_grids(explained.model, x, methods, device=device),
+                             sample_ids=indices, concepts=concepts, images=x, n_concepts=n_concepts)
     # Each localisation metric's ceiling on this model's grid (and the pixels', for pixel maps): mask-only.
     add_ceilings(tables, seed, model=explained.model, x=x, masks=masks, methods=methods, metrics=metrics,
                  settings=settings, sample_ids=indices, device=device)
     tables.settings["explain_target"] = str(maps["target"]) if "target" in maps else "label"
-    concepts = {k: maps[k] for k in maps if is_concept_key(k)}
     if concepts:
         # The ceiling of the concept maps lives on the grid of F_S (none for the CNN: no concepts).
         grid = explained.model.feature_grid(x) if hasattr(explained.model, "feature_grid") else None
@@ -278,7 +288,8 @@ def evaluate_every_seed(params, *, dataset: str, combination: Combination | None
                                  source=str(maps_path), not_applicable=not_applicable,
                                  n_concepts=params.explain.concepts.n_concepts,
                                  coarse_grid=coarsest_grid(backbone_cfg.architecture, backbone_cfg.image_size),
-                                 interventions_from=paths.prepared(dataset))
+                                 interventions_from=paths.prepared(dataset),
+                                 keypoint_tolerance=ev.keypoint_tolerance)
     tables.log_seconds()
     settings_file = tables.settings_file(ev, params.seeds, n_images,
                                          described_normalisation(name, features.normalisation), params.head.labels)

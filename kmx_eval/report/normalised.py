@@ -21,11 +21,12 @@ from kmx_eval.metrics.room import normalised, references_of
 NORMALISED = "localisation_normalised"
 
 
-def normalised_localisation(agg: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``agg`` (localisation, kind ``explainer``) as ``(v - floor) / (ceiling - floor)`` on
-    their own grid, category :data:`NORMALISED`; ``value``, ``ci_low``, ``ci_high``, ``chance`` and
-    ``seed_sd`` mapped; ``floor`` and ``ceiling`` columns hold the references' raw values."""
-    loc = agg[(agg["kind"] == "explainer") & (agg["category"] == "localisation")]
+def normalised_localisation(agg: pd.DataFrame, kind: str = "explainer") -> pd.DataFrame:
+    """Rows of ``agg`` (localisation, kind ``kind``: ``explainer`` for the masks' metrics, ``keypoints``
+    for the pointing game at part locations) as ``(v - floor) / (ceiling - floor)`` on their own grid,
+    category :data:`NORMALISED`; ``value``, ``ci_low``, ``ci_high``, ``chance`` and ``seed_sd``
+    mapped; ``floor`` and ``ceiling`` columns hold the references' raw values."""
+    loc = agg[(agg["kind"] == kind) & (agg["category"] == "localisation")]
     values = loc.set_index(["dataset", "combination", "method", "metric"])["value"]
     values = values[~values.index.duplicated()]
     rows = []

@@ -241,7 +241,7 @@ def report_tables(
                              "superpixels, about K segments) and floor_grid (K equal grid cells); a concept "
                              "map that does not beat them says no more about parts than colour or position."
                              + seeds + best,
-                     categories=["concept_fidelity"], with_chance=True, **order,
+                     categories=["concept_fidelity"], kinds=["concepts"], with_chance=True, **order,
                      methods=["concepts_global", "concepts_class", "oracle", *CONCEPT_FLOORS],
                      metrics=list(CONCEPT_METRICS)),
         sharpness_table(agg, seeds=seeds, explainers=explainers, **order),
@@ -256,6 +256,38 @@ def report_tables(
                              "mapped with floor and ceiling at their means." + seeds + best,
                      categories=[NORMALISED], kinds=["explainer"], **order,
                      methods=list(explainers or []) + list(CONTROLS), metrics=metrics),
+        *keypoint_tables(agg, seeds=seeds, explainers=explainers, **order),
+    ]
+
+
+def keypoint_tables(agg: pd.DataFrame, *, seeds: str = "", explainers: Sequence[str] | None = None,
+                    datasets: Sequence[str] | None = None, combinations: Sequence[str] | None = None) -> list[Table]:
+    """The part-location tables (kind ``keypoints``: CUB-200-2011's annotated parts,
+    :meth:`kmx_eval.metrics.evaluation.EvaluationTables.add_keypoints`), raw and between floor and
+    ceiling; none where no dataset has part locations."""
+    if not (agg["kind"] == "keypoints").any():
+        return []
+    order = dict(datasets=datasets, combinations=combinations)
+    methods = list(explainers or []) + list(CONTROLS) + ["concepts_global", "concepts_class"]
+    return [
+        metric_table(agg, name="keypoints", title="Part locations: pointing game and concept-part alignment",
+                     caption="At the dataset's annotated part locations (keypoints). keypoint_pointing: "
+                             "whether a maximal pixel of the map lies within evaluate.keypoint_tolerance of a "
+                             "visible part (chance: a uniformly drawn pixel; floors random_grid and random, "
+                             "ceilings 'ceiling' and 'ceiling_pixel': the best any map of that grid can do). "
+                             "concept_part_ami: adjusted mutual information between the concept at each visible "
+                             "part and the part's name, over all evaluated images (chance 0, at most 1; the "
+                             "interval resamples images within each seed), beside the structured floors "
+                             "(colour k-means, SLIC, grid cells with the study's K)." + seeds,
+                     categories=["localisation", "concept_fidelity"], kinds=["keypoints"], with_chance=True,
+                     **order, methods=methods, metrics=["keypoint_pointing", "concept_part_ami"]),
+        metric_table(normalised_localisation(agg, kind="keypoints"), name="keypoints_normalised",
+                     title="Part pointing between floor and ceiling on each map's own grid",
+                     caption="keypoint_pointing as (value - floor) / (ceiling - floor) on the grid the map "
+                             "lives on (random_grid and ceiling; pixel-level maps against random and "
+                             "ceiling_pixel): 0 = floor, 1 = ceiling." + seeds,
+                     categories=[NORMALISED], kinds=["keypoints"], **order, methods=methods,
+                     metrics=["keypoint_pointing"]),
     ]
 
 

@@ -261,3 +261,37 @@ def test_the_prepare_stage_saves_the_keypoints_and_stops_on_a_bad_tree_with_one_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "datasets.bad" in err and named in err and "Traceback" not in err
     assert not (tmp_path / "data" / "bad").exists()
+
+
+def test_the_evaluation_scores_pointing_and_alignment_at_the_prepared_keypoints(prepared):
+    """What the evaluate stage writes for a dataset with part locations, on the tiny tree: a map
+    peaked on each image's beak hits, its mirror misses, the grid's ceiling is above both, and a
+    concept map that names the parts aligns with them."""
+    import pandas as pd
+
+    from kmx_eval.metrics.evaluation import EvaluationTables
+    from kmx_eval.metrics.parts import concept_part_alignment
+
+    test = prepared["test"]
+    xy, visible = load_keypoints(test)
+    n = len(xy)
+    peaked = np.zeros((n, SIZE, SIZE), np.float32)
+    named = np.zeros((n, SIZE, SIZE), np.int16)
+    for row in range(n):
+        x, y = xy[row, 0]
+        peaked[row, int(y), int(x)] = 1.0
+        for part in range(len(PARTS)):  # each part's concept around its location, drawn in part order
+            px, py = xy[row, part].astype(int)
+            named[row, max(py - 1, 0):py + 2, max(px - 1, 0):px + 2] = 1 + part
+    tables = EvaluationTables("birds", "B4", n_resamples=50, confidence=0.95)
+    tables.add_keypoints(0, {"margin": peaked, "mirrored": peaked[:, ::-1, ::-1].copy()}, keypoints=xy,
+                         visible=visible, tolerance=0.0, grids={"ceiling": (4, 4)}, sample_ids=np.arange(n),
+                         concepts={"concepts_global": named})
+    rows = pd.DataFrame(tables.rows).set_index(["method", "metric"])
+    assert rows.loc[("margin", "keypoint_pointing"), "value"] == 1.0
+    assert rows.loc[("mirrored", "keypoint_pointing"), "value"] == 0.0
+    assert rows.loc[("ceiling", "keypoint_pointing"), "value"] >= 0.5
+    assert 0 < rows.loc[("margin", "keypoint_pointing"), "chance"] < 0.05
+    ami = rows.loc[("concepts_global", "concept_part_ami")]
+    assert ami["value"] == pytest.approx(concept_part_alignment(named, xy, visible)) and ami["value"] > 0.5
+    assert ami["n"] == int(visible.sum())  # visible parts only

@@ -18,12 +18,13 @@ from kmx_eval.metrics.concept_fidelity import CONCEPT_FLOORS
 from stage_loader import load_stage as _stage
 
 SIZE, N_CLASSES, SEED, N_IMAGES = 32, 3, 2, 6
+KEYPOINTS = ("top", "bottom")
 
 
 
 
 def _split(n: int, rng: np.random.Generator) -> dict:
-    images, labels, masks, parts = [], [], [], []
+    images, labels, masks, parts, keypoints = [], [], [], [], []
     for i in range(n):
         c = i % N_CLASSES
         img = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
@@ -37,7 +38,9 @@ def _split(n: int, rng: np.random.Generator) -> dict:
         labels.append(c)
         masks.append(part > 0)
         parts.append(part)
-    return {"images": images, "labels": labels, "masks": masks, "parts": parts}
+        # named part locations (x, y, visible) at each part's centre; the first image's bottom not annotated
+        keypoints.append([[q + 8.0, r + 4.0, 1.0], [q + 8.0, r + 12.0, float(i > 0)]])
+    return {"images": images, "labels": labels, "masks": masks, "parts": parts, "keypoints": keypoints}
 
 
 def _copies(split: dict, rng: np.random.Generator):
@@ -65,7 +68,7 @@ def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     rng = np.random.default_rng(0)
     train, test = _split(15, rng), _split(9, rng)
-    dd = assemble({"train": train, "test": test}, ["a", "b", "c"], "toy")
+    dd = assemble({"train": train, "test": test}, ["a", "b", "c"], "toy", keypoint_names=KEYPOINTS)
     save_prepared(dd, root / "data/toy", extras={FOLDER: copies_dataset(np.arange(9), _copies(test, rng))})
     seed_everything(0)
     backbone = build_backbone("resnet18", N_CLASSES).eval()
@@ -112,7 +115,8 @@ def test_combination_tables(workdir):
 
     metrics, samples, curves = _read(workdir, "B34")
     assert list(metrics.columns) == list(TIDY_COLUMNS)
-    assert set(metrics.kind) == {"head", "prototypes", "explainer", "concepts", "sharpness", "interventions"}
+    assert set(metrics.kind) == {"head", "prototypes", "explainer", "concepts", "sharpness", "interventions",
+                                 "keypoints"}
     # part interventions: n_parts + 1 points per explainer and the model's background agreement
     inter = metrics[metrics.kind == "interventions"].set_index(["method", "metric"])
     assert set(inter.index) == {(m, k) for m in ("margin", "margin_centred", "random", "oracle")
@@ -177,6 +181,44 @@ def test_combination_tables(workdir):
     summary = json.loads((workdir / "metrics/toy/B34/evaluate.json").read_text())
     assert "kmeans/accuracy" in summary[f"seed{SEED}"]
     assert "margin/RelevanceMassAccuracy" in summary[f"seed{SEED}"]
+
+
+def test_keypoint_rows_sit_between_the_floor_and_the_ceiling_of_their_grid(workdir):
+    """The part-level pointing game at the named part locations and the concept-part alignment."""
+    from kmx_eval.data import load_keypoints, load_prepared
+    from kmx_eval.io import load_npz
+    from kmx_eval.metrics.parts import part_pointing_game, pointing_chance
+
+    metrics, samples, _ = _read(workdir, "B34")
+    rows = metrics[metrics.kind == "keypoints"]
+    pointing = rows[rows.metric == "keypoint_pointing"].set_index("method")
+    # every map, and the ceiling of the model's grid (no pixel-level map among the B34 maps)
+    assert set(pointing.index) == {"margin", "margin_centred", "random", "oracle", "ceiling"}
+    assert (pointing.category == "localisation").all() and (pointing.n == N_IMAGES).all()
+    assert (pointing.value <= pointing.loc["ceiling", "value"] + 1e-12).all()
+    assert "maximum over maps on the" in pointing.loc["ceiling", "note"]
+    # the values are the pointing game of the stored maps at the tolerance the settings record
+    maps = load_npz(paths.maps_file("toy", "B34", SEED))
+    settings = json.loads((workdir / "metrics/toy/B34/evaluate/settings.json").read_text())
+    tolerance = settings["keypoint_tolerance_px"]
+    assert tolerance == pytest.approx(EvaluateConfig().keypoint_tolerance * SIZE)
+    xy, visible = load_keypoints(load_prepared(workdir / "data/toy")["test"], maps["indices"])
+    for method in ("margin", "random"):
+        hits = part_pointing_game(maps[method], xy, visible, tolerance=tolerance)
+        assert pointing.loc[method, "value"] == pytest.approx(np.nanmean(hits), abs=5e-6)
+        per_image = samples[(samples.method == method) & (samples.metric == "keypoint_pointing")]
+        np.testing.assert_allclose(per_image.sort_values("sample")["value"],
+                                   hits[np.argsort(maps["indices"])], atol=5e-6)
+    assert pointing.loc["margin", "chance"] == pytest.approx(
+        pointing_chance((SIZE, SIZE), xy, visible, tolerance=tolerance).mean(), abs=5e-6)
+    # the concept maps and the structured floors against the part names: AMI, chance 0, an interval
+    ami = rows[rows.metric == "concept_part_ami"].set_index("method")
+    assert set(ami.index) == {"concepts_global", "concepts_class", *CONCEPT_FLOORS}
+    assert (ami.chance == 0).all() and (ami.value <= 1).all()
+    finite = ami[ami.value.notna()]  # six images: the interval is wide, but it is one
+    assert len(finite) == len(ami) and (finite.ci_low <= finite.ci_high).all()
+    assert (finite.ci_low >= -1).all() and (finite.ci_high <= 1 + 1e-9).all()
+    assert (ami.n == 2 * N_IMAGES - int((maps["indices"] == 0).any())).all()  # visible parts only
 
 
 def test_baseline_tables(workdir):

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmx_eval.metrics.parts import concept_part_alignment, part_pointing_game, pointing_chance
+from kmx_eval.metrics.parts import (concept_part_alignment, concept_part_alignment_ci, keypoint_masks,
+                                     part_pointing_game, pointing_chance)
 
 H, W = 12, 16
 
@@ -90,3 +91,75 @@ def test_concepts_that_follow_the_parts_align_and_others_do_not():
     ignores = rng.integers(0, 3, (n, H, W))
     assert concept_part_alignment(ignores, kp, visible) < 0.3
     assert np.isnan(concept_part_alignment(follows, kp, np.zeros((n, p), dtype=bool)))
+
+
+def test_ties_at_the_maximum_count_as_quantus_counts_them():
+    # a plateau: the first maximal pixel in raster order misses, a later one hits
+    m = _peak(2, 2) + _peak(9, 12)
+    kp, visible = np.array([[[12.5, 9.5]]]), np.array([[True]])
+    assert part_pointing_game(m[None], kp, visible)[0] == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(maps_and_parts, st.floats(0.0, 3.0))
+def test_the_pointing_game_is_quantus_pointing_game_against_the_keypoint_discs(rng, tolerance):
+    from kmx_eval.metrics.ceilings import localisation_scores
+    from kmx_eval.metrics.quantus.scaling import minmax
+
+    n, p = 6, 3
+    maps = rng.integers(0, 5, (n, H, W)).astype(np.float64)  # few levels: ties at the maximum
+    kp = rng.uniform(0, (W, H), size=(n, p, 2))
+    visible = rng.random((n, p)) < 0.6
+    visible[:, 0] = True
+    discs = keypoint_masks((H, W), kp, visible, tolerance=tolerance)
+    hits = part_pointing_game(maps, kp, visible, tolerance=tolerance)
+    for i in range(n):
+        if np.isfinite(hits[i]) and not discs[i].all():
+            quantus = localisation_scores("PointingGame", minmax(maps[i:i + 1]).reshape(1, -1), discs[i].ravel())
+            assert hits[i] == quantus[0]
+    np.testing.assert_allclose(pointing_chance((H, W), kp, visible, tolerance=tolerance), discs.mean(axis=(1, 2)))
+
+
+def test_no_map_of_the_grid_points_better_than_the_ceiling_there():
+    """The ceiling of the pointing game on a 3 x 4 grid (kmx_eval/metrics/ceilings.py, PointingGame
+    against the keypoint discs) is reached, and no random, one-hot or two-hot grid map beats it."""
+    import torch
+
+    from kmx_eval.explain.attribution import upsample
+    from kmx_eval.metrics.ceilings import grid_ceilings
+
+    rng = np.random.default_rng(3)
+    n, p, grid = 5, 2, (3, 4)
+    kp = rng.uniform(0, (W, H), size=(n, p, 2))
+    visible = np.ones((n, p), dtype=bool)
+    visible[0, 1] = False
+    discs = keypoint_masks((H, W), kp, visible, tolerance=0.5)
+    ceiling = grid_ceilings(discs, grid, ["PointingGame"], k=1)["PointingGame"]
+    up = lambda g: upsample(torch.as_tensor(g, dtype=torch.float32), (H, W)).numpy()  # noqa: E731
+    # the ceiling's own grid maps reach it
+    np.testing.assert_array_equal(part_pointing_game(up(ceiling.maps), kp, visible, tolerance=0.5), ceiling.values)
+    cells = np.eye(12).reshape(12, *grid)
+    candidates = [rng.random((200, *grid)), cells, cells[:, None] + cells[None, :]]
+    for g in candidates:
+        g = g.reshape(-1, *grid)
+        for i in range(n):
+            hits = part_pointing_game(up(g), np.repeat(kp[i:i + 1], len(g), 0), np.repeat(visible[i:i + 1], len(g), 0),
+                                      tolerance=0.5)
+            assert np.nanmax(hits) <= ceiling.values[i]
+
+
+def test_the_alignment_interval_is_seeded_and_holds_a_perfect_alignment_at_one():
+    n, p = 10, 3
+    rng = np.random.default_rng(1)
+    kp = np.stack([[(2.5 + 5 * j, 2.5 + 3 * j) for j in range(p)]] * n) + rng.uniform(-1, 1, (n, p, 2))
+    visible = rng.random((n, p)) < 0.9
+    follows = np.zeros((n, H, W), dtype=np.int64)
+    for j in range(p):
+        follows[:, :, 5 * j:5 * j + 5] = 7 + j
+    assert concept_part_alignment_ci(follows, kp, visible, n_resamples=200, confidence=0.95, seed=0) == (
+        pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0))
+    noisy = np.where(rng.random((n, H, W)) < 0.3, rng.integers(0, 9, (n, H, W)), follows)
+    first = concept_part_alignment_ci(noisy, kp, visible, n_resamples=200, confidence=0.95, seed=0)
+    assert first == concept_part_alignment_ci(noisy, kp, visible, n_resamples=200, confidence=0.95, seed=0)
+    value, low, high = first
+    assert -1 <= low <= high <= 1 and low < high

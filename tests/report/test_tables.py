@@ -124,3 +124,39 @@ def test_the_sharpness_table_shows_each_score_beside_its_coarse_twin():
     # the random control is never marked best; B234's finer map is
     assert not sharp.best.xs("random", level="method").to_numpy().any()
     assert sharp.best.loc[("d", "B234", "margin"), "fine_energy"]
+
+
+def test_the_keypoint_tables_appear_only_with_part_locations_and_normalise_on_the_grid():
+    import numpy as np
+
+    from kmx_eval.metrics.evaluation import EvaluationTables
+
+    rng = np.random.default_rng(0)
+    n, size = 8, 16
+    xy = rng.uniform(2, size - 2, (n, 3, 2))
+    visible = np.ones((n, 3), bool)
+    peaked = np.zeros((n, size, size))
+    peaked[np.arange(n), xy[:, 0, 1].astype(int), xy[:, 0, 0].astype(int)] = 1.0
+    concepts = rng.integers(0, 3, (n, size, size))
+    t = EvaluationTables("d", "B4", n_resamples=50, confidence=0.9)
+    t.add_keypoints(0, {"margin": peaked, "random_grid": rng.random((n, size, size))}, keypoints=xy,
+                    visible=visible, tolerance=1.0, grids={"ceiling": (4, 4)}, sample_ids=np.arange(n),
+                    concepts={"concepts_global": concepts})
+    agg = stats.aggregate_seeds(t.frames()[0])
+    by_name = {tb.name: tb for tb in tables.report_tables(agg, datasets=["d"], combinations=["B4"],
+                                                         explainers=["margin"])}
+    raw, scaled = by_name["keypoints"], by_name["keypoints_normalised"]
+    assert list(raw.cells.columns) == ["keypoint_pointing", "keypoint_pointing chance", "concept_part_ami",
+                                       "concept_part_ami chance"]
+    assert {m for _, _, m in raw.cells.index} == {"margin", "random_grid", "ceiling", "concepts_global"}
+    assert "n/a" not in set(raw.cells.loc[("d", "B4", "margin")])
+    # the concept table keeps its own rows: the alignment is not a column there
+    assert "concept_part_ami" not in by_name["concept_fidelity"].cells.columns
+    floor = agg.set_index(["method", "metric"]).loc[("random_grid", "keypoint_pointing"), "value"]
+    ceiling = agg.set_index(["method", "metric"]).loc[("ceiling", "keypoint_pointing"), "value"]
+    normal = tables.normalised_localisation(agg, kind="keypoints").set_index("method")
+    assert normal.loc["margin", "value"] == pytest.approx((1.0 - floor) / (ceiling - floor), abs=1e-3)
+    assert ("d", "B4", "margin") in scaled.cells.index
+    # without part locations, no keypoint table at all
+    plain = agg[agg["kind"] != "keypoints"]
+    assert not {"keypoints", "keypoints_normalised"} & {tb.name for tb in tables.report_tables(plain)}
