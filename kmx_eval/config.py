@@ -201,6 +201,11 @@ class BootstrapConfig(Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
+#: The pointing game's tolerance at part locations, a share of the image side: 15 px at 224 px
+#: (Zhang et al., 2018), ``evaluate.keypoint_tolerance``'s default.
+KEYPOINT_TOLERANCE = 0.067
+
+
 class EvaluateConfig(Strict):
     """Metrics of docs/METHOD.md, section 4 (``evaluate`` stage)."""
 
@@ -212,8 +217,8 @@ class EvaluateConfig(Strict):
     purity_m: int = Field(10, ge=1)
     top_k_fraction: float = Field(0.1, gt=0, le=1)
     #: How far from an annotated part location (CUB's keypoints) the map's maximum may lie and still
-    #: hit it, as a share of the image side: the pointing game's 15 px at 224 px (Zhang et al., 2018).
-    keypoint_tolerance: float = Field(0.067, ge=0, le=1)
+    #: hit it, as a share of the image side (:data:`KEYPOINT_TOLERANCE`).
+    keypoint_tolerance: float = Field(KEYPOINT_TOLERANCE, ge=0, le=1)
     faithfulness: FaithfulnessConfig = FaithfulnessConfig()
     sanity: SanityConfig = SanityConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
