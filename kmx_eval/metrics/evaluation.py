@@ -639,9 +639,9 @@ class EvaluationTables:
                            for n, c in zip(n_visible, constant)]
                 ok = np.isfinite(v)
                 self._summary(seed, v, reasons, kind="keypoints", method=method, category="localisation",
-                              metric="keypoint_pointing", higher_is_better=True, note=note,
+                              metric=kp.KEYPOINT_POINTING, higher_is_better=True, note=note,
                               chance=float(np.mean(chance[ok])) if ok.any() else None)
-                self._samples(seed, method, "keypoint_pointing", v, reasons, sample_ids)
+                self._samples(seed, method, kp.KEYPOINT_POINTING, v, reasons, sample_ids)
             for method, grid in grids.items():
                 found = cached_ceilings(discs & ~covered[:, None, None], grid, ["PointingGame"], k=1)
                 v = found["PointingGame"].values
@@ -650,9 +650,9 @@ class EvaluationTables:
                 v = np.where(covered, 1.0, v)  # every pixel hits: any map does
                 where = "the pixels" if tuple(grid) == tuple(shape) else f"the {grid[0]} x {grid[1]} grid"
                 self._summary(seed, v, reasons, kind="keypoints", method=method, category="localisation",
-                              metric="keypoint_pointing", higher_is_better=True,
+                              metric=kp.KEYPOINT_POINTING, higher_is_better=True,
                               note=f"ceiling: the pointing game's maximum over maps on {where}; {note}")
-                self._samples(seed, method, "keypoint_pointing", v, reasons, sample_ids)
+                self._samples(seed, method, kp.KEYPOINT_POINTING, v, reasons, sample_ids)
         sets = dict(concepts or {})
         if sets and images is not None and n_concepts is not None:
             sets.update(self._floor_maps(seed, images, n_concepts))
@@ -662,7 +662,7 @@ class EvaluationTables:
             what = (f"{FLOOR_NOTES[method]}, K = {n_concepts} (floor); " if method in FLOOR_NOTES else "")
             self.rows.append(tidy.row(
                 **self._keys(seed), kind="keypoints", method=method, category="concept_fidelity",
-                metric="concept_part_ami", value=value, ci_low=low, ci_high=high, n=int(n_visible.sum()),
+                metric=kp.CONCEPT_PART_AMI, value=value, ci_low=low, ci_high=high, n=int(n_visible.sum()),
                 n_missing=int((~visible).sum()), chance=0.0, higher_is_better=True,
                 note=what + ("AMI between the concept at each visible part and the part's name, over all images; "
                              "interval: images resampled" if np.isfinite(value) else

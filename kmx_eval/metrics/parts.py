@@ -24,6 +24,10 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import adjusted_mutual_info_score
 
+#: The evaluate stage's metric names (rows of kind ``keypoints``): the pointing game at part locations
+#: and the concept-part alignment.
+KEYPOINT_POINTING, CONCEPT_PART_AMI = "keypoint_pointing", "concept_part_ami"
+
 
 def _near_pixels(shape: tuple[int, int], xy: np.ndarray, tolerance: float) -> np.ndarray:
     """(H, W) bool: pixels whose square ``[j, j+1] x [i, i+1]`` lies within ``tolerance`` of a point.

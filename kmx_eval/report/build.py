@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from kmx_eval import io, numerics, paths
 from kmx_eval.errors import DataError, ParamsError
+from kmx_eval.metrics.parts import KEYPOINT_POINTING
 from kmx_eval.metrics.quantus import QUANTUS_METRICS
 from kmx_eval.metrics.quantus.spec import metric_aliases
 from kmx_eval.report import duplicates, figures, floors, galleries, html, inputs, stats, summary, tables
@@ -93,6 +94,15 @@ def _check_accuracy(agg: pd.DataFrame, settings: ReportSettings) -> None:
                                 "rerun evaluate (dvc repro)")
 
 
+def controlled_localisation(metrics, samples: pd.DataFrame) -> list[str]:
+    """The localisation metrics whose oracle-minus-random control gates their comparisons: the Quantus
+    ones of ``metrics`` (``evaluate.quantus``) and, where ``samples`` hold it (a dataset with part
+    locations), the pointing game at the keypoints: the oracle map must point at the parts more often
+    than the random one before its paired comparisons count (docs/METHOD.md, section 6)."""
+    out = [m for m in metrics if QUANTUS_METRICS.get(m).category == "localisation"]
+    return out + ([KEYPOINT_POINTING] if (samples["metric"] == KEYPOINT_POINTING).any() else [])
+
+
 def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
     """Aggregate across seeds, build every table and the generated sentences."""
     datasets, combos, samples = list(settings.datasets), list(settings.combinations), evaluations.samples
@@ -112,7 +122,7 @@ def compute(settings: ReportSettings, evaluations: Evaluations) -> Results:
     if settings.primary_faithfulness:
         primary.insert(1, (settings.explainer, settings.primary_faithfulness))
     cmp = multiplicity.adjust(cmp, primary=primary, confidence=settings.confidence)
-    localisation = [m for m in settings.metrics if QUANTUS_METRICS.get(m).category == "localisation"]
+    localisation = controlled_localisation(settings.metrics, samples)
     controls = stats.control_differences(samples, localisation, **bootstrap, seed=settings.seeds[0])
     # Faithfulness against the random map of the same model; a faithfulness metric is ranked, favours a
     # combination or enters a sentence only where occlusion beats random on every model (report.faithfulness).

@@ -15,6 +15,7 @@ import pandas as pd
 from kmx_eval.errors import DataError
 from kmx_eval.metrics.concept_fidelity import CONCEPT_FLOORS
 from kmx_eval.metrics.evaluation import CONCEPT_METRICS
+from kmx_eval.metrics.parts import CONCEPT_PART_AMI, KEYPOINT_POINTING
 from kmx_eval.metrics.sharpness import SHARPNESS_METRICS
 from kmx_eval.metrics.tidy import PROTOTYPE_METRICS, TIDY_COLUMNS
 from kmx_eval.report.duplicates import SAME_MAP_RHO
@@ -280,14 +281,14 @@ def keypoint_tables(agg: pd.DataFrame, *, seeds: str = "", explainers: Sequence[
                              "interval resamples images within each seed), beside the structured floors "
                              "(colour k-means, SLIC, grid cells with the study's K)." + seeds,
                      categories=["localisation", "concept_fidelity"], kinds=["keypoints"], with_chance=True,
-                     **order, methods=methods, metrics=["keypoint_pointing", "concept_part_ami"]),
+                     **order, methods=methods, metrics=[KEYPOINT_POINTING, CONCEPT_PART_AMI]),
         metric_table(normalised_localisation(agg, kind="keypoints"), name="keypoints_normalised",
                      title="Part pointing between floor and ceiling on each map's own grid",
                      caption="keypoint_pointing as (value - floor) / (ceiling - floor) on the grid the map "
                              "lives on (random_grid and ceiling; pixel-level maps against random and "
                              "ceiling_pixel): 0 = floor, 1 = ceiling." + seeds,
                      categories=[NORMALISED], kinds=["keypoints"], **order, methods=methods,
-                     metrics=["keypoint_pointing"]),
+                     metrics=[KEYPOINT_POINTING]),
     ]
 
 

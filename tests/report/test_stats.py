@@ -311,3 +311,18 @@ def test_seed_matrix_aligns_seeds_and_samples_as_a_pivot_and_refuses_duplicates(
     assert stats.seed_matrix(frame, seeds=[7]).shape == (0, 0)
     with pytest.raises(ValueError, match="two scores for one sample"):
         stats.seed_matrix(pd.concat([frame, frame.iloc[:1]]))
+
+
+def test_the_pointing_game_at_part_locations_passes_the_localisation_control_where_it_is_scored():
+    from kmx_eval.report.build import controlled_localisation
+
+    samples = pd.DataFrame({"metric": ["PointingGame", "keypoint_pointing"]})
+    metrics = ["PointingGame", "ROAD", "AUC"]
+    assert controlled_localisation(metrics, samples) == ["PointingGame", "AUC", "keypoint_pointing"]
+    assert controlled_localisation(metrics, samples[samples.metric != "keypoint_pointing"]) == ["PointingGame", "AUC"]
+    # an oracle that points no better than random makes it uninformative, like any localisation metric
+    rows = [dict(dataset="d", seed=0, combination="B4", method=m, metric="keypoint_pointing", sample=i,
+                 value=float(i % 2), reason=None) for m in ("random", "oracle") for i in range(20)]
+    controls = stats.control_differences(pd.DataFrame(rows), ["keypoint_pointing"], n_resamples=200,
+                                         confidence=0.95, seed=0)
+    assert stats.uninformative(controls) == {"d": {"keypoint_pointing"}}
