@@ -148,3 +148,19 @@ def test_normalised_value_is_zero_at_the_floor_one_at_the_ceiling_and_affine_inv
     assert np.isnan(out[3])  # no room between floor and ceiling: undefined, not 0
     np.testing.assert_allclose(normalised(3 * value + 1, 3 * floor + 1, 3 * ceiling + 1)[:3], out[:3])
     assert normalised(0.5, 0.25, 0.75) == pytest.approx(0.5)
+
+
+def test_the_search_gives_the_same_ceilings_on_one_thread_and_on_two():
+    """Images are searched side by side on the stage's threads: the values and maps do not depend on it."""
+    masks = _masks(48, seed=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = grid_ceilings(masks, (3, 3), CEILING_METRICS, k=_k(48))
+        torch.set_num_threads(2)
+        two = grid_ceilings(masks, (3, 3), CEILING_METRICS, k=_k(48))
+    finally:
+        torch.set_num_threads(before)
+    for metric in CEILING_METRICS:
+        np.testing.assert_array_equal(one[metric].values, two[metric].values)
+        np.testing.assert_array_equal(one[metric].maps, two[metric].maps)
