@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from kmx_eval import io, paths
-from kmx_eval.config import KEYPOINT_TOLERANCE
 from kmx_eval.data import has_keypoints, load_batch, load_keypoints, load_prepared
 from kmx_eval.data.interventions import load_interventions
 from kmx_eval.errors import DataError
@@ -162,10 +161,10 @@ def load_explained(*, dataset: str, combination: Combination | None, seed: int, 
 
 def evaluate_seed(tables: EvaluationTables, *, seed: int, explained: Explained, maps: Mapping[str, np.ndarray],
                   test_split, metrics: list[str], settings: QuantusSettings, purity_m: int, device: str,
+                  keypoint_tolerance: float,
                   explain_func_for: Callable[[str], Callable | None], source: str = "maps",
                   not_applicable: Mapping[str, str] | None = None, n_concepts: int | None = None,
-                  coarse_grid: tuple[int, int] | None = None, interventions_from=None,
-                  keypoint_tolerance: float = KEYPOINT_TOLERANCE) -> int:
+                  coarse_grid: tuple[int, int] | None = None, interventions_from=None) -> int:
     """Every metric of one seed into ``tables``: heads, prototypes, each map of ``maps``, concepts,
     and with ``coarse_grid`` (:func:`coarsest_grid`) each map's sharpness beyond that grid; with
     ``interventions_from`` (a prepared dataset's folder) the part interventions of
