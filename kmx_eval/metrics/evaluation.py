@@ -629,14 +629,13 @@ class EvaluationTables:
         shape = next(iter(maps.values())).shape[-2:] if maps else None
         note = f"a maximal pixel within {tolerance:.3g} px of a visible annotated part"
         if shape is not None:
-            chance = kp.pointing_chance(shape, keypoints, visible, tolerance=tolerance)
             discs = kp.keypoint_masks(shape, keypoints, visible, tolerance=tolerance)
+            chance = np.where(n_visible > 0, discs.mean(axis=(1, 2)), np.nan)  # a uniformly drawn pixel
             covered = discs.all(axis=(1, 2))
             for method, a in maps.items():
-                v = kp.part_pointing_game(a, keypoints, visible, tolerance=tolerance)
-                constant = np.array([np.ptp(m) == 0 for m in np.asarray(a)])
-                reasons = ["no visible part" if n == 0 else sh.CONSTANT if c else None
-                           for n, c in zip(n_visible, constant)]
+                v = kp.pointing_hits(a, discs, n_visible > 0)
+                reasons = [None if np.isfinite(x) else "no visible part" if n == 0 else "constant or non-finite map"
+                           for x, n in zip(v, n_visible)]
                 ok = np.isfinite(v)
                 self._summary(seed, v, reasons, kind="keypoints", method=method, category="localisation",
                               metric=kp.KEYPOINT_POINTING, higher_is_better=True, note=note,

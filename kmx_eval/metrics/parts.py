@@ -74,18 +74,29 @@ def part_pointing_game(maps: np.ndarray, keypoints: np.ndarray, visible: np.ndar
             or visible.shape != keypoints.shape[:2]:
         raise ValueError(f"part_pointing_game: maps (n, H, W), keypoints (n, P, 2), visible (n, P); got "
                          f"{maps.shape}, {keypoints.shape}, {visible.shape}")
-    if not 1 <= top_k <= maps.shape[1] * maps.shape[2] or tolerance < 0:
-        raise ValueError(f"part_pointing_game: top_k must be 1..H*W and tolerance >= 0 (got {top_k}, {tolerance})")
+    if tolerance < 0:
+        raise ValueError(f"part_pointing_game: tolerance must be >= 0 (got {tolerance})")
+    discs = keypoint_masks(maps.shape[1:], keypoints, visible, tolerance=tolerance)
+    return pointing_hits(maps, discs, visible.any(axis=1), top_k=top_k)
+
+
+def pointing_hits(maps: np.ndarray, discs: np.ndarray, scored: np.ndarray, *, top_k: int = 1) -> np.ndarray:
+    """Per image: 1.0 where the map's pointing region (the pixels at or above its ``top_k``-th value)
+    meets ``discs`` (``(n, H, W)`` bool, :func:`keypoint_masks`), else 0.0; NaN where ``scored`` is
+    False (no visible part) or the map is constant or not finite. :func:`part_pointing_game` with the
+    discs built once, for a caller that scores several maps of the same images."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if not 1 <= top_k <= maps.shape[1] * maps.shape[2]:
+        raise ValueError(f"pointing game: top_k must be 1..H*W (got {top_k})")
     out = np.full(len(maps), np.nan)
     for i, m in enumerate(maps):
         flat = m.ravel()
-        if not visible[i].any() or not np.isfinite(flat).all() or flat.min() == flat.max():
+        if not scored[i] or not np.isfinite(flat).all() or flat.min() == flat.max():
             continue
         # Every pixel at or above the top_k-th value, ties included (Quantus's PointingGame counts any
         # maximal pixel): order only, so invariant to a * m + b, a > 0.
         region = flat >= np.partition(flat, flat.size - top_k)[flat.size - top_k]
-        near = _near_pixels(m.shape, keypoints[i][visible[i]], tolerance).ravel()
-        out[i] = float(near[region].any())
+        out[i] = float(discs[i].ravel()[region].any())
     return out
 
 
