@@ -33,8 +33,9 @@ OVERRIDES = {
     # One thread: tiny forwards on a loaded 2-core machine wait on a descheduled second thread.
     "backbone": {"architecture": "resnet18", "image_size": 64, "epochs": 2, "batch_size": 16,
                  "lr": 0.003, "threads": 1},
-    # Two combinations: one block and two (the balanced weighting is the heads' and models' unit
-    # tests' business, and the default study's B34 and B234 run both paths end to end each make repro).
+    # Two combinations: one block and two. The balanced weighting is tested through the fit stage
+    # (tests/heads/test_fit_stage.py) and the heads' and models' unit tests; profiles/thorough.yaml
+    # runs B234_balanced end to end.
     "combinations": ["B4", "B34"],
     "head": {"n_prototypes": 2, "n_init": 1, "max_iter": 50, "probe_max_iter": 200},
     "explain": {"n_images": 6, "ig_steps": 4, "batch_size": 8,

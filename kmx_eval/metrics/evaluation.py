@@ -644,9 +644,8 @@ class EvaluationTables:
             for method, grid in grids.items():
                 found = cached_ceilings(discs & ~covered[:, None, None], grid, ["PointingGame"], k=1)
                 v = found["PointingGame"].values
-                reasons = ["no visible part" if n == 0 else "parts cover the image" if c else None
-                           for n, c in zip(n_visible, covered)]
-                v = np.where(covered, 1.0, v)  # every pixel hits: any map does
+                reasons = ["no visible part" if n == 0 else None for n in n_visible]
+                v = np.where(covered, 1.0, v)  # the discs cover the image: every map hits
                 where = "the pixels" if tuple(grid) == tuple(shape) else f"the {grid[0]} x {grid[1]} grid"
                 self._summary(seed, v, reasons, kind="keypoints", method=method, category="localisation",
                               metric=kp.KEYPOINT_POINTING, higher_is_better=True,

@@ -118,9 +118,9 @@ def pointing_chance(shape: tuple[int, int], keypoints: np.ndarray, visible: np.n
                     tolerance: float = 0.0) -> np.ndarray:
     """Per image: the share of pixels that hit a visible part, the pointing game's chance level
     for ``top_k`` 1 (a uniformly drawn pixel); NaN where no part is visible."""
-    keypoints, visible = np.asarray(keypoints, dtype=np.float64), np.asarray(visible, dtype=bool)
-    return np.array([_near_pixels(shape, kp[vis], tolerance).mean() if vis.any() else np.nan
-                     for kp, vis in zip(keypoints, visible)])
+    visible = np.asarray(visible, dtype=bool)
+    discs = keypoint_masks(shape, keypoints, visible, tolerance=tolerance)
+    return np.where(visible.any(axis=1), discs.mean(axis=(1, 2)), np.nan)
 
 
 def concept_part_alignment(concept_maps: np.ndarray, keypoints: np.ndarray, visible: np.ndarray) -> float:

@@ -163,3 +163,15 @@ def test_the_alignment_interval_is_seeded_and_holds_a_perfect_alignment_at_one()
     assert first == concept_part_alignment_ci(noisy, kp, visible, n_resamples=200, confidence=0.95, seed=0)
     value, low, high = first
     assert -1 <= low <= high <= 1 and low < high
+
+
+def test_an_image_covered_by_its_parts_scores_its_ceiling_with_no_missing_note():
+    from kmx_eval.metrics.evaluation import EvaluationTables
+
+    kp = np.array([[[W / 2, H / 2]], [[2.5, 2.5]]])
+    visible = np.ones((2, 1), bool)
+    t = EvaluationTables("d", "B4", n_resamples=20, confidence=0.9)
+    t.add_keypoints(0, {"margin": np.stack([_peak(2, 2), _peak(2, 2)])}, keypoints=kp, visible=visible,
+                    tolerance=float(H + W), grids={"ceiling": (3, 4)}, sample_ids=np.arange(2))
+    ceiling = next(r for r in t.rows if r["method"] == "ceiling")
+    assert ceiling["value"] == 1.0 and ceiling["n"] == 2 and "missing" not in ceiling["note"]
