@@ -267,3 +267,40 @@ def test_the_evaluation_passes_each_maps_grid_and_counts_refused_images_per_map(
     assert refused["PixelFlipping"]["random"] == 6 and refused["SymmetricMoRFLeRF"] == {"informed": 0, "random": 0}
     assert fa.map_grid("integrated_gradients", (4, 4), height=H, pixel_cells=8) == (8, 8)
     assert fa.map_grid("margin", (3, 3), height=H, pixel_cells=8) == (3, 3)
+
+
+def test_the_reference_scores_are_computed_once_per_model_and_weights():
+    """A second explainer on the same model and images reuses f(x)_y (2 K calls per image, not
+    1 + 2 K) and scores what a fresh model scores; the same model with its weights changed in place
+    (through ``.data``, which torch's version counters miss) computes them again."""
+    x, y = _toy_images(2)
+    model = Weighted().eval()
+    calls = []
+    model.register_forward_pre_hook(lambda m, inp: calls.append(len(inp[0])))
+    maps = [np.random.default_rng(i).random((2, H, H)).astype(np.float32) for i in range(2)]
+    runs = []
+    for a in maps:
+        calls.clear()
+        scores, _, run = qm.run_quantus("SymmetricMoRFLeRF", model, x, y, a, None, settings=CFG, seed=0,
+                                        grid=(4, 4), n_classes=2)
+        runs.append((scores, sum(calls), run.settings["model_calls_per_image"]))
+    (_, first_calls, per_image), (second, second_calls, _) = runs
+    assert first_calls == 2 * per_image and second_calls == 2 * (per_image - 1)
+    fresh, _, _ = qm.run_quantus("SymmetricMoRFLeRF", Weighted().eval(), x, y, maps[1], None,
+                                 settings=CFG, seed=0, grid=(4, 4), n_classes=2)
+    assert np.array_equal(second, fresh, equal_nan=True)
+    model.weight.data.mul_(2.0)
+    calls.clear()
+    qm.run_quantus("SymmetricMoRFLeRF", model, x, y, maps[1], None, settings=CFG, seed=0, grid=(4, 4), n_classes=2)
+    assert sum(calls) == 2 * per_image
+
+
+class Weighted(OutOfDistribution):
+    """:class:`OutOfDistribution` with its scores times a weight (a parameter, 1 at first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return super().forward(x) * self.weight

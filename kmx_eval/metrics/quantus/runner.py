@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -33,6 +35,14 @@ if TYPE_CHECKING:
 SAMPLE_ERRORS = (AssertionError, ValueError, FloatingPointError, ZeroDivisionError, IndexError, KmxError)
 
 NO_MASKS = "not applicable: dataset has no masks"
+
+#: The reference class scores already computed in this process, per model: every explainer of an
+#: evaluate stage is scored on the same model, images and targets, so ``f(x)_y`` (and the fully
+#: perturbed one) is computed once, not once per explainer and faithfulness metric (a sixth of the
+#: stage's forward passes on B4). Keyed by the exact inputs and the model's current weights
+#: (:func:`_weights_fingerprint`: a model changed in place is a new key), so a hit returns the bytes a
+#: new call would (the same call on the same batch); weak, so a model's entries go with it.
+_REFERENCES: "weakref.WeakKeyDictionary[Any, dict[tuple, np.ndarray]]" = weakref.WeakKeyDictionary()
 
 
 def rescaled_explain_func(explain_func: Callable, scaling: str = "rank") -> Callable:
@@ -131,12 +141,36 @@ class _Scorer:
         if not self.spec.needs_reference:
             return None
         scored = dict(softmax=softmax, device=self.device, batch_size=self.batch_size)
-        reference = {"original": class_scores(self.model, self.x[ix], self.y[ix], **scored)}
+        reference = {"original": reference_scores(self.model, self.x[ix], self.y[ix], **scored)}
         if self.spec.needs_reference == "both":  # the curve does not end fully perturbed (RegionPerturbation)
             np.random.seed(self.seed % 2**32)
             x_base = fully_perturbed(self.x[ix], self.settings.perturb_baseline)
-            reference["perturbed"] = class_scores(self.model, x_base, self.y[ix], **scored)
+            reference["perturbed"] = reference_scores(self.model, x_base, self.y[ix], **scored)
         return reference
+
+
+def reference_scores(model: "torch.nn.Module", x: np.ndarray, y: np.ndarray, *, softmax: bool, device: str,
+                     batch_size: int) -> np.ndarray:
+    """:func:`class_scores` of ``x``, computed once per model, inputs, targets and settings in this
+    process (:data:`_REFERENCES`); a copy, so a caller cannot change the cached values."""
+    key = (hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(), x.shape, x.dtype.str,
+           np.asarray(y).tobytes(), bool(softmax), str(device), int(batch_size), _weights_fingerprint(model))
+    cached = _REFERENCES.setdefault(model, {})
+    if key not in cached:
+        cached[key] = class_scores(model, x, y, softmax=softmax, device=device, batch_size=batch_size)
+    return cached[key].copy()
+
+
+def _weights_fingerprint(model: "torch.nn.Module") -> tuple[float, ...]:
+    """The sum and absolute sum of every parameter and buffer of ``model``, in float64: a few
+    milliseconds for a ResNet, and any change of the weights in place (``.data`` included, which
+    bypasses torch's version counters) changes it."""
+    import torch  # torch: the metric registry, imported by the resolve stage, stays free of it
+
+    with torch.no_grad():
+        sums = [(float(t.double().sum()), float(t.double().abs().sum()))
+                for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return tuple(v for pair in sums for v in pair)
 
 
 def _checked_inputs(name: str, x, y, a) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
